@@ -1,0 +1,409 @@
+//! `sluice.yaml`: proxy settings. Read once at start (certificates are reloaded by the TLS layer).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, ConfigErrors, Dur, field, unknown_keys, yaml};
+
+/// The whole of `sluice.yaml`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Settings {
+    /// Data-plane listeners.
+    pub listeners: Vec<Listener>,
+    /// The admin listener.
+    pub admin: Admin,
+    /// OFREP options.
+    pub ofrep: Ofrep,
+    /// Runtime sizing.
+    pub runtime: Runtime,
+    /// Timeouts and limits.
+    pub limits: Limits,
+    /// Where files live.
+    pub paths: Paths,
+    /// Keys, roles and the change policy.
+    pub trust: Trust,
+    /// JSON access log (off by default).
+    pub access_log: AccessLog,
+}
+
+/// A data-plane listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Name routes refer to with `match.listener`.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// TLS termination, when present.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate chains with their keys; chosen by SNI.
+    pub certs: Vec<CertPair>,
+}
+
+/// One certificate chain and its private key (PEM files).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// File holding the bearer token; absent: sluice generates `state/admin.token`.
+    pub token_file: Option<PathBuf>,
+    /// Host values accepted on `/api/v1` besides loopback names and IP literals.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// OFREP options.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ofrep {
+    /// Origins allowed to call OFREP from browsers.
+    pub cors_origins: Vec<String>,
+}
+
+/// Runtime sizing.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Data-plane worker threads; 0 = one per core.
+    pub workers: usize,
+}
+
+/// Timeouts and limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Time allowed to read a request head; also bounds idle HTTP/1 keep-alive.
+    pub header_read_timeout: Dur,
+    /// TLS handshake and protocol detection.
+    pub handshake_timeout: Dur,
+    /// Idle HTTP/2 connections.
+    pub idle_timeout: Dur,
+    /// SIGTERM: time to finish in-flight work.
+    pub drain_timeout: Dur,
+    /// Largest request head (and HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Connections accepted at once across listeners.
+    pub max_connections: usize,
+}
+
+/// Where files live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// The change-managed traffic document.
+    pub traffic: PathBuf,
+    /// Folder of approval tokens.
+    pub approvals: PathBuf,
+    /// Persistent state: audit log, active document, high-water mark.
+    pub state_dir: PathBuf,
+}
+
+/// JSON access log.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    /// Write one JSON line per request.
+    pub enabled: bool,
+    /// File to append to; absent: standard output.
+    pub path: Option<PathBuf>,
+}
+
+/// Keys, roles and the change policy.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trust {
+    /// When false, every valid document activates (class `unapproved`).
+    pub require_approvals: bool,
+    /// Tokens must carry `aud` equal to this.
+    pub environment: String,
+    /// Principals by name.
+    pub principals: BTreeMap<String, Principal>,
+    /// The change policy.
+    pub policy: Policy,
+}
+
+/// A person or system that signs tokens.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    /// Public keys, `ed25519:<base64url>`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Roles held.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The change policy.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Longest `exp - iat` accepted.
+    pub max_token_lifetime: Dur,
+    /// Tolerance on `iat` and `exp`.
+    pub clock_skew: Dur,
+    /// How far a new version may exceed the high-water mark.
+    pub max_version_step: u64,
+    /// Pre-approved changes.
+    pub standard: Standard,
+    /// Reviewed changes.
+    pub normal: Normal,
+    /// Emergency changes.
+    pub emergency: Emergency,
+}
+
+/// Pre-approved change paths.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Standard {
+    /// JSON Pointer globs (`*` one segment, `**` many).
+    pub allow: Vec<String>,
+}
+
+/// Requirements of a normal change.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Normal {
+    /// Approvals needed.
+    pub require: Vec<Requirement>,
+}
+
+/// Requirements of an emergency change.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Emergency {
+    /// Approvals needed to activate at once.
+    pub require: Vec<Requirement>,
+    /// Whether the author may approve their own emergency.
+    pub allow_self_approval: bool,
+    /// Time allowed for the post-facto review.
+    pub review_within: Dur,
+    /// Reviews needed to close it.
+    pub review: Vec<Requirement>,
+}
+
+/// `count` distinct principals holding one of `roles` (when the diff touches `paths`, if given).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// Distinct principals needed.
+    pub count: usize,
+    /// Roles that count.
+    pub roles: Vec<String>,
+    /// Only when the diff touches one of these JSON Pointer globs.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+}
+
+// === impl Settings ===
+
+impl Settings {
+    /// Reads and validates `sluice.yaml`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::plain("", format!("cannot read {}: {e}", path.display())))?;
+        Settings::parse(&text)
+    }
+
+    /// Parses and validates the text of `sluice.yaml`.
+    pub fn parse(text: &str) -> Result<Settings, ConfigErrors> {
+        let parsed = yaml::parse(text)?;
+        let spans = &parsed.spans;
+        let Some(map) = parsed.value.as_object() else {
+            return Err(ConfigError::plain("", "sluice.yaml must be a mapping").into());
+        };
+        let mut errors = Vec::new();
+        unknown_keys(
+            map,
+            &["listeners", "admin", "ofrep", "runtime", "limits", "paths", "trust", "access_log"],
+            spans,
+            &mut errors,
+        );
+        let s = Settings {
+            listeners: field(map, "listeners", "", spans, &mut errors),
+            admin: field(map, "admin", "", spans, &mut errors),
+            ofrep: field(map, "ofrep", "", spans, &mut errors),
+            runtime: field(map, "runtime", "", spans, &mut errors),
+            limits: field(map, "limits", "", spans, &mut errors),
+            paths: field(map, "paths", "", spans, &mut errors),
+            trust: field(map, "trust", "", spans, &mut errors),
+            access_log: field(map, "access_log", "", spans, &mut errors),
+        };
+        s.check(spans, &mut errors);
+        if errors.is_empty() { Ok(s) } else { Err(ConfigErrors(errors)) }
+    }
+
+    fn check(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !names.insert(l.name.as_str()) {
+                errors.push(ConfigError::at(
+                    spans,
+                    &format!("listeners[{i}].name"),
+                    format!("duplicate listener name `{}`", l.name),
+                ));
+            }
+            if let Some(tls) = &l.tls
+                && tls.certs.is_empty()
+            {
+                errors.push(ConfigError::at(spans, &format!("listeners[{i}].tls.certs"), "at least one certificate is needed"));
+            }
+        }
+        if self.limits.max_header_bytes < 1024 {
+            errors.push(ConfigError::at(spans, "limits.max_header_bytes", "must be at least 1024"));
+        }
+        if self.limits.max_connections == 0 {
+            errors.push(ConfigError::at(spans, "limits.max_connections", "must be at least 1"));
+        }
+        let mut key_owner: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, p) in &self.trust.principals {
+            for (i, k) in p.keys.iter().enumerate() {
+                let path = format!("trust.principals.{name}.keys[{i}]");
+                if !k.starts_with("ed25519:") {
+                    errors.push(ConfigError::at(spans, &path, "keys must be written `ed25519:<base64url public key>`"));
+                }
+                if let Some(other) = key_owner.insert(k.as_str(), name.as_str())
+                    && other != name
+                {
+                    errors.push(ConfigError::at(
+                        spans,
+                        &path,
+                        format!("this key is already listed under principal `{other}`: a key may belong to one principal only"),
+                    ));
+                }
+            }
+        }
+        for (section, reqs) in [
+            ("normal.require", &self.trust.policy.normal.require),
+            ("emergency.require", &self.trust.policy.emergency.require),
+            ("emergency.review", &self.trust.policy.emergency.review),
+        ] {
+            for (i, r) in reqs.iter().enumerate() {
+                if r.roles.is_empty() {
+                    errors.push(ConfigError::at(
+                        spans,
+                        &format!("trust.policy.{section}[{i}].roles"),
+                        "at least one role is needed",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+// === defaults ===
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token_file: None,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Dur::secs(10),
+            handshake_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(60),
+            drain_timeout: Dur::secs(30),
+            max_header_bytes: 65536,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            traffic: PathBuf::from("config/traffic.yaml"),
+            approvals: PathBuf::from("config/approvals"),
+            state_dir: PathBuf::from("state"),
+        }
+    }
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            require_approvals: true,
+            environment: "prod".into(),
+            principals: BTreeMap::new(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_token_lifetime: Dur::secs(72 * 3600),
+            clock_skew: Dur::secs(60),
+            max_version_step: 1000,
+            standard: Standard::default(),
+            normal: Normal::default(),
+            emergency: Emergency::default(),
+        }
+    }
+}
+
+impl Default for Emergency {
+    fn default() -> Self {
+        Emergency {
+            require: Vec::new(),
+            allow_self_approval: false,
+            review_within: Dur::secs(24 * 3600),
+            review: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let s = Settings::parse("listeners: [{name: public, bind: \"127.0.0.1:8080\"}]\n").unwrap();
+        assert!(s.trust.require_approvals);
+        assert_eq!(s.limits.max_header_bytes, 65536);
+        let e = Settings::parse("listeners: [{name: a, bind: nope}]\nlimits: {drain_timeout: 5}\nbogus: 1\n").unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.0.len(), 3, "{text}");
+        assert!(text.contains("listeners[0].bind (line 1:"), "{text}");
+        assert!(text.contains("limits.drain_timeout (line 2:"), "{text}");
+        assert!(text.contains("bogus (line 3:1): unknown field"), "{text}");
+    }
+
+    #[test]
+    fn key_under_two_principals() {
+        let e = Settings::parse(
+            "trust:\n  principals:\n    a: {keys: [\"ed25519:AAAA\"]}\n    b: {keys: [\"ed25519:AAAA\"]}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("trust.principals.b.keys[0] (line 4:"), "{e}");
+    }
+}

@@ -1,0 +1,95 @@
+use super::*;
+
+const GOOD: &str = r#"
+version: 7
+change: { id: CHG-1, author: alice, class: normal, summary: "canary checkout v2" }
+upstreams:
+  v1: { endpoints: ["127.0.0.1:9101"] }
+  v2: { endpoints: ["127.0.0.1:9102"], balance: least_request }
+routes:
+  - name: checkout
+    match: { host: "shop.example.com", path_prefix: /checkout, methods: [GET, POST] }
+    to: { rollout: checkout }
+    flags: [new-checkout]
+  - name: rest
+    to: { upstream: v1 }
+rollouts:
+  checkout:
+    strategy: canary
+    stable: v1
+    canary: v2
+    sticky: { header: x-user-id, cookie: sluice_uid, set_cookie: true }
+    steps:
+      - { weight: 5.25, hold: 2m }
+      - { gate: manual }
+      - { weight: 100 }
+    analysis: { interval: 1s, window: 30s, min_requests: 50, max_error_rate: 0.05 }
+flags:
+  new-checkout:
+    state: ENABLED
+    variants: { "on": true, "off": false }
+    defaultVariant: "off"
+"#;
+
+#[test]
+fn good_document_parses() {
+    let p = TrafficDoc::parse(GOOD, &CheckContext::default()).unwrap();
+    assert_eq!(p.doc.version, 7);
+    let ro = &p.doc.rollouts["checkout"];
+    assert_eq!(ro.steps[0].weight, Some(Weight(525)));
+    assert_eq!(ro.steps[1].gate, Some(Gate::Manual));
+    assert_eq!(p.doc.upstreams["v2"].balance, Balance::LeastRequest);
+    assert_eq!(p.json["routes"][0]["name"], "checkout");
+}
+
+fn errors(text: &str) -> String {
+    TrafficDoc::parse(text, &CheckContext::default()).unwrap_err().to_string()
+}
+
+#[test]
+fn every_error_has_path_and_line() {
+    let bad = GOOD
+        .replace("{ weight: 100 }", "{ weight: 120 }")
+        .replace("to: { upstream: v1 }", "to: { upstream: v9 }")
+        .replace("balance: least_request", "balance: least_request, colour: red");
+    let e = errors(&bad);
+    assert!(e.contains("rollouts.checkout.steps[2].weight (line 23:"), "{e}");
+    assert!(e.contains("exceeds 100"), "{e}");
+    assert!(e.contains("upstreams.v2.colour (line 6:"), "{e}");
+    assert!(e.contains("unknown field `colour`"), "{e}");
+}
+
+#[test]
+fn semantic_errors_are_all_collected() {
+    let bad = GOOD.replace("to: { upstream: v1 }", "to: { upstream: v9 }").replace("flags: [new-checkout]", "flags: [New]");
+    let e = errors(&bad);
+    assert!(e.contains("routes[1].to.upstream (line 13:"), "{e}");
+    assert!(e.contains("unknown upstream `v9`"), "{e}");
+    assert!(e.contains("routes[0].flags[0]"), "{e}");
+}
+
+#[test]
+fn bad_yaml_has_a_line() {
+    let e = errors("version: 1\nchange: {id: a, author: b\n");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn weight_with_three_decimals_is_refused() {
+    let e = errors(&GOOD.replace("weight: 5.25", "weight: 5.255"));
+    assert!(e.contains("steps[0].weight"), "{e}");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let e = errors(&format!("{GOOD}\nextra: 1\n"));
+    assert!(e.contains("extra (line"), "{e}");
+}
+
+#[test]
+fn status_classes() {
+    assert_eq!(parse_status_class("5xx"), Some((500, 599)));
+    assert_eq!(parse_status_class("429"), Some((429, 429)));
+    assert_eq!(parse_status_class("6xx"), None);
+    assert_eq!(parse_status_class("50x"), None);
+}

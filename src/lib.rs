@@ -1,0 +1,9 @@
+//! sluice: a feature-flag and progressive-delivery edge proxy.
+//!
+//! Map of the crate:
+//! - [`config`]: `sluice.yaml` and `traffic.yaml` — YAML with positions, raw types, validation.
+//! - [`bucket`]: the one bucketing primitive (canonical CBOR → murmur3 → bucket), shared by
+//!   rollout splitting and flagd `fractional`.
+
+pub mod bucket;
+pub mod config;
