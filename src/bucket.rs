@@ -122,7 +122,11 @@ fn write_value<S: Sink>(s: &mut S, value: &Value) {
             // Core deterministic encoding sorts keys by their encoded bytes; for text keys
             // that is length first, then bytewise.
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
+            keys.sort_by(|a, b| {
+                a.len()
+                    .cmp(&b.len())
+                    .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+            });
             write_head(s, 5, keys.len() as u64);
             for k in keys {
                 write_text(s, k.as_bytes());
@@ -214,7 +218,11 @@ impl Murmur3 {
     fn block(&mut self, k: u32) {
         let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
         self.h ^= k;
-        self.h = self.h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        self.h = self
+            .h
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe654_6b64);
     }
 
     /// Feeds bytes.
@@ -271,7 +279,10 @@ mod tests {
     fn murmur3_known_values() {
         assert_eq!(hash_bytes(b""), 0);
         assert_eq!(hash_bytes(b"hello"), 0x248b_fa47);
-        assert_eq!(hash_bytes(b"The quick brown fox jumps over the lazy dog"), 0x2e4f_f723);
+        assert_eq!(
+            hash_bytes(b"The quick brown fox jumps over the lazy dog"),
+            0x2e4f_f723
+        );
     }
 
     #[test]
@@ -296,7 +307,10 @@ mod tests {
 
     #[test]
     fn conformance_vectors() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/fractional-vectors.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/conformance/fractional-vectors.json"
+        );
         let Ok(text) = std::fs::read_to_string(path) else {
             panic!("conformance vectors missing at {path}");
         };
@@ -306,12 +320,20 @@ mod tests {
             let name = v["name"].as_str().unwrap();
             let h = if let Some(input) = v.get("input") {
                 let cbor = canonical_cbor(input);
-                assert_eq!(hex::encode(&cbor), v["cbor_hex"].as_str().unwrap(), "{name}");
+                assert_eq!(
+                    hex::encode(&cbor),
+                    v["cbor_hex"].as_str().unwrap(),
+                    "{name}"
+                );
                 hash_value(input)
             } else {
                 hash_bytes(v["utf8"].as_str().unwrap().as_bytes())
             };
-            assert_eq!(h as u64, v["murmur3_x86_32_seed0_u32"].as_u64().unwrap(), "{name}");
+            assert_eq!(
+                h as u64,
+                v["murmur3_x86_32_seed0_u32"].as_u64().unwrap(),
+                "{name}"
+            );
             if let Some(b) = v.get("bucket_w100") {
                 assert_eq!(scale(h, 100), b.as_u64().unwrap(), "{name}");
             }

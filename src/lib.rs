@@ -5,5 +5,13 @@
 //! - [`bucket`]: the one bucketing primitive (canonical CBOR → murmur3 → bucket), shared by
 //!   rollout splitting and flagd `fractional`.
 
+pub mod admin;
 pub mod bucket;
+pub mod change;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod instance;
+pub mod proxy;
+pub mod snapshot;
+pub mod telemetry;

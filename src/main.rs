@@ -1,1 +1,5 @@
-fn main() {}
+//! The `sluice` binary: parse the command line and dispatch.
+
+fn main() {
+    std::process::exit(sluice::cli::main());
+}

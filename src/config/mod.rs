@@ -63,7 +63,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(document)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(document)"
+        } else {
+            &self.path
+        };
         match (self.line, self.col) {
             (Some(l), Some(c)) => write!(f, "{path} (line {l}:{c}): {}", self.message),
             (Some(l), None) => write!(f, "{path} (line {l}): {}", self.message),
@@ -97,7 +101,11 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 /// Deserializes the node at `path` into `T`, reporting serde's error with its full path and position.
-pub(crate) fn from_node<T: DeserializeOwned>(value: &Value, path: &str, spans: &yaml::Spans) -> Result<T, ConfigError> {
+pub(crate) fn from_node<T: DeserializeOwned>(
+    value: &Value,
+    path: &str,
+    spans: &yaml::Spans,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let full = match (path.is_empty(), inner == ".") {
@@ -118,7 +126,11 @@ pub(crate) fn field<T: DeserializeOwned + Default>(
     spans: &yaml::Spans,
     errors: &mut Vec<ConfigError>,
 ) -> T {
-    let path = if base.is_empty() { key.to_string() } else { format!("{base}.{key}") };
+    let path = if base.is_empty() {
+        key.to_string()
+    } else {
+        format!("{base}.{key}")
+    };
     match map.get(key) {
         None | Some(Value::Null) => T::default(),
         Some(v) => from_node(v, &path, spans).unwrap_or_else(|e| {

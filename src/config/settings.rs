@@ -235,7 +235,16 @@ impl Settings {
         let mut errors = Vec::new();
         unknown_keys(
             map,
-            &["listeners", "admin", "ofrep", "runtime", "limits", "paths", "trust", "access_log"],
+            &[
+                "listeners",
+                "admin",
+                "ofrep",
+                "runtime",
+                "limits",
+                "paths",
+                "trust",
+                "access_log",
+            ],
             spans,
             &mut errors,
         );
@@ -250,7 +259,11 @@ impl Settings {
             access_log: field(map, "access_log", "", spans, &mut errors),
         };
         s.check(spans, &mut errors);
-        if errors.is_empty() { Ok(s) } else { Err(ConfigErrors(errors)) }
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     fn check(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
@@ -266,21 +279,37 @@ impl Settings {
             if let Some(tls) = &l.tls
                 && tls.certs.is_empty()
             {
-                errors.push(ConfigError::at(spans, &format!("listeners[{i}].tls.certs"), "at least one certificate is needed"));
+                errors.push(ConfigError::at(
+                    spans,
+                    &format!("listeners[{i}].tls.certs"),
+                    "at least one certificate is needed",
+                ));
             }
         }
         if self.limits.max_header_bytes < 1024 {
-            errors.push(ConfigError::at(spans, "limits.max_header_bytes", "must be at least 1024"));
+            errors.push(ConfigError::at(
+                spans,
+                "limits.max_header_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.limits.max_connections == 0 {
-            errors.push(ConfigError::at(spans, "limits.max_connections", "must be at least 1"));
+            errors.push(ConfigError::at(
+                spans,
+                "limits.max_connections",
+                "must be at least 1",
+            ));
         }
         let mut key_owner: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, p) in &self.trust.principals {
             for (i, k) in p.keys.iter().enumerate() {
                 let path = format!("trust.principals.{name}.keys[{i}]");
                 if !k.starts_with("ed25519:") {
-                    errors.push(ConfigError::at(spans, &path, "keys must be written `ed25519:<base64url public key>`"));
+                    errors.push(ConfigError::at(
+                        spans,
+                        &path,
+                        "keys must be written `ed25519:<base64url public key>`",
+                    ));
                 }
                 if let Some(other) = key_owner.insert(k.as_str(), name.as_str())
                     && other != name
@@ -390,7 +419,10 @@ mod tests {
         let s = Settings::parse("listeners: [{name: public, bind: \"127.0.0.1:8080\"}]\n").unwrap();
         assert!(s.trust.require_approvals);
         assert_eq!(s.limits.max_header_bytes, 65536);
-        let e = Settings::parse("listeners: [{name: a, bind: nope}]\nlimits: {drain_timeout: 5}\nbogus: 1\n").unwrap_err();
+        let e = Settings::parse(
+            "listeners: [{name: a, bind: nope}]\nlimits: {drain_timeout: 5}\nbogus: 1\n",
+        )
+        .unwrap_err();
         let text = e.to_string();
         assert_eq!(e.0.len(), 3, "{text}");
         assert!(text.contains("listeners[0].bind (line 1:"), "{text}");
@@ -404,6 +436,10 @@ mod tests {
             "trust:\n  principals:\n    a: {keys: [\"ed25519:AAAA\"]}\n    b: {keys: [\"ed25519:AAAA\"]}\n",
         )
         .unwrap_err();
-        assert!(e.to_string().contains("trust.principals.b.keys[0] (line 4:"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("trust.principals.b.keys[0] (line 4:"),
+            "{e}"
+        );
     }
 }

@@ -36,13 +36,21 @@ impl Dur {
         let mut total = Duration::ZERO;
         let mut rest = s;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!("invalid duration `{s}`: expected a number, e.g. `30s`"));
+                return Err(format!(
+                    "invalid duration `{s}`: expected a number, e.g. `30s`"
+                ));
             }
-            let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration `{s}`: number too large"))?;
+            let n: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("invalid duration `{s}`: number too large"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let ms: u64 = match unit {
@@ -51,10 +59,20 @@ impl Dur {
                 "m" => 60_000,
                 "h" => 3_600_000,
                 "d" => 86_400_000,
-                "" => return Err(format!("invalid duration `{s}`: missing unit (ms, s, m, h, d)")),
-                other => return Err(format!("invalid duration `{s}`: unknown unit `{other}` (ms, s, m, h, d)")),
+                "" => {
+                    return Err(format!(
+                        "invalid duration `{s}`: missing unit (ms, s, m, h, d)"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "invalid duration `{s}`: unknown unit `{other}` (ms, s, m, h, d)"
+                    ));
+                }
             };
-            let add = n.checked_mul(ms).ok_or_else(|| format!("invalid duration `{s}`: too large"))?;
+            let add = n
+                .checked_mul(ms)
+                .ok_or_else(|| format!("invalid duration `{s}`: too large"))?;
             total = total
                 .checked_add(Duration::from_millis(add))
                 .ok_or_else(|| format!("invalid duration `{s}`: too large"))?;
@@ -69,7 +87,12 @@ impl fmt::Display for Dur {
         if ms == 0 {
             return write!(f, "0s");
         }
-        for (unit, n) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, n) in [
+            ("d", 86_400_000u128),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms % n == 0 {
                 return write!(f, "{}{unit}", ms / n);
             }
@@ -108,12 +131,17 @@ impl Weight {
 
     /// Parses a decimal percentage with at most two decimals into basis points, exactly.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("weight `{text}` must be a percentage from 0 to 100 with at most 2 decimals");
+        let bad = || {
+            format!("weight `{text}` must be a percentage from 0 to 100 with at most 2 decimals")
+        };
         let (int, frac) = match text.split_once('.') {
             Some((i, f)) => (i, f),
             None => (text, ""),
         };
-        if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        if int.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(bad());
         }
         let frac = frac.trim_end_matches('0');
@@ -125,7 +153,10 @@ impl Weight {
         for (i, b) in frac.bytes().enumerate() {
             cents += (b - b'0') as u64 * if i == 0 { 10 } else { 1 };
         }
-        let bp = whole.checked_mul(100).and_then(|w| w.checked_add(cents)).ok_or_else(bad)?;
+        let bp = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(cents))
+            .ok_or_else(bad)?;
         if bp > 10_000 {
             return Err(format!("weight {text} exceeds 100"));
         }
@@ -168,8 +199,12 @@ impl<'de> Deserialize<'de> for Weight {
                 }
                 Weight::parse(text).map_err(de::Error::custom)
             }
-            serde_json::Value::String(s) => Weight::parse(s.trim_end_matches('%')).map_err(de::Error::custom),
-            other => Err(de::Error::custom(format!("weight must be a number, found {other}"))),
+            serde_json::Value::String(s) => {
+                Weight::parse(s.trim_end_matches('%')).map_err(de::Error::custom)
+            }
+            other => Err(de::Error::custom(format!(
+                "weight must be a number, found {other}"
+            ))),
         }
     }
 }
@@ -196,7 +231,14 @@ mod tests {
 
     #[test]
     fn weights_are_exact() {
-        for (t, bp) in [("5.25", 525), ("0.29", 29), ("100", 10_000), ("0", 0), ("12.5", 1250), ("0.01", 1)] {
+        for (t, bp) in [
+            ("5.25", 525),
+            ("0.29", 29),
+            ("100", 10_000),
+            ("0", 0),
+            ("12.5", 1250),
+            ("0.01", 1),
+        ] {
             assert_eq!(Weight::parse(t).unwrap(), Weight(bp), "{t}");
         }
         assert!(Weight::parse("5.251").is_err());

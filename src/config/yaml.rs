@@ -145,10 +145,20 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn node(&mut self, ev: Event<'a>, span: Span, path: String, depth: usize) -> Result<Value, ConfigError> {
+    fn node(
+        &mut self,
+        ev: Event<'a>,
+        span: Span,
+        path: String,
+        depth: usize,
+    ) -> Result<Value, ConfigError> {
         let p = pos(&span);
         if depth > MAX_DEPTH {
-            return Err(err_at(&path, p, format!("nesting deeper than {MAX_DEPTH} levels")));
+            return Err(err_at(
+                &path,
+                p,
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
         }
         self.spans.by_path.entry(path.clone()).or_insert(p);
         match ev {
@@ -182,12 +192,24 @@ impl<'a> Builder<'a> {
                             check_props(&path, pos(&kspan), anchor, tag.is_some())?;
                             text.into_owned()
                         }
-                        Event::Alias(_) => return Err(err_at(&path, pos(&kspan), "YAML aliases are not allowed")),
-                        _ => return Err(err_at(&path, pos(&kspan), "mapping keys must be plain strings")),
+                        Event::Alias(_) => {
+                            return Err(err_at(&path, pos(&kspan), "YAML aliases are not allowed"));
+                        }
+                        _ => {
+                            return Err(err_at(
+                                &path,
+                                pos(&kspan),
+                                "mapping keys must be plain strings",
+                            ));
+                        }
                     };
                     let child = join_key(&path, &key);
                     if !seen.insert(key.clone()) {
-                        return Err(err_at(&child, pos(&kspan), format!("duplicate key `{key}`")));
+                        return Err(err_at(
+                            &child,
+                            pos(&kspan),
+                            format!("duplicate key `{key}`"),
+                        ));
                     }
                     self.spans.by_path.insert(child.clone(), pos(&kspan));
                     let (ev, vspan) = self.next()?;
@@ -220,8 +242,8 @@ fn scalar(text: &str, style: ScalarStyle) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
-        | ".NAN" => {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => {
             // JSON has no infinities or NaN: keep the text so a typed field reports it.
             return Value::String(text.to_string());
         }
@@ -295,7 +317,8 @@ mod tests {
 
     #[test]
     fn scalars_follow_the_core_schema() {
-        let p = parse("a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: on\ng: -3\nh: 0x1f\ni: 1e3\n").unwrap();
+        let p =
+            parse("a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: on\ng: -3\nh: 0x1f\ni: 1e3\n").unwrap();
         assert_eq!(
             p.value,
             json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "1", "f": "on", "g": -3, "h": 31, "i": 1000.0})
@@ -305,8 +328,14 @@ mod tests {
     #[test]
     fn positions_by_path() {
         let p = parse("routes:\n  - name: a\n    to:\n      upstream: x\n").unwrap();
-        assert_eq!(p.spans.find("routes[0].to.upstream"), Some(Pos { line: 4, col: 7 }));
-        assert_eq!(p.spans.find("routes[0].to.missing"), Some(Pos { line: 3, col: 5 }));
+        assert_eq!(
+            p.spans.find("routes[0].to.upstream"),
+            Some(Pos { line: 4, col: 7 })
+        );
+        assert_eq!(
+            p.spans.find("routes[0].to.missing"),
+            Some(Pos { line: 3, col: 5 })
+        );
     }
 
     #[test]
@@ -314,9 +343,24 @@ mod tests {
         let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert!(e.message.contains("duplicate key `a`"), "{e}");
         assert_eq!(e.line, Some(3));
-        assert!(parse("a: &x 1\nb: *x\n").unwrap_err().message.contains("anchors"));
-        assert!(parse("a: !custom 1\n").unwrap_err().message.contains("tags"));
-        assert!(parse("a: 1\n---\nb: 2\n").unwrap_err().message.contains("one YAML document"));
+        assert!(
+            parse("a: &x 1\nb: *x\n")
+                .unwrap_err()
+                .message
+                .contains("anchors")
+        );
+        assert!(
+            parse("a: !custom 1\n")
+                .unwrap_err()
+                .message
+                .contains("tags")
+        );
+        assert!(
+            parse("a: 1\n---\nb: 2\n")
+                .unwrap_err()
+                .message
+                .contains("one YAML document")
+        );
     }
 
     #[test]

@@ -557,7 +557,11 @@ impl TrafficDoc {
         );
         for key in ["version", "change"] {
             if !map.contains_key(key) {
-                errors.push(ConfigError::at(&spans, "", format!("missing field `{key}`")));
+                errors.push(ConfigError::at(
+                    &spans,
+                    "",
+                    format!("missing field `{key}`"),
+                ));
             }
         }
         let doc = TrafficDoc {
@@ -597,15 +601,24 @@ impl TrafficDoc {
             err("change.author".into(), "must not be empty".into());
         }
         if self.change.class == ChangeClass::Unapproved {
-            err("change.class".into(), "must be standard, normal or emergency".into());
+            err(
+                "change.class".into(),
+                "must be standard, normal or emergency".into(),
+            );
         }
         for (name, u) in &self.upstreams {
             let base = format!("upstreams.{name}");
             if !is_name(name) {
-                err(base.clone(), format!("upstream name `{name}` must be letters, digits, `-`, `_` or `.`"));
+                err(
+                    base.clone(),
+                    format!("upstream name `{name}` must be letters, digits, `-`, `_` or `.`"),
+                );
             }
             if u.endpoints.is_empty() {
-                err(format!("{base}.endpoints"), "at least one endpoint is needed".into());
+                err(
+                    format!("{base}.endpoints"),
+                    "at least one endpoint is needed".into(),
+                );
             }
             for (i, e) in u.endpoints.iter().enumerate() {
                 if let Err(m) = check_endpoint(e) {
@@ -613,30 +626,51 @@ impl TrafficDoc {
                 }
             }
             if u.connect_timeout.0.is_zero() {
-                err(format!("{base}.connect_timeout"), "must be greater than zero".into());
+                err(
+                    format!("{base}.connect_timeout"),
+                    "must be greater than zero".into(),
+                );
             }
             if u.request_timeout.0.is_zero() {
-                err(format!("{base}.request_timeout"), "must be greater than zero".into());
+                err(
+                    format!("{base}.request_timeout"),
+                    "must be greater than zero".into(),
+                );
             }
             if u.protocol == Protocol::Auto && u.tls.is_none() {
-                err(format!("{base}.protocol"), "`auto` negotiates by ALPN and needs `tls`".into());
+                err(
+                    format!("{base}.protocol"),
+                    "`auto` negotiates by ALPN and needs `tls`".into(),
+                );
             }
             if let Some(tls) = &u.tls
                 && tls.client_cert.is_some() != tls.client_key.is_some()
             {
-                err(format!("{base}.tls"), "client_cert and client_key go together".into());
+                err(
+                    format!("{base}.tls"),
+                    "client_cert and client_key go together".into(),
+                );
             }
             if let Some(p) = &u.passive_health
                 && p.consecutive_failures == 0
             {
-                err(format!("{base}.passive_health.consecutive_failures"), "must be at least 1".into());
+                err(
+                    format!("{base}.passive_health.consecutive_failures"),
+                    "must be at least 1".into(),
+                );
             }
             if let Some(a) = &u.active_health {
                 if !a.path.starts_with('/') {
-                    err(format!("{base}.active_health.path"), "must start with `/`".into());
+                    err(
+                        format!("{base}.active_health.path"),
+                        "must start with `/`".into(),
+                    );
                 }
                 if a.interval.0.is_zero() {
-                    err(format!("{base}.active_health.interval"), "must be greater than zero".into());
+                    err(
+                        format!("{base}.active_health.interval"),
+                        "must be greater than zero".into(),
+                    );
                 }
             }
         }
@@ -645,15 +679,27 @@ impl TrafficDoc {
         for (i, r) in self.routes.iter().enumerate() {
             let base = format!("routes[{i}]");
             if !is_name(&r.name) {
-                err(format!("{base}.name"), format!("route name `{}` must be letters, digits, `-`, `_` or `.`", r.name));
+                err(
+                    format!("{base}.name"),
+                    format!(
+                        "route name `{}` must be letters, digits, `-`, `_` or `.`",
+                        r.name
+                    ),
+                );
             } else if !route_names.insert(r.name.as_str()) {
-                err(format!("{base}.name"), format!("duplicate route name `{}`", r.name));
+                err(
+                    format!("{base}.name"),
+                    format!("duplicate route name `{}`", r.name),
+                );
             }
             let m = &r.matches;
             if let (Some(l), Some(known)) = (&m.listener, &ctx.listeners)
                 && !known.iter().any(|k| k == l)
             {
-                err(format!("{base}.match.listener"), format!("unknown listener `{l}`"));
+                err(
+                    format!("{base}.match.listener"),
+                    format!("unknown listener `{l}`"),
+                );
             }
             if let Some(h) = &m.host
                 && let Err(msg) = check_host_pattern(h)
@@ -663,82 +709,144 @@ impl TrafficDoc {
             if let Some(p) = &m.path_prefix
                 && !p.starts_with('/')
             {
-                err(format!("{base}.match.path_prefix"), "must start with `/`".into());
+                err(
+                    format!("{base}.match.path_prefix"),
+                    "must start with `/`".into(),
+                );
             }
             for h in m.headers.keys() {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                    err(format!("{base}.match.headers.{h}"), format!("`{h}` is not a valid header name"));
+                    err(
+                        format!("{base}.match.headers.{h}"),
+                        format!("`{h}` is not a valid header name"),
+                    );
                 }
             }
             for (j, meth) in m.methods.iter().enumerate() {
-                if http::Method::from_bytes(meth.as_bytes()).is_err() || meth.to_ascii_uppercase() != *meth {
-                    err(format!("{base}.match.methods[{j}]"), format!("`{meth}` is not an upper-case method"));
+                if http::Method::from_bytes(meth.as_bytes()).is_err()
+                    || meth.to_ascii_uppercase() != *meth
+                {
+                    err(
+                        format!("{base}.match.methods[{j}]"),
+                        format!("`{meth}` is not an upper-case method"),
+                    );
                 }
             }
             let t = &r.to;
-            let targets = [t.rollout.is_some(), t.upstream.is_some(), t.flag.is_some(), t.builtin.is_some()]
-                .iter()
-                .filter(|b| **b)
-                .count();
+            let targets = [
+                t.rollout.is_some(),
+                t.upstream.is_some(),
+                t.flag.is_some(),
+                t.builtin.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
             if targets != 1 {
-                err(format!("{base}.to"), "exactly one of rollout, upstream, flag or builtin is needed".into());
+                err(
+                    format!("{base}.to"),
+                    "exactly one of rollout, upstream, flag or builtin is needed".into(),
+                );
             }
             if let Some(u) = &t.upstream
                 && !upstream(u)
             {
-                err(format!("{base}.to.upstream"), format!("unknown upstream `{u}`"));
+                err(
+                    format!("{base}.to.upstream"),
+                    format!("unknown upstream `{u}`"),
+                );
             }
             if let Some(ro) = &t.rollout
                 && !self.rollouts.contains_key(ro)
             {
-                err(format!("{base}.to.rollout"), format!("unknown rollout `{ro}`"));
+                err(
+                    format!("{base}.to.rollout"),
+                    format!("unknown rollout `{ro}`"),
+                );
             }
             if t.flag.is_none() && !t.upstreams.is_empty() {
-                err(format!("{base}.to.upstreams"), "only allowed with `flag`".into());
+                err(
+                    format!("{base}.to.upstreams"),
+                    "only allowed with `flag`".into(),
+                );
             }
             if let Some(f) = &t.flag {
                 if !self.flags.contains_key(f) {
                     err(format!("{base}.to.flag"), format!("unknown flag `{f}`"));
                 }
                 if t.upstreams.is_empty() {
-                    err(format!("{base}.to.upstreams"), "map each variant to an upstream".into());
+                    err(
+                        format!("{base}.to.upstreams"),
+                        "map each variant to an upstream".into(),
+                    );
                 }
                 for (variant, u) in &t.upstreams {
                     if !upstream(u) {
-                        err(format!("{base}.to.upstreams.{variant}"), format!("unknown upstream `{u}`"));
+                        err(
+                            format!("{base}.to.upstreams.{variant}"),
+                            format!("unknown upstream `{u}`"),
+                        );
                     }
                 }
             }
             if r.flags.len() > MAX_ROUTE_FLAGS {
-                err(format!("{base}.flags"), format!("a route injects at most {MAX_ROUTE_FLAGS} flags"));
+                err(
+                    format!("{base}.flags"),
+                    format!("a route injects at most {MAX_ROUTE_FLAGS} flags"),
+                );
             }
             let star = r.flags.iter().any(|f| f == "*");
             if star && r.flags.len() > 1 {
                 err(format!("{base}.flags"), "`*` stands alone".into());
             }
             if star && self.flags.len() > MAX_ROUTE_FLAGS {
-                err(format!("{base}.flags"), format!("`*` would inject {} flags; a route injects at most {MAX_ROUTE_FLAGS}", self.flags.len()));
+                err(
+                    format!("{base}.flags"),
+                    format!(
+                        "`*` would inject {} flags; a route injects at most {MAX_ROUTE_FLAGS}",
+                        self.flags.len()
+                    ),
+                );
             }
-            let injected: Vec<&String> = if star { self.flags.keys().collect() } else { r.flags.iter().collect() };
+            let injected: Vec<&String> = if star {
+                self.flags.keys().collect()
+            } else {
+                r.flags.iter().collect()
+            };
             for (j, f) in injected.iter().enumerate() {
-                let path = if star { format!("{base}.flags[0]") } else { format!("{base}.flags[{j}]") };
+                let path = if star {
+                    format!("{base}.flags[0]")
+                } else {
+                    format!("{base}.flags[{j}]")
+                };
                 if !star && !self.flags.contains_key(f.as_str()) {
                     err(path.clone(), format!("unknown flag `{f}`"));
                 }
                 if !is_header_token(f) {
-                    err(path, format!("flag key `{f}` is injected as a header and must be a lowercase header token"));
+                    err(
+                        path,
+                        format!(
+                            "flag key `{f}` is injected as a header and must be a lowercase header token"
+                        ),
+                    );
                 }
             }
             if let Some(rt) = &r.retries
                 && rt.attempts > 5
             {
-                err(format!("{base}.retries.attempts"), "at most 5 extra tries".into());
+                err(
+                    format!("{base}.retries.attempts"),
+                    "at most 5 extra tries".into(),
+                );
             }
         }
         for (name, ro) in &self.rollouts {
             let base = format!("rollouts.{name}");
             if !is_name(name) {
-                err(base.clone(), format!("rollout name `{name}` must be letters, digits, `-`, `_` or `.`"));
+                err(
+                    base.clone(),
+                    format!("rollout name `{name}` must be letters, digits, `-`, `_` or `.`"),
+                );
             }
             let pools: [(&str, &Option<String>, bool); 4] = match ro.strategy {
                 Strategy::Canary => [
@@ -757,74 +865,129 @@ impl TrafficDoc {
             for (key, val, wanted) in pools {
                 match (val, wanted) {
                     (None, true) => err(base.clone(), format!("missing field `{key}`")),
-                    (Some(_), false) => err(format!("{base}.{key}"), format!("`{key}` does not apply to strategy {:?}", ro.strategy).to_lowercase()),
-                    (Some(u), true) if !upstream(u) => err(format!("{base}.{key}"), format!("unknown upstream `{u}`")),
+                    (Some(_), false) => err(
+                        format!("{base}.{key}"),
+                        format!("`{key}` does not apply to strategy {:?}", ro.strategy)
+                            .to_lowercase(),
+                    ),
+                    (Some(u), true) if !upstream(u) => {
+                        err(format!("{base}.{key}"), format!("unknown upstream `{u}`"))
+                    }
                     _ => {}
                 }
             }
-            if let (Some(a), Some(b)) = (ro.stable.as_ref().or(ro.active.as_ref()), ro.canary.as_ref().or(ro.preview.as_ref()))
-                && a == b
+            if let (Some(a), Some(b)) = (
+                ro.stable.as_ref().or(ro.active.as_ref()),
+                ro.canary.as_ref().or(ro.preview.as_ref()),
+            ) && a == b
             {
-                err(base.clone(), "the two sides of a rollout must be different upstreams".into());
+                err(
+                    base.clone(),
+                    "the two sides of a rollout must be different upstreams".into(),
+                );
             }
             match ro.strategy {
                 Strategy::Canary => {
                     if ro.steps.is_empty() {
-                        err(format!("{base}.steps"), "a canary needs at least one step".into());
+                        err(
+                            format!("{base}.steps"),
+                            "a canary needs at least one step".into(),
+                        );
                     }
                     if ro.promote.is_some() {
-                        err(format!("{base}.promote"), "only for blue_green (canaries use `gate: manual` steps)".into());
+                        err(
+                            format!("{base}.promote"),
+                            "only for blue_green (canaries use `gate: manual` steps)".into(),
+                        );
                     }
                     if ro.post_promotion_window.is_some() {
-                        err(format!("{base}.post_promotion_window"), "only for blue_green".into());
+                        err(
+                            format!("{base}.post_promotion_window"),
+                            "only for blue_green".into(),
+                        );
                     }
                     if ro.preview_match.is_some() {
-                        err(format!("{base}.preview_match"), "only for blue_green (canaries use canary_match)".into());
+                        err(
+                            format!("{base}.preview_match"),
+                            "only for blue_green (canaries use canary_match)".into(),
+                        );
                     }
                 }
                 Strategy::BlueGreen => {
                     if !ro.steps.is_empty() {
-                        err(format!("{base}.steps"), "blue_green has no steps (it promotes from 0 to 100)".into());
+                        err(
+                            format!("{base}.steps"),
+                            "blue_green has no steps (it promotes from 0 to 100)".into(),
+                        );
                     }
                     if ro.canary_match.is_some() {
-                        err(format!("{base}.canary_match"), "only for canary (blue_green uses preview_match)".into());
+                        err(
+                            format!("{base}.canary_match"),
+                            "only for canary (blue_green uses preview_match)".into(),
+                        );
                     }
                     if let Some(p) = &ro.promote
                         && p.after.is_some() == p.manual
                     {
-                        err(format!("{base}.promote"), "exactly one of `after` or `manual: true`".into());
+                        err(
+                            format!("{base}.promote"),
+                            "exactly one of `after` or `manual: true`".into(),
+                        );
                     }
                 }
             }
             for (j, s) in ro.steps.iter().enumerate() {
                 let sp = format!("{base}.steps[{j}]");
                 match (&s.weight, &s.gate) {
-                    (Some(_), Some(_)) | (None, None) => err(sp.clone(), "a step is either `weight` (with optional `hold`) or `gate: manual`".into()),
-                    (None, Some(_)) if s.hold.is_some() => err(format!("{sp}.hold"), "a gate has no hold".into()),
+                    (Some(_), Some(_)) | (None, None) => err(
+                        sp.clone(),
+                        "a step is either `weight` (with optional `hold`) or `gate: manual`".into(),
+                    ),
+                    (None, Some(_)) if s.hold.is_some() => {
+                        err(format!("{sp}.hold"), "a gate has no hold".into())
+                    }
                     _ => {}
                 }
             }
             if let Some(sticky) = &ro.sticky.header
                 && http::HeaderName::from_bytes(sticky.as_bytes()).is_err()
             {
-                err(format!("{base}.sticky.header"), format!("`{sticky}` is not a valid header name"));
+                err(
+                    format!("{base}.sticky.header"),
+                    format!("`{sticky}` is not a valid header name"),
+                );
             }
             if let Some(c) = &ro.sticky.cookie
                 && (c.is_empty() || !c.bytes().all(is_tchar))
             {
-                err(format!("{base}.sticky.cookie"), format!("`{c}` is not a valid cookie name"));
+                err(
+                    format!("{base}.sticky.cookie"),
+                    format!("`{c}` is not a valid cookie name"),
+                );
             }
             if ro.sticky.set_cookie && ro.sticky.cookie.is_none() {
-                err(format!("{base}.sticky.set_cookie"), "needs `sticky.cookie` to name the cookie".into());
+                err(
+                    format!("{base}.sticky.set_cookie"),
+                    "needs `sticky.cookie` to name the cookie".into(),
+                );
             }
-            for (key, hm) in [("canary_match", &ro.canary_match), ("preview_match", &ro.preview_match)] {
+            for (key, hm) in [
+                ("canary_match", &ro.canary_match),
+                ("preview_match", &ro.preview_match),
+            ] {
                 if let Some(hm) = hm {
                     if hm.headers.is_empty() {
-                        err(format!("{base}.{key}.headers"), "at least one header is needed".into());
+                        err(
+                            format!("{base}.{key}.headers"),
+                            "at least one header is needed".into(),
+                        );
                     }
                     for h in hm.headers.keys() {
                         if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                            err(format!("{base}.{key}.headers.{h}"), format!("`{h}` is not a valid header name"));
+                            err(
+                                format!("{base}.{key}.headers.{h}"),
+                                format!("`{h}` is not a valid header name"),
+                            );
                         }
                     }
                 }
@@ -835,12 +998,18 @@ impl TrafficDoc {
                     err(format!("{ap}.interval"), "must be greater than zero".into());
                 }
                 if a.window < a.interval {
-                    err(format!("{ap}.window"), "must be at least one interval".into());
+                    err(
+                        format!("{ap}.window"),
+                        "must be at least one interval".into(),
+                    );
                 }
                 if a.window.0.as_secs() > 3600 {
                     err(format!("{ap}.window"), "at most 1h".into());
                 }
-                for (k, v) in [("max_error_rate", a.max_error_rate), ("max_error_rate_increase", a.max_error_rate_increase)] {
+                for (k, v) in [
+                    ("max_error_rate", a.max_error_rate),
+                    ("max_error_rate_increase", a.max_error_rate_increase),
+                ] {
                     if let Some(v) = v
                         && !(0.0..=1.0).contains(&v)
                     {
@@ -848,18 +1017,27 @@ impl TrafficDoc {
                     }
                 }
                 if !(a.confidence > 0.5 && a.confidence < 1.0) {
-                    err(format!("{ap}.confidence"), "must be between 0.5 and 1 (exclusive)".into());
+                    err(
+                        format!("{ap}.confidence"),
+                        "must be between 0.5 and 1 (exclusive)".into(),
+                    );
                 }
                 for (j, s) in a.error_statuses.iter().enumerate() {
                     if parse_status_class(s).is_none() {
-                        err(format!("{ap}.error_statuses[{j}]"), format!("`{s}` is neither a status (503) nor a class (5xx)"));
+                        err(
+                            format!("{ap}.error_statuses[{j}]"),
+                            format!("`{s}` is neither a status (503) nor a class (5xx)"),
+                        );
                     }
                 }
                 if a.failure_limit == 0 {
                     err(format!("{ap}.failure_limit"), "must be at least 1".into());
                 }
                 if a.inconclusive_limit == 0 {
-                    err(format!("{ap}.inconclusive_limit"), "must be at least 1".into());
+                    err(
+                        format!("{ap}.inconclusive_limit"),
+                        "must be at least 1".into(),
+                    );
                 }
             }
         }
@@ -913,7 +1091,10 @@ fn check_endpoint(e: &str) -> Result<(), String> {
     if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
         return Err(format!("endpoint `{e}` has an invalid port"));
     }
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() || !(host.parse::<std::net::IpAddr>().is_ok() || is_hostname(host)) {
         return Err(format!("endpoint `{e}` has an invalid host"));
     }
@@ -923,14 +1104,19 @@ fn check_endpoint(e: &str) -> Result<(), String> {
 fn is_hostname(h: &str) -> bool {
     h.len() <= 253
         && h.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
 fn check_host_pattern(h: &str) -> Result<(), String> {
     let bare = h.strip_prefix("*.").unwrap_or(h);
     if bare.contains(':') {
-        return Err(format!("host `{h}` must not carry a port (ports are ignored when matching)"));
+        return Err(format!(
+            "host `{h}` must not carry a port (ports are ignored when matching)"
+        ));
     }
     if !is_hostname(bare) {
         return Err(format!("host `{h}` is not a hostname (or `*.suffix`)"));
@@ -939,7 +1125,10 @@ fn check_host_pattern(h: &str) -> Result<(), String> {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// RFC 9110 `tchar`.

@@ -43,7 +43,9 @@ fn good_document_parses() {
 }
 
 fn errors(text: &str) -> String {
-    TrafficDoc::parse(text, &CheckContext::default()).unwrap_err().to_string()
+    TrafficDoc::parse(text, &CheckContext::default())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -51,9 +53,15 @@ fn every_error_has_path_and_line() {
     let bad = GOOD
         .replace("{ weight: 100 }", "{ weight: 120 }")
         .replace("to: { upstream: v1 }", "to: { upstream: v9 }")
-        .replace("balance: least_request", "balance: least_request, colour: red");
+        .replace(
+            "balance: least_request",
+            "balance: least_request, colour: red",
+        );
     let e = errors(&bad);
-    assert!(e.contains("rollouts.checkout.steps[2].weight (line 23:"), "{e}");
+    assert!(
+        e.contains("rollouts.checkout.steps[2].weight (line 23:"),
+        "{e}"
+    );
     assert!(e.contains("exceeds 100"), "{e}");
     assert!(e.contains("upstreams.v2.colour (line 6:"), "{e}");
     assert!(e.contains("unknown field `colour`"), "{e}");
@@ -61,7 +69,9 @@ fn every_error_has_path_and_line() {
 
 #[test]
 fn semantic_errors_are_all_collected() {
-    let bad = GOOD.replace("to: { upstream: v1 }", "to: { upstream: v9 }").replace("flags: [new-checkout]", "flags: [New]");
+    let bad = GOOD
+        .replace("to: { upstream: v1 }", "to: { upstream: v9 }")
+        .replace("flags: [new-checkout]", "flags: [New]");
     let e = errors(&bad);
     assert!(e.contains("routes[1].to.upstream (line 13:"), "{e}");
     assert!(e.contains("unknown upstream `v9`"), "{e}");

@@ -1,0 +1,269 @@
+//! The append-only, hash-chained audit log (SPEC §11).
+//!
+//! One JSON object a line; `prev` is the sha256 of the previous line's exact bytes (64 zeros
+//! for the first). Each append is one `write` of the whole line plus its newline, then
+//! `fsync`: a crash can only leave a torn last line without its newline, which `open`
+//! truncates (and logs) before appending again. A broken link anywhere else is tampering,
+//! and sluice refuses to start on it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+/// 64 zeros: the `prev` of the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An open audit log.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    head: String,
+}
+
+/// The last line's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Head {
+    /// `seq` of the last line (0 when empty).
+    pub seq: u64,
+    /// sha256 hex of the last line (64 zeros when empty).
+    pub hash: String,
+}
+
+/// Why a log failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The log could not be read.
+    #[error("cannot read the audit log: {0}")]
+    Io(String),
+    /// A line is broken; `line` is 1-based.
+    #[error("line {line}: {reason}")]
+    Broken {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The chain is intact but does not end at the expected head.
+    #[error("the log ends at seq {seq} hash {hash}, not at the expected head {expected}")]
+    HeadMismatch {
+        /// Last seq.
+        seq: u64,
+        /// Last hash.
+        hash: String,
+        /// The head asked for.
+        expected: String,
+    },
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Checks the chain of a log; returns its head and its entries.
+pub fn verify(path: &Path, expected_head: Option<&str>) -> Result<(Head, Vec<Value>), VerifyError> {
+    let f = File::open(path).map_err(|e| VerifyError::Io(format!("{}: {e}", path.display())))?;
+    let mut r = BufReader::new(f);
+    let mut prev = GENESIS.to_string();
+    let mut entries = Vec::new();
+    let mut n = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let read = r
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| VerifyError::Io(e.to_string()))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        let broken = |reason: String| VerifyError::Broken { line: n, reason };
+        let Some(line) = buf.strip_suffix(b"\n") else {
+            return Err(broken("the last line is incomplete (no newline)".into()));
+        };
+        let v: Value =
+            serde_json::from_slice(line).map_err(|e| broken(format!("not JSON: {e}")))?;
+        if v.get("seq").and_then(Value::as_u64) != Some(n) {
+            return Err(broken(format!(
+                "seq is {}, expected {n}",
+                v.get("seq").unwrap_or(&Value::Null)
+            )));
+        }
+        let p = v.get("prev").and_then(Value::as_str).unwrap_or("");
+        if p != prev {
+            return Err(broken(format!(
+                "prev is {p}, but the previous line hashes to {prev}"
+            )));
+        }
+        prev = sha_hex(line);
+        entries.push(v);
+    }
+    let head = Head { seq: n, hash: prev };
+    if let Some(exp) = expected_head
+        && exp != head.hash
+    {
+        return Err(VerifyError::HeadMismatch {
+            seq: head.seq,
+            hash: head.hash,
+            expected: exp.to_string(),
+        });
+    }
+    Ok((head, entries))
+}
+
+// === impl AuditLog ===
+
+impl AuditLog {
+    /// Opens (creating) the log, truncating a torn last line, and verifies the chain.
+    /// Returns the log and its entries.
+    pub fn open(path: &Path) -> io::Result<(AuditLog, Vec<Value>)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            // A crash mid-append leaves a line without its newline: drop it.
+            let mut bytes = Vec::new();
+            file.seek(SeekFrom::Start(0))?;
+            io::Read::read_to_end(&mut file, &mut bytes)?;
+            if bytes.last() != Some(&b'\n') {
+                let keep = bytes
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
+                tracing::warn!(path = %path.display(), dropped = bytes.len() - keep, "Audit log ended in a torn line; truncating it.");
+                file.set_len(keep as u64)?;
+                file.sync_all()?;
+            }
+        }
+        let (head, entries) = verify(path, None).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("audit log {}: {e}", path.display()),
+            )
+        })?;
+        Ok((
+            AuditLog {
+                path: path.to_path_buf(),
+                file,
+                seq: head.seq,
+                head: head.hash,
+            },
+            entries,
+        ))
+    }
+
+    /// The current head.
+    pub fn head(&self) -> Head {
+        Head {
+            seq: self.seq,
+            hash: self.head.clone(),
+        }
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event with its fields; durable when this returns.
+    pub fn append(
+        &mut self,
+        now: SystemTime,
+        event: &str,
+        fields: Map<String, Value>,
+    ) -> io::Result<Head> {
+        let mut obj = fields;
+        obj.insert("seq".into(), json!(self.seq + 1));
+        obj.insert("ts".into(), json!(crate::clock::rfc3339(now)));
+        obj.insert("event".into(), json!(event));
+        obj.insert("prev".into(), json!(self.head));
+        let mut line = serde_json::to_vec(&Value::Object(obj)).map_err(io::Error::other)?;
+        let hash = sha_hex(&line);
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()?;
+        self.seq += 1;
+        self.head = hash;
+        Ok(self.head())
+    }
+
+    /// Lines with `seq > since`, parsed.
+    pub fn read_since(&self, since: u64) -> io::Result<Vec<Value>> {
+        let f = File::open(&self.path)?;
+        let mut out = Vec::new();
+        for line in BufReader::new(f).lines() {
+            let v: Value = serde_json::from_str(&line?)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if v.get("seq").and_then(Value::as_u64).unwrap_or(0) > since {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(k: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("actor".into(), json!(k));
+        m
+    }
+
+    #[test]
+    fn chain_verifies_and_detects_tampering() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.jsonl");
+        let (mut log, entries) = AuditLog::open(&p).unwrap();
+        assert!(entries.is_empty());
+        log.append(SystemTime::now(), "sluice.started", fields("a"))
+            .unwrap();
+        log.append(SystemTime::now(), "change.activated", fields("b"))
+            .unwrap();
+        let head = log
+            .append(SystemTime::now(), "change.rejected", fields("c"))
+            .unwrap();
+        let (h, e) = verify(&p, Some(&head.hash)).unwrap();
+        assert_eq!(h.seq, 3);
+        assert_eq!(e[1]["event"], "change.activated");
+        assert_eq!(e[0]["prev"], GENESIS);
+
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replacen("\"actor\":\"b\"", "\"actor\":\"x\"", 1)).unwrap();
+        match verify(&p, None) {
+            Err(VerifyError::Broken { line, .. }) => assert_eq!(line, 3),
+            other => panic!("tampering not detected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn torn_last_line_is_truncated_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.jsonl");
+        {
+            let (mut log, _) = AuditLog::open(&p).unwrap();
+            log.append(SystemTime::now(), "sluice.started", fields("a"))
+                .unwrap();
+        }
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"seq\":2,\"ts\":\"x").unwrap();
+        drop(f);
+        assert!(verify(&p, None).is_err());
+        let (mut log, entries) = AuditLog::open(&p).unwrap();
+        assert_eq!(entries.len(), 1);
+        log.append(SystemTime::now(), "sluice.started", fields("b"))
+            .unwrap();
+        assert_eq!(verify(&p, None).unwrap().0.seq, 2);
+    }
+}

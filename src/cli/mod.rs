@@ -1,0 +1,78 @@
+//! The command line (SPEC §7): one file per subcommand.
+
+pub mod audit;
+pub mod client;
+pub mod demo;
+pub mod run;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: refused.
+pub const EXIT_REFUSED: i32 = 1;
+/// Exit status: bad usage or invalid input.
+pub const EXIT_INVALID: i32 = 2;
+/// Exit status: accepted but pending.
+pub const EXIT_PENDING: i32 = 3;
+
+/// sluice: a feature-flag and progressive-delivery edge proxy.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings file (for the default `run`).
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "config/sluice.yaml",
+        global = true
+    )]
+    pub config: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default command).
+    Run,
+    /// A self-contained show of the whole mission.
+    Demo(demo::DemoArgs),
+    /// Check settings, a traffic document and its tokens; print the class and what is missing.
+    Validate(validate::ValidateArgs),
+    /// Audit log tools.
+    Audit(audit::AuditArgs),
+    /// Push a traffic document (and approval tokens) to a running sluice.
+    Push(client::PushArgs),
+    /// Show a running sluice's status.
+    Status(client::StatusArgs),
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run::run(&cli.config),
+        Command::Demo(a) => demo::demo(a),
+        Command::Validate(a) => validate::validate(&cli.config, a),
+        Command::Audit(a) => audit::audit(a),
+        Command::Push(a) => client::push(a),
+        Command::Status(a) => client::status(a),
+    }
+}

@@ -1,0 +1,393 @@
+//! A running sluice: binds listeners, starts worker threads and the control thread, and
+//! shuts down with a drain. `sluice run`, `sluice demo` and the tests all start one here;
+//! several can run in one process (metrics are per instance).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{self, AdminCtx};
+use crate::change::gate::{Gate, Outcome, Source};
+use crate::change::{store, watch as file_watch};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::proxy::server::{self, wait_shutdown};
+use crate::proxy::{ListenerInfo, Shared};
+use crate::telemetry::{self, Registry};
+
+/// Options that tests and the demo set.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Wall clock for the control plane.
+    pub clock: Clock,
+}
+
+/// A running instance.
+pub struct Instance {
+    /// Bound address of each listener, in `sluice.yaml` order.
+    pub listeners: Vec<SocketAddr>,
+    /// Bound admin address.
+    pub admin: SocketAddr,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// The data plane's shared state.
+    pub shared: Arc<Shared>,
+    /// The change gate.
+    pub gate: Arc<Mutex<Gate>>,
+    /// Metrics.
+    pub registry: Registry,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Why an instance did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The state directory or audit log is unusable.
+    #[error("state directory {path}: {source}")]
+    State {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A thread or runtime could not be created.
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+}
+
+// === impl Instance ===
+
+impl Instance {
+    /// Starts an instance: restores state, activates `traffic.yaml` if it passes the gate,
+    /// then serves.
+    pub fn start(settings: Settings, opts: StartOptions) -> Result<Instance, StartError> {
+        let settings = Arc::new(settings);
+        let registry = Registry::new();
+        describe(&registry);
+        let workers = match settings.runtime.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let shared = Arc::new(Shared {
+            snapshot: Default::default(),
+            listeners: settings
+                .listeners
+                .iter()
+                .map(|l| ListenerInfo {
+                    name: l.name.clone(),
+                    active: registry.gauge(telemetry::ACTIVE_CONNECTIONS, &[("listener", &l.name)]),
+                })
+                .collect(),
+            limits: settings.limits.clone(),
+            connections: AtomicUsize::new(0),
+        });
+        let state_err = |source| StartError::State {
+            path: settings.paths.state_dir.clone(),
+            source,
+        };
+        let gate = Gate::open(
+            settings.clone(),
+            shared.clone(),
+            registry.clone(),
+            opts.clock.clone(),
+        )
+        .map_err(state_err)?;
+        let gate = Arc::new(Mutex::new(gate));
+        let token = store::StateDir::open(&settings.paths.state_dir)
+            .and_then(|s| s.admin_token(settings.admin.token_file.as_deref()))
+            .map_err(state_err)?;
+
+        // Bind everything before serving so that errors surface here.
+        let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        for (i, l) in settings.listeners.iter().enumerate() {
+            let socks =
+                server::bind_listener(l.bind, workers).map_err(|source| StartError::Bind {
+                    addr: l.bind,
+                    source,
+                })?;
+            listeners.push(socks[0].local_addr().map_err(StartError::Runtime)?);
+            for (w, s) in socks.into_iter().enumerate() {
+                per_worker[w].push((i, s));
+            }
+        }
+        let admin_sock = std::net::TcpListener::bind(settings.admin.bind).map_err(|source| {
+            StartError::Bind {
+                addr: settings.admin.bind,
+                source,
+            }
+        })?;
+        admin_sock
+            .set_nonblocking(true)
+            .map_err(StartError::Runtime)?;
+        let admin_addr = admin_sock.local_addr().map_err(StartError::Runtime)?;
+
+        // The document on disk is a candidate like any other.
+        let traffic = settings.paths.traffic.clone();
+        let last_seen = submit_file(&gate, &traffic, Source::Start, None);
+
+        let (tx, rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        for (w, socks) in per_worker.into_iter().enumerate() {
+            let shared = shared.clone();
+            let rx = rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sluice-worker-{w}"))
+                    .spawn(move || {
+                        if let Err(e) = server::run_worker(w, shared, socks, rx) {
+                            tracing::error!(worker = w, error = %e, "Worker stopped.");
+                        }
+                    })
+                    .map_err(StartError::Runtime)?,
+            );
+        }
+        let ctx = Arc::new(AdminCtx {
+            shared: shared.clone(),
+            gate: gate.clone(),
+            registry: registry.clone(),
+            token: token.clone(),
+            allowed_hosts: settings.admin.allowed_hosts.clone(),
+        });
+        let control = Control {
+            settings: settings.clone(),
+            gate: gate.clone(),
+            admin: ctx,
+            admin_sock,
+            shutdown: rx,
+            last_seen,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("sluice-control".into())
+                .spawn(move || control.run())
+                .map_err(StartError::Runtime)?,
+        );
+        tracing::info!(?listeners, admin = %admin_addr, workers, "sluice is serving.");
+        Ok(Instance {
+            listeners,
+            admin: admin_addr,
+            admin_token: token,
+            shared,
+            gate,
+            registry,
+            shutdown: tx,
+            threads,
+        })
+    }
+
+    /// Stops accepting, drains in-flight requests (up to `drain_timeout`), and joins all threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn describe(r: &Registry) {
+    for (name, help) in [
+        (
+            telemetry::REQUESTS_TOTAL,
+            "Requests answered, by route, upstream, rollout, variant and status class.",
+        ),
+        (
+            telemetry::REQUEST_DURATION,
+            "Time from request start to response headers.",
+        ),
+        (telemetry::UPSTREAM_ERRORS, "Upstream failures by kind."),
+        (
+            telemetry::ACTIVE_CONNECTIONS,
+            "Open client connections per listener.",
+        ),
+        (telemetry::ROLLOUT_WEIGHT, "Canary weight in percent."),
+        (
+            telemetry::CONFIG_VERSION,
+            "Version of the active traffic document (0 when none).",
+        ),
+        (
+            telemetry::CONFIG_ACTIVATIONS,
+            "Documents activated, by class.",
+        ),
+        (
+            telemetry::CONFIG_REJECTIONS,
+            "Documents or tokens refused, by reason.",
+        ),
+    ] {
+        r.describe(name, help);
+    }
+}
+
+/// Reads `path` and submits it unless its digest is `last_seen`; returns the digest read.
+fn submit_file(
+    gate: &Mutex<Gate>,
+    path: &std::path::Path,
+    source: Source,
+    last_seen: Option<&str>,
+) -> Option<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if source == Source::Start {
+                tracing::info!(path = %path.display(), "No traffic document on disk yet.");
+            }
+            return last_seen.map(str::to_string);
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "Cannot read the traffic document.");
+            return last_seen.map(str::to_string);
+        }
+    };
+    let d = store::digest(&bytes);
+    if last_seen == Some(d.as_str()) {
+        return Some(d);
+    }
+    let outcome = gate
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .submit(&bytes, source);
+    match &outcome {
+        Outcome::Activated { version, .. } => {
+            tracing::info!(version, path = %path.display(), "Traffic document activated.")
+        }
+        Outcome::NoOp { detail } => tracing::debug!(detail, "Traffic document: nothing to do."),
+        Outcome::Rejected(_) => {}
+    }
+    Some(d)
+}
+
+/// The control thread: admin API and the file watch.
+struct Control {
+    settings: Arc<Settings>,
+    gate: Arc<Mutex<Gate>>,
+    admin: Arc<AdminCtx>,
+    admin_sock: std::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+    last_seen: Option<String>,
+}
+
+impl Control {
+    fn run(self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "Control runtime failed to start.");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let Control {
+                settings,
+                gate,
+                admin,
+                admin_sock,
+                shutdown,
+                last_seen,
+            } = self;
+            let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
+            let watch_task = tokio::spawn(watch_files(settings, gate, last_seen, shutdown.clone()));
+            wait_shutdown(&mut shutdown.clone()).await;
+            watch_task.abort();
+            let _ = admin_task.await;
+        });
+    }
+}
+
+async fn serve_admin(
+    sock: std::net::TcpListener,
+    ctx: Arc<AdminCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(sock) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Admin listener failed.");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = wait_shutdown(&mut shutdown) => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| admin::handle(ctx.clone(), req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn watch_files(
+    settings: Arc<Settings>,
+    gate: Arc<Mutex<Gate>>,
+    mut last_seen: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::channel(1);
+    let traffic = settings.paths.traffic.clone();
+    let approvals = settings.paths.approvals.clone();
+    let _watcher = match file_watch::watch(&[&traffic, &approvals], tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "File watch unavailable; polling only.");
+            None
+        }
+    };
+    let mut poll = tokio::time::interval(file_watch::POLL);
+    loop {
+        tokio::select! {
+            _ = rx.recv() => {
+                tokio::time::sleep(file_watch::DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+            }
+            _ = poll.tick() => {}
+            _ = wait_shutdown(&mut shutdown) => return,
+        }
+        let (g, p, seen) = (gate.clone(), traffic.clone(), last_seen.clone());
+        if let Ok(d) =
+            tokio::task::spawn_blocking(move || submit_file(&g, &p, Source::File, seen.as_deref()))
+                .await
+        {
+            last_seen = d;
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Responses sluice produces itself (SPEC §9), each with `x-sluice-error`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::DownBody;
+use super::headers::X_SLUICE_ERROR;
+
+/// Why sluice answered instead of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    /// Nothing is active yet.
+    NoConfig,
+    /// No route matched.
+    NoRoute,
+    /// The pool has no endpoint to send to.
+    NoHealthyEndpoint,
+    /// The upstream could not be reached.
+    UpstreamConnect,
+    /// The upstream connection broke before a response.
+    UpstreamReset,
+    /// The upstream TLS handshake failed.
+    UpstreamTls,
+    /// No response head within `request_timeout`.
+    UpstreamTimeout,
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// Status code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::NoConfig | ProxyError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::UpstreamConnect | ProxyError::UpstreamReset | ProxyError::UpstreamTls => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `x-sluice-error` code.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProxyError::NoConfig => "no_config",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoHealthyEndpoint => "no_healthy_endpoint",
+            ProxyError::UpstreamConnect => "upstream_connect",
+            ProxyError::UpstreamReset => "upstream_reset",
+            ProxyError::UpstreamTls => "upstream_tls",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            ProxyError::NoConfig => "no configuration is active\n",
+            ProxyError::NoRoute => "no route matches this request\n",
+            ProxyError::NoHealthyEndpoint => "the upstream has no endpoint to send to\n",
+            ProxyError::UpstreamConnect => "the upstream could not be reached\n",
+            ProxyError::UpstreamReset => "the upstream connection broke before a response\n",
+            ProxyError::UpstreamTls => "the upstream TLS handshake failed\n",
+            ProxyError::UpstreamTimeout => "the upstream did not answer in time\n",
+        }
+    }
+
+    /// The response sent to the client.
+    pub fn response(self) -> Response<DownBody> {
+        let mut r = Response::new(DownBody::full(self.text()));
+        *r.status_mut() = self.status();
+        let h = r.headers_mut();
+        h.insert(
+            X_SLUICE_ERROR.clone(),
+            HeaderValue::from_static(self.code()),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    }
+}

@@ -1,0 +1,198 @@
+//! Header hygiene (SPEC §9): hop-by-hop removal, `x-sluice-*` anti-spoofing, forwarding
+//! headers, and dot-segment removal for paths.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `x-sluice-route`.
+pub static X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
+/// `x-sluice-variant`.
+pub static X_SLUICE_VARIANT: HeaderName = HeaderName::from_static("x-sluice-variant");
+/// `x-sluice-error`.
+pub static X_SLUICE_ERROR: HeaderName = HeaderName::from_static("x-sluice-error");
+/// `x-forwarded-for`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+const HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+];
+
+/// Removes every header whose name starts with `x-sluice-` (clients cannot set them).
+pub fn remove_sluice_headers(headers: &mut HeaderMap) {
+    let is_ours = |n: &HeaderName| n.as_str().starts_with("x-sluice-");
+    if !headers.keys().any(is_ours) {
+        return;
+    }
+    let ours: Vec<HeaderName> = headers.keys().filter(|n| is_ours(n)).cloned().collect();
+    for n in ours {
+        headers.remove(&n);
+    }
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`, plus `Upgrade`
+/// (upgrades are handled apart). Used on requests and responses alike.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        // Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            headers.remove(&n);
+        }
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Appends the client address to `x-forwarded-for`.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let mut buf = [0u8; 512];
+    let mut w = &mut buf[..];
+    let prior = headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes());
+    let ok = match prior {
+        Some(p) if p.len() < 400 => w.write_all(p).and_then(|_| write!(w, ", {client}")),
+        Some(_) => Err(std::io::ErrorKind::Other.into()),
+        None => write!(w, "{client}"),
+    };
+    let value = if ok.is_ok() {
+        let len = 512 - w.len();
+        HeaderValue::from_bytes(&buf[..len]).ok()
+    } else {
+        // Very long chains: build on the heap.
+        let mut s = prior
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        if !s.is_empty() {
+            s.push_str(", ");
+        }
+        s.push_str(&client.to_string());
+        HeaderValue::from_str(&s).ok()
+    };
+    if let Some(v) = value {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// A fresh request id: 32 lowercase hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let id: u128 = rand::random();
+    let mut buf = [0u8; 32];
+    let _ = write!(&mut buf[..], "{id:032x}");
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Removes dot segments (RFC 3986 §5.2.4); borrows when there are none. `%2F` stays encoded.
+pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
+    let has_dots = path.split('/').any(|s| s == "." || s == "..");
+    if !has_dots {
+        return Cow::Borrowed(path);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate().skip(1) {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    Cow::Owned(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments() {
+        for (i, o) in [
+            ("/a/b/c/./../../g", "/a/g"),
+            ("/a/./b", "/a/b"),
+            ("/../a", "/a"),
+            ("/a/..", "/"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/", "/"),
+            ("/checkout/../admin", "/admin"),
+            ("/a%2F..%2Fb", "/a%2F..%2Fb"),
+            ("/a/..b/c", "/a/..b/c"),
+        ] {
+            assert_eq!(remove_dot_segments(i), o, "{i}");
+        }
+        assert!(matches!(
+            remove_dot_segments("/plain/path"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("gzip"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn sluice_headers_and_xff() {
+        let mut h = HeaderMap::new();
+        h.insert("x-sluice-variant", HeaderValue::from_static("canary"));
+        h.insert("x-sluice-flag-a", HeaderValue::from_static("on"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        remove_sluice_headers(&mut h);
+        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

@@ -1,0 +1,465 @@
+//! The compiled, immutable view of an active traffic document that the data plane reads.
+//!
+//! Built off the hot path by the change gate and published with one `ArcSwap::store`.
+//! Everything a request needs is resolved here: the route table, upstream pools, rollout
+//! handles (whose weight is an atomic the rollout controller moves without a rebuild), and
+//! metric handles. State that must outlive a reload (endpoint in-flight counts, rollout
+//! weights) is carried over from the previous snapshot by name.
+
+pub mod routes;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use metrics::{Counter, Histogram};
+
+use crate::config::traffic::{Balance, Gate, HeaderMatch, Rollout, Strategy, TrafficDoc};
+use crate::telemetry::{self, Registry};
+pub use routes::{HostMatch, RouteMatcher, RouteTable};
+
+/// An active document, compiled.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The document's version.
+    pub version: u64,
+    /// `sha256:<hex>` of the document's bytes.
+    pub digest: String,
+    /// Routes, first match wins.
+    pub routes: RouteTable<Route>,
+    /// Upstream pools, indexed by [`Target`].
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Rollouts, indexed by [`Target`].
+    pub rollouts: Vec<Arc<RolloutRt>>,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Route name.
+    pub name: Box<str>,
+    /// The name as a header value (`x-sluice-route`).
+    pub name_header: HeaderValue,
+    /// Where it sends.
+    pub target: Target,
+}
+
+/// Where a route sends.
+#[derive(Debug)]
+pub enum Target {
+    /// One upstream pool.
+    Upstream {
+        /// Index into [`Snapshot::upstreams`].
+        upstream: usize,
+        /// Metrics of this route and variant.
+        metrics: VariantMetrics,
+    },
+    /// A rollout between two pools.
+    Rollout {
+        /// Index into [`Snapshot::rollouts`].
+        rollout: usize,
+        /// Metrics for the stable side.
+        stable: VariantMetrics,
+        /// Metrics for the canary side.
+        canary: VariantMetrics,
+    },
+}
+
+/// Metric handles of one (route, variant).
+#[derive(Debug, Clone)]
+pub struct VariantMetrics {
+    /// `x-sluice-variant` value.
+    pub variant_header: HeaderValue,
+    /// `sluice_requests_total` by code class 1xx..5xx (index 0..4).
+    pub requests: [Counter; 5],
+    /// `sluice_request_duration_seconds`.
+    pub duration: Histogram,
+}
+
+/// An upstream pool.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Pool name.
+    pub name: Box<str>,
+    /// Endpoints (resolved addresses).
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Balancing policy.
+    pub balance: Balance,
+    /// Round-robin cursor.
+    rr: AtomicUsize,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Request start to response headers.
+    pub request_timeout: Duration,
+    /// `sluice_upstream_errors_total` by kind.
+    pub errors: UpstreamErrors,
+}
+
+/// `sluice_upstream_errors_total{upstream,kind}` handles.
+#[derive(Debug, Clone)]
+pub struct UpstreamErrors {
+    /// kind="connect".
+    pub connect: Counter,
+    /// kind="timeout".
+    pub timeout: Counter,
+    /// kind="reset".
+    pub reset: Counter,
+    /// kind="tls".
+    pub tls: Counter,
+}
+
+/// One upstream endpoint; shared across snapshots while its pool keeps it.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Address connected to.
+    pub addr: SocketAddr,
+    /// Requests in flight (least_request).
+    pub in_flight: AtomicU32,
+}
+
+/// State of a rollout that outlives snapshots: the canary weight the controller moves.
+#[derive(Debug)]
+pub struct RolloutState {
+    /// Canary weight in basis points (0..=10,000).
+    pub weight_bp: AtomicU32,
+    /// The spec this state was started for; a changed spec restarts it.
+    spec: Rollout,
+}
+
+/// A compiled rollout.
+#[derive(Debug)]
+pub struct RolloutRt {
+    /// Rollout name.
+    pub name: Box<str>,
+    /// Shared state (weight).
+    pub state: Arc<RolloutState>,
+    /// Index of the stable (blue-green: active) upstream.
+    pub stable: usize,
+    /// Index of the canary (blue-green: preview) upstream.
+    pub canary: usize,
+    /// Header carrying the sticky key.
+    pub sticky_header: Option<HeaderName>,
+    /// Cookie carrying the sticky key.
+    pub sticky_cookie: Option<Box<str>>,
+    /// Set the cookie when the key was drawn.
+    pub set_cookie: bool,
+    /// Max-Age of that cookie, seconds.
+    pub cookie_max_age: u64,
+    /// Requests always sent to canary (blue-green: preview).
+    pub force_canary: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What building a snapshot needs besides the document.
+pub struct BuildCtx<'a> {
+    /// Listener names in `sluice.yaml` order (route `match.listener` → index).
+    pub listeners: &'a [String],
+    /// Where metric handles are registered.
+    pub registry: &'a Registry,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Compiles a validated document. `prev` carries endpoint and rollout state over.
+    pub fn build(
+        doc: &TrafficDoc,
+        digest: &str,
+        ctx: &BuildCtx<'_>,
+        prev: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
+        let mut upstream_index = std::collections::HashMap::new();
+        let mut upstreams = Vec::with_capacity(doc.upstreams.len());
+        for (name, u) in &doc.upstreams {
+            let old = prev.and_then(|p| p.upstreams.iter().find(|x| *x.name == **name));
+            let mut endpoints = Vec::new();
+            for e in &u.endpoints {
+                for addr in resolve(e) {
+                    if endpoints.iter().any(|x: &Arc<Endpoint>| x.addr == addr) {
+                        continue;
+                    }
+                    let reuse = old
+                        .and_then(|o| o.endpoints.iter().find(|x| x.addr == addr))
+                        .cloned();
+                    endpoints.push(reuse.unwrap_or_else(|| {
+                        Arc::new(Endpoint {
+                            addr,
+                            in_flight: AtomicU32::new(0),
+                        })
+                    }));
+                }
+            }
+            if endpoints.is_empty() {
+                tracing::warn!(upstream = %name, "No endpoint of this upstream resolved; requests to it get 503.");
+            }
+            let err = |kind: &str| {
+                ctx.registry.counter(
+                    telemetry::UPSTREAM_ERRORS,
+                    &[("upstream", name), ("kind", kind)],
+                )
+            };
+            upstream_index.insert(name.as_str(), upstreams.len());
+            upstreams.push(Arc::new(Upstream {
+                name: name.as_str().into(),
+                endpoints,
+                balance: u.balance,
+                rr: AtomicUsize::new(0),
+                connect_timeout: u.connect_timeout.0,
+                request_timeout: u.request_timeout.0,
+                errors: UpstreamErrors {
+                    connect: err("connect"),
+                    timeout: err("timeout"),
+                    reset: err("reset"),
+                    tls: err("tls"),
+                },
+            }));
+        }
+        let up = |n: &str| {
+            upstream_index
+                .get(n)
+                .copied()
+                .ok_or_else(|| format!("unknown upstream `{n}`"))
+        };
+
+        let mut rollout_index = std::collections::HashMap::new();
+        let mut rollouts = Vec::with_capacity(doc.rollouts.len());
+        for (name, r) in &doc.rollouts {
+            let (stable, canary, force) = match r.strategy {
+                Strategy::Canary => (&r.stable, &r.canary, &r.canary_match),
+                Strategy::BlueGreen => (&r.active, &r.preview, &r.preview_match),
+            };
+            let (Some(stable), Some(canary)) = (stable, canary) else {
+                return Err(format!("rollout `{name}` lacks its two upstreams"));
+            };
+            let old = prev.and_then(|p| p.rollouts.iter().find(|x| *x.name == **name));
+            let state = match old {
+                Some(o) if same_progress_spec(&o.state.spec, r) => o.state.clone(),
+                _ => Arc::new(RolloutState {
+                    weight_bp: AtomicU32::new(initial_weight(r)),
+                    spec: r.clone(),
+                }),
+            };
+            ctx.registry
+                .gauge(telemetry::ROLLOUT_WEIGHT, &[("rollout", name)])
+                .set(state.weight_bp.load(Ordering::Relaxed) as f64 / 100.0);
+            rollout_index.insert(name.as_str(), rollouts.len());
+            rollouts.push(Arc::new(RolloutRt {
+                name: name.as_str().into(),
+                state,
+                stable: up(stable)?,
+                canary: up(canary)?,
+                sticky_header: r
+                    .sticky
+                    .header
+                    .as_deref()
+                    .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|e| e.to_string()))
+                    .transpose()?,
+                sticky_cookie: r.sticky.cookie.as_deref().map(Into::into),
+                set_cookie: r.sticky.set_cookie,
+                cookie_max_age: r.sticky.cookie_max_age.0.as_secs(),
+                force_canary: header_pairs(force.as_ref())?,
+            }));
+        }
+
+        let mut compiled = Vec::with_capacity(doc.routes.len());
+        for r in &doc.routes {
+            let listener = match &r.matches.listener {
+                Some(l) => Some(
+                    ctx.listeners
+                        .iter()
+                        .position(|x| x == l)
+                        .ok_or_else(|| format!("route `{}`: unknown listener `{l}`", r.name))?,
+                ),
+                None => None,
+            };
+            let host = match r.matches.host.as_deref() {
+                None => HostMatch::Any,
+                Some(h) => match h.strip_prefix('*') {
+                    Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase().into()),
+                    None => HostMatch::Exact(h.to_ascii_lowercase().into()),
+                },
+            };
+            let matcher = RouteMatcher {
+                listener,
+                host,
+                path_prefix: r.matches.path_prefix.as_deref().map(Into::into),
+                headers: header_pairs(Some(&HeaderMatch {
+                    headers: r.matches.headers.clone(),
+                }))?,
+                methods: r
+                    .matches
+                    .methods
+                    .iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?,
+            };
+            let vm = |upstream: &str, rollout: &str, variant: &str| {
+                variant_metrics(ctx.registry, &r.name, upstream, rollout, variant)
+            };
+            let target = if let Some(u) = &r.to.upstream {
+                Target::Upstream {
+                    upstream: up(u)?,
+                    metrics: vm(u, "", u)?,
+                }
+            } else if let Some(ro) = &r.to.rollout {
+                let idx = *rollout_index
+                    .get(ro.as_str())
+                    .ok_or_else(|| format!("unknown rollout `{ro}`"))?;
+                let rt = &rollouts[idx];
+                Target::Rollout {
+                    rollout: idx,
+                    stable: vm(&upstreams[rt.stable].name, ro, "stable")?,
+                    canary: vm(&upstreams[rt.canary].name, ro, "canary")?,
+                }
+            } else {
+                return Err(format!(
+                    "route `{}`: this target is not supported yet",
+                    r.name
+                ));
+            };
+            compiled.push((
+                matcher,
+                Route {
+                    name: r.name.as_str().into(),
+                    name_header: HeaderValue::from_str(&r.name).map_err(|e| e.to_string())?,
+                    target,
+                },
+            ));
+        }
+        Ok(Snapshot {
+            version: doc.version,
+            digest: digest.to_string(),
+            routes: RouteTable::new(compiled),
+            upstreams,
+            rollouts,
+        })
+    }
+}
+
+/// The weight a rollout starts at: the first step's (0 if it is a gate); blue-green starts at 0.
+pub fn initial_weight(r: &Rollout) -> u32 {
+    match r.strategy {
+        Strategy::BlueGreen => 0,
+        Strategy::Canary => match r.steps.first() {
+            Some(s) if s.gate == Some(Gate::Manual) => 0,
+            Some(s) => s.weight.map(|w| w.0).unwrap_or(0),
+            None => 0,
+        },
+    }
+}
+
+/// Whether a rollout's progress carries over to `new` (SPEC §6: stable, canary and steps unchanged).
+fn same_progress_spec(old: &Rollout, new: &Rollout) -> bool {
+    old.strategy == new.strategy
+        && old.stable == new.stable
+        && old.canary == new.canary
+        && old.active == new.active
+        && old.preview == new.preview
+        && old.steps == new.steps
+}
+
+fn header_pairs(m: Option<&HeaderMatch>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let Some(m) = m else { return Ok(Vec::new()) };
+    m.headers
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header `{k}`: {e}"))?,
+                HeaderValue::from_str(v).map_err(|e| format!("header `{k}` value: {e}"))?,
+            ))
+        })
+        .collect()
+}
+
+fn variant_metrics(
+    registry: &Registry,
+    route: &str,
+    upstream: &str,
+    rollout: &str,
+    variant: &str,
+) -> Result<VariantMetrics, String> {
+    let class = |c: &str| {
+        registry.counter(
+            telemetry::REQUESTS_TOTAL,
+            &[
+                ("route", route),
+                ("upstream", upstream),
+                ("rollout", rollout),
+                ("variant", variant),
+                ("code_class", c),
+            ],
+        )
+    };
+    Ok(VariantMetrics {
+        variant_header: HeaderValue::from_str(variant).map_err(|e| e.to_string())?,
+        requests: [
+            class("1xx"),
+            class("2xx"),
+            class("3xx"),
+            class("4xx"),
+            class("5xx"),
+        ],
+        duration: registry.histogram(
+            telemetry::REQUEST_DURATION,
+            &[("route", route), ("rollout", rollout), ("variant", variant)],
+        ),
+    })
+}
+
+/// Resolves `host:port`; IP literals without a lookup.
+fn resolve(endpoint: &str) -> Vec<SocketAddr> {
+    if let Ok(a) = endpoint.parse::<SocketAddr>() {
+        return vec![a];
+    }
+    match endpoint.to_socket_addrs() {
+        Ok(it) => it.collect(),
+        Err(e) => {
+            tracing::warn!(endpoint, error = %e, "Endpoint did not resolve.");
+            Vec::new()
+        }
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Picks an endpoint by the pool's policy; `None` when the pool has none.
+    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        match n {
+            0 => None,
+            1 => self.endpoints.first(),
+            _ => {
+                let i = self.rr.fetch_add(1, Ordering::Relaxed);
+                match self.balance {
+                    Balance::RoundRobin => self.endpoints.get(i % n),
+                    Balance::LeastRequest => {
+                        // Power of two choices: two distinct endpoints from a cheap
+                        // sequence, the one with fewer requests in flight wins.
+                        let a = i.wrapping_mul(0x9E37_79B9) % n;
+                        let b = (a + 1 + (i.wrapping_mul(0x85EB_CA6B) >> 7) % (n - 1)) % n;
+                        let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+                        if eb.in_flight.load(Ordering::Relaxed)
+                            < ea.in_flight.load(Ordering::Relaxed)
+                        {
+                            Some(eb)
+                        } else {
+                            Some(ea)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === impl RolloutRt ===
+
+impl RolloutRt {
+    /// The canary weight in basis points.
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.state.weight_bp.load(Ordering::Relaxed)
+    }
+}
