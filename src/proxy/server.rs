@@ -141,7 +141,7 @@ async fn serve_http1(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout.0)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)

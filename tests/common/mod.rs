@@ -1,0 +1,287 @@
+//! Shared test harness: in-process upstreams, a sluice in a temp dir, a small HTTP client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sluice::config::Settings;
+use sluice::instance::{Instance, StartOptions};
+
+/// An in-process upstream.
+///
+/// - `GET /big?n=N` streams N bytes of `x`.
+/// - `POST /echo` streams the request body back.
+/// - `GET /sleep?ms=N` answers after N ms.
+/// - `GET /status?code=N` answers with that status.
+/// - anything else: 200 with a JSON body `{"name": ..., "headers": {...}, "path": ..., "method": ...}`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+}
+
+impl Upstream {
+    pub fn start(name: &'static str) -> Upstream {
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Its own thread and runtime, so tests on any runtime can start and drop it.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((s, _)) = l.accept().await else { continue };
+                    let h = h.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            h.fetch_add(1, Ordering::Relaxed);
+                            serve(name, req)
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        Upstream { addr: rx.recv().unwrap(), hits }
+    }
+}
+
+type UpResp = Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>;
+
+fn full(b: impl Into<Bytes>) -> http_body_util::combinators::BoxBody<Bytes, hyper::Error> {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
+}
+
+async fn serve(name: &'static str, req: Request<Incoming>) -> Result<UpResp, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    // Dispatch on the last segment, so routes with prefixes reach the same handlers.
+    let last = format!("/{}", path.rsplit('/').next().unwrap_or(""));
+    let r = match last.as_str() {
+        "/big" => {
+            let n = query(&req, "n").unwrap_or(1 << 20) as usize;
+            Response::new(Big { left: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed())
+        }
+        "/echo" => Response::new(req.into_body().boxed()),
+        "/sleep" => {
+            tokio::time::sleep(Duration::from_millis(query(&req, "ms").unwrap_or(0))).await;
+            Response::new(full(name))
+        }
+        "/status" => {
+            let mut r = Response::new(full(name));
+            *r.status_mut() = StatusCode::from_u16(query(&req, "code").unwrap_or(200) as u16).unwrap();
+            r
+        }
+        _ => {
+            let headers: BTreeMap<String, Vec<String>> = req.headers().keys().map(|k| {
+                (k.to_string(), req.headers().get_all(k).iter().map(|v| v.to_str().unwrap_or("").to_string()).collect())
+            }).collect();
+            let body = serde_json::json!({
+                "name": name, "headers": headers, "path": path,
+                "uri": req.uri().to_string(), "method": req.method().as_str(),
+            });
+            let mut r = Response::new(full(body.to_string()));
+            r.headers_mut().insert("connection", "x-upstream-hop".parse().unwrap());
+            r.headers_mut().insert("x-upstream-hop", "1".parse().unwrap());
+            r
+        }
+    };
+    Ok(r)
+}
+
+/// A body of `left` bytes of `x`, in 64 KiB frames.
+struct Big {
+    left: usize,
+    chunk: Bytes,
+}
+
+impl hyper::body::Body for Big {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len());
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+}
+
+/// A sluice running in a temp dir.
+pub struct Sluice {
+    pub dir: tempfile::TempDir,
+    pub inst: Option<Instance>,
+    pub settings_yaml: String,
+}
+
+pub fn settings_yaml(dir: &Path, extra: &str) -> String {
+    format!(
+        "listeners: [{{ name: public, bind: \"127.0.0.1:0\" }}]\n\
+         admin: {{ bind: \"127.0.0.1:0\" }}\n\
+         runtime: {{ workers: 2 }}\n\
+         limits: {{ drain_timeout: 5s }}\n\
+         paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
+         {extra}",
+        d = dir.display()
+    )
+}
+
+impl Sluice {
+    /// Starts with `traffic` written to traffic.yaml and `require_approvals: false`.
+    pub fn start(traffic: &str) -> Sluice {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
+        if !traffic.is_empty() {
+            std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
+        }
+        let yaml = settings_yaml(dir.path(), "trust: { require_approvals: false }\n");
+        let mut s = Sluice { dir, inst: None, settings_yaml: yaml };
+        s.restart();
+        s
+    }
+
+    pub fn restart(&mut self) {
+        if let Some(i) = self.inst.take() {
+            i.shutdown();
+        }
+        let settings = Settings::parse(&self.settings_yaml).unwrap();
+        self.inst = Some(Instance::start(settings, StartOptions::default()).unwrap());
+    }
+
+    pub fn inst(&self) -> &Instance {
+        self.inst.as_ref().unwrap()
+    }
+
+    pub fn proxy(&self) -> SocketAddr {
+        self.inst().listeners[0]
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.inst().admin
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Writes traffic.yaml atomically (as editors do: temp file + rename).
+    pub fn write_traffic(&self, text: &str) {
+        let tmp = self.path(".traffic.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path("traffic.yaml")).unwrap();
+    }
+
+    pub fn version(&self) -> u64 {
+        self.inst().shared.snapshot.load().as_ref().map(|s| s.version).unwrap_or(0)
+    }
+
+    /// Waits until the active version is `v` (up to 10 s).
+    pub fn wait_version(&self, v: u64) {
+        for _ in 0..200 {
+            if self.version() == v {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("version {v} never became active (active: {})", self.version());
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+pub struct Client {
+    tx: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        Client { tx }
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, hyper::Error> {
+        self.tx.ready().await?;
+        let resp = self.tx.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply { status: parts.status, headers: parts.headers, body })
+    }
+
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut b = Request::builder().uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            b = b.header("host", "test.local");
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap()
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    Client::connect(addr).await.get(path, headers).await
+}
+
+/// A traffic document with two upstreams and one route to `to`.
+pub fn traffic(version: u64, v1: SocketAddr, v2: SocketAddr, rollout_steps: &str) -> String {
+    format!(
+        r#"version: {version}
+change: {{ id: CHG-{version}, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{v1}"] }}
+  v2: {{ endpoints: ["{v2}"] }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    to: {{ upstream: v1 }}
+  - name: web
+    to: {{ rollout: web }}
+rollouts:
+  web:
+    strategy: canary
+    stable: v1
+    canary: v2
+    sticky: {{ header: x-user-id, cookie: sluice_uid, set_cookie: true }}
+    canary_match: {{ headers: {{ x-canary: always }} }}
+    steps: {rollout_steps}
+"#
+    )
+}
