@@ -57,12 +57,21 @@ async fn header_hygiene() {
     assert_eq!(r.status, 200);
     let j = r.json();
     let h = &j["headers"];
-    for gone in ["connection", "x-drop-me", "keep-alive", "proxy-authorization", "x-sluice-flag-beta"] {
+    for gone in [
+        "connection",
+        "x-drop-me",
+        "keep-alive",
+        "proxy-authorization",
+        "x-sluice-flag-beta",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
     }
     assert_eq!(h["x-sluice-route"], serde_json::json!(["api"]));
     assert_eq!(h["x-sluice-variant"], serde_json::json!(["v1"]));
-    assert_eq!(h["x-forwarded-for"], serde_json::json!(["203.0.113.9, 127.0.0.1"]));
+    assert_eq!(
+        h["x-forwarded-for"],
+        serde_json::json!(["203.0.113.9, 127.0.0.1"])
+    );
     assert_eq!(h["x-forwarded-proto"], serde_json::json!(["http"]));
     assert_eq!(h["x-forwarded-host"], serde_json::json!(["test.local"]));
     assert_eq!(h["via"], serde_json::json!(["1.1 sluice"]));
@@ -72,7 +81,10 @@ async fn header_hygiene() {
     assert!(r.headers.get("x-upstream-hop").is_none());
 
     let r = get(s.proxy(), "/api/headers", &[]).await;
-    let id = r.json()["headers"]["x-request-id"][0].as_str().unwrap().to_string();
+    let id = r.json()["headers"]["x-request-id"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(id.len(), 32, "a request id is generated when absent");
 }
 
@@ -89,7 +101,10 @@ async fn dot_segments_are_removed_before_matching_and_forwarding() {
 async fn sluice_errors_carry_their_code() {
     let v1 = Upstream::start("v1");
     // A port with nothing listening: bind, read the port, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let doc = format!(
         r#"version: 1
 change: {{ id: C1, author: alice }}
@@ -129,8 +144,14 @@ routes:
     assert_eq!(r.status, 200);
 
     let m = common::get(s.admin(), "/metrics", &[]).await.text();
-    assert!(m.contains("sluice_upstream_errors_total{upstream=\"dead\",kind=\"connect\"} 1"), "{m}");
-    assert!(m.contains("sluice_upstream_errors_total{upstream=\"live\",kind=\"timeout\"} 1"), "{m}");
+    assert!(
+        m.contains("sluice_upstream_errors_total{upstream=\"dead\",kind=\"connect\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_upstream_errors_total{upstream=\"live\",kind=\"timeout\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("code_class=\"5xx\""), "{m}");
 }
 
@@ -142,7 +163,12 @@ async fn no_config_until_something_is_active() {
     assert_eq!(r.headers["x-sluice-error"], "no_config");
     assert_eq!(get(s.admin(), "/readyz", &[]).await.status, 503);
     assert_eq!(get(s.admin(), "/healthz", &[]).await.status, 200);
-    assert!(get(s.admin(), "/metrics", &[]).await.text().contains("sluice_config_version 0"));
+    assert!(
+        get(s.admin(), "/metrics", &[])
+            .await
+            .text()
+            .contains("sluice_config_version 0")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +176,11 @@ async fn oversized_heads_are_refused_by_hyper() {
     let (_v1, _v2, s) = start();
     let big = "a".repeat(70_000);
     let mut c = Client::connect(s.proxy()).await;
-    let req = Request::get("/api/x").header("host", "t").header("x-big", big).body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get("/api/x")
+        .header("host", "t")
+        .header("x-big", big)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     match c.send(req).await {
         Ok(r) => assert_eq!(r.status, 431),
         Err(e) => panic!("expected a 431, got {e}"),

@@ -21,8 +21,17 @@ async fn variants(s: &Sluice, users: std::ops::Range<u32>) -> HashMap<u32, Strin
                 let id = format!("user-{u}");
                 let r = c.get("/", &[("x-user-id", &id)]).await;
                 assert_eq!(r.status, 200);
-                assert!(r.headers.get("set-cookie").is_none(), "keyed clients get no cookie");
-                v.push((u, r.json()["headers"]["x-sluice-variant"][0].as_str().unwrap().to_string()));
+                assert!(
+                    r.headers.get("set-cookie").is_none(),
+                    "keyed clients get no cookie"
+                );
+                v.push((
+                    u,
+                    r.json()["headers"]["x-sluice-variant"][0]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                ));
             }
             v
         }));
@@ -40,9 +49,16 @@ async fn ten_thousand_users_split_ten_percent_and_stay_put() {
     let s = Sluice::start(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"));
     let first = variants(&s, 0..10_000).await;
     let canary = first.values().filter(|v| *v == "canary").count();
-    assert!((900..=1100).contains(&canary), "canary share {canary}/10000 is not 10% ± 1%");
+    assert!(
+        (900..=1100).contains(&canary),
+        "canary share {canary}/10000 is not 10% ± 1%"
+    );
     for _ in 0..4 {
-        assert_eq!(variants(&s, 0..10_000).await, first, "a user changed variant between requests");
+        assert_eq!(
+            variants(&s, 0..10_000).await,
+            first,
+            "a user changed variant between requests"
+        );
     }
 
     // Raise 10 → 20 by a reload: canary users stay canary; about 10% more join.
@@ -55,7 +71,10 @@ async fn ten_thousand_users_split_ten_percent_and_stay_put() {
         }
     }
     let canary2 = after.values().filter(|v| *v == "canary").count();
-    assert!((1900..=2100).contains(&canary2), "canary share {canary2}/10000 is not 20% ± 1%");
+    assert!(
+        (1900..=2100).contains(&canary2),
+        "canary share {canary2}/10000 is not 20% ± 1%"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,31 +88,58 @@ async fn keyless_clients_get_a_cookie_and_keep_their_variant() {
         let r = c.get("/", &[]).await;
         let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
         assert!(cookie.starts_with("sluice_uid="), "{cookie}");
-        assert!(cookie.contains("; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"), "{cookie}");
+        assert!(
+            cookie.contains("; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"),
+            "{cookie}"
+        );
         assert!(!cookie.contains("Secure"), "no Secure on plain HTTP");
-        let id = cookie["sluice_uid=".len()..].split(';').next().unwrap().to_string();
-        let first = r.json()["headers"]["x-sluice-variant"][0].as_str().unwrap().to_string();
+        let id = cookie["sluice_uid=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let first = r.json()["headers"]["x-sluice-variant"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
         for _ in 0..3 {
-            let r = c.get("/", &[("cookie", &format!("other=1; sluice_uid={id}"))]).await;
+            let r = c
+                .get("/", &[("cookie", &format!("other=1; sluice_uid={id}"))])
+                .await;
             assert!(r.headers.get("set-cookie").is_none());
-            assert_eq!(r.json()["headers"]["x-sluice-variant"][0], first.as_str(), "cookie {id} changed variant");
+            assert_eq!(
+                r.json()["headers"]["x-sluice-variant"][0],
+                first.as_str(),
+                "cookie {id} changed variant"
+            );
         }
         *seen.entry(first).or_insert(0) += 1;
     }
-    assert_eq!(seen.len(), 2, "at 50% both variants appear among 40 new clients: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "at 50% both variants appear among 40 new clients: {seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_zero_sends_nobody_but_testers() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&traffic(1, v1.addr, v2.addr, "[{ gate: manual }, { weight: 100 }]"));
+    let s = Sluice::start(&traffic(
+        1,
+        v1.addr,
+        v2.addr,
+        "[{ gate: manual }, { weight: 100 }]",
+    ));
     let mut c = Client::connect(s.proxy()).await;
     for u in 0..300 {
         let r = c.get("/", &[("x-user-id", &format!("u{u}"))]).await;
         assert_eq!(r.json()["headers"]["x-sluice-variant"][0], "stable");
     }
-    let r = c.get("/", &[("x-user-id", "u1"), ("x-canary", "always")]).await;
+    let r = c
+        .get("/", &[("x-user-id", "u1"), ("x-canary", "always")])
+        .await;
     assert_eq!(r.json()["headers"]["x-sluice-variant"][0], "canary");
     assert_eq!(r.json()["name"], "v2");
 }

@@ -36,12 +36,17 @@ impl Upstream {
         let (tx, rx) = std::sync::mpsc::channel();
         // Its own thread and runtime, so tests on any runtime can start and drop it.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(l.local_addr().unwrap()).unwrap();
                 loop {
-                    let Ok((s, _)) = l.accept().await else { continue };
+                    let Ok((s, _)) = l.accept().await else {
+                        continue;
+                    };
                     let h = h.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
@@ -55,7 +60,10 @@ impl Upstream {
                 }
             });
         });
-        Upstream { addr: rx.recv().unwrap(), hits }
+        Upstream {
+            addr: rx.recv().unwrap(),
+            hits,
+        }
     }
 }
 
@@ -66,17 +74,29 @@ fn full(b: impl Into<Bytes>) -> http_body_util::combinators::BoxBody<Bytes, hype
 }
 
 fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
-    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
 }
 
-async fn serve(name: &'static str, req: Request<Incoming>) -> Result<UpResp, std::convert::Infallible> {
+async fn serve(
+    name: &'static str,
+    req: Request<Incoming>,
+) -> Result<UpResp, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     // Dispatch on the last segment, so routes with prefixes reach the same handlers.
     let last = format!("/{}", path.rsplit('/').next().unwrap_or(""));
     let r = match last.as_str() {
         "/big" => {
             let n = query(&req, "n").unwrap_or(1 << 20) as usize;
-            Response::new(Big { left: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed())
+            Response::new(
+                Big {
+                    left: n,
+                    chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+                }
+                .boxed(),
+            )
         }
         "/echo" => Response::new(req.into_body().boxed()),
         "/sleep" => {
@@ -85,20 +105,34 @@ async fn serve(name: &'static str, req: Request<Incoming>) -> Result<UpResp, std
         }
         "/status" => {
             let mut r = Response::new(full(name));
-            *r.status_mut() = StatusCode::from_u16(query(&req, "code").unwrap_or(200) as u16).unwrap();
+            *r.status_mut() =
+                StatusCode::from_u16(query(&req, "code").unwrap_or(200) as u16).unwrap();
             r
         }
         _ => {
-            let headers: BTreeMap<String, Vec<String>> = req.headers().keys().map(|k| {
-                (k.to_string(), req.headers().get_all(k).iter().map(|v| v.to_str().unwrap_or("").to_string()).collect())
-            }).collect();
+            let headers: BTreeMap<String, Vec<String>> = req
+                .headers()
+                .keys()
+                .map(|k| {
+                    (
+                        k.to_string(),
+                        req.headers()
+                            .get_all(k)
+                            .iter()
+                            .map(|v| v.to_str().unwrap_or("").to_string())
+                            .collect(),
+                    )
+                })
+                .collect();
             let body = serde_json::json!({
                 "name": name, "headers": headers, "path": path,
                 "uri": req.uri().to_string(), "method": req.method().as_str(),
             });
             let mut r = Response::new(full(body.to_string()));
-            r.headers_mut().insert("connection", "x-upstream-hop".parse().unwrap());
-            r.headers_mut().insert("x-upstream-hop", "1".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "x-upstream-hop".parse().unwrap());
+            r.headers_mut()
+                .insert("x-upstream-hop", "1".parse().unwrap());
             r
         }
     };
@@ -155,7 +189,11 @@ impl Sluice {
             std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
         }
         let yaml = settings_yaml(dir.path(), "trust: { require_approvals: false }\n");
-        let mut s = Sluice { dir, inst: None, settings_yaml: yaml };
+        let mut s = Sluice {
+            dir,
+            inst: None,
+            settings_yaml: yaml,
+        };
         s.restart();
         s
     }
@@ -192,7 +230,13 @@ impl Sluice {
     }
 
     pub fn version(&self) -> u64 {
-        self.inst().shared.snapshot.load().as_ref().map(|s| s.version).unwrap_or(0)
+        self.inst()
+            .shared
+            .snapshot
+            .load()
+            .as_ref()
+            .map(|s| s.version)
+            .unwrap_or(0)
     }
 
     /// Waits until the active version is `v` (up to 10 s).
@@ -203,7 +247,10 @@ impl Sluice {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("version {v} never became active (active: {})", self.version());
+        panic!(
+            "version {v} never became active (active: {})",
+            self.version()
+        );
     }
 }
 
@@ -220,7 +267,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -230,7 +278,9 @@ impl Reply {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         Client { tx }
     }
@@ -240,7 +290,11 @@ impl Client {
         let resp = self.tx.send_request(req).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
-        Ok(Reply { status: parts.status, headers: parts.headers, body })
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -251,7 +305,9 @@ impl Client {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        self.send(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap()
+        self.send(b.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap()
     }
 }
 
