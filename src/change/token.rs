@@ -194,7 +194,7 @@ impl VerifiedToken {
         }
         if self.sub != expected.digest {
             return Err(Reason::WrongDigest.because(format!(
-                "the token of {} approves {}, not this document ({})",
+                "the token of {} names document {}, not this one ({})",
                 self.principal, self.sub, expected.digest
             )));
         }
