@@ -5,15 +5,21 @@ mod change_support;
 use change_support::*;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
+use sluice::change::classify;
 use sluice::change::diff::{diff, escape};
 use sluice::change::glob::Glob;
 use sluice::change::token::{Act, verify};
-use sluice::change::classify;
 use sluice::config::traffic::ChangeClass;
 
 /// Object keys that exercise RFC 6901 escaping.
 fn key() -> impl Strategy<Value = String> {
-    prop_oneof!["[a-c]{1,2}", Just("a/b".to_string()), Just("~".to_string()), Just("~1".to_string()), Just(String::new())]
+    prop_oneof![
+        "[a-c]{1,2}",
+        Just("a/b".to_string()),
+        Just("~".to_string()),
+        Just("~1".to_string()),
+        Just(String::new())
+    ]
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -26,13 +32,15 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 40, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(key(), inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(key(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 fn document() -> impl Strategy<Value = Value> {
-    prop::collection::btree_map(key(), json_value(), 0..5).prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
+    prop::collection::btree_map(key(), json_value(), 0..5)
+        .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
 }
 
 fn without_envelope(v: &Value) -> Value {
@@ -158,7 +166,11 @@ proptest! {
 
 /// An active document with `flags` (state, default) and a routing flag, and a candidate that
 /// flips allowed fields only, chosen by `edit`.
-fn standard_pair(flags: &std::collections::BTreeMap<String, (bool, bool)>, paused: bool, edit: &[bool]) -> (Value, Value) {
+fn standard_pair(
+    flags: &std::collections::BTreeMap<String, (bool, bool)>,
+    paused: bool,
+    edit: &[bool],
+) -> (Value, Value) {
     let mut fl = Map::new();
     for (name, (on, default_on)) in flags {
         fl.insert(
@@ -167,7 +179,10 @@ fn standard_pair(flags: &std::collections::BTreeMap<String, (bool, bool)>, pause
                    "defaultVariant": if *default_on { "on" } else { "off" }}),
         );
     }
-    fl.insert("backend".into(), json!({"state": "ENABLED", "variants": {"v1": "v1", "v2": "v2"}, "defaultVariant": "v1"}));
+    fl.insert(
+        "backend".into(),
+        json!({"state": "ENABLED", "variants": {"v1": "v1", "v2": "v2"}, "defaultVariant": "v1"}),
+    );
     let active = json!({
         "version": 1, "change": {"id": "A", "author": "alice"},
         "upstreams": {"v1": {"endpoints": ["10.0.0.1:80"]}, "v2": {"endpoints": ["10.0.0.2:80"]}},
@@ -208,7 +223,10 @@ fn set(doc: &mut Value, pointer: &str, value: Value) {
     match node {
         Value::Array(items) => items[last.parse::<usize>().unwrap()] = value,
         other => {
-            other.as_object_mut().unwrap().insert(last.to_string(), value);
+            other
+                .as_object_mut()
+                .unwrap()
+                .insert(last.to_string(), value);
         }
     }
 }

@@ -84,7 +84,12 @@ pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
         verdict: Verdict::NoOp,
     };
     let version = input.doc.version;
-    match check_version(version, &out.digest, input.high_water, store.rules().max_version_step) {
+    match check_version(
+        version,
+        &out.digest,
+        input.high_water,
+        store.rules().max_version_step,
+    ) {
         Ok(VersionCheck::Same) => return out,
         Ok(VersionCheck::Newer) => {}
         Err(r) => {
@@ -92,7 +97,12 @@ pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
             return out;
         }
     }
-    let c = classify(store.rules(), input.active, input.json, input.doc.change.class);
+    let c = classify(
+        store.rules(),
+        input.active,
+        input.json,
+        input.doc.change.class,
+    );
     if c.no_op {
         out.classification = Some(c);
         return out;
@@ -121,7 +131,13 @@ pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
             Err(refusal) => out.rejected.push(RejectedToken { index, refusal }),
         }
     }
-    out.verdict = match evaluate(store, &c, &input.doc.change, &out.accepted, input.author_review_overdue) {
+    out.verdict = match evaluate(
+        store,
+        &c,
+        &input.doc.change,
+        &out.accepted,
+        input.author_review_overdue,
+    ) {
         Ok(d) if d.satisfied() => Verdict::Activate(d),
         Ok(d) => Verdict::Pending(d),
         Err(r) => Verdict::Refused(with_rejections(r, &out.rejected)),

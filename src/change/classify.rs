@@ -65,7 +65,10 @@ pub enum Why {
 
 impl Classification {
     /// Changed paths matching any of `globs`.
-    pub fn touched<'s, 'g>(&'s self, globs: &'g [super::glob::Glob]) -> impl Iterator<Item = &'s str> + use<'s, 'g> {
+    pub fn touched<'s, 'g>(
+        &'s self,
+        globs: &'g [super::glob::Glob],
+    ) -> impl Iterator<Item = &'s str> + use<'s, 'g> {
         self.paths
             .iter()
             .filter(|p| globs.iter().any(|g| g.matches(p)))
@@ -87,7 +90,12 @@ impl Classification {
         if self.nothing_active {
             s.push_str("; nothing is active yet, so no change can be standard");
         } else if !self.not_standard.is_empty() {
-            let shown: Vec<String> = self.not_standard.iter().take(5).map(|n| n.to_string()).collect();
+            let shown: Vec<String> = self
+                .not_standard
+                .iter()
+                .take(5)
+                .map(|n| n.to_string())
+                .collect();
             let more = self.not_standard.len().saturating_sub(5);
             s.push_str(if self.claimed == ChangeClass::Standard {
                 "; it claims standard, but "
@@ -107,15 +115,28 @@ impl fmt::Display for NotStandard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.why {
             Why::NotAllowed => write!(f, "{} is not in standard.allow", self.path),
-            Why::RoutingFlag(flag) => write!(f, "{} is under flag `{flag}`, which a route uses to pick upstreams", self.path),
-            Why::RoutingInput(what) => write!(f, "{} changes {what}, which decides a routing flag", self.path),
+            Why::RoutingFlag(flag) => write!(
+                f,
+                "{} is under flag `{flag}`, which a route uses to pick upstreams",
+                self.path
+            ),
+            Why::RoutingInput(what) => write!(
+                f,
+                "{} changes {what}, which decides a routing flag",
+                self.path
+            ),
             Why::Guarded(rule) => write!(f, "{} needs the sign-off of {rule}", self.path),
         }
     }
 }
 
 /// Classifies `candidate` against `active` (`None`: nothing active) under `rules`.
-pub fn classify(rules: &Rules, active: Option<&Value>, candidate: &Value, claimed: ChangeClass) -> Classification {
+pub fn classify(
+    rules: &Rules,
+    active: Option<&Value>,
+    candidate: &Value,
+    claimed: ChangeClass,
+) -> Classification {
     let paths = diff::diff(active, candidate);
     let fallback = if claimed == ChangeClass::Emergency {
         ChangeClass::Emergency
@@ -145,10 +166,19 @@ pub fn classify(rules: &Rules, active: Option<&Value>, candidate: &Value, claime
     let routing = Routing::of(&[active, candidate]);
     let not_standard: Vec<NotStandard> = paths
         .iter()
-        .filter_map(|p| why_not_standard(rules, &routing, p).map(|why| NotStandard { path: p.clone(), why }))
+        .filter_map(|p| {
+            why_not_standard(rules, &routing, p).map(|why| NotStandard {
+                path: p.clone(),
+                why,
+            })
+        })
         .collect();
     Classification {
-        class: if not_standard.is_empty() { ChangeClass::Standard } else { fallback },
+        class: if not_standard.is_empty() {
+            ChangeClass::Standard
+        } else {
+            fallback
+        },
         claimed,
         no_op: false,
         nothing_active: false,
@@ -187,7 +217,11 @@ fn why_not_standard(rules: &Rules, routing: &Routing, path: &str) -> Option<Why>
     if let Some(rule) = rules.guarding(&segs) {
         return Some(Why::Guarded(rule.describe()));
     }
-    if rules.standard_allow.iter().any(|g| g.matches_segments(&segs)) {
+    if rules
+        .standard_allow
+        .iter()
+        .any(|g| g.matches_segments(&segs))
+    {
         None
     } else {
         Some(Why::NotAllowed)
@@ -206,7 +240,11 @@ impl Routing {
     fn of(docs: &[&Value]) -> Routing {
         let mut flags = BTreeSet::new();
         for doc in docs {
-            let routes = doc.get("routes").and_then(Value::as_array).into_iter().flatten();
+            let routes = doc
+                .get("routes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
             for route in routes {
                 if let Some(flag) = route.pointer("/to/flag").and_then(Value::as_str) {
                     flags.insert(flag.to_string());

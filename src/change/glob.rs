@@ -71,11 +71,7 @@ impl Glob {
                         next[j] = any;
                     }
                 }
-                Seg::One => {
-                    for j in 0..parts.len() {
-                        next[j + 1] = reach[j];
-                    }
-                }
+                Seg::One => next[1..].copy_from_slice(&reach[..parts.len()]),
                 Seg::Literal(lit) => {
                     for j in 0..parts.len() {
                         next[j + 1] = reach[j] && parts[j] == lit;
@@ -99,7 +95,9 @@ fn check_escapes(seg: &str) -> Result<(), String> {
     let mut chars = seg.chars();
     while let Some(c) = chars.next() {
         if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!("segment `{seg}` has a `~` that is not `~0` or `~1`"));
+            return Err(format!(
+                "segment `{seg}` has a `~` that is not `~0` or `~1`"
+            ));
         }
     }
     Ok(())

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, EncodePrivateKey, KeypairBytes, spki::der::pem::LineEnding,
+};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::TryRng;
 use sha2::{Digest, Sha256};
@@ -67,9 +69,9 @@ pub struct Keygen {
 
 /// Parses `ed25519:<base64url of 32 bytes>` (no padding), refusing small-order points.
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, KeyError> {
-    let b64 = text
-        .strip_prefix(KEY_PREFIX)
-        .ok_or_else(|| KeyError::BadPublicKey(format!("`{}` lacks the `ed25519:` prefix", shorten(text))))?;
+    let b64 = text.strip_prefix(KEY_PREFIX).ok_or_else(|| {
+        KeyError::BadPublicKey(format!("`{}` lacks the `ed25519:` prefix", shorten(text)))
+    })?;
     let raw = URL_SAFE_NO_PAD
         .decode(b64)
         .map_err(|e| KeyError::BadPublicKey(format!("bad base64url ({e})")))?;
@@ -77,7 +79,8 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, KeyError> {
         .as_slice()
         .try_into()
         .map_err(|_| KeyError::BadPublicKey(format!("{} bytes instead of 32", raw.len())))?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|e| KeyError::WeakPublicKey(e.to_string()))?;
+    let key =
+        VerifyingKey::from_bytes(&bytes).map_err(|e| KeyError::WeakPublicKey(e.to_string()))?;
     // A small-order key lets one signature verify for many messages; nobody needs one.
     if key.is_weak() {
         return Err(KeyError::WeakPublicKey("the point has small order".into()));
@@ -110,7 +113,9 @@ pub fn generate() -> Result<SigningKey, KeyError> {
 pub fn keygen(principal: &str, dir: &Path) -> Result<Keygen, KeyError> {
     let valid = !principal.is_empty()
         && !principal.starts_with('.')
-        && principal.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && principal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !valid {
         return Err(KeyError::BadPrincipalName(principal.to_string()));
     }
@@ -121,10 +126,18 @@ pub fn keygen(principal: &str, dir: &Path) -> Result<Keygen, KeyError> {
     let key = generate()?;
     let private_key = dir.join(format!("{principal}.pem"));
     let public_key = dir.join(format!("{principal}.pub"));
-    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::BadPrivateKey {
-        path: private_key.clone(),
-        message: e.to_string(),
-    })?;
+    // PKCS#8 v1 (seed only), as `openssl genpkey -algorithm ed25519` writes it: OpenSSL and
+    // Python's cryptography refuse the v2 form that carries the public key as well.
+    let v1 = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    let pem = v1
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::BadPrivateKey {
+            path: private_key.clone(),
+            message: e.to_string(),
+        })?;
     write_new(&private_key, pem.as_bytes(), 0o600)?;
     let public_line = public_key_line(&key.verifying_key());
     write_new(&public_key, format!("{public_line}\n").as_bytes(), 0o644)?;
@@ -210,7 +223,10 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         let line = format!("ed25519:{}", URL_SAFE_NO_PAD.encode(identity));
-        assert!(matches!(parse_public_key(&line), Err(KeyError::WeakPublicKey(_))));
+        assert!(matches!(
+            parse_public_key(&line),
+            Err(KeyError::WeakPublicKey(_))
+        ));
     }
 
     #[test]
@@ -220,13 +236,28 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&made.private_key).unwrap().permissions().mode();
+            let mode = fs::metadata(&made.private_key)
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        // PKCS#8 v1: version 0, OID 1.3.101.112, the 32-byte seed, nothing else.
+        let pem = fs::read_to_string(&made.private_key).unwrap();
+        assert!(
+            pem.starts_with("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI"),
+            "{pem}"
+        );
         let key = load_signing_key(&made.private_key).unwrap();
         assert_eq!(public_key_line(&key.verifying_key()), made.public_line);
         assert_eq!(kid(&key.verifying_key()), made.kid);
-        assert!(matches!(keygen("alice", dir.path()), Err(KeyError::Exists(_))));
-        assert!(matches!(keygen("../x", dir.path()), Err(KeyError::BadPrincipalName(_))));
+        assert!(matches!(
+            keygen("alice", dir.path()),
+            Err(KeyError::Exists(_))
+        ));
+        assert!(matches!(
+            keygen("../x", dir.path()),
+            Err(KeyError::BadPrincipalName(_))
+        ));
     }
 }

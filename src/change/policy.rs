@@ -129,7 +129,12 @@ impl Rules {
             .enumerate()
             .filter_map(|(i, g)| {
                 Glob::parse(g)
-                    .map_err(|e| errors.push(ConfigError::plain(&format!("trust.policy.standard.allow[{i}]"), e)))
+                    .map_err(|e| {
+                        errors.push(ConfigError::plain(
+                            &format!("trust.policy.standard.allow[{i}]"),
+                            e,
+                        ))
+                    })
                     .ok()
             })
             .collect();
@@ -149,7 +154,10 @@ impl Rules {
             ));
         }
         if p.max_token_lifetime.0.as_secs() == 0 {
-            errors.push(ConfigError::plain("trust.policy.max_token_lifetime", "must be at least 1s"));
+            errors.push(ConfigError::plain(
+                "trust.policy.max_token_lifetime",
+                "must be at least 1s",
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -170,10 +178,11 @@ impl Rules {
     /// The path-scoped requirement (of `normal` or `emergency`) covering these pointer
     /// segments, if any.
     pub fn guarding(&self, segs: &[&str]) -> Option<&Rule> {
-        self.normal
-            .iter()
-            .chain(&self.emergency)
-            .find(|r| r.paths.as_ref().is_some_and(|g| g.iter().any(|g| g.matches_segments(segs))))
+        self.normal.iter().chain(&self.emergency).find(|r| {
+            r.paths
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g.matches_segments(segs)))
+        })
     }
 
     /// Whether an emergency change needs a review at all.
@@ -193,14 +202,19 @@ impl Rule {
     fn compile(source: &str, r: &Requirement, errors: &mut Vec<ConfigError>) -> Rule {
         let at = format!("trust.policy.{source}");
         if r.roles.is_empty() {
-            errors.push(ConfigError::plain(&format!("{at}.roles"), "at least one role is needed"));
+            errors.push(ConfigError::plain(
+                &format!("{at}.roles"),
+                "at least one role is needed",
+            ));
         }
         let paths = r.paths.as_ref().map(|ps| {
             ps.iter()
                 .enumerate()
                 .filter_map(|(i, g)| {
                     Glob::parse(g)
-                        .map_err(|e| errors.push(ConfigError::plain(&format!("{at}.paths[{i}]"), e)))
+                        .map_err(|e| {
+                            errors.push(ConfigError::plain(&format!("{at}.paths[{i}]"), e))
+                        })
                         .ok()
                 })
                 .collect()
@@ -240,12 +254,18 @@ impl Decision {
 
     /// What is missing, as one sentence ("" when satisfied).
     pub fn detail(&self) -> String {
-        self.shortfalls.iter().map(|s| s.detail.as_str()).collect::<Vec<_>>().join("; and ")
+        self.shortfalls
+            .iter()
+            .map(|s| s.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; and ")
     }
 
     /// The refusal to report while the change is short: the first shortfall's reason.
     pub fn refusal(&self) -> Option<Refusal> {
-        self.shortfalls.first().map(|s| s.reason.because(self.detail()))
+        self.shortfalls
+            .first()
+            .map(|s| s.reason.because(self.detail()))
     }
 }
 
@@ -286,15 +306,26 @@ pub fn evaluate(
             principal: t.principal.clone(),
             kid: t.kid.clone(),
             reason: Reason::AuthorMismatch,
-            detail: format!("{} signed an author token, but change.author is {}", t.principal, change.author),
+            detail: format!(
+                "{} signed an author token, but change.author is {}",
+                t.principal, change.author
+            ),
         })
         .collect();
-    ignored.extend(tokens.iter().filter(|t| !matches!(t.act, Act::Author | Act::Approve)).map(|t| Ignored {
-        principal: t.principal.clone(),
-        kid: t.kid.clone(),
-        reason: Reason::WrongAction,
-        detail: format!("a `{}` token of {} does not count toward activation", t.act, t.principal),
-    }));
+    ignored.extend(
+        tokens
+            .iter()
+            .filter(|t| !matches!(t.act, Act::Author | Act::Approve))
+            .map(|t| Ignored {
+                principal: t.principal.clone(),
+                kid: t.kid.clone(),
+                reason: Reason::WrongAction,
+                detail: format!(
+                    "a `{}` token of {} does not count toward activation",
+                    t.act, t.principal
+                ),
+            }),
+    );
     let class = classification.class;
     if class == ChangeClass::Emergency && author_review_overdue {
         return Err(Reason::ReviewOverdue.because(format!(
@@ -364,12 +395,17 @@ pub fn evaluate_review(
     excluded.insert(author.to_string(), Exclusion::Author);
     let reviews: Vec<&VerifiedToken> = tokens.iter().filter(|t| t.act == Act::Review).collect();
     let mut tally = tally(store, &applicable, &reviews, &excluded, "review");
-    tally.ignored.extend(tokens.iter().filter(|t| t.act != Act::Review).map(|t| Ignored {
-        principal: t.principal.clone(),
-        kid: t.kid.clone(),
-        reason: Reason::WrongAction,
-        detail: format!("a `{}` token of {} is not a review", t.act, t.principal),
-    }));
+    tally.ignored.extend(
+        tokens
+            .iter()
+            .filter(|t| t.act != Act::Review)
+            .map(|t| Ignored {
+                principal: t.principal.clone(),
+                kid: t.kid.clone(),
+                reason: Reason::WrongAction,
+                detail: format!("a `{}` token of {} is not a review", t.act, t.principal),
+            }),
+    );
     Decision {
         class: ChangeClass::Emergency,
         author: author.to_string(),
@@ -415,16 +451,14 @@ fn tally(
     // A principal who qualifies for some applicable requirement is not "missing a role" just
     // because another requirement needs a role they lack.
     let qualifies_somewhere = |p: &str| {
-        applicable
-            .iter()
-            .any(|(r, allow_self, _)| {
-                let blocked = match excluded.get(p) {
-                    Some(Exclusion::Author) => !allow_self,
-                    Some(Exclusion::Approver) => true,
-                    None => false,
-                };
-                !blocked && r.roles.iter().any(|role| store.has_role(p, role))
-            })
+        applicable.iter().any(|(r, allow_self, _)| {
+            let blocked = match excluded.get(p) {
+                Some(Exclusion::Author) => !allow_self,
+                Some(Exclusion::Approver) => true,
+                None => false,
+            };
+            !blocked && r.roles.iter().any(|role| store.has_role(p, role))
+        })
     };
     for (rule, allow_self, hit) in applicable {
         let mut have: Vec<&str> = Vec::new();
@@ -443,7 +477,9 @@ fn tally(
                 (true, _) => {
                     self_blocked = true;
                     notes.push(match exclusion {
-                        Some(Exclusion::Approver) => format!("{p} approved this change, so {p}'s {noun} does not count"),
+                        Some(Exclusion::Approver) => {
+                            format!("{p} approved this change, so {p}'s {noun} does not count")
+                        }
                         _ => format!("{p} is the author, so {p}'s own {noun} does not count"),
                     });
                 }
@@ -484,7 +520,11 @@ fn tally(
             String::new()
         } else {
             let shown: Vec<&str> = hit.iter().take(3).copied().collect();
-            let more = if hit.len() > 3 { format!(" and {} more", hit.len() - 3) } else { String::new() };
+            let more = if hit.len() > 3 {
+                format!(" and {} more", hit.len() - 3)
+            } else {
+                String::new()
+            };
             format!(" because the change touches {}{more}", shown.join(", "))
         };
         let detail = format!(
@@ -509,14 +549,23 @@ fn tally(
     }
     let ignored = by_principal
         .iter()
-        .filter(|(p, _)| !used.contains(**p) && (!applicable.is_empty() || excluded.contains_key(**p)))
+        .filter(|(p, _)| {
+            !used.contains(**p) && (!applicable.is_empty() || excluded.contains_key(**p))
+        })
         .map(|(&p, t)| {
             let (reason, detail) = match excluded.get(p) {
-                Some(Exclusion::Author) => (Reason::SelfApproval, format!("{p} is the author and cannot count")),
-                Some(Exclusion::Approver) => {
-                    (Reason::SelfApproval, format!("{p} approved this change and cannot review it"))
-                }
-                None => (Reason::MissingRole, format!("{p} holds none of the roles a requirement needs")),
+                Some(Exclusion::Author) => (
+                    Reason::SelfApproval,
+                    format!("{p} is the author and cannot count"),
+                ),
+                Some(Exclusion::Approver) => (
+                    Reason::SelfApproval,
+                    format!("{p} approved this change and cannot review it"),
+                ),
+                None => (
+                    Reason::MissingRole,
+                    format!("{p} holds none of the roles a requirement needs"),
+                ),
             };
             Ignored {
                 principal: p.to_string(),
@@ -549,5 +598,9 @@ fn join_names(names: &[&str]) -> String {
 }
 
 fn past_tense(noun: &str) -> &'static str {
-    if noun == "review" { "reviewed" } else { "approved" }
+    if noun == "review" {
+        "reviewed"
+    } else {
+        "approved"
+    }
 }

@@ -192,6 +192,9 @@ mod tests {
     fn refusal_serializes_as_api_error() {
         let r = Reason::Expired.because("the token expired at 10.");
         let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v, serde_json::json!({"error": "expired", "detail": "the token expired at 10."}));
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "expired", "detail": "the token expired at 10."})
+        );
     }
 }

@@ -124,9 +124,15 @@ impl Act {
 
     /// Reads a claim value.
     pub fn parse(s: &str) -> Option<Act> {
-        [Act::Author, Act::Approve, Act::Review, Act::Promote, Act::Revert]
-            .into_iter()
-            .find(|a| a.as_str() == s)
+        [
+            Act::Author,
+            Act::Approve,
+            Act::Review,
+            Act::Promote,
+            Act::Revert,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
     }
 }
 
@@ -141,7 +147,15 @@ impl std::fmt::Display for Act {
 impl Claims {
     /// Claims for `document` (its exact bytes) at `version`, valid from `now` for `ttl_secs`,
     /// with a fresh random `jti`.
-    pub fn new(principal: &str, environment: &str, document: &[u8], version: u64, act: Act, now: u64, ttl_secs: u64) -> Claims {
+    pub fn new(
+        principal: &str,
+        environment: &str,
+        document: &[u8],
+        version: u64,
+        act: Act,
+        now: u64,
+        ttl_secs: u64,
+    ) -> Claims {
         Claims {
             iss: principal.to_string(),
             aud: environment.to_string(),
@@ -211,7 +225,8 @@ impl VerifiedToken {
                 "the token of {} promotes {} step {}, not {rollout} step {step}",
                 self.principal,
                 self.rollout.as_deref().unwrap_or("(no rollout)"),
-                self.step.map_or_else(|| "(none)".to_string(), |s| s.to_string()),
+                self.step
+                    .map_or_else(|| "(none)".to_string(), |s| s.to_string()),
             )));
         }
         Ok(())
@@ -249,17 +264,29 @@ pub fn verify(token: &str, store: &TrustStore, now: u64) -> Result<VerifiedToken
         )));
     }
     let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(malformed("not a JWS compact token (expected three base64url parts separated by dots)"));
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed(
+            "not a JWS compact token (expected three base64url parts separated by dots)",
+        ));
     };
     let header = decode_json(h64, "header")?;
-    let header = header.as_object().ok_or_else(|| malformed("the header is not a JSON object"))?;
+    let header = header
+        .as_object()
+        .ok_or_else(|| malformed("the header is not a JSON object"))?;
     match header.get("alg") {
         Some(Value::String(alg)) if alg == ALG => {}
         Some(Value::String(alg)) => {
-            return Err(Reason::BadAlgorithm.because(format!("alg `{}` is refused; only EdDSA is accepted", clip(alg))));
+            return Err(Reason::BadAlgorithm.because(format!(
+                "alg `{}` is refused; only EdDSA is accepted",
+                clip(alg)
+            )));
         }
-        _ => return Err(Reason::BadAlgorithm.because("the header has no alg string; only EdDSA is accepted")),
+        _ => {
+            return Err(Reason::BadAlgorithm
+                .because("the header has no alg string; only EdDSA is accepted"));
+        }
     }
     if let Some(name) = FORBIDDEN_HEADERS.iter().find(|h| header.contains_key(**h)) {
         return Err(Reason::ForbiddenHeader.because(format!(
@@ -277,10 +304,16 @@ pub fn verify(token: &str, store: &TrustStore, now: u64) -> Result<VerifiedToken
     let payload = decode_b64(p64, "payload")?;
     let sig = decode_b64(s64, "signature")?;
     let Some(entry) = store.key(kid) else {
-        return Err(Reason::UnknownKey.because(format!("no key with kid `{}` in trust.principals", clip(kid))));
+        return Err(Reason::UnknownKey.because(format!(
+            "no key with kid `{}` in trust.principals",
+            clip(kid)
+        )));
     };
     let sig: [u8; 64] = sig.as_slice().try_into().map_err(|_| {
-        Reason::BadSignature.because(format!("an Ed25519 signature is 64 bytes, this one is {}", sig.len()))
+        Reason::BadSignature.because(format!(
+            "an Ed25519 signature is 64 bytes, this one is {}",
+            sig.len()
+        ))
     })?;
     // The signing input is the two base64url parts exactly as received (RFC 7515 §5.2).
     let signing_input = &token[..h64.len() + 1 + p64.len()];
@@ -288,10 +321,16 @@ pub fn verify(token: &str, store: &TrustStore, now: u64) -> Result<VerifiedToken
         .key
         .verify_strict(signing_input.as_bytes(), &Signature::from_bytes(&sig))
         .map_err(|_| {
-            Reason::BadSignature.because(format!("the signature does not verify under key {kid} of {}", entry.principal))
+            Reason::BadSignature.because(format!(
+                "the signature does not verify under key {kid} of {}",
+                entry.principal
+            ))
         })?;
-    let claims = parse_strict(&payload).map_err(|e| malformed(format!("the claims are not valid JSON: {e}")))?;
-    let claims = claims.as_object().ok_or_else(|| malformed("the claims are not a JSON object"))?;
+    let claims = parse_strict(&payload)
+        .map_err(|e| malformed(format!("the claims are not valid JSON: {e}")))?;
+    let claims = claims
+        .as_object()
+        .ok_or_else(|| malformed("the claims are not a JSON object"))?;
     let iss = str_claim(claims, "iss")?;
     if iss != entry.principal {
         return Err(Reason::IssuerMismatch.because(format!(
@@ -309,8 +348,9 @@ pub fn verify(token: &str, store: &TrustStore, now: u64) -> Result<VerifiedToken
         )));
     }
     let act_text = str_claim(claims, "act")?;
-    let act = Act::parse(&act_text)
-        .ok_or_else(|| Reason::WrongAction.because(format!("act `{}` is not one sluice knows", clip(&act_text))))?;
+    let act = Act::parse(&act_text).ok_or_else(|| {
+        Reason::WrongAction.because(format!("act `{}` is not one sluice knows", clip(&act_text)))
+    })?;
     let verified = VerifiedToken {
         principal: iss,
         kid: kid.clone(),
@@ -338,7 +378,12 @@ pub fn verify(token: &str, store: &TrustStore, now: u64) -> Result<VerifiedToken
 }
 
 /// [`verify`], then [`VerifiedToken::check_use`].
-pub fn verify_for(token: &str, store: &TrustStore, expected: &Expected<'_>, now: u64) -> Result<VerifiedToken, Refusal> {
+pub fn verify_for(
+    token: &str,
+    store: &TrustStore,
+    expected: &Expected<'_>,
+    now: u64,
+) -> Result<VerifiedToken, Refusal> {
     let t = verify(token, store, now)?;
     t.check_use(expected)?;
     Ok(t)
@@ -347,7 +392,11 @@ pub fn verify_for(token: &str, store: &TrustStore, expected: &Expected<'_>, now:
 /// Mints a token: header `{"alg":"EdDSA","typ":"JWT","kid":<fingerprint>}`, signed by `key`.
 pub fn sign(claims: &Claims, key: &SigningKey) -> String {
     let header = json!({"alg": ALG, "typ": "JWT", "kid": keys::kid(&key.verifying_key())});
-    sign_parts(header.to_string().as_bytes(), claims.to_json().to_string().as_bytes(), key)
+    sign_parts(
+        header.to_string().as_bytes(),
+        claims.to_json().to_string().as_bytes(),
+        key,
+    )
 }
 
 /// Signs arbitrary header and payload bytes as a JWS compact token. For tools and tests
@@ -369,7 +418,12 @@ pub fn new_jti() -> String {
 }
 
 /// Validity period at `now`, both ends with `clock_skew` (as PyJWT's `leeway`).
-fn check_time(t: &VerifiedToken, nbf: Option<u64>, store: &TrustStore, now: u64) -> Result<(), Refusal> {
+fn check_time(
+    t: &VerifiedToken,
+    nbf: Option<u64>,
+    store: &TrustStore,
+    now: u64,
+) -> Result<(), Refusal> {
     let rules = store.rules();
     let skew = rules.clock_skew_secs;
     if t.iat > now.saturating_add(skew) {
@@ -390,7 +444,10 @@ fn check_time(t: &VerifiedToken, nbf: Option<u64>, store: &TrustStore, now: u64)
         )));
     }
     if t.exp < t.iat {
-        return Err(Reason::Expired.because(format!("the token of {} expires before it was issued", t.principal)));
+        return Err(Reason::Expired.because(format!(
+            "the token of {} expires before it was issued",
+            t.principal
+        )));
     }
     if t.exp - t.iat > rules.max_token_lifetime_secs {
         return Err(Reason::LifetimeTooLong.because(format!(
@@ -429,7 +486,9 @@ fn decode_json(part: &str, what: &str) -> Result<Value, Refusal> {
 fn str_claim(claims: &Map<String, Value>, name: &str) -> Result<String, Refusal> {
     match claims.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(_) => Err(malformed(format!("claim `{name}` must be a non-empty string"))),
+        Some(_) => Err(malformed(format!(
+            "claim `{name}` must be a non-empty string"
+        ))),
         None => Err(malformed(format!("claim `{name}` is missing"))),
     }
 }

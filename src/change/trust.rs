@@ -40,7 +40,10 @@ impl TrustStore {
         let mut keys: HashMap<String, KeyEntry> = HashMap::new();
         let mut roles = BTreeMap::new();
         for (name, p) in &trust.principals {
-            roles.insert(name.clone(), p.roles.iter().cloned().collect::<BTreeSet<_>>());
+            roles.insert(
+                name.clone(),
+                p.roles.iter().cloned().collect::<BTreeSet<_>>(),
+            );
             for (i, text) in p.keys.iter().enumerate() {
                 let path = format!("trust.principals.{name}.keys[{i}]");
                 let key = match keys::parse_public_key(text) {
@@ -121,7 +124,11 @@ impl TrustStore {
 
     /// The roles `principal` holds (empty when unknown).
     pub fn roles(&self, principal: &str) -> impl Iterator<Item = &str> {
-        self.roles.get(principal).into_iter().flatten().map(String::as_str)
+        self.roles
+            .get(principal)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     /// Whether `principal` holds `role`.
@@ -152,7 +159,10 @@ mod tests {
     fn maps_kids_to_owners() {
         let a = generate().unwrap().verifying_key();
         let mut trust = Trust::default();
-        trust.principals.insert("alice".into(), principal(vec![public_key_line(&a)], &["dev"]));
+        trust.principals.insert(
+            "alice".into(),
+            principal(vec![public_key_line(&a)], &["dev"]),
+        );
         let store = TrustStore::new(&trust).unwrap();
         assert_eq!(store.key(&keys::kid(&a)).unwrap().principal, "alice");
         assert!(store.has_role("alice", "dev"));
@@ -164,16 +174,28 @@ mod tests {
     fn refuses_a_key_under_two_principals_and_bad_keys() {
         let line = public_key_line(&generate().unwrap().verifying_key());
         let mut trust = Trust::default();
-        trust.principals.insert("a".into(), principal(vec![line.clone()], &[]));
-        trust.principals.insert("b".into(), principal(vec![line, "ed25519:xx".into()], &[]));
+        trust
+            .principals
+            .insert("a".into(), principal(vec![line.clone()], &[]));
+        trust
+            .principals
+            .insert("b".into(), principal(vec![line, "ed25519:xx".into()], &[]));
         trust.policy.standard.allow = vec!["flags/*".into()];
         let errs = TrustStore::new(&trust).unwrap_err().0;
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["trust.principals.b.keys[0]", "trust.principals.b.keys[1]", "trust.policy.standard.allow[0]"],
+            [
+                "trust.principals.b.keys[0]",
+                "trust.principals.b.keys[1]",
+                "trust.policy.standard.allow[0]"
+            ],
             "{errs:?}"
         );
-        assert!(errs[0].message.contains("already listed under principal `a`"));
+        assert!(
+            errs[0]
+                .message
+                .contains("already listed under principal `a`")
+        );
     }
 }

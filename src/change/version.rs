@@ -27,7 +27,12 @@ pub enum VersionCheck {
 /// Checks `version` (of the document with `digest`) against the high-water mark (`None`:
 /// nothing ever activated, the mark counts as 0 so the step limit still binds the first
 /// version and a huge first version cannot lock out every later one).
-pub fn check_version(version: u64, digest: &str, mark: Option<&HighWater>, max_step: u64) -> Result<VersionCheck, Refusal> {
+pub fn check_version(
+    version: u64,
+    digest: &str,
+    mark: Option<&HighWater>,
+    max_step: u64,
+) -> Result<VersionCheck, Refusal> {
     let high = mark.map_or(0, |m| m.version);
     if let Some(m) = mark
         && version == m.version
@@ -74,15 +79,45 @@ mod tests {
     #[test]
     fn versions() {
         let m = mark(7);
-        assert_eq!(check_version(8, "sha256:bb", Some(&m), 1000), Ok(VersionCheck::Newer));
-        assert_eq!(check_version(7, "sha256:aa", Some(&m), 1000), Ok(VersionCheck::Same));
-        assert_eq!(check_version(7, "sha256:bb", Some(&m), 1000).unwrap_err().reason, Reason::Equivocation);
-        assert_eq!(check_version(6, "sha256:bb", Some(&m), 1000).unwrap_err().reason, Reason::VersionNotIncreasing);
-        assert_eq!(check_version(1008, "sha256:bb", Some(&m), 1000).unwrap_err().reason, Reason::VersionStepTooLarge);
-        assert_eq!(check_version(1007, "sha256:bb", Some(&m), 1000), Ok(VersionCheck::Newer));
-        assert_eq!(check_version(u64::MAX, "x", Some(&m), u64::MAX), Ok(VersionCheck::Newer));
+        assert_eq!(
+            check_version(8, "sha256:bb", Some(&m), 1000),
+            Ok(VersionCheck::Newer)
+        );
+        assert_eq!(
+            check_version(7, "sha256:aa", Some(&m), 1000),
+            Ok(VersionCheck::Same)
+        );
+        assert_eq!(
+            check_version(7, "sha256:bb", Some(&m), 1000)
+                .unwrap_err()
+                .reason,
+            Reason::Equivocation
+        );
+        assert_eq!(
+            check_version(6, "sha256:bb", Some(&m), 1000)
+                .unwrap_err()
+                .reason,
+            Reason::VersionNotIncreasing
+        );
+        assert_eq!(
+            check_version(1008, "sha256:bb", Some(&m), 1000)
+                .unwrap_err()
+                .reason,
+            Reason::VersionStepTooLarge
+        );
+        assert_eq!(
+            check_version(1007, "sha256:bb", Some(&m), 1000),
+            Ok(VersionCheck::Newer)
+        );
+        assert_eq!(
+            check_version(u64::MAX, "x", Some(&m), u64::MAX),
+            Ok(VersionCheck::Newer)
+        );
         assert_eq!(check_version(1, "x", None, 1000), Ok(VersionCheck::Newer));
-        assert_eq!(check_version(0, "x", None, 1000).unwrap_err().reason, Reason::VersionNotIncreasing);
+        assert_eq!(
+            check_version(0, "x", None, 1000).unwrap_err().reason,
+            Reason::VersionNotIncreasing
+        );
         assert!(is_stale(7, Some(&m)) && !is_stale(8, Some(&m)) && !is_stale(1, None));
     }
 }

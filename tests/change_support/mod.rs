@@ -58,7 +58,10 @@ pub fn mallory() -> SigningKey {
 
 fn principal(keys: &[SigningKey], roles: &[&str]) -> Principal {
     Principal {
-        keys: keys.iter().map(|k| public_key_line(&k.verifying_key())).collect(),
+        keys: keys
+            .iter()
+            .map(|k| public_key_line(&k.verifying_key()))
+            .collect(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
     }
 }
@@ -76,9 +79,15 @@ pub fn trust() -> Trust {
     let mut principals = BTreeMap::new();
     principals.insert("alice".into(), principal(&[alice()], &["developer"]));
     principals.insert("bob".into(), principal(&[bob()], &["release-manager"]));
-    principals.insert("carol".into(), principal(&[carol()], &["release-manager", "incident-commander"]));
+    principals.insert(
+        "carol".into(),
+        principal(&[carol()], &["release-manager", "incident-commander"]),
+    );
     principals.insert("dave".into(), principal(&[dave()], &["developer"]));
-    principals.insert("erin".into(), principal(&[erin1(), erin2()], &["release-manager"]));
+    principals.insert(
+        "erin".into(),
+        principal(&[erin1(), erin2()], &["release-manager"]),
+    );
     principals.insert("sam".into(), principal(&[sam()], &["security"]));
     principals.insert("ivan".into(), principal(&[ivan()], &["incident-commander"]));
     principals.insert("fred".into(), principal(&[fred()], &["release-manager"]));
@@ -92,12 +101,20 @@ pub fn trust() -> Trust {
     p.max_token_lifetime = Dur::secs(72 * HOUR);
     p.clock_skew = Dur::secs(60);
     p.max_version_step = 1000;
-    p.standard.allow = ["/flags/*/state", "/flags/*/defaultVariant", "/rollouts/*/paused"]
-        .map(String::from)
-        .to_vec();
+    p.standard.allow = [
+        "/flags/*/state",
+        "/flags/*/defaultVariant",
+        "/rollouts/*/paused",
+    ]
+    .map(String::from)
+    .to_vec();
     p.normal.require = vec![
         req(2, &["release-manager"], None),
-        req(1, &["security"], Some(&["/upstreams/*/tls", "/upstreams/*/tls/**"])),
+        req(
+            1,
+            &["security"],
+            Some(&["/upstreams/*/tls", "/upstreams/*/tls/**"]),
+        ),
     ];
     p.emergency.require = vec![req(1, &["incident-commander"], None)];
     p.emergency.allow_self_approval = false;
