@@ -286,3 +286,63 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::settings::{Policy, Requirement};
+
+    fn rules(allow: &[&str], guarded: &[&str]) -> Rules {
+        let mut p = Policy::default();
+        p.standard.allow = allow.iter().map(|s| s.to_string()).collect();
+        p.normal.require = vec![Requirement {
+            count: 1,
+            roles: vec!["security".into()],
+            paths: Some(guarded.iter().map(|s| s.to_string()).collect()),
+        }];
+        Rules::compile(&p).unwrap()
+    }
+
+    #[test]
+    fn a_guarded_path_is_never_standard() {
+        let r = rules(&["/upstreams/**"], &["/upstreams/*/tls/**"]);
+        let a = json!({"upstreams": {"u": {"endpoints": ["a:1"]}}});
+        let mut b = a.clone();
+        b["upstreams"]["u"]["endpoints"][0] = json!("b:1");
+        assert_eq!(
+            classify(&r, Some(&a), &b, ChangeClass::Standard).class,
+            ChangeClass::Standard
+        );
+        b["upstreams"]["u"]["tls"] = json!({"server_name": "x"});
+        let c = classify(&r, Some(&a), &b, ChangeClass::Standard);
+        assert_eq!(c.class, ChangeClass::Normal);
+        assert_eq!(
+            c.not_standard,
+            [NotStandard {
+                path: "/upstreams/u/tls/server_name".into(),
+                why: Why::Guarded("normal.require[0] (role security)".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn nothing_active_and_no_op() {
+        let r = rules(&["/**"], &[]);
+        let b = json!({"version": 2, "flags": {"f": {"state": "ENABLED"}}});
+        let c = classify(&r, None, &b, ChangeClass::Standard);
+        assert_eq!((c.class, c.nothing_active), (ChangeClass::Normal, true));
+        assert!(
+            c.explain().contains("nothing is active yet"),
+            "{}",
+            c.explain()
+        );
+        let c = classify(&r, None, &b, ChangeClass::Emergency);
+        assert_eq!(c.class, ChangeClass::Emergency);
+        let mut a = b.clone();
+        a["version"] = json!(1);
+        let c = classify(&r, Some(&a), &b, ChangeClass::Normal);
+        assert!(c.no_op && c.paths.is_empty());
+    }
+}
