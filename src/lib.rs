@@ -4,6 +4,8 @@
 //! - [`config`]: `sluice.yaml` and `traffic.yaml` — YAML with positions, raw types, validation.
 //! - [`bucket`]: the one bucketing primitive (canonical CBOR → murmur3 → bucket), shared by
 //!   rollout splitting and flagd `fractional`.
+//! - [`change`]: change approval — EdDSA tokens, trust store, diff and classification, the
+//!   approval policy, anti-rollback (pure; the change gate wires them).
 
 pub mod admin;
 pub mod bucket;

@@ -7,8 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 
 /// The state directory.
 #[derive(Debug, Clone)]
@@ -16,19 +15,8 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-/// The highest version ever activated, with its digest (anti-rollback).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HighWater {
-    /// Version.
-    pub version: u64,
-    /// `sha256:<hex>` of that version's document.
-    pub digest: String,
-}
-
-/// `sha256:<hex>` of bytes.
-pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub use super::digest;
+pub use super::version::HighWater;
 
 /// Writes `bytes` to `path` atomically (and durably) with the given Unix mode.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
@@ -109,14 +97,9 @@ impl StateDir {
         Ok(bytes)
     }
 
-    /// The persisted high-water mark (default when none).
-    pub fn high_water(&self) -> io::Result<HighWater> {
-        match fs::read(self.root.join("high_water.json")) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HighWater::default()),
-            Err(e) => Err(e),
-        }
+    /// The persisted high-water mark (`None` before the first activation).
+    pub fn high_water(&self) -> io::Result<Option<HighWater>> {
+        self.read_json("high_water.json")
     }
 
     /// Persists the high-water mark.
@@ -183,13 +166,13 @@ mod tests {
         let dg = digest(b"version: 1");
         s.put_doc(&dg, b"version: 1").unwrap();
         assert_eq!(s.get_doc(&dg).unwrap(), b"version: 1");
-        assert_eq!(s.high_water().unwrap(), HighWater::default());
+        assert_eq!(s.high_water().unwrap(), None);
         let hw = HighWater {
             version: 3,
             digest: dg,
         };
         s.set_high_water(&hw).unwrap();
-        assert_eq!(s.high_water().unwrap(), hw);
+        assert_eq!(s.high_water().unwrap(), Some(hw));
     }
 
     #[test]
