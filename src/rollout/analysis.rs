@@ -76,7 +76,10 @@ pub struct Verdict {
     /// Whether the increase test failed (true also for a zero denominator and positive numerator).
     pub increase_exceeded: bool,
     /// Canary p99 over the window.
-    #[serde(rename = "canary_p99_ms", serialize_with = "super::serde_millis::option")]
+    #[serde(
+        rename = "canary_p99_ms",
+        serialize_with = "super::serde_millis::option"
+    )]
     pub canary_p99: Option<Duration>,
 }
 
@@ -119,7 +122,11 @@ impl Verdict {
 pub fn judge(analysis: &Analysis, canary: &WindowStats, stable: &WindowStats) -> Verdict {
     let (n_c, e_c) = (canary.requests, canary.errors.min(canary.requests));
     let (n_s, e_s) = (stable.requests, stable.errors.min(stable.requests));
-    let p_c = if n_c == 0 { 0.0 } else { e_c as f64 / n_c as f64 };
+    let p_c = if n_c == 0 {
+        0.0
+    } else {
+        e_c as f64 / n_c as f64
+    };
     let p_s = (n_s > 0).then(|| e_s as f64 / n_s as f64);
 
     let (mut z, mut z_critical, mut increase_exceeded) = (None, None, false);
@@ -136,7 +143,11 @@ pub fn judge(analysis: &Analysis, canary: &WindowStats, stable: &WindowStats) ->
         Some(Rule::ErrorRate)
     } else if increase_exceeded {
         Some(Rule::ErrorRateIncrease)
-    } else if analysis.max_p99.zip(canary.p99).is_some_and(|(max, p99)| p99 > max.0) {
+    } else if analysis
+        .max_p99
+        .zip(canary.p99)
+        .is_some_and(|(max, p99)| p99 > max.0)
+    {
         Some(Rule::P99)
     } else {
         None

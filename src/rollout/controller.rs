@@ -25,8 +25,8 @@ use thiserror::Error;
 
 use super::analysis::{Outcome, Verdict};
 use super::progress::{PauseReason, PauseState, Phase, Progress, RollbackReason};
-use crate::config::traffic::{OnFailure, Rollout, Step, Strategy};
 use crate::config::Weight;
+use crate::config::traffic::{OnFailure, Rollout, Step, Strategy};
 
 /// Something that happened in one controller call, for audit, metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,9 +157,15 @@ pub fn carry_over(old_spec: &Rollout, new_spec: &Rollout, old: &Progress, now_ms
                     && old_spec.canary == new_spec.canary
                     && old_spec.steps == new_spec.steps
             }
-            Strategy::BlueGreen => old_spec.active == new_spec.active && old_spec.preview == new_spec.preview,
+            Strategy::BlueGreen => {
+                old_spec.active == new_spec.active && old_spec.preview == new_spec.preview
+            }
         };
-    if same && old.phase != Phase::Aborted { old.clone() } else { Progress::new(now_ms) }
+    if same && old.phase != Phase::Aborted {
+        old.clone()
+    } else {
+        Progress::new(now_ms)
+    }
 }
 
 /// The canary weight (basis points) the data plane should split by.
@@ -173,8 +179,16 @@ pub fn current_weight(p: &Progress, spec: &Rollout) -> Weight {
         Strategy::Canary => {
             // The latest weight step at or before the current one: a gate holds the weight
             // before it, and completed keeps the last.
-            let upto = if p.phase == Phase::Completed { spec.steps.len() } else { p.step + 1 };
-            spec.steps[..upto.min(spec.steps.len())].iter().rev().find_map(|s| s.weight).unwrap_or(Weight(0))
+            let upto = if p.phase == Phase::Completed {
+                spec.steps.len()
+            } else {
+                p.step + 1
+            };
+            spec.steps[..upto.min(spec.steps.len())]
+                .iter()
+                .rev()
+                .find_map(|s| s.weight)
+                .unwrap_or(Weight(0))
         }
     }
 }
@@ -182,7 +196,12 @@ pub fn current_weight(p: &Progress, spec: &Rollout) -> Weight {
 /// One controller step at `now_ms` with the verdict computed for this tick (`None` when none
 /// was computed, e.g. no `analysis`). Applies the document's `paused`, the verdict's streaks
 /// and `on_failure`, then advances what may advance.
-pub fn tick(p: &mut Progress, spec: &Rollout, verdict: Option<&Verdict>, now_ms: u64) -> Vec<Event> {
+pub fn tick(
+    p: &mut Progress,
+    spec: &Rollout,
+    verdict: Option<&Verdict>,
+    now_ms: u64,
+) -> Vec<Event> {
     let mut ev = Vec::new();
     if p.phase.is_final() {
         return ev;
@@ -244,14 +263,22 @@ pub fn tick(p: &mut Progress, spec: &Rollout, verdict: Option<&Verdict>, now_ms:
 
 /// The operator's promote: passes the manual gate the rollout waits at (blue-green: promotes
 /// preview). `step`, when given (the `step` claim of a promote token), must be the current one.
-pub fn promote(p: &mut Progress, spec: &Rollout, step: Option<usize>, now_ms: u64) -> Result<Vec<Event>, ActionError> {
+pub fn promote(
+    p: &mut Progress,
+    spec: &Rollout,
+    step: Option<usize>,
+    now_ms: u64,
+) -> Result<Vec<Event>, ActionError> {
     if p.phase.is_final() {
         return Err(ActionError::Finished(p.phase));
     }
     if let Some(requested) = step
         && requested != p.step
     {
-        return Err(ActionError::StepMismatch { requested, current: p.step });
+        return Err(ActionError::StepMismatch {
+            requested,
+            current: p.step,
+        });
     }
     let before = current_weight(p, spec);
     let mut ev = Vec::new();
@@ -331,7 +358,11 @@ fn weight_event(from: Weight, to: Weight, ev: &mut Vec<Event>) {
 }
 
 fn enter_pause(p: &mut Progress, reason: PauseReason, now_ms: u64, ev: &mut Vec<Event>) {
-    p.pause = Some(PauseState { reason, since_ms: now_ms, resume_to: p.phase });
+    p.pause = Some(PauseState {
+        reason,
+        since_ms: now_ms,
+        resume_to: p.phase,
+    });
     p.phase = Phase::Paused;
     ev.push(Event::Paused { reason });
 }
@@ -345,17 +376,29 @@ fn leave_pause(p: &mut Progress, now_ms: u64, ev: &mut Vec<Event>) {
     p.consecutive_failures = 0;
     p.consecutive_inconclusive = 0;
     p.last_outcome = None;
-    ev.push(Event::Resumed { reason: state.reason });
+    ev.push(Event::Resumed {
+        reason: state.reason,
+    });
 }
 
 /// Rollback or swap-back: weight 0, phase aborted.
-fn roll_back(p: &mut Progress, spec: &Rollout, reason: RollbackReason, now_ms: u64, ev: &mut Vec<Event>) {
+fn roll_back(
+    p: &mut Progress,
+    spec: &Rollout,
+    reason: RollbackReason,
+    now_ms: u64,
+    ev: &mut Vec<Event>,
+) {
     let swapped = spec.strategy == Strategy::BlueGreen && p.promoted_at_ms.is_some();
     p.phase = Phase::Aborted;
     p.pause = None;
     p.abort_reason = Some(reason);
     p.finished_at_ms = Some(now_ms);
-    ev.push(if swapped { Event::SwappedBack { reason } } else { Event::RolledBack { reason } });
+    ev.push(if swapped {
+        Event::SwappedBack { reason }
+    } else {
+        Event::RolledBack { reason }
+    });
 }
 
 fn complete(p: &mut Progress, now_ms: u64, ev: &mut Vec<Event>) {
@@ -372,7 +415,10 @@ fn enter_step(p: &mut Progress, spec: &Rollout, next: usize, now_ms: u64, ev: &m
     match spec.steps.get(next) {
         None => complete(p, now_ms, ev),
         Some(step) => {
-            ev.push(Event::StepAdvanced { step: next, weight: current_weight(p, spec) });
+            ev.push(Event::StepAdvanced {
+                step: next,
+                weight: current_weight(p, spec),
+            });
             if step.gate.is_some() {
                 p.phase = Phase::WaitingForPromotion;
                 ev.push(Event::WaitingForPromotion { step: next });

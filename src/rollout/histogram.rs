@@ -115,7 +115,10 @@ mod tests {
         for us in (16..1 << TOP_EXP).step_by(997) {
             let rep = representative(bucket_of_micros(us)).as_nanos() as f64;
             let v = us as f64 * 1000.0;
-            assert!((rep - v).abs() / v <= 1.0 / 32.0 + 1e-12, "{us} µs reported as {rep} ns");
+            assert!(
+                (rep - v).abs() / v <= 1.0 / 32.0 + 1e-12,
+                "{us} µs reported as {rep} ns"
+            );
         }
     }
 
@@ -126,7 +129,13 @@ mod tests {
         counts[bucket_of_micros(10)] = 99;
         counts[bucket_of_micros(1000)] = 1;
         // rank 99 of 100 is still the 10 µs bucket; p100 is the slow one.
-        assert_eq!(quantile(&counts, 0.99), Some(representative(bucket_of_micros(10))));
-        assert_eq!(quantile(&counts, 1.0), Some(representative(bucket_of_micros(1000))));
+        assert_eq!(
+            quantile(&counts, 0.99),
+            Some(representative(bucket_of_micros(10)))
+        );
+        assert_eq!(
+            quantile(&counts, 1.0),
+            Some(representative(bucket_of_micros(1000)))
+        );
     }
 }

@@ -130,8 +130,13 @@ impl Progress {
 
 impl Phase {
     /// Every phase, for the `sluice_rollout_phase{phase}` gauge (1 for the current, 0 others).
-    pub const ALL: [Phase; 5] =
-        [Phase::Progressing, Phase::Paused, Phase::WaitingForPromotion, Phase::Completed, Phase::Aborted];
+    pub const ALL: [Phase; 5] = [
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::WaitingForPromotion,
+        Phase::Completed,
+        Phase::Aborted,
+    ];
 
     /// The snake_case name used in status and metric labels.
     pub fn as_str(self) -> &'static str {

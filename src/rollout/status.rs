@@ -24,10 +24,13 @@ pub struct InvalidErrorStatus(pub String);
 impl ErrorStatuses {
     /// Compiles entries such as `5xx`, `429`.
     pub fn compile<S: AsRef<str>>(entries: &[S]) -> Result<Self, InvalidErrorStatus> {
-        let mut me = ErrorStatuses { bits: [0; SPAN / 64] };
+        let mut me = ErrorStatuses {
+            bits: [0; SPAN / 64],
+        };
         for e in entries {
             let e = e.as_ref();
-            let (low, high) = parse_status_class(e).ok_or_else(|| InvalidErrorStatus(e.to_owned()))?;
+            let (low, high) =
+                parse_status_class(e).ok_or_else(|| InvalidErrorStatus(e.to_owned()))?;
             for code in low..=high {
                 let c = code as usize;
                 me.bits[c / 64] |= 1 << (c % 64);
@@ -52,7 +55,9 @@ impl ErrorStatuses {
 impl Default for ErrorStatuses {
     /// The default `error_statuses: ["5xx"]`.
     fn default() -> Self {
-        let mut me = ErrorStatuses { bits: [0; SPAN / 64] };
+        let mut me = ErrorStatuses {
+            bits: [0; SPAN / 64],
+        };
         for c in 500..600usize {
             me.bits[c / 64] |= 1 << (c % 64);
         }
@@ -74,7 +79,10 @@ mod tests {
         for c in [0, 99, 200, 404, 428, 430, 499, 600, 639, 640, 65535] {
             assert!(!s.is_error(c, false), "{c}");
         }
-        assert_eq!(ErrorStatuses::default(), ErrorStatuses::compile(&["5xx"]).unwrap());
+        assert_eq!(
+            ErrorStatuses::default(),
+            ErrorStatuses::compile(&["5xx"]).unwrap()
+        );
     }
 
     #[test]
@@ -84,13 +92,22 @@ mod tests {
         for c in [502, 503, 504] {
             assert!(s.is_error(c, true), "{c}");
         }
-        assert!(!s.is_error(500, true), "sluice's own errors are 502/503/504 only");
-        assert!(!s.is_error(404, true), "no_route is not the variant's fault");
+        assert!(
+            !s.is_error(500, true),
+            "sluice's own errors are 502/503/504 only"
+        );
+        assert!(
+            !s.is_error(404, true),
+            "no_route is not the variant's fault"
+        );
     }
 
     #[test]
     fn rejects_what_validation_rejects() {
-        assert_eq!(ErrorStatuses::compile(&["6xx"]), Err(InvalidErrorStatus("6xx".into())));
+        assert_eq!(
+            ErrorStatuses::compile(&["6xx"]),
+            Err(InvalidErrorStatus("6xx".into()))
+        );
         assert!(ErrorStatuses::compile(&["50"]).is_err());
         assert!(ErrorStatuses::compile::<&str>(&[]).is_ok());
     }

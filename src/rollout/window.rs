@@ -97,7 +97,10 @@ impl Variant {
 impl RolloutWindows {
     /// Windows able to answer for trailing windows up to `max_window`.
     pub fn new(max_window: Duration) -> Self {
-        RolloutWindows { stable: Window::new(max_window), canary: Window::new(max_window) }
+        RolloutWindows {
+            stable: Window::new(max_window),
+            canary: Window::new(max_window),
+        }
     }
 
     /// The window of one variant.
@@ -210,7 +213,11 @@ fn bump(cell: &AtomicU64, tag: u32) {
 #[inline]
 fn read(cell: &AtomicU64, tag: u32) -> u64 {
     let v = cell.load(Relaxed);
-    if (v >> 32) as u32 == tag { v & u64::from(u32::MAX) } else { 0 }
+    if (v >> 32) as u32 == tag {
+        v & u64::from(u32::MAX)
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]

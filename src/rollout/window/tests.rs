@@ -27,7 +27,13 @@ impl Rng {
 fn latency_total(w: &Window, now: u64, secs: u64) -> u64 {
     let len = w.slots.len() as u64;
     (now + 1 - secs..=now)
-        .map(|s| w.slots[(s % len) as usize].latency.iter().map(|c| read(c, s as u32)).sum::<u64>())
+        .map(|s| {
+            w.slots[(s % len) as usize]
+                .latency
+                .iter()
+                .map(|c| read(c, s as u32))
+                .sum::<u64>()
+        })
         .sum()
 }
 
@@ -48,7 +54,10 @@ fn counts_the_trailing_window_inclusive_of_now() {
     // Longer than the ring: clamped to what the ring holds.
     assert_eq!(w.snapshot(130, Duration::from_secs(3600)).requests, 30);
     // Nothing recorded yet for the future.
-    assert_eq!(w.snapshot(200, Duration::from_secs(30)), WindowStats::default());
+    assert_eq!(
+        w.snapshot(200, Duration::from_secs(30)),
+        WindowStats::default()
+    );
 }
 
 #[test]
@@ -74,7 +83,11 @@ fn slot_is_reused_after_the_ring_wraps() {
         w.record(reuse, false, MS);
     }
     let s = w.snapshot(reuse, Duration::from_secs(10));
-    assert_eq!((s.requests, s.errors), (3, 0), "second 40's counts are gone, not added");
+    assert_eq!(
+        (s.requests, s.errors),
+        (3, 0),
+        "second 40's counts are gone, not added"
+    );
     let p99 = s.p99.unwrap();
     assert!(p99 < 2 * MS, "the old 10 s latencies are gone too: {p99:?}");
     assert_eq!(latency_total(&w, reuse, 10), 3);
@@ -134,15 +147,27 @@ fn check_p99(samples: &[Duration], spread_over_secs: u64) {
         w.record(start + i as u64 % spread_over_secs, false, d);
     }
     let now = start + spread_over_secs - 1;
-    let got = w.snapshot(now, Duration::from_secs(spread_over_secs)).p99.unwrap().as_secs_f64();
+    let got = w
+        .snapshot(now, Duration::from_secs(spread_over_secs))
+        .p99
+        .unwrap()
+        .as_secs_f64();
     let mut sorted = samples.to_vec();
     sorted.sort();
     let rank = (0.99 * sorted.len() as f64).ceil() as usize;
     let want = sorted[rank - 1].as_secs_f64();
     let err = (got - want).abs() / want;
     // The documented bound is 1/32 plus microsecond truncation; the contract is 5%.
-    assert!(err <= 0.05, "p99 {got} vs exact {want}: {:.2}%", err * 100.0);
-    assert!(err <= 1.0 / 32.0 + 0.001, "p99 {got} vs exact {want}: {:.2}%", err * 100.0);
+    assert!(
+        err <= 0.05,
+        "p99 {got} vs exact {want}: {:.2}%",
+        err * 100.0
+    );
+    assert!(
+        err <= 1.0 / 32.0 + 0.001,
+        "p99 {got} vs exact {want}: {:.2}%",
+        err * 100.0
+    );
 }
 
 #[test]
@@ -159,8 +184,9 @@ fn p99_is_within_five_percent_of_the_exact_quantile() {
             .collect();
         check_p99(&lognormal, 30);
         // Uniform 1 ms .. 60 s: every octave of the range.
-        let uniform: Vec<Duration> =
-            (0..5_000).map(|_| Duration::from_secs_f64(0.001 + rng.unit() * 59.999)).collect();
+        let uniform: Vec<Duration> = (0..5_000)
+            .map(|_| Duration::from_secs_f64(0.001 + rng.unit() * 59.999))
+            .collect();
         check_p99(&uniform, 7);
         // Pareto (α = 1.5) from 2 ms, capped below the overflow bucket.
         let pareto: Vec<Duration> = (0..10_000)
@@ -185,13 +211,25 @@ fn rollout_windows_keep_variants_apart() {
     rw.record(Variant::Stable, 10, false, MS);
     rw.record(Variant::Stable, 10, false, MS);
     assert_eq!(rw.canary.snapshot(10, Duration::from_secs(30)).errors, 1);
-    assert_eq!(rw.get(Variant::Stable).snapshot(10, Duration::from_secs(30)).requests, 2);
+    assert_eq!(
+        rw.get(Variant::Stable)
+            .snapshot(10, Duration::from_secs(30))
+            .requests,
+        2
+    );
     assert_eq!(Variant::Canary.as_str(), "canary");
 }
 
 #[test]
 fn stats_serialize_p99_in_milliseconds() {
-    let s = WindowStats { requests: 3, errors: 1, p99: Some(Duration::from_micros(1500)) };
+    let s = WindowStats {
+        requests: 3,
+        errors: 1,
+        p99: Some(Duration::from_micros(1500)),
+    };
     let j = serde_json::to_value(s).unwrap();
-    assert_eq!(j, serde_json::json!({ "requests": 3, "errors": 1, "p99": 1.5 }));
+    assert_eq!(
+        j,
+        serde_json::json!({ "requests": 3, "errors": 1, "p99": 1.5 })
+    );
 }
