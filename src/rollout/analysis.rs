@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::normal::normal_quantile;
-use super::window::WindowStats;
+use super::window::{RolloutWindows, WindowStats};
 use crate::config::traffic::Analysis;
 
 /// The outcome of one verdict.
@@ -171,6 +171,14 @@ pub fn judge(analysis: &Analysis, canary: &WindowStats, stable: &WindowStats) ->
         increase_exceeded,
         canary_p99: canary.p99,
     }
+}
+
+/// Judges the trailing `analysis.window` ending at second `now_sec` (the clock the windows
+/// were recorded with).
+pub fn judge_windows(analysis: &Analysis, windows: &RolloutWindows, now_sec: u64) -> Verdict {
+    let canary = windows.canary.snapshot(now_sec, analysis.window.0);
+    let stable = windows.stable.snapshot(now_sec, analysis.window.0);
+    judge(analysis, &canary, &stable)
 }
 
 /// `(p_c − p_s − δ) / sqrt(p_c(1−p_c)/n_c + p_s(1−p_s)/n_s)`; `None` when either side has no

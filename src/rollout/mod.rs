@@ -4,32 +4,30 @@
 //!
 //! - [`window`]: lock-free per-second rings of requests, errors and latency per variant,
 //!   written on every request; [`histogram`] is their latency bucket layout.
-//! - [`status`]: `error_statuses` compiled into a bitmap (sluice's own 502/503/504 always count).
+//! - [`error_status`]: `error_statuses` compiled into a bitmap (sluice's own 502/503/504 always count).
 //! - [`analysis`]: the SPEC §6 verdict with its numbers; [`normal`]: the inverse normal CDF.
 //! - [`progress`]: the persisted [`Progress`]; [`controller`]: `tick`, operator actions,
 //!   [`current_weight`] and [`carry_over`] across activations.
 //!
 //! Per tick of a rollout with analysis:
 //! ```text
-//! let c = windows.canary.snapshot(now_sec, a.window.0);
-//! let s = windows.stable.snapshot(now_sec, a.window.0);
-//! let v = analysis::judge(a, &c, &s);                         // count v.outcome
+//! let v = judge_windows(a, &windows, now_sec);                // count v.outcome
 //! let events = controller::tick(&mut progress, spec, Some(&v), now_ms);
 //! weight.store(current_weight(&progress, spec).0, Relaxed);   // persist progress, audit events
 //! ```
 
 pub mod analysis;
 pub mod controller;
+pub mod error_status;
 pub mod histogram;
 pub mod normal;
 pub mod progress;
-pub mod status;
 pub mod window;
 
-pub use analysis::{Outcome, Rule, Verdict, judge};
+pub use analysis::{Outcome, Rule, Verdict, judge, judge_windows};
 pub use controller::{ActionError, Event, carry_over, current_weight, tick};
+pub use error_status::ErrorStatuses;
 pub use progress::{PauseReason, Phase, Progress, RollbackReason};
-pub use status::ErrorStatuses;
 pub use window::{RolloutWindows, Variant, Window, WindowStats};
 
 /// Serializes durations as (fractional) milliseconds, the unit status and audit speak.

@@ -2,7 +2,7 @@
 //! and read by the controller each `analysis.interval`.
 //!
 //! A [`Window`] is a ring of one-second slots; each slot holds a request count, an error
-//! count and a latency histogram ([`histogram`](super::histogram) layout). Every counter is
+//! count and a latency histogram ([`super::histogram`] layout). Every counter is
 //! one `AtomicU64` packing `(second as u32) << 32 | count`: the second tags which second the
 //! count belongs to, so a slot never needs a separate reset step.
 //!

@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::Dur;
 use crate::config::traffic::{Analysis, Gate, Promote, Sticky};
-use crate::rollout::analysis::{Rule, judge};
+use crate::rollout::analysis::{Rule, judge_windows};
 use crate::rollout::window::{RolloutWindows, Variant};
 
 const SEC: u64 = 1_000;
@@ -162,9 +162,7 @@ impl Sim {
                 .record(variant, self.sec, is_error, Duration::from_millis(20));
         }
         let a = self.spec.analysis.clone().unwrap_or_default();
-        let c = self.windows.canary.snapshot(self.sec, a.window.0);
-        let s = self.windows.stable.snapshot(self.sec, a.window.0);
-        let v = judge(&a, &c, &s);
+        let v = judge_windows(&a, &self.windows, self.sec);
         let now_ms = self.now_ms();
         let events = tick(&mut self.progress, &self.spec, Some(&v), now_ms);
         self.sec += 1;
@@ -302,12 +300,7 @@ fn one_error_in_sixty_against_a_clean_stable_does_not_roll_back() {
             Duration::from_millis(30),
         );
     }
-    let a = spec.analysis.clone().unwrap();
-    let v = judge(
-        &a,
-        &windows.canary.snapshot(now_sec, a.window.0),
-        &windows.stable.snapshot(now_sec, a.window.0),
-    );
+    let v = judge_windows(spec.analysis.as_ref().unwrap(), &windows, now_sec);
     assert_eq!(
         (v.canary_requests, v.canary_errors, v.stable_requests),
         (60, 1, 1140)
