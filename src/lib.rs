@@ -6,6 +6,8 @@
 //!   rollout splitting and flagd `fractional`.
 //! - [`change`]: change approval — EdDSA tokens, trust store, diff and classification, the
 //!   approval policy, anti-rollback (pure; the change gate wires them).
+//! - [`rollout`]: per-variant lock-free windows, the canary verdict, and the rollout state
+//!   machine (pure; the proxy, admin API and tick loop drive it).
 
 pub mod admin;
 pub mod bucket;
@@ -17,3 +19,4 @@ pub mod instance;
 pub mod proxy;
 pub mod snapshot;
 pub mod telemetry;
+pub mod rollout;

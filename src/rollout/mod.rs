@@ -1,0 +1,46 @@
+//! Progressive delivery: per-variant request windows, the verdict, and the rollout state
+//! machine. Pure and synchronous — no hyper, no tokio, no clock reads — so the integrator
+//! wires it into the data plane (recording), the tick loop, the admin API and `state/`.
+//!
+//! - [`window`]: lock-free per-second rings of requests, errors and latency per variant,
+//!   written on every request; [`histogram`] is their latency bucket layout.
+//! - [`error_status`]: `error_statuses` compiled into a bitmap (sluice's own 502/503/504 always count).
+//! - [`analysis`]: the SPEC §6 verdict with its numbers; [`normal`]: the inverse normal CDF.
+//! - [`progress`]: the persisted [`Progress`]; [`controller`]: `tick`, operator actions,
+//!   [`current_weight`] and [`carry_over`] across activations.
+//!
+//! Per tick of a rollout with analysis:
+//! ```text
+//! let v = judge_windows(a, &windows, now_sec);                // count v.outcome
+//! let events = controller::tick(&mut progress, spec, Some(&v), now_ms);
+//! weight.store(current_weight(&progress, spec).0, Relaxed);   // persist progress, audit events
+//! ```
+
+pub mod analysis;
+pub mod controller;
+pub mod error_status;
+pub mod histogram;
+pub mod normal;
+pub mod progress;
+pub mod window;
+
+pub use analysis::{Outcome, Rule, Verdict, judge, judge_windows};
+pub use controller::{ActionError, Event, carry_over, current_weight, tick};
+pub use error_status::ErrorStatuses;
+pub use progress::{PauseReason, Phase, Progress, RollbackReason};
+pub use window::{RolloutWindows, Variant, Window, WindowStats};
+
+/// Serializes durations as (fractional) milliseconds, the unit status and audit speak.
+mod serde_millis {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    /// `Some(d)` as milliseconds, `None` as null.
+    pub fn option<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            None => s.serialize_none(),
+        }
+    }
+}
