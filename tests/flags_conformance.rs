@@ -81,7 +81,10 @@ fn parse_feature(src: &str) -> Feature {
             continue;
         }
         if line.starts_with('@') {
-            pending_tags.extend(line.split_whitespace().map(|t| t.trim_start_matches('@').to_string()));
+            pending_tags.extend(
+                line.split_whitespace()
+                    .map(|t| t.trim_start_matches('@').to_string()),
+            );
             continue;
         }
         if line.starts_with("Feature:") {
@@ -89,33 +92,69 @@ fn parse_feature(src: &str) -> Feature {
         } else if line.starts_with("Background:") {
             in_background = true;
             in_examples = false;
-        } else if let Some(name) = line.strip_prefix("Scenario Outline:").or_else(|| line.strip_prefix("Scenario:")) {
+        } else if let Some(name) = line
+            .strip_prefix("Scenario Outline:")
+            .or_else(|| line.strip_prefix("Scenario:"))
+        {
             in_background = false;
             in_examples = false;
-            f.scenarios.push(Scenario { name: name.trim().into(), tags: std::mem::take(&mut pending_tags), ..Default::default() });
+            f.scenarios.push(Scenario {
+                name: name.trim().into(),
+                tags: std::mem::take(&mut pending_tags),
+                ..Default::default()
+            });
         } else if line.starts_with("Examples:") {
             in_examples = true;
             let sc = f.scenarios.last_mut().expect("Examples outside a scenario");
-            sc.examples.push(Examples { tags: std::mem::take(&mut pending_tags), ..Default::default() });
+            sc.examples.push(Examples {
+                tags: std::mem::take(&mut pending_tags),
+                ..Default::default()
+            });
         } else if line.starts_with('|') {
             let cells = parse_row(line);
             if in_examples {
-                let ex = f.scenarios.last_mut().and_then(|s| s.examples.last_mut()).expect("row outside Examples");
+                let ex = f
+                    .scenarios
+                    .last_mut()
+                    .and_then(|s| s.examples.last_mut())
+                    .expect("row outside Examples");
                 if ex.header.is_empty() {
                     ex.header = cells;
                 } else {
                     ex.rows.push(cells);
                 }
             } else {
-                let steps = if in_background { &mut f.background } else { &mut f.scenarios.last_mut().expect("table outside a scenario").steps };
-                steps.last_mut().expect("table without a step").table.push(cells);
+                let steps = if in_background {
+                    &mut f.background
+                } else {
+                    &mut f
+                        .scenarios
+                        .last_mut()
+                        .expect("table outside a scenario")
+                        .steps
+                };
+                steps
+                    .last_mut()
+                    .expect("table without a step")
+                    .table
+                    .push(cells);
             }
-        } else if let Some(text) = ["Given ", "When ", "Then ", "And ", "But "].iter().find_map(|k| line.strip_prefix(k)) {
-            let step = Step { text: text.to_string(), table: Vec::new() };
+        } else if let Some(text) = ["Given ", "When ", "Then ", "And ", "But "]
+            .iter()
+            .find_map(|k| line.strip_prefix(k))
+        {
+            let step = Step {
+                text: text.to_string(),
+                table: Vec::new(),
+            };
             if in_background {
                 f.background.push(step);
             } else {
-                f.scenarios.last_mut().expect("step outside a scenario").steps.push(step);
+                f.scenarios
+                    .last_mut()
+                    .expect("step outside a scenario")
+                    .steps
+                    .push(step);
             }
         } else {
             // Free text under a Feature or Scenario line (descriptions) is allowed.
@@ -162,7 +201,11 @@ fn expand(f: &Feature) -> Vec<Case> {
         let base: BTreeSet<String> = f.tags.iter().chain(&sc.tags).cloned().collect();
         let steps: Vec<Step> = f.background.iter().chain(&sc.steps).cloned().collect();
         if sc.examples.is_empty() {
-            out.push(Case { name: sc.name.clone(), tags: base, steps });
+            out.push(Case {
+                name: sc.name.clone(),
+                tags: base,
+                steps,
+            });
             continue;
         }
         for ex in &sc.examples {
@@ -176,11 +219,22 @@ fn expand(f: &Feature) -> Vec<Case> {
                 };
                 let steps = steps
                     .iter()
-                    .map(|st| Step { text: sub(&st.text), table: st.table.iter().map(|r| r.iter().map(|c| sub(c)).collect()).collect() })
+                    .map(|st| Step {
+                        text: sub(&st.text),
+                        table: st
+                            .table
+                            .iter()
+                            .map(|r| r.iter().map(|c| sub(c)).collect())
+                            .collect(),
+                    })
                     .collect();
                 let mut tags = base.clone();
                 tags.extend(ex.tags.iter().cloned());
-                out.push(Case { name: format!("{} #{} {:?}", sc.name, i + 1, row), tags, steps });
+                out.push(Case {
+                    name: format!("{} #{} {:?}", sc.name, i + 1, row),
+                    tags,
+                    steps,
+                });
             }
         }
     }
@@ -192,12 +246,18 @@ fn expand(f: &Feature) -> Vec<Case> {
 // ---------------------------------------------------------------------------------------
 
 fn quoted(text: &str) -> Vec<String> {
-    text.split('"').skip(1).step_by(2).map(str::to_string).collect()
+    text.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 /// The text between the first and the last double quote (values may contain quotes).
 fn outer_quoted(text: &str) -> String {
-    let (Some(a), Some(b)) = (text.find('"'), text.rfind('"')) else { panic!("no quoted value in `{text}`") };
+    let (Some(a), Some(b)) = (text.find('"'), text.rfind('"')) else {
+        panic!("no quoted value in `{text}`")
+    };
     text[a + 1..b].to_string()
 }
 
@@ -215,12 +275,21 @@ fn value_type(name: &str) -> ValueType {
 /// A table or step literal read as a value of `ty`.
 fn typed(ty: ValueType, s: &str) -> Value {
     match ty {
-        ValueType::Boolean => Value::Bool(s.parse().unwrap_or_else(|_| panic!("bad boolean `{s}`"))),
+        ValueType::Boolean => {
+            Value::Bool(s.parse().unwrap_or_else(|_| panic!("bad boolean `{s}`")))
+        }
         ValueType::String => Value::String(s.to_string()),
-        ValueType::Integer => json!(s.parse::<i64>().unwrap_or_else(|_| panic!("bad integer `{s}`"))),
-        ValueType::Float => json!(s.parse::<f64>().unwrap_or_else(|_| panic!("bad float `{s}`"))),
+        ValueType::Integer => json!(
+            s.parse::<i64>()
+                .unwrap_or_else(|_| panic!("bad integer `{s}`"))
+        ),
+        ValueType::Float => json!(
+            s.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad float `{s}`"))
+        ),
         // The suites write objects with `\"`, which gherkin does not unescape.
-        ValueType::Object => serde_json::from_str(&s.replace("\\\"", "\"")).unwrap_or_else(|e| panic!("bad object `{s}`: {e}")),
+        ValueType::Object => serde_json::from_str(&s.replace("\\\"", "\""))
+            .unwrap_or_else(|e| panic!("bad object `{s}`: {e}")),
     }
 }
 
@@ -247,7 +316,10 @@ fn run_case(set: &FlagSet, case: &Case) -> Result<(), String> {
             let ty = value_type(&t[2..t.find("-flag").unwrap_or(2)]);
             let key = quoted(t).swap_remove(0);
             let marker = "and a fallback value ";
-            let fallback = typed(ty, &outer_quoted(&t[t.find(marker).ok_or("no fallback")? + marker.len()..]));
+            let fallback = typed(
+                ty,
+                &outer_quoted(&t[t.find(marker).ok_or("no fallback")? + marker.len()..]),
+            );
             flag = Some((ty, key, fallback));
         } else if t.starts_with("a context containing a key ") {
             let q = quoted(t);
@@ -256,7 +328,10 @@ fn run_case(set: &FlagSet, case: &Case) -> Result<(), String> {
         } else if t.starts_with("a context containing a nested property ") {
             let q = quoted(t);
             let outer = ctx.entry(q[0].clone()).or_insert_with(|| json!({}));
-            outer.as_object_mut().ok_or("outer key is not an object")?.insert(q[1].clone(), Value::String(q[2].clone()));
+            outer
+                .as_object_mut()
+                .ok_or("outer key is not an object")?
+                .insert(q[1].clone(), Value::String(q[2].clone()));
         } else if t.starts_with("a context containing a targeting key with value ") {
             ctx.insert("targetingKey".into(), Value::String(outer_quoted(t)));
         } else if t == "the flag was evaluated with details" {
@@ -269,7 +344,9 @@ fn run_case(set: &FlagSet, case: &Case) -> Result<(), String> {
             let expected = typed(*ty, &outer_quoted(t));
             let actual = r.value.unwrap_or(fallback);
             if !same_value(*ty, actual, &expected) {
-                return Err(format!("value {actual} != expected {expected} (resolution {r:?})"));
+                return Err(format!(
+                    "value {actual} != expected {expected} (resolution {r:?})"
+                ));
             }
         } else if t.starts_with("the reason should be ") {
             let r = result.as_ref().ok_or("not evaluated")?;
@@ -287,7 +364,9 @@ fn run_case(set: &FlagSet, case: &Case) -> Result<(), String> {
         } else if t == "the resolved metadata should contain" {
             let r = result.as_ref().ok_or("not evaluated")?;
             for row in step.table.iter().skip(1) {
-                let [k, ty, v] = row.as_slice() else { return Err(format!("bad metadata row {row:?}")) };
+                let [k, ty, v] = row.as_slice() else {
+                    return Err(format!("bad metadata row {row:?}"));
+                };
                 let ty = metadata_type(ty);
                 let want = typed(ty, v);
                 match r.metadata.get(k) {
@@ -311,8 +390,18 @@ fn run_case(set: &FlagSet, case: &Case) -> Result<(), String> {
 fn gherkin_suites() {
     let root = conformance().join("flagd-testbed/evaluator");
     let doc = read_json(&root.join("flags/testkit-flags.json"));
-    let v3 = FlagSet::compile_document_lenient(&doc, Options { fractional: Fractional::V3 });
-    let v2 = FlagSet::compile_document_lenient(&doc, Options { fractional: Fractional::V2 });
+    let v3 = FlagSet::compile_document_lenient(
+        &doc,
+        Options {
+            fractional: Fractional::V3,
+        },
+    );
+    let v2 = FlagSet::compile_document_lenient(
+        &doc,
+        Options {
+            fractional: Fractional::V2,
+        },
+    );
     let (mut passed, mut skipped) = (0usize, 0usize);
     let mut failures = Vec::new();
     for file in sorted_files(&root.join("gherkin"), "feature") {
@@ -325,7 +414,11 @@ fn gherkin_suites() {
                 fs += 1;
                 continue;
             }
-            let modes: &[(&str, &FlagSet)] = if case.tags.contains("fractional-v2") { &[("v2", &v2)] } else { &[("v3", &v3), ("v2", &v2)] };
+            let modes: &[(&str, &FlagSet)] = if case.tags.contains("fractional-v2") {
+                &[("v2", &v2)]
+            } else {
+                &[("v3", &v3), ("v2", &v2)]
+            };
             for (mode, set) in modes {
                 match run_case(set, &case) {
                     Ok(()) => fp += 1,
@@ -337,8 +430,16 @@ fn gherkin_suites() {
         passed += fp;
         skipped += fs;
     }
-    println!("gherkin total: {passed} passed, {} failed, {skipped} skipped (@fractional-v1)", failures.len());
-    assert!(failures.is_empty(), "{} gherkin failures:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "gherkin total: {passed} passed, {} failed, {skipped} skipped (@fractional-v1)",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} gherkin failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(passed > 150, "too few gherkin cases ran: {passed}");
 }
 
@@ -355,7 +456,9 @@ fn fractional_flag(n: usize, bucketing: Option<Value>) -> Value {
 
 fn bucket_of(set: &FlagSet, key: &str, ctx: &Map<String, Value>) -> Option<u64> {
     let c = Context::from_json(ctx).ok()?;
-    set.evaluate_key(key, &c, 0).variant.and_then(|v| v.parse().ok())
+    set.evaluate_key(key, &c, 0)
+        .variant
+        .and_then(|v| v.parse().ok())
 }
 
 #[test]
@@ -373,24 +476,76 @@ fn fractional_vectors() {
                 match input.as_array().map(|a| a.as_slice()) {
                     // A two-string array is the shorthand's `[flagKey, targetingKey]`.
                     Some([Value::String(fk), Value::String(tk)]) => {
-                        let flags: Map<String, Value> = [(fk.clone(), fractional_flag(n as usize, None))].into_iter().collect();
-                        let set = FlagSet::compile(&flags, &Map::new(), Options { fractional: Fractional::V3 }).unwrap();
-                        (set, fk.clone(), [("targetingKey".to_string(), json!(tk))].into_iter().collect::<Map<_, _>>())
+                        let flags: Map<String, Value> =
+                            [(fk.clone(), fractional_flag(n as usize, None))]
+                                .into_iter()
+                                .collect();
+                        let set = FlagSet::compile(
+                            &flags,
+                            &Map::new(),
+                            Options {
+                                fractional: Fractional::V3,
+                            },
+                        )
+                        .unwrap();
+                        (
+                            set,
+                            fk.clone(),
+                            [("targetingKey".to_string(), json!(tk))]
+                                .into_iter()
+                                .collect::<Map<_, _>>(),
+                        )
                     }
                     _ => {
-                        let flags: Map<String, Value> = [("f".to_string(), fractional_flag(n as usize, Some(json!({"var": "bv"}))))].into_iter().collect();
-                        let set = FlagSet::compile(&flags, &Map::new(), Options { fractional: Fractional::V3 }).unwrap();
-                        (set, "f".to_string(), [("bv".to_string(), input.clone())].into_iter().collect())
+                        let flags: Map<String, Value> = [(
+                            "f".to_string(),
+                            fractional_flag(n as usize, Some(json!({"var": "bv"}))),
+                        )]
+                        .into_iter()
+                        .collect();
+                        let set = FlagSet::compile(
+                            &flags,
+                            &Map::new(),
+                            Options {
+                                fractional: Fractional::V3,
+                            },
+                        )
+                        .unwrap();
+                        (
+                            set,
+                            "f".to_string(),
+                            [("bv".to_string(), input.clone())].into_iter().collect(),
+                        )
                     }
                 }
             } else {
                 // v2 hashes the UTF-8 string itself.
                 let utf8 = v["utf8"].as_str().unwrap();
-                let flags: Map<String, Value> = [("f".to_string(), fractional_flag(n as usize, Some(json!({"var": "bv"}))))].into_iter().collect();
-                let set = FlagSet::compile(&flags, &Map::new(), Options { fractional: Fractional::V2 }).unwrap();
-                (set, "f".to_string(), [("bv".to_string(), json!(utf8))].into_iter().collect())
+                let flags: Map<String, Value> = [(
+                    "f".to_string(),
+                    fractional_flag(n as usize, Some(json!({"var": "bv"}))),
+                )]
+                .into_iter()
+                .collect();
+                let set = FlagSet::compile(
+                    &flags,
+                    &Map::new(),
+                    Options {
+                        fractional: Fractional::V2,
+                    },
+                )
+                .unwrap();
+                (
+                    set,
+                    "f".to_string(),
+                    [("bv".to_string(), json!(utf8))].into_iter().collect(),
+                )
             };
-            assert_eq!(bucket_of(&set, &key, &ctx), Some(want), "{name}: {n} buckets");
+            assert_eq!(
+                bucket_of(&set, &key, &ctx),
+                Some(want),
+                "{name}: {n} buckets"
+            );
             checked += 1;
         }
     }
@@ -408,14 +563,19 @@ fn schema_fixtures() {
     let opts = Options::default();
     let mut counts = Vec::new();
     let mut failures = Vec::new();
-    let mut run = |label: &str, dir: PathBuf, expect_ok: bool, check: &dyn Fn(&Value) -> Result<(), String>| {
+    let mut run = |label: &str,
+                   dir: PathBuf,
+                   expect_ok: bool,
+                   check: &dyn Fn(&Value) -> Result<(), String>| {
         let mut n = 0;
         for f in sorted_files(&dir, "json") {
             let doc = read_json(&f);
             let name = f.file_name().unwrap().to_string_lossy().to_string();
             match (check(&doc), expect_ok) {
                 (Ok(()), true) | (Err(_), false) => n += 1,
-                (Ok(()), false) => failures.push(format!("{label}/{name}: accepted, should be refused")),
+                (Ok(()), false) => {
+                    failures.push(format!("{label}/{name}: accepted, should be refused"))
+                }
                 (Err(e), true) => failures.push(format!("{label}/{name}: refused: {e}")),
             }
         }
@@ -424,25 +584,68 @@ fn schema_fixtures() {
     // A fixture names its schema: `flags.json` (providers: flags keyed by name) or
     // `flagd.json` (the daemon: flags may also be an array).
     let by_schema = |d: &Value| {
-        let layout = if d["$schema"].as_str().is_some_and(|s| s.ends_with("flagd.json")) { Layout::MapOrArray } else { Layout::Map };
-        FlagSet::compile_document(d, layout, opts).map(|_| ()).map_err(|e| format!("{e:?}"))
+        let layout = if d["$schema"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("flagd.json"))
+        {
+            Layout::MapOrArray
+        } else {
+            Layout::Map
+        };
+        FlagSet::compile_document(d, layout, opts)
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
     };
     let targeting = |d: &Value| {
         let errors = validate_targeting(d);
-        if errors.is_empty() { Ok(()) } else { Err(format!("{errors:?}")) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{errors:?}"))
+        }
     };
-    run("flags/positive", json.join("test/flags/positive"), true, &by_schema);
-    run("flags/negative", json.join("test/flags/negative"), false, &by_schema);
-    run("flagd/positive", json.join("test/flagd/positive"), true, &by_schema);
-    run("targeting/positive", json.join("test/targeting/positive"), true, &targeting);
-    run("targeting/negative", json.join("test/targeting/negative"), false, &targeting);
-    drop(run);
+    run(
+        "flags/positive",
+        json.join("test/flags/positive"),
+        true,
+        &by_schema,
+    );
+    run(
+        "flags/negative",
+        json.join("test/flags/negative"),
+        false,
+        &by_schema,
+    );
+    run(
+        "flagd/positive",
+        json.join("test/flagd/positive"),
+        true,
+        &by_schema,
+    );
+    run(
+        "targeting/positive",
+        json.join("test/targeting/positive"),
+        true,
+        &targeting,
+    );
+    run(
+        "targeting/negative",
+        json.join("test/targeting/negative"),
+        false,
+        &targeting,
+    );
     // `examples/` are not fixtures: `minimal.json` is valid, while `full.json` breaks its own
     // schema (`sem_ver` with "2.0.0.0", `ends_with` with a number), as a draft-07 validator
     // (python-jsonschema) also reports. Both verdicts are checked, with the paths.
     let examples = json.join("examples");
-    assert_eq!(by_schema(&read_json(&examples.join("minimal.json"))), Ok(()));
-    let full = FlagSet::compile_document(&read_json(&examples.join("full.json")), Layout::Map, opts).err().unwrap_or_default();
+    assert_eq!(
+        by_schema(&read_json(&examples.join("minimal.json"))),
+        Ok(())
+    );
+    let full =
+        FlagSet::compile_document(&read_json(&examples.join("full.json")), Layout::Map, opts)
+            .err()
+            .unwrap_or_default();
     let paths: Vec<&str> = full.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -452,7 +655,11 @@ fn schema_fixtures() {
         ]
     );
     counts.push("examples: 2".into());
-    println!("schema fixtures passed: {} ({} failed)", counts.join(", "), failures.len());
+    println!(
+        "schema fixtures passed: {} ({} failed)",
+        counts.join(", "),
+        failures.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -460,7 +667,10 @@ fn schema_fixtures() {
 #[test]
 fn testbed_flag_files_evaluate() {
     let dir = conformance().join("flagd-testbed/flags");
-    let ctx: Map<String, Value> = serde_json::from_value(json!({"targetingKey": "user-1", "email": "a@b.c", "version": "1.2.3", "id": 7})).unwrap();
+    let ctx: Map<String, Value> = serde_json::from_value(
+        json!({"targetingKey": "user-1", "email": "a@b.c", "version": "1.2.3", "id": 7}),
+    )
+    .unwrap();
     let mut n = 0;
     for f in sorted_files(&dir, "json") {
         let doc = read_json(&f);

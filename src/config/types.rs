@@ -70,7 +70,7 @@ impl fmt::Display for Dur {
             return write!(f, "0s");
         }
         for (unit, n) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms % n == 0 {
+            if ms.is_multiple_of(n) {
                 return write!(f, "{}{unit}", ms / n);
             }
         }

@@ -25,21 +25,33 @@ impl FlagSet {
     /// Compiles `flags` and `$evaluators` strictly: any schema violation, unknown operator,
     /// undefined or cyclic `$ref`, or `defaultVariant` that is not a variant refuses the
     /// whole set, with every error found.
-    pub fn compile(flags: &Map<String, Value>, evaluators: &Map<String, Value>, opts: Options) -> Result<FlagSet, Vec<FlagError>> {
+    pub fn compile(
+        flags: &Map<String, Value>,
+        evaluators: &Map<String, Value>,
+        opts: Options,
+    ) -> Result<FlagSet, Vec<FlagError>> {
         let entries: Vec<(&str, &Value)> = flags.iter().map(|(k, v)| (k.as_str(), v)).collect();
         build(&entries, evaluators, Map::new(), opts)
     }
 
     /// Compiles leniently: every flag loads; defective ones resolve to `ERROR` with
     /// `PARSE_ERROR` (or `GENERAL` for a default variant that does not exist).
-    pub fn compile_lenient(flags: &Map<String, Value>, evaluators: &Map<String, Value>, opts: Options) -> FlagSet {
+    pub fn compile_lenient(
+        flags: &Map<String, Value>,
+        evaluators: &Map<String, Value>,
+        opts: Options,
+    ) -> FlagSet {
         let entries: Vec<(&str, &Value)> = flags.iter().map(|(k, v)| (k.as_str(), v)).collect();
         lenient(&entries, evaluators, Map::new(), opts)
     }
 
     /// Compiles a whole flagd document (`{"flags": ..., "$evaluators": ..., "metadata": ...}`)
     /// strictly.
-    pub fn compile_document(doc: &Value, layout: Layout, opts: Options) -> Result<FlagSet, Vec<FlagError>> {
+    pub fn compile_document(
+        doc: &Value,
+        layout: Layout,
+        opts: Options,
+    ) -> Result<FlagSet, Vec<FlagError>> {
         let mut errors = Vec::new();
         let parts = document_parts(doc, layout, &mut errors);
         if let Some(m) = doc.get("metadata") {
@@ -73,41 +85,71 @@ struct Parts<'d> {
 fn document_parts<'d>(doc: &'d Value, layout: Layout, errors: &mut Vec<FlagError>) -> Parts<'d> {
     static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
     let empty = EMPTY.get_or_init(Map::new);
-    let mut parts = Parts { flags: Vec::new(), evaluators: empty, metadata: Map::new() };
+    let mut parts = Parts {
+        flags: Vec::new(),
+        evaluators: empty,
+        metadata: Map::new(),
+    };
     let Value::Object(top) = doc else {
-        errors.push(FlagError::new("", "a flagd document is an object with `flags`"));
+        errors.push(FlagError::new(
+            "",
+            "a flagd document is an object with `flags`",
+        ));
         return parts;
     };
     match (top.get("flags"), layout) {
-        (Some(Value::Object(m)), _) => parts.flags = m.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        (Some(Value::Object(m)), _) => {
+            parts.flags = m.iter().map(|(k, v)| (k.as_str(), v)).collect()
+        }
         (Some(Value::Array(a)), Layout::MapOrArray) => {
             let mut seen: HashMap<&str, usize> = HashMap::new();
             for (i, f) in a.iter().enumerate() {
-                match f.get("key").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+                match f
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .filter(|k| !k.is_empty())
+                {
                     Some(k) => {
                         if seen.insert(k, i).is_some() {
-                            errors.push(FlagError::new(format!("flags[{i}].key"), format!("duplicate flag key `{k}`")));
+                            errors.push(FlagError::new(
+                                format!("flags[{i}].key"),
+                                format!("duplicate flag key `{k}`"),
+                            ));
                         }
                         parts.flags.push((k, f));
                     }
-                    None => errors.push(FlagError::new(format!("flags[{i}].key"), "a flag in an array needs a non-empty `key`")),
+                    None => errors.push(FlagError::new(
+                        format!("flags[{i}].key"),
+                        "a flag in an array needs a non-empty `key`",
+                    )),
                 }
             }
         }
-        (Some(Value::Array(_)), Layout::Map) => {
-            errors.push(FlagError::new("flags", "must be an object keyed by flag key (arrays are a flagd daemon extension)"))
-        }
-        (Some(_), _) => errors.push(FlagError::new("flags", "must be an object keyed by flag key")),
+        (Some(Value::Array(_)), Layout::Map) => errors.push(FlagError::new(
+            "flags",
+            "must be an object keyed by flag key (arrays are a flagd daemon extension)",
+        )),
+        (Some(_), _) => errors.push(FlagError::new(
+            "flags",
+            "must be an object keyed by flag key",
+        )),
         (None, _) => errors.push(FlagError::new("flags", "is required")),
     }
     match top.get("$evaluators") {
         Some(Value::Object(e)) => parts.evaluators = e,
-        Some(_) => errors.push(FlagError::new("$evaluators", "must be an object of name to rule")),
+        Some(_) => errors.push(FlagError::new(
+            "$evaluators",
+            "must be an object of name to rule",
+        )),
         None => {}
     }
     if let Some(Value::Object(m)) = top.get("metadata") {
         // Lenient readers keep the valid entries; strict ones were refused above.
-        parts.metadata = m.iter().filter(|(_, v)| is_metadata_value(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        parts.metadata = m
+            .iter()
+            .filter(|(_, v)| is_metadata_value(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
     }
     parts
 }
@@ -131,12 +173,18 @@ fn build(
         path.push_str("$evaluators.");
         path.push_str(name);
         if name.is_empty() {
-            errors.push(FlagError::new("$evaluators", "an evaluator name must not be empty"));
+            errors.push(FlagError::new(
+                "$evaluators",
+                "an evaluator name must not be empty",
+            ));
         }
         let before = errors.len();
         schema::check_targeting(rule, &mut path, &mut errors);
         if errors.len() > before {
-            compiler.mark_invalid(name, format!("evaluator `{name}` is invalid (see $evaluators.{name})"));
+            compiler.mark_invalid(
+                name,
+                format!("evaluator `{name}` is invalid (see $evaluators.{name})"),
+            );
         }
     }
     compiler.compile_all_evaluators(&mut errors);
@@ -154,16 +202,32 @@ fn build(
         if errors.len() > before {
             continue;
         }
-        let flag = compile_flag(key, def, &set_metadata, &mut compiler, &mut path, &mut errors);
+        let flag = compile_flag(
+            key,
+            def,
+            &set_metadata,
+            &mut compiler,
+            &mut path,
+            &mut errors,
+        );
         if errors.len() == before {
             flags.push(flag);
         }
     }
-    if errors.is_empty() { Ok(assemble(flags, set_metadata, opts)) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(assemble(flags, set_metadata, opts))
+    } else {
+        Err(errors)
+    }
 }
 
 /// Lenient build: nothing is refused.
-fn lenient(entries: &[(&str, &Value)], evaluators: &Map<String, Value>, set_metadata: Map<String, Value>, opts: Options) -> FlagSet {
+fn lenient(
+    entries: &[(&str, &Value)],
+    evaluators: &Map<String, Value>,
+    set_metadata: Map<String, Value>,
+    opts: Options,
+) -> FlagSet {
     let mut compiler = Compiler::new(evaluators);
     let mut path = String::new();
     let mut flags: Vec<Flag> = Vec::with_capacity(entries.len());
@@ -182,7 +246,14 @@ fn lenient(entries: &[(&str, &Value)], evaluators: &Map<String, Value>, set_meta
                 targeting: Targeting::None,
                 metadata: set_metadata.clone(),
             },
-            None => compile_flag(key, def, &set_metadata, &mut compiler, &mut path, &mut Vec::new()),
+            None => compile_flag(
+                key,
+                def,
+                &set_metadata,
+                &mut compiler,
+                &mut path,
+                &mut Vec::new(),
+            ),
         };
         // A later duplicate replaces the earlier one, as a map insert would.
         match at.get(key) {
@@ -201,13 +272,22 @@ fn structural_defect(def: &Value) -> Option<&'static str> {
     let Value::Object(f) = def else {
         return Some("a flag must be an object");
     };
-    if !matches!(f.get("state").and_then(Value::as_str), Some("ENABLED" | "DISABLED")) {
+    if !matches!(
+        f.get("state").and_then(Value::as_str),
+        Some("ENABLED" | "DISABLED")
+    ) {
         return Some("`state` must be \"ENABLED\" or \"DISABLED\"");
     }
-    if !f.get("variants").and_then(Value::as_object).is_some_and(|v| !v.is_empty()) {
+    if f.get("variants")
+        .and_then(Value::as_object)
+        .is_none_or(Map::is_empty)
+    {
         return Some("`variants` must be a non-empty object");
     }
-    if !matches!(f.get("defaultVariant"), None | Some(Value::Null | Value::String(_) | Value::Bool(_))) {
+    if !matches!(
+        f.get("defaultVariant"),
+        None | Some(Value::Null | Value::String(_) | Value::Bool(_))
+    ) {
         return Some("`defaultVariant` must be a variant name or null");
     }
     match f.get("metadata") {
@@ -229,8 +309,14 @@ fn compile_flag<'d>(
 ) -> Flag {
     let f = def.as_object();
     let get = |k: &str| f.and_then(|f| f.get(k));
-    let mut variants: Vec<(Box<str>, Value)> =
-        get("variants").and_then(Value::as_object).map(|v| v.iter().map(|(k, v)| (k.as_str().into(), v.clone())).collect()).unwrap_or_default();
+    let mut variants: Vec<(Box<str>, Value)> = get("variants")
+        .and_then(Value::as_object)
+        .map(|v| {
+            v.iter()
+                .map(|(k, v)| (k.as_str().into(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     variants.sort_by(|a, b| a.0.cmp(&b.0));
     let default_name = match get("defaultVariant") {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -245,7 +331,10 @@ fn compile_flag<'d>(
                 let names: Vec<&str> = variants.iter().map(|(k, _)| &**k).collect();
                 errors.push(FlagError::new(
                     format!("{path}.defaultVariant"),
-                    format!("`{name}` is not a variant of this flag (variants: {})", names.join(", ")),
+                    format!(
+                        "`{name}` is not a variant of this flag (variants: {})",
+                        names.join(", ")
+                    ),
                 ));
                 DefaultVariant::Missing(name.into())
             }
@@ -266,7 +355,10 @@ fn compile_flag<'d>(
         }
         Some(_) => {
             let m = format!("{path}.targeting: must be a JsonLogic rule object");
-            errors.push(FlagError::new(format!("{path}.targeting"), "must be a JsonLogic rule object"));
+            errors.push(FlagError::new(
+                format!("{path}.targeting"),
+                "must be a JsonLogic rule object",
+            ));
             Targeting::Broken(m.into())
         }
     };
@@ -288,6 +380,16 @@ fn compile_flag<'d>(
 }
 
 fn assemble(flags: Vec<Flag>, metadata: Map<String, Value>, opts: Options) -> FlagSet {
-    let index = flags.iter().enumerate().map(|(i, f)| (f.key.clone(), FlagId(i as u32))).collect();
-    FlagSet { flags, index, metadata, empty: Map::new(), opts }
+    let index = flags
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.key.clone(), FlagId(i as u32)))
+        .collect();
+    FlagSet {
+        flags,
+        index,
+        metadata,
+        empty: Map::new(),
+        opts,
+    }
 }

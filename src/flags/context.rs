@@ -39,13 +39,22 @@ pub enum ContextError {
 impl<'c> Context<'c> {
     /// A context with no targeting key and no attributes.
     pub const fn empty() -> Self {
-        Context { targeting_key: None, attrs: Attrs::None }
+        Context {
+            targeting_key: None,
+            attrs: Attrs::None,
+        }
     }
 
     /// A context of string attributes, as the proxy builds per request. Attribute names
     /// should be unique; the first pair with a name wins.
-    pub const fn from_strings(targeting_key: Option<&'c str>, attrs: &'c [(&'c str, &'c str)]) -> Self {
-        Context { targeting_key, attrs: Attrs::Strings(attrs) }
+    pub const fn from_strings(
+        targeting_key: Option<&'c str>,
+        attrs: &'c [(&'c str, &'c str)],
+    ) -> Self {
+        Context {
+            targeting_key,
+            attrs: Attrs::Strings(attrs),
+        }
     }
 
     /// A context from a JSON object (OFREP `context`): `targetingKey`, when present, must be
@@ -56,7 +65,10 @@ impl<'c> Context<'c> {
             Some(Value::String(s)) => Some(s.as_str()),
             Some(_) => return Err(ContextError::TargetingKeyNotString),
         };
-        Ok(Context { targeting_key, attrs: Attrs::Json(map) })
+        Ok(Context {
+            targeting_key,
+            attrs: Attrs::Json(map),
+        })
     }
 
     /// The targeting key, if any.
@@ -68,7 +80,10 @@ impl<'c> Context<'c> {
     pub(crate) fn attr(&self, name: &str) -> Option<Val<'c>> {
         match self.attrs {
             Attrs::None => None,
-            Attrs::Strings(pairs) => pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| Val::Str((*v).into())),
+            Attrs::Strings(pairs) => pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| Val::Str((*v).into())),
             Attrs::Json(map) => map.get(name).map(Val::from_json),
         }
     }
@@ -80,7 +95,8 @@ impl<'c> Context<'c> {
             Attrs::Strings(pairs) => {
                 let mut m = Map::new();
                 for (k, v) in pairs {
-                    m.entry(k.to_string()).or_insert_with(|| Value::String(v.to_string()));
+                    m.entry(k.to_string())
+                        .or_insert_with(|| Value::String(v.to_string()));
                 }
                 if let Some(tk) = self.targeting_key {
                     m.insert("targetingKey".into(), Value::String(tk.into()));

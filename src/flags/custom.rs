@@ -18,7 +18,12 @@ use crate::config::traffic::Fractional;
 const MAX_WEIGHT_SUM: u64 = i32::MAX as u64;
 
 /// `starts_with` / `ends_with`: exactly two strings.
-pub(crate) fn string_compare<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>, f: fn(&str, &str) -> bool) -> Val<'a> {
+pub(crate) fn string_compare<'a>(
+    args: &'a [Node],
+    env: &Env<'a>,
+    scope: Scope<'_, 'a>,
+    f: fn(&str, &str) -> bool,
+) -> Val<'a> {
     if args.len() != 2 {
         return Val::Null;
     }
@@ -34,7 +39,11 @@ pub(crate) fn sem_ver<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>)
     if args.len() != 3 {
         return Val::Null;
     }
-    let (a, op, b) = (arg(args, 0, env, scope), arg(args, 1, env, scope), arg(args, 2, env, scope));
+    let (a, op, b) = (
+        arg(args, 0, env, scope),
+        arg(args, 1, env, scope),
+        arg(args, 2, env, scope),
+    );
     let (Some(sa), Some(op), Some(sb)) = (version_text(&a), op.as_str(), version_text(&b)) else {
         return Val::Null;
     };
@@ -124,14 +133,20 @@ enum Variant<'a> {
 }
 
 /// Splits a bucket `[variant, weight?]` without evaluating its variant.
-fn bucket_parts<'a>(b: &'a Node, env: &Env<'a>, scope: Scope<'_, 'a>) -> Option<(Variant<'a>, Option<Val<'a>>)> {
+fn bucket_parts<'a>(
+    b: &'a Node,
+    env: &Env<'a>,
+    scope: Scope<'_, 'a>,
+) -> Option<(Variant<'a>, Option<Val<'a>>)> {
     match b {
-        Node::Lit(Value::Array(items)) if (1..=2).contains(&items.len()) => {
-            Some((Variant::Val(Val::from_json(&items[0])), items.get(1).map(Val::from_json)))
-        }
-        Node::Array(items) if (1..=2).contains(&items.len()) => {
-            Some((Variant::Node(&items[0]), items.get(1).map(|w| eval(w, env, scope))))
-        }
+        Node::Lit(Value::Array(items)) if (1..=2).contains(&items.len()) => Some((
+            Variant::Val(Val::from_json(&items[0])),
+            items.get(1).map(Val::from_json),
+        )),
+        Node::Array(items) if (1..=2).contains(&items.len()) => Some((
+            Variant::Node(&items[0]),
+            items.get(1).map(|w| eval(w, env, scope)),
+        )),
         Node::Lit(_) | Node::Array(_) => None,
         other => {
             let v = eval(other, env, scope);

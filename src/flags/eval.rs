@@ -30,7 +30,10 @@ pub(crate) struct Env<'a> {
 pub(crate) enum Scope<'s, 'a> {
     Root,
     Item(&'s Val<'a>),
-    Reduce { current: &'s Val<'a>, acc: &'s Val<'a> },
+    Reduce {
+        current: &'s Val<'a>,
+        acc: &'s Val<'a>,
+    },
 }
 
 /// Evaluates `node`.
@@ -78,10 +81,22 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) ->
         }
         Op::Not => Val::Bool(!arg(args, 0, env, scope).truthy()),
         Op::NotNot => Val::Bool(arg(args, 0, env, scope).truthy()),
-        Op::Eq => Val::Bool(loose_eq(&arg(args, 0, env, scope), &arg(args, 1, env, scope))),
-        Op::Ne => Val::Bool(!loose_eq(&arg(args, 0, env, scope), &arg(args, 1, env, scope))),
-        Op::StrictEq => Val::Bool(strict_eq(&arg(args, 0, env, scope), &arg(args, 1, env, scope))),
-        Op::StrictNe => Val::Bool(!strict_eq(&arg(args, 0, env, scope), &arg(args, 1, env, scope))),
+        Op::Eq => Val::Bool(loose_eq(
+            &arg(args, 0, env, scope),
+            &arg(args, 1, env, scope),
+        )),
+        Op::Ne => Val::Bool(!loose_eq(
+            &arg(args, 0, env, scope),
+            &arg(args, 1, env, scope),
+        )),
+        Op::StrictEq => Val::Bool(strict_eq(
+            &arg(args, 0, env, scope),
+            &arg(args, 1, env, scope),
+        )),
+        Op::StrictNe => Val::Bool(!strict_eq(
+            &arg(args, 0, env, scope),
+            &arg(args, 1, env, scope),
+        )),
         Op::Lt => relation(args, env, scope, |o| o == Ordering::Less),
         Op::Le => relation(args, env, scope, |o| o != Ordering::Greater),
         Op::Gt => relation(args, env, scope, |o| o == Ordering::Greater),
@@ -96,7 +111,9 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) ->
                 int_or_float(&a, &b, i64::checked_sub, |x, y| x - y)
             }
         },
-        Op::Div => Val::num(arg(args, 0, env, scope).to_number() / arg(args, 1, env, scope).to_number()),
+        Op::Div => {
+            Val::num(arg(args, 0, env, scope).to_number() / arg(args, 1, env, scope).to_number())
+        }
         Op::Mod => {
             let (a, b) = (arg(args, 0, env, scope), arg(args, 1, env, scope));
             int_or_float(&a, &b, i64::checked_rem, |x, y| x % y)
@@ -111,7 +128,11 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) ->
             }
             Val::Str(Cow::Owned(out))
         }
-        Op::Substr => substr(&arg(args, 0, env, scope), &arg(args, 1, env, scope), args.get(2).map(|n| eval(n, env, scope))),
+        Op::Substr => substr(
+            &arg(args, 0, env, scope),
+            &arg(args, 1, env, scope),
+            args.get(2).map(|n| eval(n, env, scope)),
+        ),
         Op::Merge => {
             let mut out = Vec::new();
             for a in args {
@@ -139,7 +160,11 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) ->
             };
             let total = keys.len();
             let missing = missing(keys, env, scope);
-            if ((total - missing.len()) as f64) >= need { Val::Array(Vec::new()) } else { Val::Array(missing) }
+            if ((total - missing.len()) as f64) >= need {
+                Val::Array(Vec::new())
+            } else {
+                Val::Array(missing)
+            }
         }
         Op::Map => {
             let Some(items) = arg(args, 0, env, scope).into_items() else {
@@ -148,43 +173,78 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) ->
             let Some(sub) = args.get(1) else {
                 return Val::Array(items.iter().map(|_| Val::Null).collect());
             };
-            Val::Array(items.iter().map(|it| eval(sub, env, Scope::Item(it))).collect())
+            Val::Array(
+                items
+                    .iter()
+                    .map(|it| eval(sub, env, Scope::Item(it)))
+                    .collect(),
+            )
         }
         Op::Filter => {
-            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1)) else {
+            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1))
+            else {
                 return Val::Array(Vec::new());
             };
-            Val::Array(items.into_iter().filter(|it| eval(sub, env, Scope::Item(it)).truthy()).collect())
+            Val::Array(
+                items
+                    .into_iter()
+                    .filter(|it| eval(sub, env, Scope::Item(it)).truthy())
+                    .collect(),
+            )
         }
         Op::Reduce => {
             let init = arg(args, 2, env, scope);
-            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1)) else {
+            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1))
+            else {
                 return init;
             };
             let mut acc = init;
             for it in &items {
-                acc = eval(sub, env, Scope::Reduce { current: it, acc: &acc });
+                acc = eval(
+                    sub,
+                    env,
+                    Scope::Reduce {
+                        current: it,
+                        acc: &acc,
+                    },
+                );
             }
             acc
         }
         Op::All => {
-            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1)) else {
+            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1))
+            else {
                 return Val::Bool(false);
             };
             // JsonLogic defines `all` of an empty list as false.
-            Val::Bool(!items.is_empty() && items.iter().all(|it| eval(sub, env, Scope::Item(it)).truthy()))
+            Val::Bool(
+                !items.is_empty()
+                    && items
+                        .iter()
+                        .all(|it| eval(sub, env, Scope::Item(it)).truthy()),
+            )
         }
         Op::Some => {
-            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1)) else {
+            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1))
+            else {
                 return Val::Bool(false);
             };
-            Val::Bool(items.iter().any(|it| eval(sub, env, Scope::Item(it)).truthy()))
+            Val::Bool(
+                items
+                    .iter()
+                    .any(|it| eval(sub, env, Scope::Item(it)).truthy()),
+            )
         }
         Op::None => {
-            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1)) else {
+            let (Some(items), Some(sub)) = (arg(args, 0, env, scope).into_items(), args.get(1))
+            else {
                 return Val::Bool(true);
             };
-            Val::Bool(!items.iter().any(|it| eval(sub, env, Scope::Item(it)).truthy()))
+            Val::Bool(
+                !items
+                    .iter()
+                    .any(|it| eval(sub, env, Scope::Item(it)).truthy()),
+            )
         }
         Op::StartsWith => custom::string_compare(args, env, scope, |s, p| s.starts_with(p)),
         Op::EndsWith => custom::string_compare(args, env, scope, |s, p| s.ends_with(p)),
@@ -205,7 +265,12 @@ fn eval_if<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a>
     arg(args, i, env, scope)
 }
 
-fn relation<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>, ok: fn(Ordering) -> bool) -> Val<'a> {
+fn relation<'a>(
+    args: &'a [Node],
+    env: &Env<'a>,
+    scope: Scope<'_, 'a>,
+    ok: fn(Ordering) -> bool,
+) -> Val<'a> {
     let a = arg(args, 0, env, scope);
     let b = arg(args, 1, env, scope);
     let first = js_compare(&a, &b).is_some_and(ok);
@@ -236,7 +301,12 @@ fn fold_numbers<'a>(
 }
 
 /// Integer arithmetic while both sides are integers and it does not overflow, else floats.
-fn int_or_float<'a>(a: &Val<'_>, b: &Val<'_>, int_op: fn(i64, i64) -> Option<i64>, float_op: fn(f64, f64) -> f64) -> Val<'a> {
+fn int_or_float<'a>(
+    a: &Val<'_>,
+    b: &Val<'_>,
+    int_op: fn(i64, i64) -> Option<i64>,
+    float_op: fn(f64, f64) -> f64,
+) -> Val<'a> {
     if let (Some(x), Some(y)) = (as_int(a), as_int(b))
         && let Some(r) = int_op(x, y)
     {
@@ -254,12 +324,19 @@ fn as_int(v: &Val<'_>) -> Option<i64> {
 
 fn negate<'a>(v: &Val<'_>) -> Val<'a> {
     match v {
-        Val::Int(i) if *i != 0 => i.checked_neg().map_or_else(|| Val::num(-(*i as f64)), Val::Int),
+        Val::Int(i) if *i != 0 => i
+            .checked_neg()
+            .map_or_else(|| Val::num(-(*i as f64)), Val::Int),
         _ => Val::num(-v.to_number()),
     }
 }
 
-fn extremum<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>, pick: fn(f64, f64) -> f64) -> Val<'a> {
+fn extremum<'a>(
+    args: &'a [Node],
+    env: &Env<'a>,
+    scope: Scope<'_, 'a>,
+    pick: fn(f64, f64) -> f64,
+) -> Val<'a> {
     let mut best: Option<Val<'a>> = None;
     let mut best_n = f64::NAN;
     for a in args {
@@ -282,7 +359,11 @@ fn extremum<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>, pick: fn(
 fn eval_in(needle: &Val<'_>, haystack: &Val<'_>) -> Val<'static> {
     match haystack {
         Val::Str(h) => Val::Bool(h.contains(&*needle.to_js_string())),
-        Val::Json(Value::Array(items)) => Val::Bool(items.iter().any(|it| strict_eq(needle, &Val::from_json(it)))),
+        Val::Json(Value::Array(items)) => Val::Bool(
+            items
+                .iter()
+                .any(|it| strict_eq(needle, &Val::from_json(it))),
+        ),
         Val::Array(items) => Val::Bool(items.iter().any(|it| strict_eq(needle, it))),
         _ => Val::Bool(false),
     }
@@ -305,10 +386,18 @@ fn substr<'a>(s: &Val<'_>, start: &Val<'_>, len: Option<Val<'_>>) -> Val<'a> {
         Some(l) if l.is_nan() => from,
         Some(l) => {
             let l = l.trunc() as i64;
-            if l < 0 { (n + l).max(from) } else { (from + l).min(n) }
+            if l < 0 {
+                (n + l).max(from)
+            } else {
+                (from + l).min(n)
+            }
         }
     };
-    let out: String = text.chars().skip(from as usize).take((to - from).max(0) as usize).collect();
+    let out: String = text
+        .chars()
+        .skip(from as usize)
+        .take((to - from).max(0) as usize)
+        .collect();
     Val::Str(Cow::Owned(out))
 }
 
@@ -394,7 +483,10 @@ fn root_lookup<'a>(env: &Env<'a>, segs: &[Box<str>], root: Root) -> Val<'a> {
     match root {
         Root::FlagKey => Val::Str(Cow::Borrowed(env.flag_key)),
         Root::Timestamp => Val::Int(env.now),
-        Root::Flagd => navigate(Val::from_owned(flagd_object(env)), segs[1..].iter().map(|s| &**s)),
+        Root::Flagd => navigate(
+            Val::from_owned(flagd_object(env)),
+            segs[1..].iter().map(|s| &**s),
+        ),
         Root::TargetingKey => match env.ctx.targeting_key() {
             Some(tk) => navigate(Val::Str(Cow::Borrowed(tk)), segs[1..].iter().map(|s| &**s)),
             None => Val::Null,
@@ -413,11 +505,15 @@ fn navigate<'a, 'p>(mut cur: Val<'a>, segs: impl Iterator<Item = &'p str>) -> Va
             Val::Json(Value::Object(m)) => m.get(seg).map_or(Val::Null, Val::from_json),
             Val::Json(Value::Array(a)) => match seg {
                 "length" => Val::Int(a.len() as i64),
-                _ => index(seg).and_then(|i| a.get(i)).map_or(Val::Null, Val::from_json),
+                _ => index(seg)
+                    .and_then(|i| a.get(i))
+                    .map_or(Val::Null, Val::from_json),
             },
             Val::Array(a) => match seg {
                 "length" => Val::Int(a.len() as i64),
-                _ => index(seg).and_then(|i| a.into_iter().nth(i)).unwrap_or(Val::Null),
+                _ => index(seg)
+                    .and_then(|i| a.into_iter().nth(i))
+                    .unwrap_or(Val::Null),
             },
             Val::Object(mut m) => m.remove(seg).map_or(Val::Null, Val::from_owned),
             Val::Str(s) => match seg {
@@ -448,7 +544,11 @@ pub(crate) fn variant_name<'v>(v: &'v Val<'_>) -> Result<Option<Cow<'v, str>>, (
     match v.kind() {
         Kind::Null => Ok(None),
         Kind::Str => Ok(v.as_str().map(Cow::Borrowed)),
-        Kind::Bool => Ok(Some(Cow::Borrowed(if v.truthy() { "true" } else { "false" }))),
+        Kind::Bool => Ok(Some(Cow::Borrowed(if v.truthy() {
+            "true"
+        } else {
+            "false"
+        }))),
         Kind::Num => {
             let mut s = String::new();
             match v {

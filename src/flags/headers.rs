@@ -67,7 +67,10 @@ impl RouteHeaders {
             all.into_iter().map(|(id, _)| id).collect()
         } else {
             keys.iter()
-                .map(|k| set.get(k.as_ref()).ok_or_else(|| HeaderError::UnknownFlag(k.as_ref().to_string())))
+                .map(|k| {
+                    set.get(k.as_ref())
+                        .ok_or_else(|| HeaderError::UnknownFlag(k.as_ref().to_string()))
+                })
                 .collect::<Result<_, _>>()?
         };
         if ids.len() > MAX_ROUTE_FLAGS {
@@ -86,12 +89,21 @@ impl RouteHeaders {
                 let mut enc = String::with_capacity(variant.len());
                 encode_value(variant, &mut enc);
                 // Only token characters and `%XX` remain, which are always valid.
-                values.push(HeaderValue::from_str(&enc).unwrap_or_else(|_| HeaderValue::from_static("")));
+                values.push(
+                    HeaderValue::from_str(&enc).unwrap_or_else(|_| HeaderValue::from_static("")),
+                );
                 pieces.push(format!("{key}={enc}").into_boxed_str());
             }
-            entries.push(Entry { id, name, values: values.into(), pieces: pieces.into() });
+            entries.push(Entry {
+                id,
+                name,
+                values: values.into(),
+                pieces: pieces.into(),
+            });
         }
-        Ok(RouteHeaders { entries: entries.into() })
+        Ok(RouteHeaders {
+            entries: entries.into(),
+        })
     }
 
     /// Number of flags injected.
@@ -112,8 +124,14 @@ impl RouteHeaders {
     /// Evaluates the route's flags and sets their headers on `headers` (replacing any of
     /// the same name); `observe` sees every resolution (for metrics). `set` must be the set
     /// these headers were built from.
-    pub fn apply<F>(&self, set: &FlagSet, ctx: &Context<'_>, now_unix_secs: i64, headers: &mut HeaderMap, mut observe: F)
-    where
+    pub fn apply<F>(
+        &self,
+        set: &FlagSet,
+        ctx: &Context<'_>,
+        now_unix_secs: i64,
+        headers: &mut HeaderMap,
+        mut observe: F,
+    ) where
         F: FnMut(FlagId, &Resolution<'_>),
     {
         let mut combined = String::new();

@@ -159,7 +159,11 @@ impl Op {
 impl<'d> Compiler<'d> {
     /// A compiler for rules that may `$ref` into `evaluators`.
     pub(crate) fn new(evaluators: &'d Map<String, Value>) -> Self {
-        Compiler { evaluators, shared: HashMap::new(), stack: Vec::new() }
+        Compiler {
+            evaluators,
+            shared: HashMap::new(),
+            stack: Vec::new(),
+        }
     }
 
     /// Records that evaluator `name` failed validation, so `$ref`s to it fail with `message`.
@@ -176,7 +180,12 @@ impl<'d> Compiler<'d> {
 
     /// Compiles a rule found at `path`; errors are pushed with their paths. `Err` carries the
     /// first message, for a flag that will resolve to `PARSE_ERROR`.
-    pub(crate) fn compile(&mut self, v: &'d Value, path: &mut String, errors: &mut Vec<FlagError>) -> Result<Node, String> {
+    pub(crate) fn compile(
+        &mut self,
+        v: &'d Value,
+        path: &mut String,
+        errors: &mut Vec<FlagError>,
+    ) -> Result<Node, String> {
         let before = errors.len();
         let node = self.node(v, path, errors);
         match errors.get(before) {
@@ -186,7 +195,11 @@ impl<'d> Compiler<'d> {
     }
 
     /// The compiled evaluator `name`, compiling it on first use.
-    fn evaluator(&mut self, name: &'d str, errors: &mut Vec<FlagError>) -> Result<Arc<Node>, String> {
+    fn evaluator(
+        &mut self,
+        name: &'d str,
+        errors: &mut Vec<FlagError>,
+    ) -> Result<Arc<Node>, String> {
         if let Some(done) = self.shared.get(name) {
             return done.clone();
         }
@@ -205,14 +218,22 @@ impl<'d> Compiler<'d> {
         self.stack.pop();
         let result = match (errors.get(before), node) {
             (None, Some(n)) => Ok(Arc::new(n)),
-            (Some(e), _) => Err(format!("evaluator `{key}` is invalid ({}: {})", e.path, e.message)),
+            (Some(e), _) => Err(format!(
+                "evaluator `{key}` is invalid ({}: {})",
+                e.path, e.message
+            )),
             (None, None) => Err(format!("evaluator `{key}` is invalid")),
         };
         self.shared.insert(key, result.clone());
         result
     }
 
-    fn node(&mut self, v: &'d Value, path: &mut String, errors: &mut Vec<FlagError>) -> Option<Node> {
+    fn node(
+        &mut self,
+        v: &'d Value,
+        path: &mut String,
+        errors: &mut Vec<FlagError>,
+    ) -> Option<Node> {
         match v {
             Value::Array(items) => {
                 let mut nodes = Vec::with_capacity(items.len());
@@ -242,10 +263,19 @@ impl<'d> Compiler<'d> {
         }
     }
 
-    fn rule(&mut self, key: &'d str, args: &'d Value, path: &mut String, errors: &mut Vec<FlagError>) -> Option<Node> {
+    fn rule(
+        &mut self,
+        key: &'d str,
+        args: &'d Value,
+        path: &mut String,
+        errors: &mut Vec<FlagError>,
+    ) -> Option<Node> {
         if key == "$ref" {
             let Value::String(name) = args else {
-                errors.push(FlagError::new(path.clone(), "`$ref` must name an evaluator (a string)"));
+                errors.push(FlagError::new(
+                    path.clone(),
+                    "`$ref` must name an evaluator (a string)",
+                ));
                 return None;
             };
             return match self.evaluator(name, errors) {
@@ -260,7 +290,10 @@ impl<'d> Compiler<'d> {
             return self.var(args, path, errors);
         }
         let Some(op) = Op::from_name(key) else {
-            errors.push(FlagError::new(path.clone(), format!("unknown JsonLogic operator `{key}`")));
+            errors.push(FlagError::new(
+                path.clone(),
+                format!("unknown JsonLogic operator `{key}`"),
+            ));
             return None;
         };
         let list: &[Value] = match args {
@@ -281,7 +314,12 @@ impl<'d> Compiler<'d> {
         ok.then(|| Node::Op(op, nodes.into_boxed_slice()))
     }
 
-    fn var(&mut self, args: &'d Value, path: &mut String, errors: &mut Vec<FlagError>) -> Option<Node> {
+    fn var(
+        &mut self,
+        args: &'d Value,
+        path: &mut String,
+        errors: &mut Vec<FlagError>,
+    ) -> Option<Node> {
         let list: &[Value] = match args {
             Value::Array(a) => a,
             other => std::slice::from_ref(other),
@@ -302,7 +340,10 @@ impl<'d> Compiler<'d> {
             Some(Node::Lit(Value::Number(n))) => static_path(&n.to_string()),
             Some(other) => VarPath::Dynamic(other),
         };
-        Some(Node::Var(Box::new(Var { path: var_path, default: parts.next() })))
+        Some(Node::Var(Box::new(Var {
+            path: var_path,
+            default: parts.next(),
+        })))
     }
 }
 

@@ -130,7 +130,10 @@ enum Targeting {
 impl FlagError {
     /// An error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FlagError { path: path.into(), message: message.into() }
+        FlagError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -160,7 +163,10 @@ impl FlagSet {
 
     /// Flags in document order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (FlagId, &str)> + '_ {
-        self.flags.iter().enumerate().map(|(i, f)| (FlagId(i as u32), &*f.key))
+        self.flags
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (FlagId(i as u32), &*f.key))
     }
 
     /// Flag keys in document order.
@@ -184,7 +190,12 @@ impl FlagSet {
     }
 
     /// Evaluates flag `id` against `ctx` at `now_unix_secs` (`$flagd.timestamp`).
-    pub fn evaluate<'s>(&'s self, id: FlagId, ctx: &Context<'_>, now_unix_secs: i64) -> Resolution<'s> {
+    pub fn evaluate<'s>(
+        &'s self,
+        id: FlagId,
+        ctx: &Context<'_>,
+        now_unix_secs: i64,
+    ) -> Resolution<'s> {
         let flag = self.flag(id);
         let md = &flag.metadata;
         if let Some(d) = &flag.defect {
@@ -203,10 +214,17 @@ impl FlagSet {
         }
         let node = match &flag.targeting {
             Targeting::None => return flag.default_resolution(Reason::Static),
-            Targeting::Broken(m) => return Resolution::error(ErrorCode::ParseError, Cow::Borrowed(m), md),
+            Targeting::Broken(m) => {
+                return Resolution::error(ErrorCode::ParseError, Cow::Borrowed(m), md);
+            }
             Targeting::Rule(n) => n,
         };
-        let env = Env { ctx: *ctx, flag_key: &flag.key, now: now_unix_secs, fractional: self.opts.fractional };
+        let env = Env {
+            ctx: *ctx,
+            flag_key: &flag.key,
+            now: now_unix_secs,
+            fractional: self.opts.fractional,
+        };
         let out = eval::eval(node, &env, Scope::Root);
         match eval::variant_name(&out) {
             Ok(None) => flag.default_resolution(Reason::Default),
@@ -214,7 +232,10 @@ impl FlagSet {
                 Some(i) => flag.resolution(i, Reason::TargetingMatch),
                 None => Resolution::error(
                     ErrorCode::General,
-                    Cow::Owned(format!("targeting chose variant `{name}`, which flag `{}` does not have", flag.key)),
+                    Cow::Owned(format!(
+                        "targeting chose variant `{name}`, which flag `{}` does not have",
+                        flag.key
+                    )),
                     md,
                 ),
             },
@@ -227,10 +248,19 @@ impl FlagSet {
     }
 
     /// Evaluates the flag `key`; `FLAG_NOT_FOUND` when there is none.
-    pub fn evaluate_key<'s>(&'s self, key: &str, ctx: &Context<'_>, now_unix_secs: i64) -> Resolution<'s> {
+    pub fn evaluate_key<'s>(
+        &'s self,
+        key: &str,
+        ctx: &Context<'_>,
+        now_unix_secs: i64,
+    ) -> Resolution<'s> {
         match self.get(key) {
             Some(id) => self.evaluate(id, ctx, now_unix_secs),
-            None => Resolution::error(ErrorCode::FlagNotFound, Cow::Owned(format!("flag `{key}` not found")), &self.empty),
+            None => Resolution::error(
+                ErrorCode::FlagNotFound,
+                Cow::Owned(format!("flag `{key}` not found")),
+                &self.empty,
+            ),
         }
     }
 
@@ -245,7 +275,10 @@ impl FlagSet {
 impl Flag {
     /// The index of variant `name` (an empty name or a null value names none, as in flagd).
     fn variant(&self, name: &str) -> Option<u32> {
-        let i = self.variants.binary_search_by(|(k, _)| (**k).cmp(name)).ok()?;
+        let i = self
+            .variants
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()?;
         (!name.is_empty() && !self.variants[i].1.is_null()).then_some(i as u32)
     }
 
@@ -277,7 +310,10 @@ impl Flag {
             },
             DefaultVariant::Missing(name) => Resolution::error(
                 ErrorCode::General,
-                Cow::Owned(format!("default variant `{name}` is not a variant of flag `{}`", self.key)),
+                Cow::Owned(format!(
+                    "default variant `{name}` is not a variant of flag `{}`",
+                    self.key
+                )),
                 &self.metadata,
             ),
         }

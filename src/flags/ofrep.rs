@@ -55,7 +55,8 @@ pub fn parse_request(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
     let Value::Object(mut top) = v else {
         return Err(RequestError::NotObject);
     };
@@ -64,7 +65,10 @@ pub fn parse_request(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(RequestError::ContextNotObject),
     };
-    if !matches!(ctx.get("targetingKey"), None | Some(Value::Null | Value::String(_))) {
+    if !matches!(
+        ctx.get("targetingKey"),
+        None | Some(Value::Null | Value::String(_))
+    ) {
         return Err(RequestError::TargetingKey);
     }
     Ok(ctx)
@@ -86,11 +90,20 @@ pub fn evaluate_flag(set: &FlagSet, key: &str, body: &[u8], now_unix_secs: i64) 
         Some(ErrorCode::FlagNotFound) => 404,
         Some(_) => 400,
     };
-    OfrepResponse { status, body: to_bytes(&evaluation_json(key, &res)), etag: None }
+    OfrepResponse {
+        status,
+        body: to_bytes(&evaluation_json(key, &res)),
+        etag: None,
+    }
 }
 
 /// Bulk evaluation; `if_none_match` is the request's `If-None-Match` header, if any.
-pub fn evaluate_bulk(set: &FlagSet, body: &[u8], now_unix_secs: i64, if_none_match: Option<&str>) -> OfrepResponse {
+pub fn evaluate_bulk(
+    set: &FlagSet,
+    body: &[u8],
+    now_unix_secs: i64,
+    if_none_match: Option<&str>,
+) -> OfrepResponse {
     let ctx_map = match parse_request(body) {
         Ok(m) => m,
         Err(e) => return error_response(400, None, ErrorCode::InvalidContext, &e.to_string()),
@@ -99,7 +112,10 @@ pub fn evaluate_bulk(set: &FlagSet, body: &[u8], now_unix_secs: i64, if_none_mat
         Ok(c) => c,
         Err(e) => return error_response(400, None, ErrorCode::InvalidContext, &e.to_string()),
     };
-    let flags: Vec<Value> = set.iter().map(|(id, key)| evaluation_json(key, &set.evaluate(id, &ctx, now_unix_secs))).collect();
+    let flags: Vec<Value> = set
+        .iter()
+        .map(|(id, key)| evaluation_json(key, &set.evaluate(id, &ctx, now_unix_secs)))
+        .collect();
     let mut top = Map::new();
     top.insert("flags".into(), Value::Array(flags));
     if !set.metadata().is_empty() {
@@ -108,9 +124,17 @@ pub fn evaluate_bulk(set: &FlagSet, body: &[u8], now_unix_secs: i64, if_none_mat
     let body = to_bytes(&Value::Object(top));
     let etag = etag_of(&body);
     if if_none_match.is_some_and(|h| if_none_match_matches(h, &etag)) {
-        return OfrepResponse { status: 304, body: Vec::new(), etag: Some(etag) };
+        return OfrepResponse {
+            status: 304,
+            body: Vec::new(),
+            etag: Some(etag),
+        };
     }
-    OfrepResponse { status: 200, body, etag: Some(etag) }
+    OfrepResponse {
+        status: 200,
+        body,
+        etag: Some(etag),
+    }
 }
 
 /// One evaluation as OFREP JSON: the success shape, or the failure shape for errors.
@@ -125,7 +149,10 @@ pub fn evaluation_json(key: &str, res: &Resolution<'_>) -> Value {
         if let Some(v) = res.value {
             m.insert("value".into(), v.clone());
         }
-        m.insert("variant".into(), res.variant.map_or(Value::Null, |v| Value::String(v.into())));
+        m.insert(
+            "variant".into(),
+            res.variant.map_or(Value::Null, |v| Value::String(v.into())),
+        );
         m.insert("reason".into(), Value::String(res.reason.as_str().into()));
     }
     if !res.metadata.is_empty() {
@@ -144,7 +171,10 @@ pub fn etag_of(body: &[u8]) -> String {
 /// under weak comparison.
 pub fn if_none_match_matches(header: &str, etag: &str) -> bool {
     let want = etag.strip_prefix("W/").unwrap_or(etag);
-    header.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == want)
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == want)
 }
 
 fn error_response(status: u16, key: Option<&str>, code: ErrorCode, details: &str) -> OfrepResponse {
@@ -154,7 +184,11 @@ fn error_response(status: u16, key: Option<&str>, code: ErrorCode, details: &str
     }
     m.insert("errorCode".into(), Value::String(code.as_str().into()));
     m.insert("errorDetails".into(), Value::String(details.into()));
-    OfrepResponse { status, body: to_bytes(&Value::Object(m)), etag: None }
+    OfrepResponse {
+        status,
+        body: to_bytes(&Value::Object(m)),
+        etag: None,
+    }
 }
 
 fn to_bytes(v: &Value) -> Vec<u8> {

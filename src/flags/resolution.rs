@@ -121,7 +121,11 @@ impl ValueType {
 
 impl<'s> Resolution<'s> {
     /// An error resolution.
-    pub(crate) fn error(code: ErrorCode, message: Cow<'s, str>, metadata: &'s Map<String, Value>) -> Self {
+    pub(crate) fn error(
+        code: ErrorCode,
+        message: Cow<'s, str>,
+        metadata: &'s Map<String, Value>,
+    ) -> Self {
         Resolution {
             value: None,
             variant: None,
@@ -141,7 +145,10 @@ impl<'s> Resolution<'s> {
                 let metadata = self.metadata;
                 Resolution::error(
                     ErrorCode::TypeMismatch,
-                    Cow::Owned(format!("expected {expected:?}, the flag's value is {}", json_kind(v))),
+                    Cow::Owned(format!(
+                        "expected {expected:?}, the flag's value is {}",
+                        json_kind(v)
+                    )),
                     metadata,
                 )
             }
@@ -172,9 +179,16 @@ fn json_kind(v: &Value) -> &'static str {
 pub fn resolution_json(r: &Resolution<'_>) -> Value {
     let mut m = Map::new();
     m.insert("value".into(), r.value.cloned().unwrap_or(Value::Null));
-    m.insert("variant".into(), r.variant.map_or(Value::Null, |v| Value::String(v.into())));
+    m.insert(
+        "variant".into(),
+        r.variant.map_or(Value::Null, |v| Value::String(v.into())),
+    );
     m.insert("reason".into(), Value::String(r.reason.as_str().into()));
-    m.insert("errorCode".into(), r.error_code.map_or(Value::Null, |c| Value::String(c.as_str().into())));
+    m.insert(
+        "errorCode".into(),
+        r.error_code
+            .map_or(Value::Null, |c| Value::String(c.as_str().into())),
+    );
     if let Some(msg) = &r.error_message {
         m.insert("errorMessage".into(), Value::String(msg.to_string()));
     }

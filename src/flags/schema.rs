@@ -14,22 +14,41 @@ use super::semver::Version;
 /// Checks one flag definition at `path` (`flags.<key>`).
 pub(crate) fn check_flag(flag: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     let Value::Object(f) = flag else {
-        errors.push(FlagError::new(path.clone(), "a flag must be an object with `state` and `variants`"));
+        errors.push(FlagError::new(
+            path.clone(),
+            "a flag must be an object with `state` and `variants`",
+        ));
         return;
     };
     match f.get("state") {
         Some(Value::String(s)) if s == "ENABLED" || s == "DISABLED" => {}
-        Some(other) => errors.push(at(path, ".state", format!("must be \"ENABLED\" or \"DISABLED\", not {other}"))),
-        None => errors.push(at(path, ".state", "is required (\"ENABLED\" or \"DISABLED\")".into())),
+        Some(other) => errors.push(at(
+            path,
+            ".state",
+            format!("must be \"ENABLED\" or \"DISABLED\", not {other}"),
+        )),
+        None => errors.push(at(
+            path,
+            ".state",
+            "is required (\"ENABLED\" or \"DISABLED\")".into(),
+        )),
     }
     match f.get("variants") {
         Some(Value::Object(v)) => check_variants(v, path, errors),
-        Some(_) => errors.push(at(path, ".variants", "must be an object of variant name to value".into())),
+        Some(_) => errors.push(at(
+            path,
+            ".variants",
+            "must be an object of variant name to value".into(),
+        )),
         None => errors.push(at(path, ".variants", "is required".into())),
     }
     match f.get("defaultVariant") {
         None | Some(Value::Null) | Some(Value::String(_)) => {}
-        Some(other) => errors.push(at(path, ".defaultVariant", format!("must be a variant name or null, not {other}"))),
+        Some(other) => errors.push(at(
+            path,
+            ".defaultVariant",
+            format!("must be a variant name or null, not {other}"),
+        )),
     }
     if let Some(m) = f.get("metadata") {
         let len = path.len();
@@ -53,16 +72,28 @@ fn check_variants(v: &Map<String, Value>, path: &str, errors: &mut Vec<FlagError
     let mut first: Option<(&str, &'static str)> = None;
     for (name, value) in v {
         if name.is_empty() {
-            errors.push(at(path, ".variants", "a variant name must not be empty".into()));
+            errors.push(at(
+                path,
+                ".variants",
+                "a variant name must not be empty".into(),
+            ));
         }
         let Some(kind) = variant_kind(value) else {
-            errors.push(at(path, &format!(".variants.{name}"), format!("must be a boolean, string, number or object, not {value}")));
+            errors.push(at(
+                path,
+                &format!(".variants.{name}"),
+                format!("must be a boolean, string, number or object, not {value}"),
+            ));
             continue;
         };
         match first {
             None => first = Some((name, kind)),
             Some((n0, k0)) if k0 != kind => {
-                errors.push(at(path, &format!(".variants.{name}"), format!("is {kind} but `{n0}` is {k0}: all variants of a flag have one type")));
+                errors.push(at(
+                    path,
+                    &format!(".variants.{name}"),
+                    format!("is {kind} but `{n0}` is {k0}: all variants of a flag have one type"),
+                ));
             }
             Some(_) => {}
         }
@@ -82,12 +113,19 @@ fn variant_kind(v: &Value) -> Option<&'static str> {
 /// Flag or flag-set metadata: an object of strings, numbers and booleans.
 pub(crate) fn check_metadata(m: &Value, path: &str, errors: &mut Vec<FlagError>) {
     let Value::Object(m) = m else {
-        errors.push(FlagError::new(path.to_string(), "metadata must be an object"));
+        errors.push(FlagError::new(
+            path.to_string(),
+            "metadata must be an object",
+        ));
         return;
     };
     for (k, v) in m {
         if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-            errors.push(at(path, &format!(".{k}"), "metadata values are strings, numbers or booleans".into()));
+            errors.push(at(
+                path,
+                &format!(".{k}"),
+                "metadata values are strings, numbers or booleans".into(),
+            ));
         } else if (k == "flagSetId" || k == "version") && path == "metadata" && !v.is_string() {
             errors.push(at(path, &format!(".{k}"), "must be a string".into()));
         }
@@ -126,7 +164,14 @@ fn check_rule(rule: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     };
     if m.len() != 1 {
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
-        errors.push(FlagError::new(path.clone(), format!("a rule has exactly one operator, found {}: {}", m.len(), keys.join(", "))));
+        errors.push(FlagError::new(
+            path.clone(),
+            format!(
+                "a rule has exactly one operator, found {}: {}",
+                m.len(),
+                keys.join(", ")
+            ),
+        ));
         return;
     }
     let Some((op, args)) = m.iter().next() else {
@@ -183,8 +228,15 @@ fn check_args(args: &Value, arity: Arity, path: &mut String, errors: &mut Vec<Fl
     let n = list.len();
     let bad = match arity {
         Arity::Exactly(k) => (n != k).then(|| format!("takes exactly {k} arguments, found {n}")),
-        Arity::Between(lo, hi) => (!(lo..=hi).contains(&n)).then(|| format!("takes {lo} to {hi} arguments, found {n}")),
-        Arity::AtLeast(k) => (n < k).then(|| format!("takes at least {k} argument{}, found {n}", if k == 1 { "" } else { "s" })),
+        Arity::Between(lo, hi) => {
+            (!(lo..=hi).contains(&n)).then(|| format!("takes {lo} to {hi} arguments, found {n}"))
+        }
+        Arity::AtLeast(k) => (n < k).then(|| {
+            format!(
+                "takes at least {k} argument{}, found {n}",
+                if k == 1 { "" } else { "s" }
+            )
+        }),
         Arity::Unary => None,
     };
     if let Some(m) = bad {
@@ -204,10 +256,16 @@ fn check_arg(a: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
         return;
     };
     if m.is_empty() {
-        errors.push(FlagError::new(path.clone(), "an empty object is not a rule"));
+        errors.push(FlagError::new(
+            path.clone(),
+            "an empty object is not a rule",
+        ));
     } else if m.len() == 1 && m.contains_key("$ref") {
         if !m["$ref"].is_string() {
-            errors.push(FlagError::new(path.clone(), "`$ref` must name an evaluator (a string)"));
+            errors.push(FlagError::new(
+                path.clone(),
+                "`$ref` must name an evaluator (a string)",
+            ));
         }
     } else {
         check_rule(a, path, errors);
@@ -236,13 +294,19 @@ fn check_var(args: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
         && n != "$flagd.timestamp"
         && n != "$flagd.flagKey"
     {
-        errors.push(FlagError::new(path.clone(), format!("`{n}` is not injected by flagd (only $flagd.flagKey and $flagd.timestamp)")));
+        errors.push(FlagError::new(
+            path.clone(),
+            format!("`{n}` is not injected by flagd (only $flagd.flagKey and $flagd.timestamp)"),
+        ));
     }
 }
 
 fn check_string_compare(args: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     let Some(a) = args.as_array().filter(|a| a.len() == 2) else {
-        errors.push(FlagError::new(path.clone(), "takes exactly 2 arguments: [value, string]"));
+        errors.push(FlagError::new(
+            path.clone(),
+            "takes exactly 2 arguments: [value, string]",
+        ));
         return;
     };
     for (i, x) in a.iter().enumerate() {
@@ -251,7 +315,10 @@ fn check_string_compare(args: &Value, path: &mut String, errors: &mut Vec<FlagEr
         match x {
             Value::String(_) => {}
             Value::Object(_) => check_rule(x, path, errors),
-            other => errors.push(FlagError::new(path.clone(), format!("must be a string or a rule, not {other}"))),
+            other => errors.push(FlagError::new(
+                path.clone(),
+                format!("must be a string or a rule, not {other}"),
+            )),
         }
         path.truncate(len);
     }
@@ -259,7 +326,10 @@ fn check_string_compare(args: &Value, path: &mut String, errors: &mut Vec<FlagEr
 
 fn check_sem_ver(args: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     let Some(a) = args.as_array().filter(|a| a.len() == 3) else {
-        errors.push(FlagError::new(path.clone(), "takes exactly 3 arguments: [version, operator, version]"));
+        errors.push(FlagError::new(
+            path.clone(),
+            "takes exactly 3 arguments: [version, operator, version]",
+        ));
         return;
     };
     for i in [0, 2] {
@@ -267,23 +337,40 @@ fn check_sem_ver(args: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
         push_index(path, i);
         match &a[i] {
             Value::String(s) if Version::parse_strict(s).is_some() => {}
-            Value::String(s) => errors.push(FlagError::new(path.clone(), format!("`{s}` is not a semantic version (MAJOR.MINOR.PATCH)"))),
-            Value::Object(m) if m.len() == 1 && m.contains_key("var") => check_rule(&a[i], path, errors),
-            other => errors.push(FlagError::new(path.clone(), format!("must be a semantic version string or a var rule, not {other}"))),
+            Value::String(s) => errors.push(FlagError::new(
+                path.clone(),
+                format!("`{s}` is not a semantic version (MAJOR.MINOR.PATCH)"),
+            )),
+            Value::Object(m) if m.len() == 1 && m.contains_key("var") => {
+                check_rule(&a[i], path, errors)
+            }
+            other => errors.push(FlagError::new(
+                path.clone(),
+                format!("must be a semantic version string or a var rule, not {other}"),
+            )),
         }
         path.truncate(len);
     }
-    if !matches!(a[1].as_str(), Some("=" | "!=" | ">" | "<" | ">=" | "<=" | "~" | "^")) {
+    if !matches!(
+        a[1].as_str(),
+        Some("=" | "!=" | ">" | "<" | ">=" | "<=" | "~" | "^")
+    ) {
         let len = path.len();
         push_index(path, 1);
-        errors.push(FlagError::new(path.clone(), format!("operator must be one of = != > < >= <= ~ ^, not {}", a[1])));
+        errors.push(FlagError::new(
+            path.clone(),
+            format!("operator must be one of = != > < >= <= ~ ^, not {}", a[1]),
+        ));
         path.truncate(len);
     }
 }
 
 fn check_fractional(args: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     let Some(a) = args.as_array().filter(|a| !a.is_empty()) else {
-        errors.push(FlagError::new(path.clone(), "takes [bucketing rule?, [variant, weight], ...]"));
+        errors.push(FlagError::new(
+            path.clone(),
+            "takes [bucketing rule?, [variant, weight], ...]",
+        ));
         return;
     };
     let buckets_from = match &a[0] {
@@ -298,7 +385,12 @@ fn check_fractional(args: &Value, path: &mut String, errors: &mut Vec<FlagError>
         other => {
             let len = path.len();
             push_index(path, 0);
-            errors.push(FlagError::new(path.clone(), format!("the bucketing value must be a rule such as {{\"var\": \"email\"}}, not {other}")));
+            errors.push(FlagError::new(
+                path.clone(),
+                format!(
+                    "the bucketing value must be a rule such as {{\"var\": \"email\"}}, not {other}"
+                ),
+            ));
             path.truncate(len);
             1
         }
@@ -313,7 +405,10 @@ fn check_fractional(args: &Value, path: &mut String, errors: &mut Vec<FlagError>
 
 fn check_bucket(b: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     let Some(items) = b.as_array().filter(|x| (1..=2).contains(&x.len())) else {
-        errors.push(FlagError::new(path.clone(), "a bucket is [variant] or [variant, weight]"));
+        errors.push(FlagError::new(
+            path.clone(),
+            "a bucket is [variant] or [variant, weight]",
+        ));
         return;
     };
     let len = path.len();
@@ -323,16 +418,24 @@ fn check_bucket(b: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     if let Some(w) = items.get(1) {
         push_index(path, 1);
         match w {
-            Value::Number(n) if n.as_u64().is_some() || n.as_f64().is_some_and(|f| f >= 0.0 && f.fract() == 0.0) => {}
+            Value::Number(n)
+                if n.as_u64().is_some()
+                    || n.as_f64().is_some_and(|f| f >= 0.0 && f.fract() == 0.0) => {}
             Value::Object(_) => check_rule(w, path, errors),
-            other => errors.push(FlagError::new(path.clone(), format!("a weight is a non-negative integer or a rule, not {other}"))),
+            other => errors.push(FlagError::new(
+                path.clone(),
+                format!("a weight is a non-negative integer or a rule, not {other}"),
+            )),
         }
         path.truncate(len);
     }
 }
 
 fn at(path: &str, suffix: &str, message: String) -> FlagError {
-    FlagError { path: format!("{path}{suffix}"), message }
+    FlagError {
+        path: format!("{path}{suffix}"),
+        message,
+    }
 }
 
 fn push_index(path: &mut String, i: usize) {

@@ -71,16 +71,26 @@ fn parse(s: &str, pad: bool) -> Option<Version<'_>> {
         return None;
     }
     if let Some(b) = build
-        && !b.split('.').all(|i| !i.is_empty() && i.bytes().all(ident_byte))
+        && !b
+            .split('.')
+            .all(|i| !i.is_empty() && i.bytes().all(ident_byte))
     {
         return None;
     }
-    Some(Version { major: nums[0], minor: nums[1], patch: nums[2], pre })
+    Some(Version {
+        major: nums[0],
+        minor: nums[1],
+        patch: nums[2],
+        pre,
+    })
 }
 
 /// `0` or a number without a leading zero.
 fn numeric(part: &str) -> Option<u64> {
-    if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || (part.len() > 1 && part.starts_with('0')) {
+    if part.is_empty()
+        || !part.bytes().all(|b| b.is_ascii_digit())
+        || (part.len() > 1 && part.starts_with('0'))
+    {
         return None;
     }
     part.parse().ok()
@@ -134,9 +144,24 @@ mod tests {
 
     #[test]
     fn precedence_follows_semver() {
-        let order = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0"];
+        let order = [
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+        ];
         for w in order.windows(2) {
-            assert_eq!(v(w[0]).precedence(&v(w[1])), Ordering::Less, "{} < {}", w[0], w[1]);
+            assert_eq!(
+                v(w[0]).precedence(&v(w[1])),
+                Ordering::Less,
+                "{} < {}",
+                w[0],
+                w[1]
+            );
         }
         assert_eq!(v("1.0.0+a").precedence(&v("1.0.0+b")), Ordering::Equal);
     }

@@ -74,10 +74,17 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// A float result; NaN and infinities become `Null`.
+    /// A computed number: integral values become integers (JavaScript has one number
+    /// type, so `4 / 2` and `1 + "2"` are plain integers); NaN and infinities become `Null`.
     #[inline]
     pub(crate) fn num(f: f64) -> Val<'static> {
-        if f.is_finite() { Val::Num(f) } else { Val::Null }
+        if !f.is_finite() {
+            Val::Null
+        } else if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+            Val::Int(f as i64)
+        } else {
+            Val::Num(f)
+        }
     }
 
     /// The coercion class.
@@ -243,7 +250,9 @@ pub(crate) fn str_to_number(s: &str) -> f64 {
         _ => {}
     }
     // Rust also parses "inf" and "nan", which JavaScript does not.
-    if t.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') {
+    if t.bytes()
+        .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+    {
         return f64::NAN;
     }
     t.parse::<f64>().unwrap_or(f64::NAN)
@@ -273,8 +282,12 @@ pub(crate) fn loose_eq(a: &Val<'_>, b: &Val<'_>) -> bool {
         (K::Num, K::Str) | (K::Str, K::Num) => a.to_number() == b.to_number(),
         (K::Bool, _) => loose_eq(&Val::Int(i64::from(a.truthy())), b),
         (_, K::Bool) => loose_eq(a, &Val::Int(i64::from(b.truthy()))),
-        (K::Array | K::Object, _) => loose_eq(&Val::Str(Cow::Owned(a.to_js_string().into_owned())), b),
-        (_, K::Array | K::Object) => loose_eq(a, &Val::Str(Cow::Owned(b.to_js_string().into_owned()))),
+        (K::Array | K::Object, _) => {
+            loose_eq(&Val::Str(Cow::Owned(a.to_js_string().into_owned())), b)
+        }
+        (_, K::Array | K::Object) => {
+            loose_eq(a, &Val::Str(Cow::Owned(b.to_js_string().into_owned())))
+        }
     }
 }
 
