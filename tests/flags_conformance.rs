@@ -402,18 +402,19 @@ fn gherkin_suites() {
             fractional: Fractional::V2,
         },
     );
-    let (mut passed, mut skipped) = (0usize, 0usize);
+    let (mut cases, mut runs, mut skipped) = (0usize, 0usize, 0usize);
     let mut failures = Vec::new();
     for file in sorted_files(&root.join("gherkin"), "feature") {
         let src = std::fs::read_to_string(&file).unwrap();
         let feature = parse_feature(&src);
         let fname = file.file_name().unwrap().to_string_lossy().to_string();
-        let (mut fp, mut fs) = (0, 0);
+        let (mut fc, mut fr, mut fs) = (0, 0, 0);
         for case in expand(&feature) {
             if case.tags.contains("fractional-v1") {
                 fs += 1;
                 continue;
             }
+            fc += 1;
             let modes: &[(&str, &FlagSet)] = if case.tags.contains("fractional-v2") {
                 &[("v2", &v2)]
             } else {
@@ -421,17 +422,18 @@ fn gherkin_suites() {
             };
             for (mode, set) in modes {
                 match run_case(set, &case) {
-                    Ok(()) => fp += 1,
+                    Ok(()) => fr += 1,
                     Err(e) => failures.push(format!("{fname} [{mode}] {}: {e}", case.name)),
                 }
             }
         }
-        println!("gherkin {fname}: {fp} passed, {fs} skipped (@fractional-v1)");
-        passed += fp;
+        println!("gherkin {fname}: {fc} cases, {fr} runs passed, {fs} skipped (@fractional-v1)");
+        cases += fc;
+        runs += fr;
         skipped += fs;
     }
     println!(
-        "gherkin total: {passed} passed, {} failed, {skipped} skipped (@fractional-v1)",
+        "gherkin total: {cases} cases; {runs} runs passed, {} failed; {skipped} skipped (@fractional-v1)",
         failures.len()
     );
     assert!(
@@ -440,7 +442,7 @@ fn gherkin_suites() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(passed > 150, "too few gherkin cases ran: {passed}");
+    assert!(runs > 150, "too few gherkin runs: {runs}");
 }
 
 // ---------------------------------------------------------------------------------------

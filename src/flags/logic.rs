@@ -102,10 +102,21 @@ pub(crate) enum Op {
 /// Compiles targeting rules, sharing compiled `$evaluators` between flags.
 pub(crate) struct Compiler<'d> {
     evaluators: &'d Map<String, Value>,
-    shared: HashMap<&'d str, Result<Arc<Node>, String>>,
+    /// Compiled evaluators with their nesting height.
+    shared: HashMap<&'d str, Result<(Arc<Node>, u32), String>>,
     /// Evaluators being compiled, innermost last (to report `$ref` cycles).
     stack: Vec<&'d str>,
+    /// Current nesting depth (rule levels, `$ref`s included) and the deepest level reached.
+    depth: u32,
+    peak: u32,
+    /// Set when the depth limit was hit (such failures depend on where an evaluator is used,
+    /// so they are not cached).
+    too_deep: bool,
 }
+
+/// How deep rules may nest, counting through `$ref`s: bounds the recursion of compilation
+/// and evaluation (serde_json refuses JSON nested deeper than this anyway).
+pub(crate) const MAX_DEPTH: u32 = 128;
 
 // === impl Op ===
 
@@ -163,6 +174,9 @@ impl<'d> Compiler<'d> {
             evaluators,
             shared: HashMap::new(),
             stack: Vec::new(),
+            depth: 0,
+            peak: 0,
+            too_deep: false,
         }
     }
 
@@ -201,7 +215,15 @@ impl<'d> Compiler<'d> {
         errors: &mut Vec<FlagError>,
     ) -> Result<Arc<Node>, String> {
         if let Some(done) = self.shared.get(name) {
-            return done.clone();
+            let (node, height) = done.clone()?;
+            if self.depth + height > MAX_DEPTH {
+                self.too_deep = true;
+                return Err(format!(
+                    "rules nest deeper than {MAX_DEPTH} levels through `$ref` `{name}`"
+                ));
+            }
+            self.peak = self.peak.max(self.depth + height);
+            return Ok(node);
         }
         let Some((key, rule)) = self.evaluators.get_key_value(name) else {
             return Err(format!("`$ref` to undefined evaluator `{name}`"));
@@ -214,21 +236,51 @@ impl<'d> Compiler<'d> {
         self.stack.push(key);
         let mut path = format!("$evaluators.{key}");
         let before = errors.len();
+        let (saved_peak, start) = (self.peak, self.depth);
+        let saved_too_deep = std::mem::replace(&mut self.too_deep, false);
+        self.peak = start;
         let node = self.node(rule, &mut path, errors);
+        let height = self.peak - start;
+        self.peak = saved_peak.max(self.peak);
+        let too_deep = std::mem::replace(&mut self.too_deep, saved_too_deep) || saved_too_deep;
+        self.too_deep = too_deep;
         self.stack.pop();
         let result = match (errors.get(before), node) {
-            (None, Some(n)) => Ok(Arc::new(n)),
+            (None, Some(n)) => Ok((Arc::new(n), height)),
             (Some(e), _) => Err(format!(
                 "evaluator `{key}` is invalid ({}: {})",
                 e.path, e.message
             )),
             (None, None) => Err(format!("evaluator `{key}` is invalid")),
         };
-        self.shared.insert(key, result.clone());
-        result
+        if !too_deep {
+            self.shared.insert(key, result.clone());
+        }
+        result.map(|(n, _)| n)
     }
 
     fn node(
+        &mut self,
+        v: &'d Value,
+        path: &mut String,
+        errors: &mut Vec<FlagError>,
+    ) -> Option<Node> {
+        if self.depth >= MAX_DEPTH {
+            self.too_deep = true;
+            errors.push(FlagError::new(
+                path.clone(),
+                format!("rules nest deeper than {MAX_DEPTH} levels (counting `$ref`s)"),
+            ));
+            return None;
+        }
+        self.depth += 1;
+        self.peak = self.peak.max(self.depth);
+        let node = self.node_inner(v, path, errors);
+        self.depth -= 1;
+        node
+    }
+
+    fn node_inner(
         &mut self,
         v: &'d Value,
         path: &mut String,

@@ -177,6 +177,17 @@ fn check_rule(rule: &Value, path: &mut String, errors: &mut Vec<FlagError>) {
     let Some((op, args)) = m.iter().next() else {
         return;
     };
+    // Every rule level adds a `.op` to the path: bounding their number bounds the recursion
+    // for documents nested deeper than JSON parsers allow.
+    if path.len() > super::logic::MAX_DEPTH as usize
+        && path.matches('.').count() > super::logic::MAX_DEPTH as usize
+    {
+        errors.push(FlagError::new(
+            path.clone(),
+            format!("rules nest deeper than {} levels", super::logic::MAX_DEPTH),
+        ));
+        return;
+    }
     let len = path.len();
     path.push('.');
     path.push_str(op);
