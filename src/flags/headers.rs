@@ -15,15 +15,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{Context, FlagId, FlagSet, Resolution};
+pub use crate::config::traffic::MAX_ROUTE_FLAGS;
 
 /// Prefix of the per-flag header.
 pub const FLAG_HEADER_PREFIX: &str = "x-sluice-flag-";
 
 /// The combined header.
 pub const COMBINED_HEADER: &str = "x-sluice-flags";
-
-/// Most flags one route may inject.
-pub const MAX_ROUTE_FLAGS: usize = 64;
 
 /// A route's flag headers, pre-built.
 #[derive(Debug, Clone)]

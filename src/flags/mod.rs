@@ -39,6 +39,10 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+pub use crate::config::traffic::Fractional;
+use eval::{Env, Scope};
+use logic::Node;
+
 mod compile;
 mod context;
 mod custom;
@@ -54,10 +58,6 @@ mod value;
 pub use compile::Layout;
 pub use context::{Context, ContextError};
 pub use resolution::{ErrorCode, Reason, Resolution, ValueType, resolution_json};
-
-use crate::config::traffic::Fractional;
-use eval::{Env, Scope};
-use logic::Node;
 
 /// Compiled flags of one activation: immutable, `Send + Sync`, cheap to evaluate.
 #[derive(Debug)]
