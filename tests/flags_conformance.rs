@@ -665,26 +665,109 @@ fn schema_fixtures() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The testbed's other flag files load leniently and every flag evaluates without panicking.
+/// The testbed's flag files, flag by flag: strict compilation refuses exactly the flags that
+/// a draft-07 validator (python-jsonschema 4, against `flags.json`) finds invalid, plus those
+/// that `$ref` an evaluator their file does not define; lenient compilation loads every flag
+/// and evaluates it without panicking.
 #[test]
-fn testbed_flag_files_evaluate() {
-    let dir = conformance().join("flagd-testbed/flags");
+fn testbed_flag_files() {
+    let root = conformance().join("flagd-testbed");
+    let schema_invalid: &[(&str, &[&str])] = &[
+        ("changing-flag.json", &[]),
+        (
+            "custom-ops.json",
+            &[
+                "equal-greater-lesser-version-flag",
+                "semver-numeric-context-flag",
+                "semver-partial-version-flag",
+                "semver-v-prefix-flag",
+                "starts-ends-flag",
+            ],
+        ),
+        ("disabled-flags.json", &[]),
+        (
+            "edge-case-flags.json",
+            &[
+                "ends-with-wrong-args-flag",
+                "error-targeting-flag",
+                "fractional-negative-weight-flag",
+                "semver-invalid-operator-flag",
+                "semver-wrong-args-flag",
+                "starts-with-wrong-args-flag",
+                "targeting-null-flag",
+            ],
+        ),
+        ("evaluator-refs.json", &[]),
+        ("metadata-flags.json", &[]),
+        ("selector-flag-combined-metadata.json", &[]),
+        ("selector-flags.json", &[]),
+        ("testing-flags.json", &[]),
+        ("zero-flags.json", &[]),
+        (
+            "testkit-flags.json",
+            &[
+                "ends-with-wrong-args-flag",
+                "fractional-negative-weight-flag",
+                "semver-invalid-operator-flag",
+                "semver-numeric-context-flag",
+                "semver-partial-version-flag",
+                "semver-v-prefix-flag",
+                "semver-wrong-args-flag",
+                "starts-with-wrong-args-flag",
+            ],
+        ),
+    ];
     let ctx: Map<String, Value> = serde_json::from_value(
         json!({"targetingKey": "user-1", "email": "a@b.c", "version": "1.2.3", "id": 7}),
     )
     .unwrap();
-    let mut n = 0;
-    for f in sorted_files(&dir, "json") {
-        let doc = read_json(&f);
+    let c = Context::from_json(&ctx).unwrap();
+    let (mut flags_seen, mut refused) = (0, 0);
+    for (file, invalid) in schema_invalid {
+        let path = if *file == "testkit-flags.json" {
+            root.join("evaluator/flags").join(file)
+        } else {
+            root.join("flags").join(file)
+        };
+        let doc = read_json(&path);
+        let evaluators = doc
+            .get("$evaluators")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let mut got: Vec<String> = Vec::new();
+        let mut want: Vec<String> = invalid.iter().map(|s| s.to_string()).collect();
+        for (key, def) in doc["flags"].as_object().expect("flags") {
+            flags_seen += 1;
+            let one: Map<String, Value> = [(key.clone(), def.clone())].into_iter().collect();
+            if let Err(errors) = FlagSet::compile(&one, &evaluators, Options::default()) {
+                got.push(key.clone());
+                if errors
+                    .iter()
+                    .all(|e| e.message.contains("undefined evaluator"))
+                {
+                    want.push(key.clone());
+                }
+            }
+        }
+        got.sort();
+        want.sort();
+        refused += got.len();
+        assert_eq!(got, want, "{file}");
         let set = FlagSet::compile_document_lenient(&doc, Options::default());
-        let c = Context::from_json(&ctx).unwrap();
+        assert_eq!(
+            set.len(),
+            doc["flags"].as_object().map_or(0, Map::len),
+            "{file}"
+        );
         for (id, _) in set.iter() {
             let _ = set.evaluate(id, &c, 0);
-            n += 1;
         }
     }
-    println!("testbed flag files: {n} flags evaluated");
-    assert!(n > 50);
+    println!(
+        "testbed flag files: {flags_seen} flags, {refused} refused strictly as the reference validator (or an undefined $ref) says, all evaluate leniently"
+    );
+    assert!(flags_seen > 100);
 }
 
 // ---------------------------------------------------------------------------------------
