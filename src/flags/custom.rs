@@ -99,7 +99,7 @@ pub(crate) fn fractional<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, '
     let mut total = 0u64;
     for b in buckets {
         match bucket_parts(b, env, scope).and_then(|(_, w)| weight(w)) {
-            Some(w) => total += w,
+            Some(w) => total = total.saturating_add(w),
             None => return Val::Null,
         }
         if total > MAX_WEIGHT_SUM {
@@ -115,7 +115,7 @@ pub(crate) fn fractional<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, '
         let Some((variant, w)) = bucket_parts(b, env, scope) else {
             return Val::Null;
         };
-        end += weight(w).unwrap_or(0);
+        end = end.saturating_add(weight(w).unwrap_or(0));
         if target < end {
             return match variant {
                 Variant::Node(n) => eval(n, env, scope),

@@ -379,7 +379,11 @@ fn substr<'a>(s: &Val<'_>, start: &Val<'_>, len: Option<Val<'_>>) -> Val<'a> {
         0
     } else {
         let i = start_f.trunc() as i64;
-        if i < 0 { (n + i).max(0) } else { i.min(n) }
+        if i < 0 {
+            n.saturating_add(i).max(0)
+        } else {
+            i.min(n)
+        }
     };
     let to = match len.map(|l| l.to_number()) {
         None => n,
@@ -387,9 +391,9 @@ fn substr<'a>(s: &Val<'_>, start: &Val<'_>, len: Option<Val<'_>>) -> Val<'a> {
         Some(l) => {
             let l = l.trunc() as i64;
             if l < 0 {
-                (n + l).max(from)
+                n.saturating_add(l).max(from)
             } else {
-                (from + l).min(n)
+                from.saturating_add(l).min(n)
             }
         }
     };

@@ -672,3 +672,122 @@ fn flag_set_is_shareable() {
     assert_send_sync::<FlagSet>();
     assert_send_sync::<headers::RouteHeaders>();
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::*;
+
+    const OPS: &[&str] = &[
+        "if",
+        "==",
+        "===",
+        "!=",
+        "!==",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "and",
+        "or",
+        "!",
+        "!!",
+        "in",
+        "cat",
+        "substr",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "min",
+        "max",
+        "merge",
+        "map",
+        "filter",
+        "reduce",
+        "all",
+        "none",
+        "some",
+        "missing",
+        "missing_some",
+        "var",
+        "fractional",
+        "sem_ver",
+        "starts_with",
+        "ends_with",
+    ];
+
+    fn arb_rule() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            (-1e300f64..1e300).prop_map(|f| json!(f)),
+            "[a-z0-9.v-]{0,6}".prop_map(Value::String),
+            "[a-z.]{0,6}".prop_map(|p| json!({"var": p})),
+        ];
+        leaf.prop_recursive(5, 96, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                (
+                    prop::sample::select(OPS),
+                    prop::collection::vec(inner, 0..5)
+                )
+                    .prop_map(|(op, args)| {
+                        let mut m = Map::new();
+                        m.insert(op.to_string(), Value::Array(args));
+                        Value::Object(m)
+                    }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any rule built from the known operators compiles and evaluates without panicking,
+        /// and the result is one of the documented reasons.
+        #[test]
+        fn random_rules_never_panic(rule in arb_rule(), fractional in prop::bool::ANY) {
+            let mut flag = Map::new();
+            flag.insert("state".into(), json!("ENABLED"));
+            flag.insert("variants".into(), json!({"a": 1, "b": 2, "true": 3, "false": 4, "1": 5}));
+            flag.insert("defaultVariant".into(), json!("a"));
+            flag.insert("targeting".into(), json!({"if": [rule, "b", null]}));
+            let mut flags = Map::new();
+            flags.insert("f".into(), Value::Object(flag));
+            let opts = Options { fractional: if fractional { Fractional::V2 } else { Fractional::V3 } };
+            let set = FlagSet::compile_lenient(&flags, &Map::new(), opts);
+            let ctx: Map<String, Value> = serde_json::from_value(json!({
+                "targetingKey": "u", "a": {"b": [1, "x", null]}, "s": "text", "n": -3.5, "v": "1.2.3"
+            })).unwrap();
+            let r = set.evaluate_key("f", &Context::from_json(&ctx).unwrap(), 0);
+            prop_assert!(matches!(r.reason, Reason::TargetingMatch | Reason::Default | Reason::Error));
+            prop_assert_eq!(r.error_code.is_some(), r.reason == Reason::Error);
+        }
+
+        /// Encoded variants are valid header values made of token characters and `%XX`, and
+        /// decode back to the variant.
+        #[test]
+        fn header_encoding_round_trips(v in "\\PC{0,24}") {
+            let mut enc = String::new();
+            headers::encode_value(&v, &mut enc);
+            prop_assert!(enc.bytes().all(|b| headers::is_tchar(b)));
+            prop_assert!(http::HeaderValue::from_str(&enc).is_ok());
+            let bytes = enc.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            prop_assert_eq!(String::from_utf8(out).unwrap(), v);
+        }
+    }
+}
