@@ -772,7 +772,7 @@ mod properties {
         fn header_encoding_round_trips(v in "\\PC{0,24}") {
             let mut enc = String::new();
             headers::encode_value(&v, &mut enc);
-            prop_assert!(enc.bytes().all(|b| headers::is_tchar(b)));
+            prop_assert!(enc.bytes().all(headers::is_tchar));
             prop_assert!(http::HeaderValue::from_str(&enc).is_ok());
             let bytes = enc.as_bytes();
             let mut out = Vec::new();
