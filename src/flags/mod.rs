@@ -11,6 +11,7 @@
 //! validate_targeting(&rule) -> Vec<FlagError>           // one rule against targeting.json
 //!
 //! set.get("key") -> Option<FlagId>    set.key(id) -> &str    set.len()    set.iter() (document order)
+//! set.variants(id) -> (name, &Value)… (sorted; e.g. to map a `to.flag` route's variants to upstreams)
 //! set.evaluate(id, &ctx, now_unix_secs) -> Resolution<'_>     // hot path: no allocation on success
 //! set.evaluate_key("key", &ctx, now) -> Resolution<'_>        // FLAG_NOT_FOUND when absent
 //! resolution.check_type(ValueType::Integer)                   // typed callers: TYPE_MISMATCH
@@ -30,6 +31,10 @@
 //! operators, `$ref`s to undefined evaluators (and cycles) and a `defaultVariant` that is
 //! not a variant; everything else (a custom operator's bad arguments, targeting that names
 //! an unknown variant) resolves at evaluation time, as in flagd.
+//!
+//! flagd's evaluator never requires a targeting key, so `TARGETING_KEY_MISSING` is never
+//! produced (a `fractional` shorthand without one resolves to the default, as in flagd).
+//! Rules may nest at most 128 levels, counting through `$ref`s.
 //!
 //! Flags iterate in the order of the map they were compiled from (serde_json's `Map`, which
 //! is sorted by key unless its `preserve_order` feature is on) or of a flagd array.
