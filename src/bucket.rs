@@ -26,6 +26,26 @@ pub fn rollout_bucket(rollout: &str, key: &[u8]) -> u32 {
     scale(h.finish(), BASIS_POINTS) as u32
 }
 
+/// murmur3 x86_32 (seed 0) of the canonical CBOR text string `text` (flagd v3 hashing of a
+/// string bucketing value), streamed without building the value.
+#[inline]
+pub fn hash_text(text: &[u8]) -> u32 {
+    let mut h = Murmur3::new();
+    write_text(&mut h, text);
+    h.finish()
+}
+
+/// murmur3 x86_32 (seed 0) of the canonical CBOR array `[a, b]` of two text strings (flagd v3
+/// `fractional` shorthand: `[flagKey, targetingKey]`), streamed without allocating.
+#[inline]
+pub fn hash_text_pair(a: &[u8], b: &[u8]) -> u32 {
+    let mut h = Murmur3::new();
+    h.write(&[0x82]);
+    write_text(&mut h, a);
+    write_text(&mut h, b);
+    h.finish()
+}
+
 /// murmur3 x86_32 (seed 0) of the canonical CBOR encoding of `value`.
 pub fn hash_value(value: &Value) -> u32 {
     let mut h = Murmur3::new();
@@ -302,6 +322,15 @@ mod tests {
         assert_eq!(
             rollout_bucket("checkout", b"user-42") as u64,
             scale(hash_value(&v), BASIS_POINTS)
+        );
+    }
+
+    #[test]
+    fn text_helpers_match_value_path() {
+        assert_eq!(hash_text(b"user1"), hash_value(&serde_json::json!("user1")));
+        assert_eq!(
+            hash_text_pair(b"flag", b"user-42"),
+            hash_value(&serde_json::json!(["flag", "user-42"]))
         );
     }
 

@@ -143,7 +143,10 @@ impl Gate {
         let state = StateDir::open(&settings.paths.state_dir)?;
         let (audit, entries) = AuditLog::open(&state.audit_path())?;
         let listeners = settings.listeners.iter().map(|l| l.name.clone()).collect();
-        let mut hw = state.high_water()?.unwrap_or(HighWater { version: 0, digest: String::new() });
+        let mut hw = state.high_water()?.unwrap_or(HighWater {
+            version: 0,
+            digest: String::new(),
+        });
         // The log is the commit record: the high-water mark can lag it after a crash, never lead it.
         let mut last: Option<&Value> = None;
         for e in &entries {

@@ -93,7 +93,7 @@ impl fmt::Display for Dur {
             ("m", 60_000),
             ("s", 1_000),
         ] {
-            if ms % n == 0 {
+            if ms.is_multiple_of(n) {
                 return write!(f, "{}{unit}", ms / n);
             }
         }

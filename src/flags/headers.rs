@@ -1,0 +1,199 @@
+//! SDK-less flag delivery: a route's flags become upstream request headers.
+//!
+//! ```text
+//! x-sluice-flag-<key>: <variant>                       (absent when the flag has no variant)
+//! x-sluice-flags: <key>=<variant>; <key>=<variant>     (flags with a variant, route order)
+//! ```
+//!
+//! Variants are percent-encoded outside RFC 9110 token characters; `%` itself is encoded
+//! too so decoding is unambiguous. Everything that depends only on the configuration (the
+//! header names, each variant's encoded value) is built once per route and activation in
+//! [`RouteHeaders::new`]; per request, [`RouteHeaders::apply`] clones pre-built values
+//! (a reference-count bump) and allocates only the combined header.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{Context, FlagId, FlagSet, Resolution};
+pub use crate::config::traffic::MAX_ROUTE_FLAGS;
+
+/// Prefix of the per-flag header.
+pub const FLAG_HEADER_PREFIX: &str = "x-sluice-flag-";
+
+/// The combined header.
+pub const COMBINED_HEADER: &str = "x-sluice-flags";
+
+/// A route's flag headers, pre-built.
+#[derive(Debug, Clone)]
+pub struct RouteHeaders {
+    entries: Box<[Entry]>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: FlagId,
+    name: HeaderName,
+    /// Per variant, in the set's variant order: the encoded header value.
+    values: Box<[HeaderValue]>,
+    /// Per variant: `key=<encoded variant>` for the combined header.
+    pieces: Box<[Box<str>]>,
+}
+
+/// Why a route's flag list cannot be injected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The route names a flag the set does not have.
+    #[error("unknown flag `{0}`")]
+    UnknownFlag(String),
+    /// The key is not a lowercase header token.
+    #[error("flag key `{0}` is not a lowercase header token")]
+    NotAToken(String),
+    /// More than [`MAX_ROUTE_FLAGS`] flags.
+    #[error("a route injects at most {MAX_ROUTE_FLAGS} flags, found {0}")]
+    TooMany(usize),
+}
+
+// === impl RouteHeaders ===
+
+impl RouteHeaders {
+    /// Builds the headers for `keys` (a route's `flags`, in order; `["*"]` means every flag of
+    /// the set, by key).
+    pub fn new<S: AsRef<str>>(set: &FlagSet, keys: &[S]) -> Result<Self, HeaderError> {
+        let ids: Vec<FlagId> = if keys.len() == 1 && keys[0].as_ref() == "*" {
+            let mut all: Vec<(FlagId, &str)> = set.iter().collect();
+            all.sort_by(|a, b| a.1.cmp(b.1));
+            all.into_iter().map(|(id, _)| id).collect()
+        } else {
+            keys.iter()
+                .map(|k| {
+                    set.get(k.as_ref())
+                        .ok_or_else(|| HeaderError::UnknownFlag(k.as_ref().to_string()))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        if ids.len() > MAX_ROUTE_FLAGS {
+            return Err(HeaderError::TooMany(ids.len()));
+        }
+        let mut entries = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = set.key(id);
+            let name = HeaderName::from_bytes(format!("{FLAG_HEADER_PREFIX}{key}").as_bytes())
+                .ok()
+                .filter(|_| is_lowercase_token(key))
+                .ok_or_else(|| HeaderError::NotAToken(key.to_string()))?;
+            let mut values = Vec::new();
+            let mut pieces = Vec::new();
+            for (variant, _) in set.variants(id) {
+                let mut enc = String::with_capacity(variant.len());
+                encode_value(variant, &mut enc);
+                // Only token characters and `%XX` remain, which are always valid.
+                values.push(
+                    HeaderValue::from_str(&enc).unwrap_or_else(|_| HeaderValue::from_static("")),
+                );
+                pieces.push(format!("{key}={enc}").into_boxed_str());
+            }
+            entries.push(Entry {
+                id,
+                name,
+                values: values.into(),
+                pieces: pieces.into(),
+            });
+        }
+        Ok(RouteHeaders {
+            entries: entries.into(),
+        })
+    }
+
+    /// Number of flags injected.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the route injects no flags.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The flags, in injection order.
+    pub fn flags(&self) -> impl ExactSizeIterator<Item = FlagId> + '_ {
+        self.entries.iter().map(|e| e.id)
+    }
+
+    /// Evaluates the route's flags and sets their headers on `headers` (replacing any of
+    /// the same name); `observe` sees every resolution (for metrics). `set` must be the set
+    /// these headers were built from.
+    pub fn apply<F>(
+        &self,
+        set: &FlagSet,
+        ctx: &Context<'_>,
+        now_unix_secs: i64,
+        headers: &mut HeaderMap,
+        mut observe: F,
+    ) where
+        F: FnMut(FlagId, &Resolution<'_>),
+    {
+        let mut combined = String::new();
+        for e in self.entries.iter() {
+            let res = set.evaluate(e.id, ctx, now_unix_secs);
+            observe(e.id, &res);
+            let Some(i) = res.variant_index.map(|i| i as usize) else {
+                continue;
+            };
+            let (Some(value), Some(piece)) = (e.values.get(i), e.pieces.get(i)) else {
+                continue;
+            };
+            headers.insert(e.name.clone(), value.clone());
+            if combined.is_empty() {
+                combined.reserve(self.entries.len() * (piece.len() + 2));
+            } else {
+                combined.push_str("; ");
+            }
+            combined.push_str(piece);
+        }
+        if !combined.is_empty()
+            && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(combined))
+        {
+            headers.insert(HeaderName::from_static(COMBINED_HEADER), v);
+        }
+    }
+}
+
+/// An RFC 9110 `tchar`.
+#[inline]
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// True for a non-empty header token without uppercase letters.
+pub fn is_lowercase_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| is_tchar(b) && !b.is_ascii_uppercase())
+}
+
+/// Appends `v` percent-encoded: token characters except `%` as they are, other bytes
+/// (UTF-8) as `%XX`.
+pub fn encode_value(v: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in v.as_bytes() {
+        if is_tchar(b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+/// The combined header value for `(key, variant)` pairs: `k=v; k=v`.
+pub fn combined_value<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(k);
+        out.push('=');
+        encode_value(v, &mut out);
+    }
+    out
+}
