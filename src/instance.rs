@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, AdminCtx};
+use crate::change::TrustStore;
 use crate::change::gate::{Gate, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
@@ -67,6 +68,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The trust section does not compile (bad keys, bad globs).
+    #[error("invalid trust settings:\n{0}")]
+    Trust(crate::config::ConfigErrors),
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
@@ -104,8 +108,10 @@ impl Instance {
             path: settings.paths.state_dir.clone(),
             source,
         };
+        let trust = Arc::new(TrustStore::new(&settings.trust).map_err(StartError::Trust)?);
         let gate = Gate::open(
             settings.clone(),
+            trust,
             shared.clone(),
             registry.clone(),
             opts.clock.clone(),

@@ -8,6 +8,24 @@ use http_body_util::Full;
 use super::error;
 use crate::snapshot::routes::strip_port;
 
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// 401 or 403.
+    pub status: StatusCode,
+    /// Error code.
+    pub code: &'static str,
+    /// Sentence for people.
+    pub detail: String,
+}
+
+impl Denied {
+    /// The JSON error response.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        error(self.status, self.code, self.detail.clone())
+    }
+}
+
 /// Constant-time equality of two byte strings (the length is not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -24,11 +42,7 @@ fn loopback_or_ip(host: &str) -> bool {
 }
 
 /// Checks Host and bearer token; the error is the response to send.
-pub fn check<B>(
-    req: &Request<B>,
-    token: &str,
-    allowed_hosts: &[String],
-) -> Result<(), Response<Full<Bytes>>> {
+pub fn check<B>(req: &Request<B>, token: &str, allowed_hosts: &[String]) -> Result<(), Denied> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -41,11 +55,13 @@ pub fn check<B>(
             .iter()
             .any(|a| a.eq_ignore_ascii_case(bare) || a.eq_ignore_ascii_case(host)))
     {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "host_not_allowed",
-            format!("Host `{host}` is neither loopback, an IP literal, nor in admin.allowed_hosts"),
-        ));
+        return Err(Denied {
+            status: StatusCode::FORBIDDEN,
+            code: "host_not_allowed",
+            detail: format!(
+                "Host `{host}` is neither loopback, an IP literal, nor in admin.allowed_hosts"
+            ),
+        });
     }
     let presented = req
         .headers()
@@ -54,17 +70,17 @@ pub fn check<B>(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        None => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing `Authorization: Bearer <admin token>`",
-        )),
+        None => Err(Denied {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            detail: "missing `Authorization: Bearer <admin token>`".into(),
+        }),
         Some(t) if ct_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong admin token",
-        )),
+        Some(_) => Err(Denied {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            detail: "wrong admin token".into(),
+        }),
     }
 }
 
@@ -98,12 +114,12 @@ mod tests {
         assert_eq!(
             ok("evil.example.net", Some("Bearer s3cret-token-value"))
                 .unwrap_err()
-                .status(),
+                .status,
             403
         );
-        assert_eq!(ok("127.0.0.1", None).unwrap_err().status(), 401);
+        assert_eq!(ok("127.0.0.1", None).unwrap_err().status, 401);
         assert_eq!(
-            ok("127.0.0.1", Some("Bearer wrong")).unwrap_err().status(),
+            ok("127.0.0.1", Some("Bearer wrong")).unwrap_err().status,
             401
         );
         assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"ab", b"abc"));

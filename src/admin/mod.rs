@@ -91,7 +91,7 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
         }
         (_, p) if p.starts_with("/api/v1/") => {
             match auth::check(&req, &ctx.token, &ctx.allowed_hosts) {
-                Err(resp) => resp,
+                Err(denied) => denied.response(),
                 Ok(()) => api(ctx, req, &path).await,
             }
         }

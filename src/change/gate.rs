@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::audit::{AuditLog, Head};
 use super::store::{self, HighWater, StateDir};
+use super::trust::TrustStore;
 use crate::clock::{self, Clock};
 use crate::config::Settings;
 use crate::config::traffic::{ChangeClass, CheckContext, ParsedTraffic, TrafficDoc};
@@ -80,6 +81,7 @@ pub struct Active {
 /// The change gate: owns the state directory, the audit log and the active document.
 pub struct Gate {
     settings: Arc<Settings>,
+    trust: Arc<TrustStore>,
     listeners: Vec<String>,
     registry: Registry,
     shared: Arc<Shared>,
@@ -136,6 +138,7 @@ impl Gate {
     /// Opens the state, audits `sluice.started`, and restores the last activated document.
     pub fn open(
         settings: Arc<Settings>,
+        trust: Arc<TrustStore>,
         shared: Arc<Shared>,
         registry: Registry,
         clock: Clock,
@@ -170,6 +173,7 @@ impl Gate {
         let restore = last.cloned();
         let mut gate = Gate {
             settings,
+            trust,
             listeners,
             registry,
             shared,
@@ -257,6 +261,26 @@ impl Gate {
         };
         TrafficDoc::parse(text, &ctx)
             .map_err(|errs| Rejection::new("invalid_document", errs.to_string()))
+    }
+
+    /// The compiled trust section (keys, roles, policy).
+    pub fn trust(&self) -> &Arc<TrustStore> {
+        &self.trust
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// Appends an event that is not a change (rollout transitions, admin actions) to the
+    /// audit log; durable when this returns.
+    pub fn audit_event(
+        &mut self,
+        event: &str,
+        fields: Map<String, Value>,
+    ) -> std::io::Result<Head> {
+        self.audit.append(self.clock.now(), event, fields)
     }
 
     /// The active document, if any.
