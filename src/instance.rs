@@ -71,6 +71,14 @@ pub enum StartError {
     /// The trust section does not compile (bad keys, bad globs).
     #[error("invalid trust settings:\n{0}")]
     Trust(crate::config::ConfigErrors),
+    /// A listener's certificates do not load.
+    #[error("listener {listener}: {detail}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// What failed.
+        detail: String,
+    },
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
@@ -91,16 +99,29 @@ impl Instance {
                 .unwrap_or(1),
             n => n,
         };
+        let mut listener_infos = Vec::with_capacity(settings.listeners.len());
+        for l in &settings.listeners {
+            listener_infos.push(ListenerInfo {
+                name: l.name.clone(),
+                active: registry.gauge(telemetry::ACTIVE_CONNECTIONS, &[("listener", &l.name)]),
+                tls: l
+                    .tls
+                    .as_ref()
+                    .map(crate::proxy::tls::listener_tls)
+                    .transpose()
+                    .map_err(|e| StartError::Tls {
+                        listener: l.name.clone(),
+                        detail: e.to_string(),
+                    })?,
+            });
+        }
+        let cert_stores: Vec<_> = listener_infos
+            .iter()
+            .filter_map(|l| l.tls.as_ref().map(|t| t.certs.clone()))
+            .collect();
         let shared = Arc::new(Shared {
             snapshot: Default::default(),
-            listeners: settings
-                .listeners
-                .iter()
-                .map(|l| ListenerInfo {
-                    name: l.name.clone(),
-                    active: registry.gauge(telemetry::ACTIVE_CONNECTIONS, &[("listener", &l.name)]),
-                })
-                .collect(),
+            listeners: listener_infos,
             limits: settings.limits.clone(),
             connections: AtomicUsize::new(0),
         });
@@ -182,6 +203,7 @@ impl Instance {
             admin_sock,
             shutdown: rx,
             last_seen,
+            cert_stores,
         };
         threads.push(
             std::thread::Builder::new()
@@ -300,6 +322,7 @@ struct Control {
     admin_sock: std::net::TcpListener,
     shutdown: watch::Receiver<bool>,
     last_seen: Option<String>,
+    cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
 }
 
 impl Control {
@@ -322,11 +345,22 @@ impl Control {
                 admin_sock,
                 shutdown,
                 last_seen,
+                cert_stores,
             } = self;
+            let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
+                cert_stores,
+                shutdown.clone(),
+            ));
+            let health_task = tokio::spawn(crate::proxy::health::run(
+                admin.shared.clone(),
+                shutdown.clone(),
+            ));
             let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
             let watch_task = tokio::spawn(watch_files(settings, gate, last_seen, shutdown.clone()));
             wait_shutdown(&mut shutdown.clone()).await;
             watch_task.abort();
+            tls_task.abort();
+            health_task.abort();
             let _ = admin_task.await;
         });
     }

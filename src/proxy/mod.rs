@@ -2,13 +2,19 @@
 //! splitting, and upstream connection pools.
 
 pub mod body;
+pub mod connect;
+pub mod detect;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod pool;
+pub mod retry;
 pub mod server;
 pub mod service;
 pub mod split;
+pub mod tls;
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use arc_swap::ArcSwapOption;
@@ -37,4 +43,21 @@ pub struct ListenerInfo {
     pub name: String,
     /// `sluice_active_connections{listener}`.
     pub active: Gauge,
+    /// TLS termination, when the listener has `tls`.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A TLS listener's acceptor and the certificates it reloads.
+#[derive(Clone)]
+pub struct ListenerTls {
+    /// Handshakes with the listener's rustls config.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The certificates, reloaded when their files change.
+    pub certs: Arc<tls::CertStore>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls").finish_non_exhaustive()
+    }
 }

@@ -1,33 +1,38 @@
-//! Upstream connections: per worker thread, keyed by address, no lock.
+//! Upstream connections: per worker thread, keyed by address and connector, no lock.
 //!
 //! Each worker runs a single-threaded runtime, so its idle connections live in a
 //! thread-local map: checkout and check-in are a `RefCell` borrow, never a lock shared with
 //! other threads. A connection goes back to the pool when its response body has been read
 //! to the end; one dropped midway is closed. A pooled connection that the upstream closed
 //! at the instant it was reused gives the request back unsent (`try_send_request`), and the
-//! request goes out on another connection.
+//! request goes out on another connection. HTTP/2 upstreams get one shared connection per
+//! endpoint and worker.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use http::{Request, Response};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version, header};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::client::conn::{http1, http2};
 
 use super::body::UpBody;
+use super::connect::{Conn, ConnectError, Connector};
 use crate::snapshot::Endpoint;
 
 /// Idle connections kept per address and worker.
 const MAX_IDLE_PER_ADDR: usize = 256;
 
+/// An endpoint's address and the connector's settings key.
+type Key = (SocketAddr, u64);
+
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<http1::SendRequest<UpBody>>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<Key, Vec<http1::SendRequest<UpBody>>>> = RefCell::new(HashMap::new());
+    /// One HTTP/2 connection per endpoint and worker, shared by its requests.
+    static H2: RefCell<HashMap<Key, http2::SendRequest<UpBody>>> = RefCell::new(HashMap::new());
 }
 
 /// Why a request got no upstream response.
@@ -35,14 +40,25 @@ thread_local! {
 pub enum SendError {
     /// No connection could be made in time (or it was refused).
     Connect,
+    /// The TLS handshake with the upstream failed.
+    Tls,
     /// The connection broke before a complete response head.
     Reset,
+}
+
+/// A failed send; `req` is the request when none of it was written (safe to send again).
+#[derive(Debug)]
+pub struct Failure {
+    /// What failed.
+    pub kind: SendError,
+    /// The request, unsent.
+    pub req: Option<Request<UpBody>>,
 }
 
 /// Gives a connection back to its worker's pool when the response body ends.
 #[derive(Debug)]
 pub struct Returner {
-    addr: SocketAddr,
+    key: Key,
     tx: Option<http1::SendRequest<UpBody>>,
     _flight: InFlight,
 }
@@ -75,10 +91,10 @@ impl Returner {
         if let Some(tx) = self.tx.take()
             && !tx.is_closed()
         {
-            let addr = self.addr;
+            let key = self.key;
             IDLE.with(|p| {
                 let mut p = p.borrow_mut();
-                let idle = p.entry(addr).or_default();
+                let idle = p.entry(key).or_default();
                 if idle.len() < MAX_IDLE_PER_ADDR {
                     idle.push(tx);
                 }
@@ -87,66 +103,185 @@ impl Returner {
     }
 }
 
-fn checkout(addr: SocketAddr) -> Option<http1::SendRequest<UpBody>> {
-    IDLE.with(|p| p.borrow_mut().get_mut(&addr).and_then(Vec::pop))
-}
-
-async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<http1::SendRequest<UpBody>, SendError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) | Err(_) => return Err(SendError::Connect),
-    };
-    let _ = stream.set_nodelay(true);
-    let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| SendError::Connect)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "Upstream connection ended with an error.");
+fn checkout(key: Key) -> Option<Conn> {
+    if let Some(tx) = H2.with(|p| p.borrow().get(&key).cloned()) {
+        if !tx.is_closed() {
+            return Some(Conn::H2(tx));
         }
-    });
-    Ok(tx)
+        H2.with(|p| p.borrow_mut().remove(&key));
+    }
+    IDLE.with(|p| p.borrow_mut().get_mut(&key).and_then(Vec::pop))
+        .map(Conn::H1)
 }
 
-/// Sends `req` to `ep`, reusing an idle connection of this worker when there is one.
+impl From<ConnectError> for SendError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Connect => SendError::Connect,
+            ConnectError::Tls => SendError::Tls,
+        }
+    }
+}
+
+/// Sends `req` to `ep`, reusing a connection of this worker when there is one.
 pub async fn send(
     ep: &Arc<Endpoint>,
-    connect_timeout: Duration,
+    connector: &Connector,
     mut req: Request<UpBody>,
-) -> Result<(Response<Incoming>, Returner), SendError> {
+) -> Result<(Response<Incoming>, Returner), Failure> {
     let flight = InFlight::new(ep);
-    let addr = ep.addr;
+    let key = (ep.addr, connector.key);
     loop {
-        let (mut tx, reused) = match checkout(addr) {
-            Some(tx) => (tx, true),
-            None => (connect(addr, connect_timeout).await?, false),
-        };
-        if reused && (tx.is_closed() || tx.ready().await.is_err()) {
-            continue;
-        }
-        match tx.try_send_request(req).await {
-            Ok(resp) => {
-                return Ok((
-                    resp,
-                    Returner {
-                        addr,
-                        tx: Some(tx),
-                        _flight: flight,
-                    },
-                ));
-            }
-            Err(mut e) => match e.take_message() {
-                // Never written: safe to send again on another connection, whatever the method.
-                Some(back) if reused => req = back,
-                _ => {
-                    tracing::debug!(error = %e.error(), %addr, "Upstream request failed.");
-                    return Err(SendError::Reset);
+        let (conn, reused) = match checkout(key) {
+            Some(c) => (c, true),
+            None => match connector.connect(ep, false).await {
+                Ok(c) => (c, false),
+                Err(e) => {
+                    return Err(Failure {
+                        kind: e.into(),
+                        req: Some(req),
+                    });
                 }
             },
+        };
+        match conn {
+            Conn::H1(mut tx) => {
+                if reused && (tx.is_closed() || tx.ready().await.is_err()) {
+                    continue;
+                }
+                match tx.try_send_request(req).await {
+                    Ok(resp) => {
+                        return Ok((
+                            resp,
+                            Returner {
+                                key,
+                                tx: Some(tx),
+                                _flight: flight,
+                            },
+                        ));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Never written: safe to send again on another connection, whatever the method.
+                        Some(back) if reused => req = back,
+                        back => {
+                            tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream request failed.");
+                            return Err(Failure {
+                                kind: SendError::Reset,
+                                req: back,
+                            });
+                        }
+                    },
+                }
+            }
+            Conn::H2(mut tx) => {
+                if !reused {
+                    H2.with(|p| p.borrow_mut().insert(key, tx.clone()));
+                }
+                if tx.ready().await.is_err() {
+                    H2.with(|p| p.borrow_mut().remove(&key));
+                    if reused {
+                        continue;
+                    }
+                    return Err(Failure {
+                        kind: SendError::Reset,
+                        req: Some(req),
+                    });
+                }
+                to_h2_form(&mut req, connector.is_tls(), ep.addr);
+                match tx.try_send_request(req).await {
+                    Ok(resp) => {
+                        return Ok((
+                            resp,
+                            Returner {
+                                key,
+                                tx: None,
+                                _flight: flight,
+                            },
+                        ));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(back) if reused => {
+                            H2.with(|p| p.borrow_mut().remove(&key));
+                            req = back;
+                        }
+                        back => {
+                            tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream HTTP/2 request failed.");
+                            return Err(Failure {
+                                kind: SendError::Reset,
+                                req: back,
+                            });
+                        }
+                    },
+                }
+            }
         }
+    }
+}
+
+/// Sends a request that asks to switch protocols on a connection of its own (HTTP/1.1,
+/// upgrades enabled); the connection is never pooled.
+pub async fn send_upgrade(
+    ep: &Arc<Endpoint>,
+    connector: &Connector,
+    req: Request<UpBody>,
+) -> Result<(Response<Incoming>, Returner), Failure> {
+    let flight = InFlight::new(ep);
+    let mut tx = match connector.connect(ep, true).await {
+        Ok(Conn::H1(tx)) => tx,
+        Ok(Conn::H2(_)) => {
+            return Err(Failure {
+                kind: SendError::Reset,
+                req: Some(req),
+            });
+        }
+        Err(e) => {
+            return Err(Failure {
+                kind: e.into(),
+                req: Some(req),
+            });
+        }
+    };
+    match tx.send_request(req).await {
+        Ok(resp) => Ok((
+            resp,
+            Returner {
+                key: (ep.addr, connector.key),
+                tx: None,
+                _flight: flight,
+            },
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, addr = %ep.addr, "Upstream upgrade request failed.");
+            Err(Failure {
+                kind: SendError::Reset,
+                req: None,
+            })
+        }
+    }
+}
+
+/// HTTP/2 carries the scheme and authority in the request: rebuild the URI from the
+/// `Host` the service set.
+pub(crate) fn to_h2_form(req: &mut Request<UpBody>, tls: bool, addr: SocketAddr) {
+    *req.version_mut() = Version::HTTP_2;
+    if req.uri().scheme().is_some() {
+        return;
+    }
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| Authority::try_from(addr.to_string()).ok());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+    parts.authority = authority;
+    parts.path_and_query = Some(pq);
+    if let Ok(u) = Uri::from_parts(parts) {
+        *req.uri_mut() = u;
     }
 }

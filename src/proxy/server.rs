@@ -3,20 +3,30 @@
 //! Each worker is a thread with its own single-threaded tokio runtime (no work stealing)
 //! and its own `SO_REUSEPORT` socket per listener, so the kernel spreads connections and a
 //! connection never leaves its thread: upstream pools are thread-local and lock-free.
+//!
+//! A connection first passes `handshake_timeout`: the TLS handshake (ALPN picks h2 or
+//! http/1.1) or, in plaintext, the detection of the HTTP/2 preface (h2c prior knowledge).
+//! HTTP/1 is then bounded by `header_read_timeout` (slowloris, idle keep-alive) and
+//! `max_header_bytes`; HTTP/2 by `idle_timeout`, a stream limit, a header list size and
+//! hyper's reset-flood counters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
 
 /// Binds `addr` with `SO_REUSEPORT` so that each worker can hold its own socket.
@@ -111,10 +121,10 @@ async fn accept_loop(
         let info = ConnInfo {
             listener: index,
             peer,
-            tls: false,
+            tls: shared.listeners[index].tls.is_some(),
         };
         let guard = tracker.enter(shared.clone(), index);
-        tokio::spawn(serve_http1(
+        tokio::spawn(serve_conn(
             stream,
             info,
             shared.clone(),
@@ -124,37 +134,198 @@ async fn accept_loop(
     }
 }
 
-async fn serve_http1(
+/// Handshake (TLS, or h2c detection), then HTTP/1 or HTTP/2 until the peer leaves.
+async fn serve_conn(
     stream: TcpStream,
     info: ConnInfo,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     _guard: ConnGuard,
 ) {
-    let svc_shared = shared.clone();
-    let svc = service_fn(move |req| {
-        let s = svc_shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(service::handle(s, info, req).await) }
-    });
+    let handshake = shared.limits.handshake_timeout.0;
+    if let Some(tls) = &shared.listeners[info.listener].tls {
+        let accepted = tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await;
+        let stream = match accepted {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, peer = %info.peer, "TLS handshake failed.");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %info.peer, "TLS handshake timed out.");
+                return;
+            }
+        };
+        let proto = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Proto::H2,
+            _ => Proto::Http1,
+        };
+        serve(stream, proto, info, shared, shutdown).await;
+    } else {
+        let (proto, stream) = match tokio::time::timeout(handshake, detect(stream)).await {
+            Ok(Ok(Some(x))) => x,
+            Ok(Ok(None)) | Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!(peer = %info.peer, "No request within handshake_timeout.");
+                return;
+            }
+        };
+        serve(stream, proto, info, shared, shutdown).await;
+    }
+}
+
+async fn serve<IO>(
+    io: IO,
+    proto: Proto,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = &shared.limits;
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.0)
-        .max_header_size(limits.max_header_bytes)
-        .keep_alive(true);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
+    match proto {
+        Proto::Http1 => {
+            let svc_shared = shared.clone();
+            let svc = service_fn(move |req| {
+                let s = svc_shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(service::handle(s, info, req).await) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout.0)
+                .max_header_size(limits.max_header_bytes)
+                .keep_alive(true);
+            let conn = builder
+                .serve_connection(TokioIo::new(io), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
+                }
+                _ = wait_shutdown(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            }
         }
-        _ = wait_shutdown(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.as_mut().await;
+        Proto::H2 => {
+            let activity = Arc::new(Activity::default());
+            let svc_shared = shared.clone();
+            let act = activity.clone();
+            let svc = service_fn(move |req| {
+                let s = svc_shared.clone();
+                let busy = Busy::enter(&act);
+                async move {
+                    let r = service::handle(s, info, req).await;
+                    drop(busy);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                // Rapid Reset (CVE-2023-44487) and its local-error variant: a peer that
+                // makes streams reset faster than they are served loses the connection.
+                .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+                .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+                .max_concurrent_streams(H2_MAX_STREAMS)
+                // Bounds a header block however many CONTINUATION frames carry it.
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            let idle = limits.idle_timeout.0;
+            let mut graceful = false;
+            loop {
+                let wait = activity.idle_left(idle);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r { tracing::debug!(error = %e, "HTTP/2 client connection ended with an error."); }
+                        return;
+                    }
+                    _ = tokio::time::sleep(wait), if !graceful => {
+                        if activity.idle_left(idle).is_zero() {
+                            graceful = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                    _ = wait_shutdown(&mut shutdown), if !graceful => {
+                        graceful = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Streams served at once on one HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 256;
+/// Streams the peer may reset before sluice accepts them (hyper's default).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams sluice may reset for the peer's protocol errors before closing.
+const H2_MAX_LOCAL_RESETS: usize = 1024;
+
+/// Activity of an HTTP/2 connection, for its idle timeout.
+#[derive(Debug)]
+struct Activity {
+    start: tokio::time::Instant,
+    /// Requests being served.
+    busy: AtomicU32,
+    /// Milliseconds after `start` of the last request start or end.
+    last_ms: AtomicU64,
+}
+
+/// One request being served on an HTTP/2 connection.
+struct Busy(Arc<Activity>);
+
+// === impl Activity ===
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: tokio::time::Instant::now(),
+            busy: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time left before the connection counts as idle (zero: idle now).
+    fn idle_left(&self, idle: Duration) -> Duration {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return idle;
+        }
+        let since = self
+            .start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
+        idle.saturating_sub(since)
+    }
+}
+
+// === impl Busy ===
+
+impl Busy {
+    fn enter(a: &Arc<Activity>) -> Busy {
+        a.busy.fetch_add(1, Ordering::Relaxed);
+        a.touch();
+        Busy(a.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

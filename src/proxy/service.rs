@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::Shared;
@@ -16,9 +17,10 @@ use super::headers::{
     self, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_SLUICE_ROUTE, X_SLUICE_VARIANT,
 };
 use super::pool::{self, SendError};
+use super::retry::RetryPolicy;
 use super::split::{self, Side};
 use crate::snapshot::routes::strip_port;
-use crate::snapshot::{RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
+use crate::snapshot::{Endpoint, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
 
 /// What the service knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +135,7 @@ async fn proxy(
     h.insert(X_SLUICE_VARIANT.clone(), metrics.variant_header.clone());
 
     let req = req.map(UpBody::Stream);
-    let result = forward(upstream, req).await;
+    let result = forward(upstream, &route.retry, req).await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.response(),
@@ -158,30 +160,110 @@ async fn proxy(
     resp
 }
 
-async fn forward(up: &Upstream, req: Request<UpBody>) -> Result<Response<DownBody>, ProxyError> {
-    let Some(ep) = up.pick() else {
-        return Err(ProxyError::NoHealthyEndpoint);
-    };
-    match tokio::time::timeout(up.request_timeout, pool::send(ep, up.connect_timeout, req)).await {
-        Err(_) => {
-            up.errors.timeout.increment(1);
-            Err(ProxyError::UpstreamTimeout)
-        }
-        Ok(Err(SendError::Connect)) => {
-            up.errors.connect.increment(1);
-            Err(ProxyError::UpstreamConnect)
-        }
-        Ok(Err(SendError::Reset)) => {
-            up.errors.reset.increment(1);
-            Err(ProxyError::UpstreamReset)
-        }
-        Ok(Ok((resp, returner))) => {
-            let (mut parts, body) = resp.into_parts();
-            headers::remove_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(
-                parts,
-                DownBody::Upstream(body, Some(returner)),
-            ))
-        }
+/// Sends to a pool with the route's retry policy; maps failures to sluice's errors and
+/// feeds passive health.
+async fn forward(
+    up: &Upstream,
+    policy: &RetryPolicy,
+    req: Request<UpBody>,
+) -> Result<Response<DownBody>, ProxyError> {
+    // A bodiless idempotent request can be rebuilt for a retry after it was sent; its head
+    // is copied only when the route would use the copy.
+    let replay = policy
+        .replays(req.method(), req.body().is_end_stream())
+        .then(|| {
+            let mut r = Request::new(());
+            *r.method_mut() = req.method().clone();
+            *r.uri_mut() = req.uri().clone();
+            *r.version_mut() = req.version();
+            *r.headers_mut() = req.headers().clone();
+            r
+        });
+    if policy.attempts > 0 {
+        up.retry_budget.deposit();
     }
+    let mut req = Some(req);
+    let mut tries = 0;
+    let mut last: Option<Arc<Endpoint>> = None;
+    loop {
+        let Some(ep) = up.pick(last.as_ref()) else {
+            return Err(ProxyError::NoHealthyEndpoint);
+        };
+        let Some(r) = req.take().or_else(|| replay.as_ref().map(rebuild)) else {
+            return Err(ProxyError::UpstreamReset);
+        };
+        let passive = up.passive_health.as_ref();
+        let (err, retry) =
+            match tokio::time::timeout(up.request_timeout, pool::send(&ep, &up.connector, r)).await
+            {
+                Err(_) => {
+                    up.errors.timeout.increment(1);
+                    ep.health.failure(passive, ep.addr);
+                    (
+                        ProxyError::UpstreamTimeout,
+                        policy.timeout && replay.is_some(),
+                    )
+                }
+                Ok(Err(f)) => {
+                    ep.health.failure(passive, ep.addr);
+                    let unsent = f.req.is_some();
+                    req = f.req;
+                    match f.kind {
+                        SendError::Connect => {
+                            up.errors.connect.increment(1);
+                            (ProxyError::UpstreamConnect, policy.connect_failure)
+                        }
+                        SendError::Tls => {
+                            up.errors.tls.increment(1);
+                            (ProxyError::UpstreamTls, policy.connect_failure)
+                        }
+                        SendError::Reset => {
+                            up.errors.reset.increment(1);
+                            // Unsent and bodiless: as good as a connect failure.
+                            let ok = (policy.reset && replay.is_some())
+                                || (policy.connect_failure && unsent);
+                            (ProxyError::UpstreamReset, ok)
+                        }
+                    }
+                }
+                Ok(Ok((resp, returner))) => {
+                    ep.health.success();
+                    let again = resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                        && policy.status_503
+                        && replay.is_some()
+                        && tries < policy.attempts
+                        && up.retry_budget.withdraw();
+                    if again {
+                        tries += 1;
+                        last = Some(ep);
+                        continue;
+                    }
+                    let (mut parts, body) = resp.into_parts();
+                    headers::remove_hop_by_hop(&mut parts.headers);
+                    return Ok(Response::from_parts(
+                        parts,
+                        DownBody::Upstream(body, Some(returner)),
+                    ));
+                }
+            };
+        let can = retry
+            && tries < policy.attempts
+            && (req.is_some() || replay.is_some())
+            && up.retry_budget.withdraw();
+        if !can {
+            return Err(err);
+        }
+        tries += 1;
+        last = Some(ep);
+    }
+}
+
+/// A fresh copy of a bodiless request for a retry.
+fn rebuild(head: &Request<()>) -> Request<UpBody> {
+    let mut r = Request::new(UpBody::Empty);
+    *r.method_mut() = head.method().clone();
+    *r.uri_mut() = head.uri().clone();
+    *r.version_mut() = head.version();
+    *r.headers_mut() = head.headers().clone();
+    r
 }

@@ -8,15 +8,21 @@
 
 pub mod routes;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Method};
 use metrics::{Counter, Histogram};
 
-use crate::config::traffic::{Balance, Gate, HeaderMatch, Rollout, Strategy, TrafficDoc};
+use crate::config::traffic::{
+    ActiveHealth, Balance, Gate, HeaderMatch, PassiveHealth, Rollout, Strategy, TrafficDoc,
+};
+use crate::proxy::connect::Connector;
+use crate::proxy::health::{self, EndpointHealth};
+use crate::proxy::retry::{RetryBudget, RetryPolicy};
 use crate::telemetry::{self, Registry};
 pub use routes::{HostMatch, RouteMatcher, RouteTable};
 
@@ -44,6 +50,8 @@ pub struct Route {
     pub name_header: HeaderValue,
     /// Where it sends.
     pub target: Target,
+    /// Retry policy (`retries`).
+    pub retry: RetryPolicy,
 }
 
 /// Where a route sends.
@@ -83,8 +91,10 @@ pub struct VariantMetrics {
 pub struct Upstream {
     /// Pool name.
     pub name: Box<str>,
-    /// Endpoints (resolved addresses).
-    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Endpoints (resolved addresses); replaced when re-resolution finds new addresses.
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// `endpoints` as written in the document (`host:port`).
+    pub endpoint_specs: Vec<String>,
     /// Balancing policy.
     pub balance: Balance,
     /// Round-robin cursor.
@@ -95,6 +105,14 @@ pub struct Upstream {
     pub request_timeout: Duration,
     /// `sluice_upstream_errors_total` by kind.
     pub errors: UpstreamErrors,
+    /// How connections are made (TLS, protocol).
+    pub connector: Connector,
+    /// Passive health: consecutive failures eject an endpoint.
+    pub passive_health: Option<PassiveHealth>,
+    /// Active health probes.
+    pub active_health: Option<ActiveHealth>,
+    /// Retries to this pool stay within this budget.
+    pub retry_budget: RetryBudget,
 }
 
 /// `sluice_upstream_errors_total{upstream,kind}` handles.
@@ -115,8 +133,12 @@ pub struct UpstreamErrors {
 pub struct Endpoint {
     /// Address connected to.
     pub addr: SocketAddr,
+    /// The host it was resolved from (or the IP literal): default TLS server name.
+    pub host: Box<str>,
     /// Requests in flight (least_request).
     pub in_flight: AtomicU32,
+    /// Passive and active health.
+    pub health: EndpointHealth,
 }
 
 /// State of a rollout that outlives snapshots: the canary weight the controller moves.
@@ -173,23 +195,15 @@ impl Snapshot {
         let mut upstreams = Vec::with_capacity(doc.upstreams.len());
         for (name, u) in &doc.upstreams {
             let old = prev.and_then(|p| p.upstreams.iter().find(|x| *x.name == **name));
-            let mut endpoints = Vec::new();
-            for e in &u.endpoints {
-                for addr in resolve(e) {
-                    if endpoints.iter().any(|x: &Arc<Endpoint>| x.addr == addr) {
-                        continue;
-                    }
-                    let reuse = old
-                        .and_then(|o| o.endpoints.iter().find(|x| x.addr == addr))
-                        .cloned();
-                    endpoints.push(reuse.unwrap_or_else(|| {
-                        Arc::new(Endpoint {
-                            addr,
-                            in_flight: AtomicU32::new(0),
-                        })
-                    }));
-                }
-            }
+            let resolved: Vec<Vec<SocketAddr>> =
+                u.endpoints.iter().map(|e| health::resolve(e)).collect();
+            let endpoints = merge_endpoints(
+                &u.endpoints,
+                &resolved,
+                old.map(|o| o.endpoints()).as_deref().map(|v| &v[..]),
+            );
+            let connector =
+                Connector::build(u).map_err(|e| format!("upstreams.{name}.tls: {e}"))?;
             if endpoints.is_empty() {
                 tracing::warn!(upstream = %name, "No endpoint of this upstream resolved; requests to it get 503.");
             }
@@ -202,7 +216,8 @@ impl Snapshot {
             upstream_index.insert(name.as_str(), upstreams.len());
             upstreams.push(Arc::new(Upstream {
                 name: name.as_str().into(),
-                endpoints,
+                endpoints: ArcSwap::from_pointee(endpoints),
+                endpoint_specs: u.endpoints.clone(),
                 balance: u.balance,
                 rr: AtomicUsize::new(0),
                 connect_timeout: u.connect_timeout.0,
@@ -213,6 +228,10 @@ impl Snapshot {
                     reset: err("reset"),
                     tls: err("tls"),
                 },
+                connector,
+                passive_health: u.passive_health.clone(),
+                active_health: u.active_health.clone(),
+                retry_budget: RetryBudget::default(),
             }));
         }
         let up = |n: &str| {
@@ -324,6 +343,7 @@ impl Snapshot {
                     name: r.name.as_str().into(),
                     name_header: HeaderValue::from_str(&r.name).map_err(|e| e.to_string())?,
                     target,
+                    retry: RetryPolicy::new(r.retries.as_ref()),
                 },
             ));
         }
@@ -407,39 +427,128 @@ fn variant_metrics(
     })
 }
 
-/// Resolves `host:port`; IP literals without a lookup.
-fn resolve(endpoint: &str) -> Vec<SocketAddr> {
-    if let Ok(a) = endpoint.parse::<SocketAddr>() {
-        return vec![a];
-    }
-    match endpoint.to_socket_addrs() {
-        Ok(it) => it.collect(),
-        Err(e) => {
-            tracing::warn!(endpoint, error = %e, "Endpoint did not resolve.");
-            Vec::new()
+/// Endpoints from resolved addresses (one list per spec entry), reusing `old` endpoints
+/// with the same address so that their health and in-flight counts carry over. A spec
+/// entry that resolved to nothing keeps the addresses it had in `old` (a failed lookup is
+/// not a reason to drop a working endpoint).
+fn merge_endpoints(
+    specs: &[String],
+    resolved: &[Vec<SocketAddr>],
+    old: Option<&[Arc<Endpoint>]>,
+) -> Vec<Arc<Endpoint>> {
+    let mut out: Vec<Arc<Endpoint>> = Vec::new();
+    for (spec, addrs) in specs.iter().zip(resolved) {
+        let host = health::host_of(spec);
+        let kept: Vec<SocketAddr>;
+        let addrs = if addrs.is_empty() {
+            kept = old
+                .unwrap_or(&[])
+                .iter()
+                .filter(|e| &*e.host == host)
+                .map(|e| e.addr)
+                .collect();
+            &kept
+        } else {
+            addrs
+        };
+        for &addr in addrs {
+            if out.iter().any(|x| x.addr == addr) {
+                continue;
+            }
+            let reuse = old
+                .and_then(|o| o.iter().find(|x| x.addr == addr && &*x.host == host))
+                .cloned();
+            out.push(reuse.unwrap_or_else(|| {
+                Arc::new(Endpoint {
+                    addr,
+                    host: host.into(),
+                    in_flight: AtomicU32::new(0),
+                    health: EndpointHealth::default(),
+                })
+            }));
         }
     }
+    out
 }
 
 // === impl Upstream ===
 
 impl Upstream {
-    /// Picks an endpoint by the pool's policy; `None` when the pool has none.
-    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        let n = self.endpoints.len();
+    /// The current endpoints.
+    #[inline]
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<Vec<Arc<Endpoint>>>> {
+        self.endpoints.load()
+    }
+
+    /// Whether any endpoint is written as a hostname (re-resolved periodically).
+    pub fn has_hostnames(&self) -> bool {
+        self.endpoint_specs
+            .iter()
+            .any(|s| s.parse::<SocketAddr>().is_err())
+    }
+
+    /// Stores re-resolved addresses (one list per spec entry) if they differ.
+    pub fn apply_resolved(&self, resolved: &[Vec<SocketAddr>]) {
+        let cur = self.endpoints.load_full();
+        let next = merge_endpoints(&self.endpoint_specs, resolved, Some(&cur));
+        let same =
+            next.len() == cur.len() && next.iter().zip(cur.iter()).all(|(a, b)| a.addr == b.addr);
+        if !same {
+            tracing::info!(upstream = %self.name, endpoints = next.len(), "Endpoints re-resolved.");
+            self.endpoints.store(Arc::new(next));
+        }
+    }
+
+    /// Picks an endpoint by the pool's policy, among healthy ones unless fewer than half
+    /// are (panic mode: all of them, as Envoy). `avoid` (a retry's previous endpoint) is
+    /// skipped when another one qualifies. `None` only when the pool has no endpoint.
+    pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<Arc<Endpoint>> {
+        let eps = self.endpoints.load();
+        let n = eps.len();
+        let i = self.rr.fetch_add(1, Ordering::Relaxed);
         match n {
-            0 => None,
-            1 => self.endpoints.first(),
-            _ => {
-                let i = self.rr.fetch_add(1, Ordering::Relaxed);
-                match self.balance {
-                    Balance::RoundRobin => self.endpoints.get(i % n),
-                    Balance::LeastRequest => {
-                        // Power of two choices: two distinct endpoints from a cheap
-                        // sequence, the one with fewer requests in flight wins.
-                        let a = i.wrapping_mul(0x9E37_79B9) % n;
-                        let b = (a + 1 + (i.wrapping_mul(0x85EB_CA6B) >> 7) % (n - 1)) % n;
-                        let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+            0 => return None,
+            1 => return eps.first().cloned(),
+            _ => {}
+        }
+        let checked = self.passive_health.is_some() || self.active_health.is_some();
+        if !checked && avoid.is_none() {
+            return self.pick_among(&eps, i, |_| true);
+        }
+        let healthy = if checked {
+            eps.iter().filter(|e| e.health.is_healthy()).count()
+        } else {
+            n
+        };
+        let panic = healthy * 2 < n;
+        let usable = |e: &Endpoint| panic || !checked || e.health.is_healthy();
+        let avoided = |e: &Endpoint| avoid.is_some_and(|a| std::ptr::eq(&**a, e));
+        let others = eps.iter().filter(|e| usable(e) && !avoided(e)).count();
+        if others > 0 {
+            self.pick_among(&eps, i, |e| usable(e) && !avoided(e))
+        } else {
+            self.pick_among(&eps, i, usable)
+        }
+    }
+
+    fn pick_among(
+        &self,
+        eps: &[Arc<Endpoint>],
+        i: usize,
+        ok: impl Fn(&Endpoint) -> bool,
+    ) -> Option<Arc<Endpoint>> {
+        let n = eps.len();
+        // The first qualifying endpoint at or after `start`.
+        let from = |start: usize| (0..n).map(|k| &eps[(start + k) % n]).find(|e| ok(e));
+        let chosen = match self.balance {
+            Balance::RoundRobin => from(i % n),
+            Balance::LeastRequest => {
+                // Power of two choices: two endpoints from a cheap sequence, the one with
+                // fewer requests in flight wins.
+                let a = i.wrapping_mul(0x9E37_79B9) % n;
+                let b = (a + 1 + (i.wrapping_mul(0x85EB_CA6B) >> 7) % (n - 1)) % n;
+                match (from(a), from(b)) {
+                    (Some(ea), Some(eb)) => {
                         if eb.in_flight.load(Ordering::Relaxed)
                             < ea.in_flight.load(Ordering::Relaxed)
                         {
@@ -448,9 +557,11 @@ impl Upstream {
                             Some(ea)
                         }
                     }
+                    (a, b) => a.or(b),
                 }
             }
-        }
+        };
+        chosen.or_else(|| eps.first()).cloned()
     }
 }
 
