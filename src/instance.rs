@@ -124,6 +124,8 @@ impl Instance {
             listeners: listener_infos,
             limits: settings.limits.clone(),
             connections: AtomicUsize::new(0),
+            access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
+                .map_err(StartError::Runtime)?,
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),

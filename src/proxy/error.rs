@@ -52,6 +52,22 @@ impl ProxyError {
         }
     }
 
+    /// The code of a variant, from its text (the access log reads it off a response).
+    pub fn static_code(code: &str) -> Option<&'static str> {
+        [
+            ProxyError::NoConfig,
+            ProxyError::NoRoute,
+            ProxyError::NoHealthyEndpoint,
+            ProxyError::UpstreamConnect,
+            ProxyError::UpstreamReset,
+            ProxyError::UpstreamTls,
+            ProxyError::UpstreamTimeout,
+        ]
+        .into_iter()
+        .map(ProxyError::code)
+        .find(|c| *c == code)
+    }
+
     fn text(self) -> &'static str {
         match self {
             ProxyError::NoConfig => "no configuration is active\n",

@@ -48,8 +48,13 @@ pub fn remove_sluice_headers(headers: &mut HeaderMap) {
 }
 
 /// Removes hop-by-hop headers and every header named in `Connection`, plus `Upgrade`
-/// (upgrades are handled apart). Used on requests and responses alike.
+/// (upgrades are handled apart), but keeps `te: trailers`. Used on requests and responses.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // `te: trailers` is the one TE value that travels: gRPC requires it (SPEC §9).
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        && headers.get_all(header::TE).iter().count() == 1;
     if headers.contains_key(header::CONNECTION) {
         // Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
         let listed: Vec<HeaderName> = headers
@@ -66,7 +71,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
     headers.remove(header::UPGRADE);
+    if te_trailers {
+        headers.insert(header::TE, TRAILERS.clone());
+    }
 }
+
+static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
 /// Appends the client address to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
@@ -181,6 +191,14 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("Trailers"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers", "gRPC's te: trailers is kept");
+        h.append("te", HeaderValue::from_static("gzip"));
+        remove_hop_by_hop(&mut h);
+        assert!(!h.contains_key("te"));
     }
 
     #[test]

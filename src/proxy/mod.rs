@@ -1,6 +1,7 @@
 //! The data plane: listeners and workers, the per-request service, header hygiene,
 //! splitting, and upstream connection pools.
 
+pub mod access_log;
 pub mod body;
 pub mod connect;
 pub mod detect;
@@ -13,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod split;
 pub mod tls;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -34,6 +36,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Open client connections across listeners.
     pub connections: AtomicUsize,
+    /// The JSON access log, when enabled.
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 /// A listener's name and gauges.

@@ -166,7 +166,7 @@ pub async fn send(
                         back => {
                             tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream request failed.");
                             return Err(Failure {
-                                kind: SendError::Reset,
+                                kind: failure_kind(e.error()),
                                 req: back,
                             });
                         }
@@ -207,7 +207,7 @@ pub async fn send(
                         back => {
                             tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream HTTP/2 request failed.");
                             return Err(Failure {
-                                kind: SendError::Reset,
+                                kind: failure_kind(e.error()),
                                 req: back,
                             });
                         }
@@ -216,6 +216,23 @@ pub async fn send(
             }
         }
     }
+}
+
+/// A reset, unless TLS failed under it: with TLS 1.3 a server that refuses the client's
+/// certificate says so after the handshake, on the first read.
+fn failure_kind(e: &hyper::Error) -> SendError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if err.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return SendError::Tls;
+        }
+        cur = err.source();
+    }
+    SendError::Reset
 }
 
 /// Sends a request that asks to switch protocols on a connection of its own (HTTP/1.1,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use http_body::Body as _;
@@ -14,11 +14,13 @@ use super::Shared;
 use super::body::{DownBody, UpBody};
 use super::error::ProxyError;
 use super::headers::{
-    self, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_SLUICE_ROUTE, X_SLUICE_VARIANT,
+    self, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_SLUICE_ERROR, X_SLUICE_ROUTE,
+    X_SLUICE_VARIANT,
 };
 use super::pool::{self, SendError};
 use super::retry::RetryPolicy;
 use super::split::{self, Side};
+use super::{access_log, upgrade};
 use crate::snapshot::routes::strip_port;
 use crate::snapshot::{Endpoint, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
 
@@ -33,6 +35,7 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+static X_SLUICE_FLAGS: HeaderName = HeaderName::from_static("x-sluice-flags");
 static VIA: HeaderValue = HeaderValue::from_static("1.1 sluice");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
@@ -44,17 +47,62 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<DownBody> {
     let start = Instant::now();
-    let Some(snap) = shared.snapshot.load_full() else {
-        return ProxyError::NoConfig.response();
+    let Some(log) = &shared.access_log else {
+        let Some(snap) = shared.snapshot.load_full() else {
+            return ProxyError::NoConfig.response();
+        };
+        return proxy(&snap, conn, req, start, &mut Seen::default()).await;
     };
-    proxy(&snap, conn, req, start).await
+    // Logged: note what the log needs before the request moves on.
+    let started = std::time::SystemTime::now();
+    let method = req.method().clone();
+    let path: Box<str> = headers::remove_dot_segments(req.uri().path()).into();
+    let mut seen = Seen {
+        wanted: true,
+        ..Seen::default()
+    };
+    let snap = shared.snapshot.load_full();
+    let resp = match &snap {
+        None => ProxyError::NoConfig.response(),
+        Some(snap) => proxy(snap, conn, req, start, &mut seen).await,
+    };
+    log.record(access_log::Entry {
+        start: started,
+        route: seen.route.unwrap_or("").into(),
+        variant: seen.variant,
+        upstream: seen.upstream.unwrap_or("").into(),
+        status: resp.status().as_u16(),
+        duration: start.elapsed(),
+        method,
+        path,
+        client: conn.peer.ip(),
+        flags: seen.flags,
+        error: resp
+            .headers()
+            .get(&X_SLUICE_ERROR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ProxyError::static_code),
+    });
+    resp
 }
 
-async fn proxy(
-    snap: &Snapshot,
+/// What the access log wants to know about a request, filled in as it is routed.
+#[derive(Default)]
+struct Seen<'a> {
+    /// The log is on (else nothing is copied).
+    wanted: bool,
+    route: Option<&'a str>,
+    upstream: Option<&'a str>,
+    variant: Option<HeaderValue>,
+    flags: Option<HeaderValue>,
+}
+
+async fn proxy<'s>(
+    snap: &'s Snapshot,
     conn: ConnInfo,
     mut req: Request<Incoming>,
     start: Instant,
+    seen: &mut Seen<'s>,
 ) -> Response<DownBody> {
     headers::remove_sluice_headers(req.headers_mut());
 
@@ -111,6 +159,9 @@ async fn proxy(
     if let Some(u) = new_uri {
         *req.uri_mut() = u;
     }
+    // An upgrade keeps its handshake headers and takes the client's side of the upgrade.
+    let upgrade_to = upgrade::requested(&req);
+    let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
     headers::remove_hop_by_hop(h);
@@ -133,9 +184,20 @@ async fn proxy(
     }
     h.insert(X_SLUICE_ROUTE.clone(), route.name_header.clone());
     h.insert(X_SLUICE_VARIANT.clone(), metrics.variant_header.clone());
+    if let Some(p) = &upgrade_to {
+        upgrade::restore(h, p.clone());
+    }
+    if seen.wanted {
+        seen.route = Some(&route.name);
+        seen.upstream = Some(&upstream.name);
+        seen.variant = Some(metrics.variant_header.clone());
+        seen.flags = h.get(&X_SLUICE_FLAGS).cloned();
+    }
 
-    let req = req.map(UpBody::Stream);
-    let result = forward(upstream, &route.retry, req).await;
+    let result = match client_upgrade {
+        Some(on) => upgrade::forward(upstream, req.map(UpBody::Stream), on).await,
+        None => forward(upstream, &route.retry, req.map(UpBody::Stream)).await,
+    };
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.response(),

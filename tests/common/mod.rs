@@ -1,6 +1,8 @@
 //! Shared test harness: in-process upstreams, a sluice in a temp dir, a small HTTP client.
 #![allow(dead_code)]
 
+pub mod edge;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
