@@ -279,6 +279,7 @@ pub enum RetryOn {
     /// No response headers in time (idempotent methods only).
     Timeout,
     /// The upstream answered 503 (idempotent methods only).
+    #[serde(rename = "status_503")]
     Status503,
 }
 
