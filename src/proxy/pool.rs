@@ -134,7 +134,9 @@ pub async fn send(
     loop {
         let (conn, reused) = match checkout(key) {
             Some(c) => (c, true),
-            None => match connector.connect(ep, false).await {
+            // Boxed: handshake state (TLS, HTTP/2) is large and rarely needed, and would
+            // otherwise sit in every request's future.
+            None => match Box::pin(connector.connect(ep, false)).await {
                 Ok(c) => (c, false),
                 Err(e) => {
                     return Err(Failure {
@@ -243,7 +245,7 @@ pub async fn send_upgrade(
     req: Request<UpBody>,
 ) -> Result<(Response<Incoming>, Returner), Failure> {
     let flight = InFlight::new(ep);
-    let mut tx = match connector.connect(ep, true).await {
+    let mut tx = match Box::pin(connector.connect(ep, true)).await {
         Ok(Conn::H1(tx)) => tx,
         Ok(Conn::H2(_)) => {
             return Err(Failure {

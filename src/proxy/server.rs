@@ -135,6 +135,10 @@ async fn accept_loop(
 }
 
 /// Handshake (TLS, or h2c detection), then HTTP/1 or HTTP/2 until the peer leaves.
+///
+/// This future lives inline in the connection's task for as long as the connection is
+/// open, so the rarer and bulkier paths (TLS, HTTP/2) are boxed: an idle plaintext HTTP/1
+/// connection carries only what HTTP/1 needs.
 async fn serve_conn(
     stream: TcpStream,
     info: ConnInfo,
@@ -142,41 +146,54 @@ async fn serve_conn(
     shutdown: watch::Receiver<bool>,
     _guard: ConnGuard,
 ) {
+    if shared.listeners[info.listener].tls.is_some() {
+        Box::pin(serve_tls(stream, info, shared, shutdown)).await;
+        return;
+    }
     let handshake = shared.limits.handshake_timeout.0;
-    if let Some(tls) = &shared.listeners[info.listener].tls {
-        let accepted = tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await;
-        let stream = match accepted {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, peer = %info.peer, "TLS handshake failed.");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = %info.peer, "TLS handshake timed out.");
-                return;
-            }
-        };
-        let proto = match stream.get_ref().1.alpn_protocol() {
-            Some(b"h2") => Proto::H2,
-            _ => Proto::Http1,
-        };
-        serve(stream, proto, info, shared, shutdown).await;
-    } else {
-        let (proto, stream) = match tokio::time::timeout(handshake, detect(stream)).await {
-            Ok(Ok(Some(x))) => x,
-            Ok(Ok(None)) | Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(peer = %info.peer, "No request within handshake_timeout.");
-                return;
-            }
-        };
-        serve(stream, proto, info, shared, shutdown).await;
+    let (proto, stream) = match tokio::time::timeout(handshake, detect(stream)).await {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "No request within handshake_timeout.");
+            return;
+        }
+    };
+    match proto {
+        Proto::Http1 => serve_h1(stream, info, shared, shutdown).await,
+        Proto::H2 => Box::pin(serve_h2(stream, info, shared, shutdown)).await,
     }
 }
 
-async fn serve<IO>(
+async fn serve_tls(
+    stream: TcpStream,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(tls) = shared.listeners[info.listener].tls.clone() else {
+        return;
+    };
+    let handshake = shared.limits.handshake_timeout.0;
+    let stream = match tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, peer = %info.peer, "TLS handshake failed.");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake timed out.");
+            return;
+        }
+    };
+    match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => serve_h2(stream, info, shared, shutdown).await,
+        _ => serve_h1(stream, info, shared, shutdown).await,
+    }
+}
+
+async fn serve_h1<IO>(
     io: IO,
-    proto: Proto,
     info: ConnInfo,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
@@ -184,78 +201,83 @@ async fn serve<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
-    match proto {
-        Proto::Http1 => {
-            let svc_shared = shared.clone();
-            let svc = service_fn(move |req| {
-                let s = svc_shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(service::handle(s, info, req).await) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout.0)
-                .max_header_size(limits.max_header_bytes)
-                .keep_alive(true);
-            let conn = builder
-                .serve_connection(TokioIo::new(io), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
-                }
-                _ = wait_shutdown(&mut shutdown) => {
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let s = svc_shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(service::handle(s, info, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.0)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
+        }
+        _ = wait_shutdown(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
+    }
+}
+
+async fn serve_h2<IO>(
+    io: IO,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &shared.limits;
+    let activity = Arc::new(Activity::default());
+    let svc_shared = shared.clone();
+    let act = activity.clone();
+    let svc = service_fn(move |req| {
+        let s = svc_shared.clone();
+        let busy = Busy::enter(&act);
+        async move {
+            let r = service::handle(s, info, req).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(r)
+        }
+    });
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        // Rapid Reset (CVE-2023-44487) and its local-error variant: a peer that makes
+        // streams reset faster than they are served loses the connection.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // Bounds a header block however many CONTINUATION frames carry it.
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle = limits.idle_timeout.0;
+    let mut graceful = false;
+    loop {
+        let wait = activity.idle_left(idle);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r { tracing::debug!(error = %e, "HTTP/2 client connection ended with an error."); }
+                return;
+            }
+            _ = tokio::time::sleep(wait), if !graceful => {
+                if activity.idle_left(idle).is_zero() {
+                    graceful = true;
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
                 }
             }
-        }
-        Proto::H2 => {
-            let activity = Arc::new(Activity::default());
-            let svc_shared = shared.clone();
-            let act = activity.clone();
-            let svc = service_fn(move |req| {
-                let s = svc_shared.clone();
-                let busy = Busy::enter(&act);
-                async move {
-                    let r = service::handle(s, info, req).await;
-                    drop(busy);
-                    Ok::<_, std::convert::Infallible>(r)
-                }
-            });
-            let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                // Rapid Reset (CVE-2023-44487) and its local-error variant: a peer that
-                // makes streams reset faster than they are served loses the connection.
-                .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-                .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
-                .max_concurrent_streams(H2_MAX_STREAMS)
-                // Bounds a header block however many CONTINUATION frames carry it.
-                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-            let conn = builder.serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(conn);
-            let idle = limits.idle_timeout.0;
-            let mut graceful = false;
-            loop {
-                let wait = activity.idle_left(idle);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r { tracing::debug!(error = %e, "HTTP/2 client connection ended with an error."); }
-                        return;
-                    }
-                    _ = tokio::time::sleep(wait), if !graceful => {
-                        if activity.idle_left(idle).is_zero() {
-                            graceful = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                    _ = wait_shutdown(&mut shutdown), if !graceful => {
-                        graceful = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+            _ = wait_shutdown(&mut shutdown), if !graceful => {
+                graceful = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
     }

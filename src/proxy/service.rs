@@ -195,7 +195,7 @@ async fn proxy<'s>(
     }
 
     let result = match client_upgrade {
-        Some(on) => upgrade::forward(upstream, req.map(UpBody::Stream), on).await,
+        Some(on) => Box::pin(upgrade::forward(upstream, req.map(UpBody::Stream), on)).await,
         None => forward(upstream, &route.retry, req.map(UpBody::Stream)).await,
     };
     let mut resp = match result {

@@ -505,12 +505,12 @@ impl Upstream {
     pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<Arc<Endpoint>> {
         let eps = self.endpoints.load();
         let n = eps.len();
-        let i = self.rr.fetch_add(1, Ordering::Relaxed);
         match n {
             0 => return None,
             1 => return eps.first().cloned(),
             _ => {}
         }
+        let i = self.rr.fetch_add(1, Ordering::Relaxed);
         let checked = self.passive_health.is_some() || self.active_health.is_some();
         if !checked && avoid.is_none() {
             return self.pick_among(&eps, i, |_| true);
