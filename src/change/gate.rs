@@ -551,6 +551,12 @@ impl Gate {
                 now,
             },
         );
+        // A token the caller sent must be valid (and, below, must count): its refusal is
+        // the answer, rather than a change kept waiting on a token that will never help or
+        // a policy refusal that hides the cause.
+        if let Some(bad) = a.rejected.iter().find(|t| t.index < n_pushed) {
+            return Err(bad.refusal.clone().into());
+        }
         let decision = match a.verdict {
             Verdict::NoOp => {
                 self.forget(digest);
@@ -568,11 +574,6 @@ impl Gate {
             }
             Verdict::Pending(d) | Verdict::Activate(d) => d,
         };
-        // A token the caller sent must be valid and must count: say so now rather than
-        // keep a change that waits on a token that will never help.
-        if let Some(bad) = a.rejected.iter().find(|t| t.index < n_pushed) {
-            return Err(bad.refusal.clone().into());
-        }
         let accepted_pushed = (0..n_pushed)
             .filter(|i| !a.rejected.iter().any(|r| r.index == *i))
             .count();
