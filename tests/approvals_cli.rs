@@ -246,3 +246,74 @@ fn keygen_approve_validate_push_revert_with_the_binary() {
     );
     inst.shutdown();
 }
+
+/// A token from `sluice approve` (the binary) verifies in PyJWT with the key line from
+/// `sluice keygen`. Skipped without python3 + pyjwt + cryptography, unless
+/// `SLUICE_REQUIRE_PYJWT=1` (CI).
+#[test]
+fn sluice_approve_tokens_verify_in_pyjwt() {
+    let ready = Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_PYJWT").map_or(true, |v| v != "1"),
+            "SLUICE_REQUIRE_PYJWT=1 but python3 lacks jwt or cryptography"
+        );
+        println!("SKIPPED: python3 with jwt and cryptography not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let line = sluice(&["keygen", "--principal", "bob", "--out", "keys"], dir);
+    let line = String::from_utf8(line.stdout).unwrap().trim().to_string();
+    std::fs::write(dir.join("v1.yaml"), doc(1, 9)).unwrap();
+    let out = sluice(
+        &[
+            "approve",
+            "--key",
+            "keys/bob.pem",
+            "--principal",
+            "bob",
+            "--env",
+            "staging",
+            "--act",
+            "approve",
+            "--ttl",
+            "2h",
+            "v1.yaml",
+        ],
+        dir,
+    );
+    expect(&out, 0, "");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let check = r#"
+import sys, json, base64, jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+line, token = sys.argv[1], sys.argv[2]
+b64 = line.split(":", 1)[1]
+pub = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)))
+claims = jwt.decode(token, pub, algorithms=["EdDSA"], audience="staging")
+print(json.dumps(claims))
+"#;
+    let py = Command::new("python3")
+        .args(["-c", check, &line, token.trim()])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let claims: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let text = doc(1, 9);
+    assert_eq!(claims["sub"], sluice::change::digest(text.as_bytes()));
+    assert_eq!(claims["iss"], "bob");
+    assert_eq!(claims["ver"], 1);
+    assert_eq!(claims["act"], "approve");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        7200
+    );
+}

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{AdminCtx, Resp, error, json_resp};
 use crate::change::gate::{Gate, Outcome, Source};
-use crate::change::reason::Reason;
+use crate::change::reason::{Reason, Refusal};
 use crate::change::token::MAX_TOKEN_BYTES;
 use crate::config::traffic::ChangeClass;
 
@@ -63,7 +63,7 @@ pub async fn handle(
         (Method::PUT, "/api/v1/traffic") => {
             let tokens = match approval_headers(req.headers()) {
                 Ok(t) => t,
-                Err(resp) => return Ok(resp),
+                Err(r) => return Ok(refusal(r.reason, r.detail)),
             };
             let body = match read_body(req, MAX_DOCUMENT_BYTES).await {
                 Ok(b) => b,
@@ -95,7 +95,7 @@ pub async fn handle(
         (Method::POST, "/api/v1/revert") => {
             let tokens = match approval_headers(req.headers()) {
                 Ok(t) => t,
-                Err(resp) => return Ok(resp),
+                Err(r) => return Ok(refusal(r.reason, r.detail)),
             };
             let [token] = tokens.as_slice() else {
                 return Ok(refusal(
@@ -155,14 +155,12 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, String
 
 /// Every `Sluice-Approval` header, one token each (a comma-joined value is split: a JWS has
 /// no commas).
-fn approval_headers(h: &HeaderMap) -> Result<Vec<String>, Resp> {
+fn approval_headers(h: &HeaderMap) -> Result<Vec<String>, Refusal> {
     let mut out = Vec::new();
     for v in h.get_all(APPROVAL_HEADER) {
         let Ok(s) = v.to_str() else {
-            return Err(refusal(
-                Reason::MalformedToken,
-                "a Sluice-Approval header is not ASCII text, so it is not a JWS",
-            ));
+            return Err(Reason::MalformedToken
+                .because("a Sluice-Approval header is not ASCII text, so it is not a JWS"));
         };
         out.extend(
             s.split(',')
@@ -172,13 +170,10 @@ fn approval_headers(h: &HeaderMap) -> Result<Vec<String>, Resp> {
         );
     }
     if let Some(t) = out.iter().find(|t| t.len() > MAX_TOKEN_BYTES) {
-        return Err(refusal(
-            Reason::TokenTooLarge,
-            format!(
-                "a token is {} bytes; at most {MAX_TOKEN_BYTES} are accepted",
-                t.len()
-            ),
-        ));
+        return Err(Reason::TokenTooLarge.because(format!(
+            "a token is {} bytes; at most {MAX_TOKEN_BYTES} are accepted",
+            t.len()
+        )));
     }
     Ok(out)
 }
