@@ -40,6 +40,8 @@ use crate::proxy::Shared;
 use crate::snapshot::{BuildCtx, Snapshot};
 use crate::telemetry::{self, Registry};
 
+pub use approvals::REJUDGE_EVERY_SECS;
+
 /// Where a candidate (or a token) came from; recorded as the audit `actor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -171,6 +173,8 @@ pub struct Gate {
     last_rejected: Option<(String, &'static str)>,
     /// Approval files already reported as unusable (file name + content digest).
     reported_files: HashSet<String>,
+    /// The folder fingerprint and time of the last full re-check.
+    last_recheck: Option<(String, u64)>,
 }
 
 const USED_TOKENS: &str = "used_tokens.json";
@@ -317,6 +321,7 @@ impl Gate {
             used: used.unwrap_or_default(),
             last_rejected: None,
             reported_files: HashSet::new(),
+            last_recheck: None,
         };
         gate.state.set_high_water(&gate.hw)?;
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;

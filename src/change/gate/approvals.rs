@@ -13,6 +13,9 @@ use crate::change::token::{Act, Expected, VerifiedToken, verify, verify_for};
 use crate::config::traffic::ChangeClass;
 use crate::telemetry;
 
+/// How often pending changes and reviews are judged again while the folder is unchanged.
+pub const REJUDGE_EVERY_SECS: u64 = 30;
+
 // === impl Gate ===
 
 impl Gate {
@@ -78,11 +81,22 @@ impl Gate {
     }
 
     /// Re-judges every pending change and open review with the approvals folder as it is
-    /// now, and notes overdue reviews. Called by the file watch on every change and poll.
+    /// now, and notes overdue reviews. Called by the file watch on every change and poll;
+    /// when the folder is unchanged the pending changes are judged again only every
+    /// [`REJUDGE_EVERY_SECS`] (tokens expire and come into force with time alone, but a
+    /// large document should not be re-parsed every poll).
     pub fn recheck(&mut self, source: Source) -> Vec<Outcome> {
         self.tick();
         let folder = Folder::read(&self.settings.paths.approvals);
         self.report_folder(&folder);
+        let now = self.clock.unix_secs();
+        let fresh = self.last_recheck.as_ref().is_some_and(|(fp, at)| {
+            *fp == folder.fingerprint && now.saturating_sub(*at) < REJUDGE_EVERY_SECS
+        });
+        if fresh {
+            return Vec::new();
+        }
+        self.last_recheck = Some((folder.fingerprint.clone(), now));
         let mut out = Vec::new();
         let mut order: Vec<(u64, String)> = self
             .pending
