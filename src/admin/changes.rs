@@ -135,10 +135,7 @@ async fn blocking(
     gate: Arc<Mutex<Gate>>,
     f: impl FnOnce(&mut Gate) -> Resp + Send + 'static,
 ) -> Resp {
-    let run = move || {
-        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g)
-    };
+    let run = move || f(&mut super::lock(&gate));
     match tokio::task::spawn_blocking(run).await {
         Ok(r) => r,
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),

@@ -62,6 +62,12 @@ pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Resp 
     json_resp(status, &json!({ "error": code, "detail": detail.into() }))
 }
 
+/// Locks the change gate. A poisoned lock is taken over rather than failing every later
+/// admin call: what was committed is in the audit log, and a restart re-derives from it.
+pub fn lock(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
+    gate.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Handles one admin request.
 pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
