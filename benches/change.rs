@@ -1,17 +1,31 @@
-//! Change gate cost: verifying a normal change with 3 tokens (author + 2 approvals), which
-//! is three Ed25519 verifications plus diff, classification and policy. Target: < 1 ms.
+//! Change gate cost.
+//!
+//! - `change/assess_3_tokens`: a normal change with 3 tokens (author + 2 approvals): three
+//!   Ed25519 verifications plus diff, classification and policy. Target: < 1 ms.
+//! - `change/gate_activate_1000_routes_10000_flags`: one activation of a large document end
+//!   to end through the change gate — parse and validate, anti-rollback, diff and classify,
+//!   verify 3 tokens, policy, build the snapshot, persist (fsync), audit (fsync), swap.
+//!   Target: < 500 ms. Prints the process RSS before and after (from /proc/self/status).
 //!
 //! Run: `cargo bench --bench change`.
 
 #[path = "../tests/change_support/mod.rs"]
 mod change_support;
 
+use std::cell::Cell;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
 
 use change_support::*;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use sluice::change::gate::{Gate, Outcome, Source};
 use sluice::change::token::{Act, verify};
-use sluice::change::{ChangeInput, HighWater, Verdict, assess, classify, digest};
+use sluice::change::{ChangeInput, HighWater, TrustStore, Verdict, assess, classify, digest};
+use sluice::clock::Clock;
+use sluice::config::Settings;
+use sluice::proxy::Shared;
+use sluice::telemetry::Registry;
 
 fn bench(c: &mut Criterion) {
     let store = store();
@@ -62,5 +76,124 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A document with `routes` routes over 50 upstreams and `flags` flags; `bump` moves one
+/// route to another upstream (a normal change).
+fn big_doc(version: u64, routes: usize, flags: usize, bump: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "version: {version}\nchange: {{ id: CHG-{version}, author: alice, class: normal, summary: big }}\nupstreams:\n"
+    );
+    for u in 0..50 {
+        let _ = writeln!(s, "  u{u}: {{ endpoints: [\"127.0.0.1:{}\"] }}", 20000 + u);
+    }
+    s.push_str("routes:\n");
+    for r in 0..routes {
+        let u = if r == bump % routes {
+            (r + 1) % 50
+        } else {
+            r % 50
+        };
+        let _ = writeln!(
+            s,
+            "  - {{ name: r{r}, match: {{ path_prefix: /r{r} }}, to: {{ upstream: u{u} }} }}"
+        );
+    }
+    s.push_str("flags:\n");
+    for f in 0..flags {
+        let _ = writeln!(
+            s,
+            "  f{f}: {{ state: ENABLED, variants: {{ \"on\": true, \"off\": false }}, defaultVariant: \"off\", targeting: {{ \"if\": [{{ \"==\": [{{ \"var\": \"country\" }}, \"de\"] }}, \"on\", \"off\"] }} }}"
+        );
+    }
+    s
+}
+
+/// Resident and peak memory of this process, in MiB (Linux).
+fn rss() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or_else(|| "?".to_string(), |kb| format!("{:.1} MiB", kb / 1024.0))
+    };
+    format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+}
+
+fn bench_gate(c: &mut Criterion) {
+    const ROUTES: usize = 1000;
+    const FLAGS: usize = 10_000;
+    let before = rss();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::default();
+    settings.paths.state_dir = dir.path().join("state");
+    settings.paths.approvals = dir.path().join("approvals");
+    settings.paths.traffic = dir.path().join("traffic.yaml");
+    settings.trust = trust();
+    let trust_store = Arc::new(TrustStore::new(&settings.trust).expect("trust compiles"));
+    let shared = Arc::new(Shared {
+        snapshot: Default::default(),
+        listeners: Vec::new(),
+        limits: settings.limits.clone(),
+        connections: Default::default(),
+    });
+    let clock = Clock::manual(NOW * 1000);
+    let mut gate = Gate::open(
+        Arc::new(settings),
+        trust_store,
+        shared,
+        Registry::new(),
+        clock,
+    )
+    .expect("gate opens");
+    let version = Cell::new(0u64);
+    let next = || {
+        let v = version.get() + 1;
+        version.set(v);
+        let text = big_doc(v, ROUTES, FLAGS, v as usize);
+        let tokens = vec![
+            token(&alice(), "alice", &text, v, Act::Author),
+            token(&bob(), "bob", &text, v, Act::Approve),
+            token(&carol(), "carol", &text, v, Act::Approve),
+        ];
+        (text, tokens)
+    };
+    let (text, tokens) = next();
+    println!(
+        "document: {} routes, {} flags, {:.1} MiB of YAML",
+        ROUTES,
+        FLAGS,
+        text.len() as f64 / (1 << 20) as f64
+    );
+    let t = std::time::Instant::now();
+    let first = gate.submit_with(text.as_bytes(), Source::Push, &tokens);
+    assert!(matches!(first, Outcome::Activated { .. }), "{first:?}");
+    println!(
+        "first activation (nothing active before): {:.0} ms; {}",
+        t.elapsed().as_secs_f64() * 1e3,
+        rss()
+    );
+    let mut g = c.benchmark_group("change");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("gate_activate_1000_routes_10000_flags", |b| {
+        b.iter_batched(
+            &next,
+            |(text, tokens)| {
+                let o = gate.submit_with(text.as_bytes(), Source::Push, &tokens);
+                assert!(matches!(o, Outcome::Activated { .. }), "{o:?}");
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+    println!(
+        "memory before: {before}; after {} activations: {}",
+        version.get(),
+        rss()
+    );
+}
+
+criterion_group!(benches, bench, bench_gate);
 criterion_main!(benches);

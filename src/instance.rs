@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
+use crate::change::folder::Folder;
 use crate::change::gate::{Gate, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
@@ -171,9 +172,15 @@ impl Instance {
             .map_err(StartError::Runtime)?;
         let admin_addr = admin_sock.local_addr().map_err(StartError::Runtime)?;
 
-        // The document on disk is a candidate like any other.
+        // The document on disk is a candidate like any other; then pending changes are
+        // judged again with the approvals folder as it is now.
         let traffic = settings.paths.traffic.clone();
+        let last_folder = Folder::read(&settings.paths.approvals).fingerprint;
         let last_seen = submit_file(&gate, &traffic, Source::Start, None);
+        let _ = gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recheck(Source::Start);
 
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::new();
@@ -205,6 +212,7 @@ impl Instance {
             admin_sock,
             shutdown: rx,
             last_seen,
+            last_folder,
             cert_stores,
         };
         threads.push(
@@ -311,7 +319,8 @@ fn submit_file(
             tracing::info!(version, path = %path.display(), "Traffic document activated.")
         }
         Outcome::NoOp { detail } => tracing::debug!(detail, "Traffic document: nothing to do."),
-        Outcome::Rejected(_) => {}
+        // The gate logs pending changes and refusals with their reasons.
+        _ => {}
     }
     Some(d)
 }
@@ -324,6 +333,7 @@ struct Control {
     admin_sock: std::net::TcpListener,
     shutdown: watch::Receiver<bool>,
     last_seen: Option<String>,
+    last_folder: String,
     cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
 }
 
@@ -347,6 +357,7 @@ impl Control {
                 admin_sock,
                 shutdown,
                 last_seen,
+                last_folder,
                 cert_stores,
             } = self;
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
@@ -358,7 +369,13 @@ impl Control {
                 shutdown.clone(),
             ));
             let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
-            let watch_task = tokio::spawn(watch_files(settings, gate, last_seen, shutdown.clone()));
+            let watch_task = tokio::spawn(watch_files(
+                settings,
+                gate,
+                last_seen,
+                last_folder,
+                shutdown.clone(),
+            ));
             wait_shutdown(&mut shutdown.clone()).await;
             watch_task.abort();
             tls_task.abort();
@@ -398,10 +415,15 @@ async fn serve_admin(
     }
 }
 
+/// The file watch: on any event in the traffic or approvals folder, and on every poll,
+/// resubmit `traffic.yaml` when its bytes *or the approvals folder* changed (a token may be
+/// what it was waiting for, even if it was refused rather than kept pending), then re-check
+/// pending changes and emergency reviews (tokens expire and come due with time alone).
 async fn watch_files(
     settings: Arc<Settings>,
     gate: Arc<Mutex<Gate>>,
     mut last_seen: Option<String>,
+    mut last_folder: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = mpsc::channel(1);
@@ -424,12 +446,22 @@ async fn watch_files(
             _ = poll.tick() => {}
             _ = wait_shutdown(&mut shutdown) => return,
         }
-        let (g, p, seen) = (gate.clone(), traffic.clone(), last_seen.clone());
-        if let Ok(d) =
-            tokio::task::spawn_blocking(move || submit_file(&g, &p, Source::File, seen.as_deref()))
-                .await
-        {
+        let (g, p, a) = (gate.clone(), traffic.clone(), approvals.clone());
+        let (seen, folder_seen) = (last_seen.clone(), last_folder.clone());
+        let pass = tokio::task::spawn_blocking(move || {
+            let folder = Folder::read(&a).fingerprint;
+            let seen = if folder == folder_seen { seen } else { None };
+            let d = submit_file(&g, &p, Source::File, seen.as_deref());
+            let _ = g
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .recheck(Source::File);
+            (d, folder)
+        })
+        .await;
+        if let Ok((d, folder)) = pass {
             last_seen = d;
+            last_folder = folder;
         }
     }
 }

@@ -1,22 +1,22 @@
 //! The admin listener: health, readiness, metrics, and the authenticated `/api/v1`.
 
 pub mod auth;
+pub mod changes;
+
+pub use changes::{MAX_DOCUMENT_BYTES, outcome_response};
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::change::gate::{Gate, Outcome, Source};
+use crate::change::gate::Gate;
 use crate::proxy::Shared;
 use crate::telemetry::Registry;
-
-/// Largest document accepted by `PUT /api/v1/traffic`.
-pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
 
 /// What the admin handlers need.
 pub struct AdminCtx {
@@ -32,7 +32,7 @@ pub struct AdminCtx {
     pub allowed_hosts: Vec<String>,
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Full<Bytes>>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
@@ -62,7 +62,9 @@ pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Resp 
     json_resp(status, &json!({ "error": code, "detail": detail.into() }))
 }
 
-fn lock(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
+/// Locks the change gate. A poisoned lock is taken over rather than failing every later
+/// admin call: what was committed is in the audit log, and a restart re-derives from it.
+pub fn lock(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
     gate.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -105,80 +107,13 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
 }
 
 async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
-    match (req.method().clone(), path) {
-        (Method::GET, "/api/v1/status") => {
-            let gate = ctx.gate.clone();
-            match tokio::task::spawn_blocking(move || lock(&gate).status_json()).await {
-                Ok(v) => json_resp(StatusCode::OK, &v),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-            }
-        }
-        (Method::GET, "/api/v1/audit") => {
-            let since = req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("since=")))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            let gate = ctx.gate.clone();
-            match tokio::task::spawn_blocking(move || lock(&gate).audit().read_since(since)).await {
-                Ok(Ok(lines)) => json_resp(StatusCode::OK, &json!({ "entries": lines })),
-                Ok(Err(e)) => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "audit_unreadable",
-                    e.to_string(),
-                ),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-            }
-        }
-        (Method::PUT, "/api/v1/traffic") => {
-            let body = match Limited::new(req.into_body(), MAX_DOCUMENT_BYTES)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_document",
-                        format!("cannot read the body: {e}"),
-                    );
-                }
-            };
-            let gate = ctx.gate.clone();
-            match tokio::task::spawn_blocking(move || lock(&gate).submit(&body, Source::Push)).await
-            {
-                Ok(o) => outcome_response(&o),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-            }
-        }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no admin endpoint {} {path}", req.method()),
-        ),
-    }
-}
-
-/// Maps a gate outcome to the admin API's status codes (SPEC §8).
-pub fn outcome_response(o: &Outcome) -> Resp {
-    match o {
-        Outcome::Activated {
-            version,
-            digest,
-            class,
-        } => json_resp(
-            StatusCode::OK,
-            &json!({ "result": "activated", "version": version, "digest": digest, "class": class }),
-        ),
-        Outcome::NoOp { detail } => json_resp(
-            StatusCode::OK,
-            &json!({ "result": "no_op", "detail": detail }),
-        ),
-        Outcome::Rejected(r) => error(
-            StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::FORBIDDEN),
-            r.reason,
-            r.detail.clone(),
-        ),
-    }
+    let req = match changes::handle(&ctx, req, path).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no admin endpoint {} {path}", req.method()),
+    )
 }

@@ -1,17 +1,37 @@
 //! The one change gate: every path that can change what is served — startup, the file
-//! watcher, the admin API, revert — goes through [`Gate::submit`] (or, at start,
-//! [`Gate::open`]'s restore). There is no second way in.
+//! watcher, the admin API (push, approvals), revert — goes through the gate, and every new
+//! document through one function, [`Gate::consider`]'s judgement. There is no second way in.
 //!
-//! parse → validate → anti-rollback → diff → approvals → build snapshot → persist + audit →
-//! swap. The audit line is the commit point: a document is active after a restart only if
-//! the log's last activation names its digest.
+//! parse → anti-rollback → diff and classify → verify tokens → policy (the pure
+//! [`assess`]) → then, by verdict: activate (build snapshot → persist → audit → swap), keep
+//! pending (`state/pending/`), or refuse (audit, metric, log — all with the reason code).
+//! The audit line is the commit point: a document is active after a restart only if the
+//! log's last activation names its digest, and the high-water mark, the open emergency
+//! reviews and the activation history are all re-derived from the log at start.
+//!
+//! - [`approvals`]: tokens arriving later (API, folder), re-checks, emergency reviews.
+//! - [`revert`]: re-activating an earlier document; single-use tokens.
+//! - [`status`]: the status document.
 
+mod approvals;
+mod revert;
+mod status;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::assess::{ChangeInput, Verdict, assess};
 use super::audit::{AuditLog, Head};
+use super::classify::{Classification, class_name};
+use super::folder::Folder;
+use super::pending::{self, PendingChange, Shortfalls};
+use super::policy::Decision;
+use super::reason::{Reason, Refusal};
+use super::reviews::{self, Review};
 use super::store::{self, HighWater, StateDir};
+use super::token::Act;
 use super::trust::TrustStore;
 use crate::clock::{self, Clock};
 use crate::config::Settings;
@@ -20,21 +40,29 @@ use crate::proxy::Shared;
 use crate::snapshot::{BuildCtx, Snapshot};
 use crate::telemetry::{self, Registry};
 
-/// Where a candidate came from (recorded as the audit `actor`).
+pub use approvals::REJUDGE_EVERY_SECS;
+
+/// Where a candidate (or a token) came from; recorded as the audit `actor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// `traffic.yaml` read at start.
     Start,
-    /// `traffic.yaml` changed on disk.
+    /// `traffic.yaml` or the approvals folder changed on disk, or a periodic re-check.
     File,
-    /// Pushed through the admin API.
+    /// `PUT /api/v1/traffic`.
     Push,
+    /// `POST /api/v1/approvals`.
+    Approval,
+    /// `POST /api/v1/revert`.
+    Revert,
+    /// sluice itself (dropping what can never activate).
+    Sluice,
 }
 
-/// What happened to a candidate.
+/// What happened to a candidate, a token or a revert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Now serving.
+    /// Now serving (HTTP 200).
     Activated {
         /// Version.
         version: u64,
@@ -43,7 +71,41 @@ pub enum Outcome {
         /// Class it activated as.
         class: ChangeClass,
     },
-    /// Nothing to do (already active, or no change).
+    /// Valid, short of approvals: kept in `state/pending/` (HTTP 202).
+    Pending {
+        /// Version.
+        version: u64,
+        /// Digest.
+        digest: String,
+        /// Class it is handled as.
+        class: ChangeClass,
+        /// What is missing, as a sentence.
+        missing: String,
+    },
+    /// An earlier document serves again (HTTP 200).
+    Reverted {
+        /// Its version.
+        version: u64,
+        /// Its digest.
+        digest: String,
+    },
+    /// An emergency change's review is complete (HTTP 200).
+    Reviewed {
+        /// Its version.
+        version: u64,
+        /// Its digest.
+        digest: String,
+    },
+    /// A review token was kept; the review still lacks some (HTTP 202).
+    ReviewPending {
+        /// The emergency's version.
+        version: u64,
+        /// Its digest.
+        digest: String,
+        /// What is missing, as a sentence.
+        missing: String,
+    },
+    /// Nothing to do (already active, or no change) (HTTP 200).
     NoOp {
         /// Why.
         detail: String,
@@ -55,7 +117,7 @@ pub enum Outcome {
 /// A refusal with its reason code (SPEC §5) and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// snake_case reason code.
+    /// snake_case reason code (a [`Reason`], or `state_unwritable`).
     pub reason: &'static str,
     /// What exactly is wrong.
     pub detail: String,
@@ -72,13 +134,23 @@ pub struct Active {
     pub digest: String,
     /// Class it activated as.
     pub class: ChangeClass,
-    /// Approvers recorded at activation.
+    /// Approvers recorded at activation (`{principal, role, kid, iat}`).
     pub approvers: Vec<Value>,
     /// RFC 3339 activation time.
     pub activated_at: String,
 }
 
-/// The change gate: owns the state directory, the audit log and the active document.
+/// A document activated at some point (from `change.activated` records): what a revert may
+/// restore.
+#[derive(Debug, Clone)]
+struct Activated {
+    digest: String,
+    /// The `change` object of its activation record.
+    change: Value,
+}
+
+/// The change gate: owns the state directory, the audit log, the active document, the
+/// pending changes and the open emergency reviews.
 pub struct Gate {
     settings: Arc<Settings>,
     trust: Arc<TrustStore>,
@@ -90,52 +162,92 @@ pub struct Gate {
     audit: AuditLog,
     active: Option<Active>,
     hw: HighWater,
+    /// Every activated document by version (versions only increase, so one each).
+    history: BTreeMap<u64, Activated>,
+    /// Pending changes by digest.
+    pending: BTreeMap<String, PendingChange>,
+    /// Emergency changes awaiting review, oldest first.
+    reviews: Vec<Review>,
+    /// Replay keys of spent single-use tokens (`revert`, `promote`).
+    used: BTreeSet<String>,
     last_rejected: Option<(String, &'static str)>,
+    /// Approval files already reported as unusable (file name + content digest).
+    reported_files: HashSet<String>,
+    /// The folder fingerprint and time of the last full re-check.
+    last_recheck: Option<(String, u64)>,
 }
+
+const USED_TOKENS: &str = "used_tokens.json";
+const STATE_UNWRITABLE: &str = "state_unwritable";
 
 // === impl Rejection ===
 
 impl Rejection {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection {
-            reason,
+            reason: reason.as_str(),
             detail: detail.into(),
         }
     }
 
-    /// The admin API status for this refusal (SPEC §8).
+    fn unwritable(e: std::io::Error) -> Self {
+        Rejection {
+            reason: STATE_UNWRITABLE,
+            detail: format!("the state directory could not be written: {e}"),
+        }
+    }
+
+    /// The admin API status for this refusal (SPEC §8); 500 when state could not be written.
     pub fn http_status(&self) -> u16 {
-        match self.reason {
-            "invalid_document" | "malformed_token" => 400,
-            "version_not_increasing" | "equivocation" => 409,
-            _ => 403,
+        Reason::from_code(self.reason).map_or(500, Reason::http_status)
+    }
+}
+
+impl From<Refusal> for Rejection {
+    fn from(r: Refusal) -> Self {
+        Rejection {
+            reason: r.reason.as_str(),
+            detail: r.detail,
         }
     }
 }
 
-fn class_str(c: ChangeClass) -> &'static str {
-    match c {
-        ChangeClass::Standard => "standard",
-        ChangeClass::Normal => "normal",
-        ChangeClass::Emergency => "emergency",
-        ChangeClass::Unapproved => "unapproved",
+/// The `change` object of an audit record (SPEC §11).
+fn change_json(
+    doc: &TrafficDoc,
+    digest: &str,
+    class: ChangeClass,
+    author_kid: &str,
+    approvers: &[Value],
+) -> Value {
+    let mut c = json!({
+        "id": doc.change.id,
+        "version": doc.version,
+        "digest": digest,
+        "class": class_name(class),
+        "author": doc.change.author,
+        "approvers": approvers,
+    });
+    if !author_kid.is_empty() {
+        c["author_kid"] = json!(author_kid);
     }
+    c
 }
 
-/// The document without `/version` and `/change`: what a diff compares.
-fn content(json: &Value) -> Value {
-    let mut v = json.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("version");
-        m.remove("change");
+fn source_actor(s: Source) -> &'static str {
+    match s {
+        Source::Start => "startup",
+        Source::File => "file",
+        Source::Push | Source::Approval | Source::Revert => "admin",
+        Source::Sluice => "sluice",
     }
-    v
 }
 
 // === impl Gate ===
 
 impl Gate {
-    /// Opens the state, audits `sluice.started`, and restores the last activated document.
+    /// Opens the state, audits `sluice.started`, restores the last activated document, the
+    /// pending changes and the open emergency reviews.
     pub fn open(
         settings: Arc<Settings>,
         trust: Arc<TrustStore>,
@@ -152,6 +264,8 @@ impl Gate {
         });
         // The log is the commit record: the high-water mark can lag it after a crash, never lead it.
         let mut last: Option<&Value> = None;
+        let mut history = BTreeMap::new();
+        let mut audited_pending = HashSet::new();
         for e in &entries {
             let ev = e["event"].as_str().unwrap_or("");
             if matches!(
@@ -160,17 +274,36 @@ impl Gate {
             ) {
                 last = Some(e);
             }
+            let digest = e["change"]["digest"].as_str().unwrap_or("");
+            if ev == "change.pending" {
+                audited_pending.insert(digest.to_string());
+            }
             if ev == "change.activated"
                 && let Some(v) = e["change"]["version"].as_u64()
-                && v > hw.version
             {
-                hw = HighWater {
-                    version: v,
-                    digest: e["change"]["digest"].as_str().unwrap_or("").to_string(),
-                };
+                history.insert(
+                    v,
+                    Activated {
+                        digest: digest.to_string(),
+                        change: e["change"].clone(),
+                    },
+                );
+                if v > hw.version {
+                    hw = HighWater {
+                        version: v,
+                        digest: digest.to_string(),
+                    };
+                }
             }
         }
         let restore = last.cloned();
+        let mut open_reviews = reviews::open_from_audit(&entries);
+        let mut pushed_reviews = reviews::load_tokens(&state);
+        for r in &mut open_reviews {
+            r.tokens = pushed_reviews.remove(&r.digest).unwrap_or_default();
+        }
+        let used = state.read_json::<BTreeSet<String>>(USED_TOKENS)?;
+        drop(entries);
         let mut gate = Gate {
             settings,
             trust,
@@ -182,7 +315,13 @@ impl Gate {
             audit,
             active: None,
             hw,
+            history,
+            pending: BTreeMap::new(),
+            reviews: open_reviews,
+            used: used.unwrap_or_default(),
             last_rejected: None,
+            reported_files: HashSet::new(),
+            last_recheck: None,
         };
         gate.state.set_high_water(&gate.hw)?;
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;
@@ -191,10 +330,24 @@ impl Gate {
         f.insert("trust_digest".into(), json!(store::digest(&trust)));
         f.insert("pid".into(), json!(std::process::id()));
         gate.audit.append(gate.clock.now(), "sluice.started", f)?;
+        for (name, help) in [
+            (
+                telemetry::CONFIG_PENDING,
+                "Valid changes waiting for approvals.",
+            ),
+            (
+                telemetry::EMERGENCY_OVERDUE,
+                "Emergency changes whose review is overdue.",
+            ),
+        ] {
+            gate.registry.describe(name, help);
+        }
         gate.registry.gauge(telemetry::CONFIG_VERSION, &[]).set(0.0);
         if let Some(e) = restore {
             gate.restore(&e)?;
         }
+        gate.restore_pending(&audited_pending)?;
+        gate.tick();
         Ok(gate)
     }
 
@@ -225,20 +378,44 @@ impl Gate {
             }
         };
         let activated_at = entry["ts"].as_str().unwrap_or("").to_string();
-        self.audit_change(
-            "change.restored",
-            "sluice",
-            &parsed.doc,
-            &digest,
-            class,
-            &approvers,
-            None,
-        )?;
+        let mut f = Map::new();
+        f.insert("actor".into(), json!("sluice"));
+        f.insert("change".into(), change.clone());
+        self.audit.append(self.clock.now(), "change.restored", f)?;
         self.install(parsed, digest, class, approvers, activated_at, snap);
         tracing::info!(
             version = self.active.as_ref().map(|a| a.doc.version),
             "Restored the last activated document."
         );
+        Ok(())
+    }
+
+    /// Loads `state/pending/`, dropping what the high-water mark has passed, and audits
+    /// `change.pending` for any whose record a crash kept out of the log.
+    fn restore_pending(&mut self, audited: &HashSet<String>) -> std::io::Result<()> {
+        for mut p in pending::load_all(&self.state) {
+            if super::version::is_stale(p.version, Some(&self.hw)) {
+                self.drop_stale(&p);
+                continue;
+            }
+            p.audited = audited.contains(&p.digest);
+            let digest = p.digest.clone();
+            if !p.audited {
+                let change = match self.parse(p.text.as_bytes()) {
+                    Ok(parsed) => {
+                        change_json(&parsed.doc, &digest, parsed.doc.change.class, "", &[])
+                    }
+                    Err(_) => json!({ "digest": digest, "version": p.version }),
+                };
+                let mut f = Map::new();
+                f.insert("actor".into(), json!("sluice"));
+                f.insert("change".into(), change);
+                self.audit.append(self.clock.now(), "change.pending", f)?;
+                p.audited = true;
+            }
+            self.pending.insert(digest, p);
+        }
+        self.pending_gauge();
         Ok(())
     }
 
@@ -252,7 +429,7 @@ impl Gate {
     fn parse(&self, bytes: &[u8]) -> Result<ParsedTraffic, Rejection> {
         let text = std::str::from_utf8(bytes).map_err(|e| {
             Rejection::new(
-                "invalid_document",
+                Reason::InvalidDocument,
                 format!("the document is not UTF-8: {e}"),
             )
         })?;
@@ -260,7 +437,7 @@ impl Gate {
             listeners: Some(self.listeners.clone()),
         };
         TrafficDoc::parse(text, &ctx)
-            .map_err(|errs| Rejection::new("invalid_document", errs.to_string()))
+            .map_err(|errs| Rejection::new(Reason::InvalidDocument, errs.to_string()))
     }
 
     /// The compiled trust section (keys, roles, policy).
@@ -303,15 +480,39 @@ impl Gate {
         &self.audit
     }
 
-    /// Submits a candidate document.
+    /// The clock the gate judges time by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Submits a candidate document with no tokens of its own (the approvals folder is
+    /// still read).
     pub fn submit(&mut self, bytes: &[u8], source: Source) -> Outcome {
+        self.submit_with(bytes, source, &[])
+    }
+
+    /// Submits a candidate document with tokens pushed alongside it (`Sluice-Approval`
+    /// headers); tokens in the approvals folder that name it are added.
+    pub fn submit_with(&mut self, bytes: &[u8], source: Source, pushed: &[String]) -> Outcome {
+        let folder = Folder::read(&self.settings.paths.approvals);
+        self.consider(bytes, source, pushed, &folder)
+    }
+
+    /// The gate proper: every candidate, new or pending, is judged and acted on here.
+    fn consider(
+        &mut self,
+        bytes: &[u8],
+        source: Source,
+        pushed: &[String],
+        folder: &Folder,
+    ) -> Outcome {
         let digest = store::digest(bytes);
         if self.active.as_ref().is_some_and(|a| a.digest == digest) {
             return Outcome::NoOp {
                 detail: "this document is already active".into(),
             };
         }
-        match self.try_activate(bytes, &digest, source) {
+        match self.judge(bytes, &digest, source, pushed, folder) {
             Ok(o) => o,
             Err(r) => {
                 self.reject(&digest, source, &r);
@@ -320,93 +521,236 @@ impl Gate {
         }
     }
 
-    fn try_activate(
+    fn judge(
         &mut self,
         bytes: &[u8],
         digest: &str,
         source: Source,
+        pushed: &[String],
+        folder: &Folder,
     ) -> Result<Outcome, Rejection> {
-        let parsed = self.parse(bytes)?;
-        let v = parsed.doc.version;
-        if v == self.hw.version && digest == self.hw.digest {
-            return Ok(Outcome::NoOp {
-                detail: format!("version {v} with this digest was already activated"),
-            });
+        let parsed = self.parse(bytes).inspect_err(|_| self.forget(digest))?;
+        let now = self.clock.unix_secs();
+        // Pushed tokens first, so their positions tell which refusals the caller sent.
+        let mut tokens: Vec<String> = Vec::new();
+        pushed.iter().for_each(|t| push_unique(&mut tokens, t));
+        let n_pushed = tokens.len();
+        if let Some(p) = self.pending.get(digest) {
+            p.tokens.iter().for_each(|t| push_unique(&mut tokens, t));
         }
-        if v == self.hw.version {
-            return Err(Rejection::new(
-                "equivocation",
-                format!(
-                    "version {v} was already activated with digest {}; this document has the same version and other bytes",
-                    self.hw.digest
-                ),
-            ));
+        folder
+            .naming(digest)
+            .for_each(|t| push_unique(&mut tokens, &t.token));
+        let author = parsed.doc.change.author.clone();
+        let mark = (self.hw.version > 0).then_some(&self.hw);
+        let a = assess(
+            &self.trust,
+            &ChangeInput {
+                bytes,
+                doc: &parsed.doc,
+                json: &parsed.json,
+                active: self.active.as_ref().map(|a| &a.json),
+                high_water: mark,
+                tokens: &tokens,
+                author_review_overdue: self.author_overdue(&author, now),
+                now,
+            },
+        );
+        // A token the caller sent must be valid (and, below, must count): its refusal is
+        // the answer, rather than a change kept waiting on a token that will never help or
+        // a policy refusal that hides the cause.
+        if let Some(bad) = a.rejected.iter().find(|t| t.index < n_pushed) {
+            return Err(bad.refusal.clone().into());
         }
-        if v < self.hw.version {
-            return Err(Rejection::new(
-                "version_not_increasing",
-                format!(
-                    "version {v} is not above the high-water mark {}",
-                    self.hw.version
-                ),
-            ));
-        }
-        let step = self.settings.trust.policy.max_version_step;
-        if v - self.hw.version > step {
-            return Err(Rejection::new(
-                "version_step_too_large",
-                format!(
-                    "version {v} exceeds the high-water mark {} by more than max_version_step {step}",
-                    self.hw.version
-                ),
-            ));
-        }
-        if let Some(a) = &self.active
-            && content(&a.json) == content(&parsed.json)
-        {
-            return Ok(Outcome::NoOp {
-                detail: "the document changes nothing but its version and change header".into(),
-            });
-        }
-        let class = if self.settings.trust.require_approvals {
-            return Err(Rejection::new(
-                "insufficient_approvals",
-                "approval checking is not available in this build; set trust.require_approvals: false",
-            ));
-        } else {
-            ChangeClass::Unapproved
+        let decision = match a.verdict {
+            Verdict::NoOp => {
+                self.forget(digest);
+                let v = parsed.doc.version;
+                let detail = if a.classification.as_ref().is_some_and(|c| c.no_op) {
+                    "the document changes nothing but its version and change header".to_string()
+                } else {
+                    format!("version {v} with this digest was already activated")
+                };
+                return Ok(Outcome::NoOp { detail });
+            }
+            Verdict::Refused(r) => {
+                self.forget(digest);
+                return Err(r.into());
+            }
+            Verdict::Pending(d) | Verdict::Activate(d) => d,
         };
+        let accepted_pushed = (0..n_pushed)
+            .filter(|i| !a.rejected.iter().any(|r| r.index == *i))
+            .count();
+        if let Some(r) = not_counting(&a.accepted[..accepted_pushed], &decision) {
+            return Err(r.into());
+        }
+        let classification = a.classification.unwrap_or_else(|| Classification {
+            class: decision.class,
+            claimed: parsed.doc.change.class,
+            no_op: false,
+            nothing_active: self.active.is_none(),
+            paths: Vec::new(),
+            not_standard: Vec::new(),
+        });
+        if decision.satisfied() {
+            self.commit(parsed, digest, bytes, source, decision, classification)
+        } else {
+            self.keep_pending(
+                parsed,
+                digest,
+                bytes,
+                source,
+                pushed,
+                decision,
+                &classification,
+            )
+        }
+    }
+
+    /// Keeps (or updates) a pending change; audits `change.pending` the first time.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_pending(
+        &mut self,
+        parsed: ParsedTraffic,
+        digest: &str,
+        bytes: &[u8],
+        source: Source,
+        pushed: &[String],
+        d: Decision,
+        classification: &Classification,
+    ) -> Result<Outcome, Rejection> {
+        let missing = d.detail();
+        let approvers: Vec<Value> = d
+            .approvers
+            .iter()
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .collect();
+        let is_new = !self.pending.contains_key(digest);
+        let since = clock::rfc3339(self.clock.now());
+        let entry = self
+            .pending
+            .entry(digest.to_string())
+            .or_insert_with(|| PendingChange {
+                digest: digest.to_string(),
+                version: parsed.doc.version,
+                // It parsed, so it is UTF-8: the lossy conversion keeps every byte.
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                source: source_actor(source).to_string(),
+                tokens: Vec::new(),
+                since,
+                last: None,
+                audited: false,
+            });
+        let added = entry.add_tokens(pushed);
+        entry.last = Some(Shortfalls {
+            class: d.class,
+            classification: classification.explain(),
+            missing: missing.clone(),
+            shortfalls: d.shortfalls.clone(),
+            approvers: d.approvers.clone(),
+            author: d.author.clone(),
+            id: parsed.doc.change.id.clone(),
+        });
+        if is_new || added {
+            let saved = pending::save(&self.state, entry);
+            if let Err(e) = saved {
+                if is_new {
+                    self.pending.remove(digest);
+                }
+                return Err(Rejection::unwritable(e));
+            }
+        }
+        let entry_audited = self.pending.get(digest).is_some_and(|p| p.audited);
+        if !entry_audited {
+            let change = change_json(&parsed.doc, digest, d.class, &d.author_kid, &approvers);
+            let mut f = Map::new();
+            f.insert("actor".into(), json!(source_actor(source)));
+            f.insert("change".into(), change);
+            f.insert("missing".into(), json!(missing));
+            self.audit
+                .append(self.clock.now(), "change.pending", f)
+                .map_err(Rejection::unwritable)?;
+            if let Some(p) = self.pending.get_mut(digest) {
+                p.audited = true;
+            }
+            tracing::info!(
+                version = parsed.doc.version,
+                digest,
+                class = class_name(d.class),
+                missing = %missing,
+                "Change is valid but short of approvals; keeping it pending."
+            );
+        } else if added {
+            tracing::info!(version = parsed.doc.version, digest, missing = %missing, "Approval attached to a pending change; it still waits.");
+        }
+        self.pending_gauge();
+        Ok(Outcome::Pending {
+            version: parsed.doc.version,
+            digest: digest.to_string(),
+            class: d.class,
+            missing,
+        })
+    }
+
+    /// Activates a judged document: build, persist, audit (the commit point), swap.
+    fn commit(
+        &mut self,
+        parsed: ParsedTraffic,
+        digest: &str,
+        bytes: &[u8],
+        source: Source,
+        d: Decision,
+        classification: Classification,
+    ) -> Result<Outcome, Rejection> {
+        let v = parsed.doc.version;
+        let class = d.class;
         let prev = self.shared.snapshot.load_full();
         let snap = Snapshot::build(&parsed.doc, digest, &self.build_ctx(), prev.as_deref())
-            .map_err(|e| Rejection::new("invalid_document", e))?;
-        let actor = source_actor(source);
-        let persisted = self
-            .state
+            .map_err(|e| {
+                self.forget(digest);
+                Rejection::new(Reason::InvalidDocument, e)
+            })?;
+        self.state
             .put_doc(digest, bytes)
-            .and_then(|_| {
-                self.audit_change(
-                    "change.activated",
-                    actor,
-                    &parsed.doc,
-                    digest,
-                    class,
-                    &[],
-                    None,
-                )
-            })
-            .and_then(|_| {
-                self.hw = HighWater {
-                    version: v,
-                    digest: digest.to_string(),
-                };
-                self.state.set_high_water(&self.hw)
-            });
-        if let Err(e) = persisted {
-            return Err(Rejection::new(
-                "state_unwritable",
-                format!("the state directory could not be written: {e}"),
-            ));
+            .map_err(Rejection::unwritable)?;
+        let approvers: Vec<Value> = d
+            .approvers
+            .iter()
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .collect();
+        let now = self.clock.now();
+        let rules = self.trust.rules();
+        let review_due = (class == ChangeClass::Emergency && rules.review_required())
+            .then(|| rules.review_due(clock::unix_secs(now)));
+        let change = change_json(&parsed.doc, digest, class, &d.author_kid, &approvers);
+        let mut f = Map::new();
+        f.insert("actor".into(), json!(source_actor(source)));
+        f.insert("change".into(), change.clone());
+        let due_text = review_due
+            .map(|due| clock::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(due)));
+        if let Some(t) = &due_text {
+            f.insert("review_due".into(), json!(t));
         }
+        self.audit
+            .append(now, "change.activated", f)
+            .map_err(Rejection::unwritable)?;
+        // Committed. What follows is derived from the log if a crash interrupts it.
+        let prev_digest = self.active.as_ref().map(|a| a.digest.clone());
+        self.hw = HighWater {
+            version: v,
+            digest: digest.to_string(),
+        };
+        if let Err(e) = self.state.set_high_water(&self.hw) {
+            tracing::error!(error = %e, "Could not persist the high-water mark; it is re-derived from the audit log at start.");
+        }
+        self.history.insert(
+            v,
+            Activated {
+                digest: digest.to_string(),
+                change: change.clone(),
+            },
+        );
         if class == ChangeClass::Unapproved {
             tracing::warn!(
                 version = v,
@@ -414,21 +758,57 @@ impl Gate {
                 "Activated a document without approvals (trust.require_approvals is false)."
             );
         } else {
+            let names: Vec<&str> = d.approvers.iter().map(|a| a.principal.as_str()).collect();
             tracing::info!(
                 version = v,
                 digest,
-                class = class_str(class),
+                class = class_name(class),
+                author = %d.author,
+                approvers = ?names,
                 "Activated a document."
             );
         }
         self.registry
             .counter(
                 telemetry::CONFIG_ACTIVATIONS,
-                &[("class", class_str(class))],
+                &[("class", class_name(class))],
             )
             .increment(1);
-        let now = clock::rfc3339(self.clock.now());
-        self.install(parsed, digest.to_string(), class, Vec::new(), now, snap);
+        self.install(
+            parsed,
+            digest.to_string(),
+            class,
+            approvers,
+            clock::rfc3339(now),
+            snap,
+        );
+        if let (Some(due), Some(text)) = (review_due, due_text) {
+            self.reviews.push(Review {
+                digest: digest.to_string(),
+                version: v,
+                author: d.author.clone(),
+                approvers: d.approvers.iter().map(|a| a.principal.clone()).collect(),
+                change,
+                prev_digest,
+                due,
+                review_due: text,
+                overdue_audited: false,
+                tokens: Vec::new(),
+                classification: Some(classification),
+                last: None,
+            });
+            self.overdue_gauge();
+        }
+        self.forget(digest);
+        let stale: Vec<PendingChange> = self
+            .pending
+            .values()
+            .filter(|p| super::version::is_stale(p.version, Some(&self.hw)))
+            .cloned()
+            .collect();
+        for p in stale {
+            self.drop_stale(&p);
+        }
         self.last_rejected = None;
         Ok(Outcome::Activated {
             version: v,
@@ -460,8 +840,55 @@ impl Gate {
         });
     }
 
+    /// Removes a pending change (if it is one) from memory and state.
+    fn forget(&mut self, digest: &str) {
+        if self.pending.remove(digest).is_some() {
+            if let Err(e) = pending::remove(&self.state, digest) {
+                tracing::error!(digest, error = %e, "Could not remove a pending change from state; it is dropped again at start.");
+            }
+            self.pending_gauge();
+        }
+    }
+
+    /// Drops a pending change the high-water mark has passed; audited as a refusal.
+    fn drop_stale(&mut self, p: &PendingChange) {
+        let r = Rejection::new(
+            Reason::VersionNotIncreasing,
+            format!(
+                "pending version {} is at or below the high-water mark {}; it can never activate and is dropped",
+                p.version, self.hw.version
+            ),
+        );
+        self.pending.remove(&p.digest);
+        if let Err(e) = pending::remove(&self.state, &p.digest) {
+            tracing::error!(digest = %p.digest, error = %e, "Could not remove a pending change from state; it is dropped again at start.");
+        }
+        self.pending_gauge();
+        self.reject(&p.digest, Source::Sluice, &r);
+    }
+
+    fn pending_gauge(&self) {
+        self.registry
+            .gauge(telemetry::CONFIG_PENDING, &[])
+            .set(self.pending.len() as f64);
+    }
+
+    /// Whether `author` has an emergency change whose review is overdue at `now`.
+    fn author_overdue(&self, author: &str, now: u64) -> bool {
+        self.reviews
+            .iter()
+            .any(|r| r.author == author && r.overdue(now))
+    }
+
+    /// Reports a refusal: log, metric, and (once per digest and reason) the audit log.
     fn reject(&mut self, digest: &str, source: Source, r: &Rejection) {
-        tracing::warn!(reason = r.reason, digest, source = ?source, "Change refused; the active configuration keeps serving: {}", r.detail);
+        tracing::warn!(
+            reason = r.reason,
+            digest,
+            source = source_actor(source),
+            detail = %r.detail,
+            "Change refused; the active configuration keeps serving."
+        );
         self.registry
             .counter(telemetry::CONFIG_REJECTIONS, &[("reason", r.reason)])
             .increment(1);
@@ -480,74 +907,29 @@ impl Gate {
             tracing::error!(error = %e, "Could not append to the audit log.");
         }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn audit_change(
-        &mut self,
-        event: &str,
-        actor: &str,
-        doc: &TrafficDoc,
-        digest: &str,
-        class: ChangeClass,
-        approvers: &[Value],
-        extra: Option<Map<String, Value>>,
-    ) -> std::io::Result<Head> {
-        let mut f = extra.unwrap_or_default();
-        f.insert("actor".into(), json!(actor));
-        f.insert(
-            "change".into(),
-            json!({
-                "id": doc.change.id,
-                "version": doc.version,
-                "digest": digest,
-                "class": class_str(class),
-                "author": doc.change.author,
-                "approvers": approvers,
-            }),
-        );
-        self.audit.append(self.clock.now(), event, f)
-    }
-
-    /// The status document (`GET /api/v1/status`).
-    pub fn status_json(&self) -> Value {
-        let active = self.active.as_ref().map(|a| {
-            json!({
-                "version": a.doc.version,
-                "digest": a.digest,
-                "class": class_str(a.class),
-                "id": a.doc.change.id,
-                "author": a.doc.change.author,
-                "summary": a.doc.change.summary,
-                "approvers": a.approvers,
-                "activated_at": a.activated_at,
-            })
-        });
-        let rollouts: Vec<Value> = self
-            .shared
-            .snapshot
-            .load_full()
-            .map(|s| {
-                s.rollouts
-                    .iter()
-                    .map(|r| json!({ "name": &*r.name, "weight": r.weight() as f64 / 100.0 }))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let head = self.audit.head();
-        json!({
-            "active": active,
-            "high_water": { "version": self.hw.version, "digest": self.hw.digest },
-            "pending": [],
-            "rollouts": rollouts,
-            "audit": { "seq": head.seq, "head": head.hash },
-        })
+/// Adds a token (trimmed) unless it is empty or already there.
+fn push_unique(tokens: &mut Vec<String>, t: &str) {
+    let t = t.trim();
+    if !t.is_empty() && !tokens.iter().any(|x| x == t) {
+        tokens.push(t.to_string());
     }
 }
 
-fn source_actor(s: Source) -> &'static str {
-    match s {
-        Source::Start => "startup",
-        Source::File => "file",
-        Source::Push => "admin",
-    }
+/// The first pushed token that counts toward nothing (`self_approval`, `missing_role`,
+/// `author_mismatch`), as a refusal.
+fn not_counting(pushed: &[super::token::VerifiedToken], d: &Decision) -> Option<Refusal> {
+    pushed.iter().find_map(|t| {
+        d.ignored
+            .iter()
+            .find(|i| {
+                i.principal == t.principal
+                    && match i.reason {
+                        Reason::AuthorMismatch => t.act == Act::Author,
+                        _ => t.act == Act::Approve,
+                    }
+            })
+            .map(|i| i.reason.because(i.detail.clone()))
+    })
 }

@@ -3,6 +3,9 @@
 //! - [`gate`]: the one change gate (parse → verify → classify → approve → persist → swap).
 //! - [`store`]: the state directory (atomic writes, documents by digest).
 //! - [`audit`]: the hash-chained audit log.
+//! - [`pending`]: changes short of approvals, kept in `state/pending/`.
+//! - [`reviews`]: post-facto reviews of emergency changes, read from the audit log.
+//! - [`folder`]: the approvals folder (`*.jwt`, one token per file).
 //! - [`watch`]: watching `traffic.yaml` and the approvals folder.
 //! - [`reason`]: the snake_case refusal codes.
 //! - [`keys`]: `ed25519:` public keys, `kid` fingerprints, `sluice keygen`.
@@ -20,12 +23,15 @@ pub mod assess;
 pub mod audit;
 pub mod classify;
 pub mod diff;
+pub mod folder;
 pub mod gate;
 pub mod glob;
 mod json;
 pub mod keys;
+pub mod pending;
 pub mod policy;
 pub mod reason;
+pub mod reviews;
 pub mod store;
 pub mod token;
 pub mod trust;

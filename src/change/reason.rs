@@ -148,14 +148,19 @@ impl Reason {
     }
 
     /// The admin API status for this refusal (SPEC §8): 400 when the input is not a document
-    /// or not a JWS, 409 for anti-rollback conflicts, 404 when nothing matches, else 403.
+    /// or not a JWS, 409 for anti-rollback conflicts, else 403 — a well-formed token that
+    /// names nothing it may act on (`not_activated`, `unknown_change`) is an invalid token.
     pub const fn http_status(self) -> u16 {
         match self {
             Reason::MalformedToken | Reason::TokenTooLarge | Reason::InvalidDocument => 400,
             Reason::VersionNotIncreasing | Reason::Equivocation => 409,
-            Reason::NotActivated | Reason::UnknownChange => 404,
             _ => 403,
         }
+    }
+
+    /// The reason with this snake_case code, if any.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == code)
     }
 
     /// A refusal with this reason and `detail`.

@@ -1,4 +1,5 @@
-//! Commands that talk to a running sluice's admin API: `push`, `status`.
+//! Commands that talk to a running sluice's admin API: `push`, `status` (and the request
+//! helper `revert` uses).
 
 use std::path::{Path, PathBuf};
 
@@ -119,17 +120,23 @@ pub fn push(a: PushArgs) -> i32 {
     ) {
         Ok((status, body)) => {
             println!("{}", String::from_utf8_lossy(&body).trim_end());
-            match status.as_u16() {
-                200 => EXIT_OK,
-                202 => EXIT_PENDING,
-                400 => EXIT_INVALID,
-                _ => EXIT_REFUSED,
-            }
+            exit_for(status)
         }
         Err(e) => {
             eprintln!("sluice push: {e}");
             EXIT_REFUSED
         }
+    }
+}
+
+/// The exit status for an admin API answer (SPEC §7): 0 done (200), 3 pending (202),
+/// 2 invalid input (400), 1 refused (anything else: 401, 403, 409, 5xx).
+pub fn exit_for(status: StatusCode) -> i32 {
+    match status.as_u16() {
+        200 => EXIT_OK,
+        202 => EXIT_PENDING,
+        400 => EXIT_INVALID,
+        _ => EXIT_REFUSED,
     }
 }
 
@@ -194,6 +201,23 @@ pub fn render_status(v: &serde_json::Value) -> String {
                 p["version"],
                 p["digest"].as_str().unwrap_or(""),
                 p["missing"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(rs) = v["emergency_reviews"].as_array() {
+        for r in rs {
+            let _ = writeln!(
+                out,
+                "review   version {} by {} due {}{}: {}",
+                r["version"],
+                r["author"].as_str().unwrap_or(""),
+                r["review_due"].as_str().unwrap_or(""),
+                if r["overdue"] == true {
+                    " (OVERDUE)"
+                } else {
+                    ""
+                },
+                r["missing"].as_str().unwrap_or("")
             );
         }
     }

@@ -1,8 +1,11 @@
 //! The command line (SPEC §7): one file per subcommand.
 
+pub mod approve;
 pub mod audit;
 pub mod client;
 pub mod demo;
+pub mod keygen;
+pub mod revert;
 pub mod run;
 pub mod validate;
 
@@ -51,6 +54,12 @@ pub enum Command {
     Push(client::PushArgs),
     /// Show a running sluice's status.
     Status(client::StatusArgs),
+    /// Make an Ed25519 key for a principal; print its `ed25519:` line.
+    Keygen(keygen::KeygenArgs),
+    /// Sign an approval token for a traffic document; print it.
+    Approve(approve::ApproveArgs),
+    /// Re-activate an earlier document on a running sluice.
+    Revert(revert::RevertArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -74,5 +83,8 @@ pub fn main() -> i32 {
         Command::Audit(a) => audit::audit(a),
         Command::Push(a) => client::push(a),
         Command::Status(a) => client::status(a),
+        Command::Keygen(a) => keygen::keygen(a),
+        Command::Approve(a) => approve::approve(a),
+        Command::Revert(a) => revert::revert(a),
     }
 }
