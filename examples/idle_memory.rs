@@ -219,18 +219,19 @@ async fn main() -> Result<(), Error> {
             ))),
         }
     };
-    let mut ready = false;
+    let mut last: Result<(), Error> = Err("not tried".into());
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Ok(mut c) = connect(client_tls.clone()).await
-            && c.request().await.is_ok()
-        {
-            ready = true;
+        last = match connect(client_tls.clone()).await {
+            Ok(mut c) => c.request().await,
+            Err(e) => Err(e),
+        };
+        if last.is_ok() {
             break;
         }
     }
-    if !ready {
-        return Err("sluice never answered".into());
+    if let Err(e) = last {
+        return Err(format!("sluice never answered: {e}").into());
     }
     let mut warm = Vec::new();
     for _ in 0..200 {

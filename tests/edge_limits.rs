@@ -72,6 +72,24 @@ async fn slowloris_is_cut_off_by_header_read_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_ends_after_header_read_timeout() {
+    let up = RawUp::start();
+    let s = start(&up, "header_read_timeout: 1s");
+    let mut c = tokio::net::TcpStream::connect(s.proxy()).await.unwrap();
+    c.write_all(b"GET /once HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // The response arrives, then the idle connection is closed by the server.
+    let (got, closed) = read_to_close(&mut c, Duration::from_secs(20)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(closed, "an idle keep-alive connection was never closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_refuses_the_extra_ones() {
     let up = RawUp::start();
     let s = start(&up, "max_connections: 2");

@@ -207,3 +207,47 @@ async fn active_health_takes_endpoints_out_and_back() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// An upstream that reads a request head and closes without answering.
+fn resetter() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            drop(s);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_are_retried_for_bodiless_idempotent_requests_only() {
+    let good = MiniUp::start("good", None);
+    let s = Sluice::start(&doc(
+        &format!(
+            "  pool: {{ endpoints: [\"{}\", \"{}\"] }}",
+            resetter(),
+            good.addr
+        ),
+        "{ attempts: 1, on: [reset] }",
+    ));
+    let mut c = Client::connect(s.proxy()).await;
+    for _ in 0..10 {
+        let r = c.get("/x", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // A POST with a body was sent when the connection broke: it is never replayed.
+    let mut resets = 0;
+    for _ in 0..10 {
+        let mut c = Client::connect(s.proxy()).await;
+        let r = post(&mut c, "once").await;
+        if r.status == 502 {
+            assert_eq!(r.headers["x-sluice-error"], "upstream_reset");
+            resets += 1;
+        }
+    }
+    assert!(resets > 0, "a POST was replayed after a reset");
+}

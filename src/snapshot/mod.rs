@@ -574,3 +574,48 @@ impl RolloutRt {
         self.state.weight_bp.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    fn addrs(v: &[&str]) -> Vec<SocketAddr> {
+        v.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn re_resolution_keeps_endpoints_and_survives_failed_lookups() {
+        let specs = vec!["svc.internal:80".to_string(), "10.0.0.9:80".to_string()];
+        let first = merge_endpoints(
+            &specs,
+            &[
+                addrs(&["10.0.0.1:80", "10.0.0.2:80"]),
+                addrs(&["10.0.0.9:80"]),
+            ],
+            None,
+        );
+        assert_eq!(first.len(), 3);
+        assert_eq!(&*first[0].host, "svc.internal");
+        // One address moved: the unchanged ones are the same endpoints (health carries over).
+        let second = merge_endpoints(
+            &specs,
+            &[
+                addrs(&["10.0.0.2:80", "10.0.0.3:80"]),
+                addrs(&["10.0.0.9:80"]),
+            ],
+            Some(&first),
+        );
+        assert_eq!(second.len(), 3);
+        assert!(Arc::ptr_eq(&second[0], &first[1]));
+        assert_eq!(second[1].addr, "10.0.0.3:80".parse().unwrap());
+        assert!(Arc::ptr_eq(&second[2], &first[2]));
+        // A failed lookup keeps what the name had.
+        let third = merge_endpoints(
+            &specs,
+            &[Vec::new(), addrs(&["10.0.0.9:80"])],
+            Some(&second),
+        );
+        assert_eq!(third.len(), 3);
+        assert!(Arc::ptr_eq(&third[0], &second[0]) && Arc::ptr_eq(&third[1], &second[1]));
+    }
+}
