@@ -138,6 +138,7 @@ fn bench_gate(c: &mut Criterion) {
         listeners: Vec::new(),
         limits: settings.limits.clone(),
         connections: Default::default(),
+        access_log: None,
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(
