@@ -76,6 +76,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = rest.len().min(out.remaining());
             out.put_slice(&rest[..n]);
             this.pos += n as u8;
+            // Hand over what else already arrived in the same read: hyper then parses a
+            // request head in one go instead of growing its read buffer for a second read.
+            if out.remaining() > 0 {
+                // Pending or an error: the prefix is returned now, the rest on the next read.
+                let _ = Pin::new(&mut this.inner).poll_read(cx, out);
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, out)

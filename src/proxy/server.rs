@@ -202,9 +202,13 @@ async fn serve_h1<IO>(
 {
     let limits = &shared.limits;
     let svc_shared = shared.clone();
+    // hyper keeps room for one service future per HTTP/1 connection for as long as the
+    // connection lives; boxing it per request keeps that room at a pointer, so an idle
+    // keep-alive connection does not hold a request's worth of state.
     let svc = service_fn(move |req| {
         let s = svc_shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(service::handle(s, info, req).await) }
+        let fut = Box::pin(service::handle(s, info, req));
+        async move { Ok::<_, std::convert::Infallible>(fut.await) }
     });
     let mut builder = http1::Builder::new();
     builder
