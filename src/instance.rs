@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::proxy::server::{self, wait_shutdown};
 use crate::proxy::{ListenerInfo, Shared};
+use crate::rollout::Runner;
 use crate::telemetry::{self, Registry};
 
 /// Options that tests and the demo set.
@@ -29,6 +30,8 @@ use crate::telemetry::{self, Registry};
 pub struct StartOptions {
     /// Wall clock for the control plane.
     pub clock: Clock,
+    /// Rollouts tick only when [`Runner::tick_now`] is called (tests), not on a timer.
+    pub manual_rollout_ticks: bool,
 }
 
 /// A running instance.
@@ -45,6 +48,8 @@ pub struct Instance {
     pub gate: Arc<Mutex<Gate>>,
     /// Metrics.
     pub registry: Registry,
+    /// The rollout runner.
+    pub rollouts: Arc<Runner>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -151,6 +156,13 @@ impl Instance {
         // The document on disk is a candidate like any other.
         let traffic = settings.paths.traffic.clone();
         let last_seen = submit_file(&gate, &traffic, Source::Start, None);
+        // Before any worker serves: rollouts resume at their persisted step and weight.
+        let rollouts = Runner::start(
+            gate.clone(),
+            shared.clone(),
+            registry.clone(),
+            opts.clock.clone(),
+        );
 
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::new();
@@ -174,6 +186,7 @@ impl Instance {
             registry: registry.clone(),
             token: token.clone(),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
+            rollouts: rollouts.clone(),
         });
         let control = Control {
             settings: settings.clone(),
@@ -182,6 +195,7 @@ impl Instance {
             admin_sock,
             shutdown: rx,
             last_seen,
+            rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
         };
         threads.push(
             std::thread::Builder::new()
@@ -197,6 +211,7 @@ impl Instance {
             shared,
             gate,
             registry,
+            rollouts,
             shutdown: tx,
             threads,
         })
@@ -292,7 +307,7 @@ fn submit_file(
     Some(d)
 }
 
-/// The control thread: admin API and the file watch.
+/// The control thread: admin API, the file watch and the rollout timer.
 struct Control {
     settings: Arc<Settings>,
     gate: Arc<Mutex<Gate>>,
@@ -300,6 +315,8 @@ struct Control {
     admin_sock: std::net::TcpListener,
     shutdown: watch::Receiver<bool>,
     last_seen: Option<String>,
+    /// `None` when rollouts tick by hand.
+    rollouts: Option<Arc<Runner>>,
 }
 
 impl Control {
@@ -322,11 +339,16 @@ impl Control {
                 admin_sock,
                 shutdown,
                 last_seen,
+                rollouts,
             } = self;
             let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
             let watch_task = tokio::spawn(watch_files(settings, gate, last_seen, shutdown.clone()));
+            let rollout_task = rollouts.map(|r| tokio::spawn(r.run(shutdown.clone())));
             wait_shutdown(&mut shutdown.clone()).await;
             watch_task.abort();
+            if let Some(t) = rollout_task {
+                let _ = t.await;
+            }
             let _ = admin_task.await;
         });
     }

@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness, metrics, and the authenticated `/api/v1`.
 
 pub mod auth;
+pub mod rollouts;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::change::gate::{Gate, Outcome, Source};
 use crate::proxy::Shared;
+use crate::rollout::Runner;
 use crate::telemetry::Registry;
 
 /// Largest document accepted by `PUT /api/v1/traffic`.
@@ -30,6 +32,8 @@ pub struct AdminCtx {
     pub token: String,
     /// Extra Host values accepted on `/api/v1`.
     pub allowed_hosts: Vec<String>,
+    /// The rollout runner (status and actions).
+    pub rollouts: Arc<Runner>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -107,8 +111,13 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
 async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
     match (req.method().clone(), path) {
         (Method::GET, "/api/v1/status") => {
-            let gate = ctx.gate.clone();
-            match tokio::task::spawn_blocking(move || lock(&gate).status_json()).await {
+            let (gate, runner) = (ctx.gate.clone(), ctx.rollouts.clone());
+            let status = move || {
+                let mut v = lock(&gate).status_json();
+                v["rollouts"] = runner.status_json();
+                v
+            };
+            match tokio::task::spawn_blocking(status).await {
                 Ok(v) => json_resp(StatusCode::OK, &v),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }
@@ -152,6 +161,7 @@ async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }
         }
+        (_, p) if p.starts_with(rollouts::PREFIX) => rollouts::action(ctx, req, p).await,
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod client;
 pub mod demo;
+pub mod rollout;
 pub mod run;
 pub mod validate;
 
@@ -51,6 +52,8 @@ pub enum Command {
     Push(client::PushArgs),
     /// Show a running sluice's status.
     Status(client::StatusArgs),
+    /// Promote, pause, resume or abort a rollout of a running sluice.
+    Rollout(rollout::RolloutArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -74,5 +77,6 @@ pub fn main() -> i32 {
         Command::Audit(a) => audit::audit(a),
         Command::Push(a) => client::push(a),
         Command::Status(a) => client::status(a),
+        Command::Rollout(a) => rollout::rollout(a),
     }
 }
