@@ -1218,4 +1218,16 @@ async fn status_api_shows_rollouts_with_their_verdict_numbers() {
     assert!(table.contains("web"), "{table}");
     assert!(table.contains("progressing"), "{table}");
     assert!(table.contains("passed: canary"), "{table}");
+
+    // A reload that keeps the rollout keeps its windows and verdicts.
+    let other = doc(2, v1.addr, v2.addr, CANARY_FAILING).replace(
+        "routes:\n",
+        "routes:\n  - name: api\n    match: { path_prefix: /api }\n    to: { upstream: v1 }\n",
+    );
+    rig.activate(&other, 2);
+    rig.tick();
+    let ro = rig.status("web");
+    assert_eq!(ro["window"]["canary"]["requests"], seen.canary, "{ro}");
+    assert_eq!(ro["verdicts"].as_array().unwrap().len(), 2, "{ro}");
+    assert_eq!(ro["verdicts"][0]["canary_requests"], seen.canary);
 }

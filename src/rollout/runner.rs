@@ -92,6 +92,8 @@ struct Inner {
     promotions_used: BTreeMap<String, u64>,
     /// Progress read from `state/` at start, consumed by the first sync.
     restored: BTreeMap<String, persist::Entry>,
+    /// A rollout was dropped since the last save: `state/` must forget it.
+    dirty: bool,
 }
 
 /// One live rollout.
@@ -156,6 +158,7 @@ impl Runner {
                 rollouts: BTreeMap::new(),
                 promotions_used: saved.promotions_used,
                 restored: saved.rollouts,
+                dirty: false,
             }),
             gate,
             shared,
@@ -197,9 +200,15 @@ impl Runner {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    // The timer task asks these on the control thread's runtime: `try_lock`, so a tick busy
+    // with an fsync never stalls the admin API sharing that thread.
+
     fn until_due(&self) -> Duration {
         let now = Instant::now();
-        self.lock()
+        let Ok(inner) = self.inner.try_lock() else {
+            return POLL;
+        };
+        inner
             .rollouts
             .values()
             .filter(|t| !t.progress.phase.is_final())
@@ -210,7 +219,9 @@ impl Runner {
 
     /// A new snapshot to sync with, or a rollout due.
     fn has_work(&self) -> bool {
-        let inner = self.lock();
+        let Ok(inner) = self.inner.try_lock() else {
+            return false;
+        };
         let current = self.shared.snapshot.load();
         let fresh = match (&*current, &inner.synced) {
             (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
@@ -293,44 +304,62 @@ impl Runner {
                 tracing::error!(rollout = %name, "The active snapshot lacks this rollout; it is not driven.");
                 continue;
             };
+            // What a kept progress keeps besides itself: verdicts, evidence, schedule, save.
             let prior = match old.remove(&name) {
-                Some(t) => Some((t.spec, t.progress, Some((t.verdicts, t.evidence_from)))),
+                Some(t) => Some((
+                    t.spec,
+                    t.progress,
+                    Some((t.verdicts, t.evidence_from, t.next_due, t.saved)),
+                )),
                 None => inner
                     .restored
                     .remove(&name)
                     .map(|e| (e.spec, e.progress, None)),
             };
-            let (progress, history, kept) = match prior {
+            let (progress, history) = match prior {
                 Some((old_spec, old_progress, history)) => {
                     let p = carry(&old_spec, &spec, &old_progress, now_ms);
                     let kept = p == old_progress;
+                    // The saved spec must be the one the progress now runs under.
+                    inner.dirty |= old_spec != spec;
                     if !kept {
                         tracing::info!(rollout = %name, version = docref.version, "The new document changes this rollout: it starts again at step 0.");
                     }
-                    (p, history.filter(|_| kept), kept)
+                    (p, history.filter(|_| kept))
                 }
-                None => (Progress::new(now_ms), None, false),
+                None => (Progress::new(now_ms), None),
             };
-            let (verdicts, evidence_from) = history.unwrap_or((VecDeque::new(), now_sec));
+            // Frequent reloads must not keep postponing a kept rollout's next tick.
+            let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {
+                (
+                    VecDeque::new(),
+                    now_sec,
+                    Instant::now() + interval_of(&spec),
+                    None,
+                )
+            });
             let metrics = Handles::new(&self.registry, &name);
             let t = Tracked {
-                next_due: Instant::now() + interval_of(&spec),
+                next_due,
                 spec,
                 progress,
                 rt,
                 evidence_from,
                 verdicts,
                 metrics,
-                saved: None,
+                saved,
             };
             t.publish();
-            if !kept {
-                tracing::debug!(rollout = %name, "Rollout tracked from a fresh progress.");
-            }
             inner.rollouts.insert(name, t);
         }
-        for name in old.keys() {
+        for (name, t) in &old {
             tracing::info!(rollout = %name, "The new document has no such rollout; it is no longer driven.");
+            // Its series stay registered; nothing is current any more.
+            t.metrics.weight.set(0.0);
+            for g in &t.metrics.phase {
+                g.set(0.0);
+            }
+            inner.dirty = true;
         }
         inner.document = Some(docref);
         true
@@ -425,11 +454,12 @@ impl Runner {
             .rollouts
             .values()
             .any(|t| t.saved.as_ref() != Some(&persist::Key::of(&t.progress)));
-        if !changed {
+        if !changed && !inner.dirty {
             return;
         }
         match persist::save(&self.state, inner) {
             Ok(()) => {
+                inner.dirty = false;
                 for t in inner.rollouts.values_mut() {
                     t.saved = Some(persist::Key::of(&t.progress));
                 }
