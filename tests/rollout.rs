@@ -1069,7 +1069,13 @@ async fn blue_green_manual_promotion_needs_a_passed_preview_and_completes_after_
     rig.tick();
     assert_eq!(rig.phase("web"), "completed");
     assert_eq!(rig.weight_bp(), 10_000);
-    assert_eq!(rig.event_names(), ["rollout.promoted", "rollout.completed"]);
+    assert_eq!(
+        rig.event_names(),
+        ["rollout.step", "rollout.promoted", "rollout.completed"]
+    );
+    let ev = rig.rollout_events();
+    assert_eq!(ev[0]["phase"], "waiting_for_promotion");
+    assert_eq!(ev[0]["step"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1230,4 +1236,32 @@ async fn status_api_shows_rollouts_with_their_verdict_numbers() {
     assert_eq!(ro["window"]["canary"]["requests"], seen.canary, "{ro}");
     assert_eq!(ro["verdicts"].as_array().unwrap().len(), 2, "{ro}");
     assert_eq!(ro["verdicts"][0]["canary_requests"], seen.canary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_pause_keeps_the_weight_and_waits_for_an_operator() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 300);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        &format!("{}on_failure: pause\n", CANARY_FAILING.trim_start()),
+    ));
+    let mut seen = Seen::default();
+    users(rig.proxy(), "u", 200, "/", &mut seen).await;
+    assert!(seen.canary >= 50, "{seen:?}");
+    rig.tick();
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "paused", "{st}");
+    assert_eq!(st["paused_by"], "analysis_failed");
+    assert_eq!(rig.weight_bp(), 5000);
+    let ev = rig.rollout_events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["event"], "rollout.paused");
+    assert_eq!(ev[0]["reason"], "analysis_failed");
+    assert_eq!(ev[0]["rule"], "error_rate");
+    // The operator decides: abort sends everyone back to stable.
+    assert_eq!(rig.act("web", "abort", &[]).await.status, 200);
+    assert_eq!(rig.weight_bp(), 0);
 }

@@ -426,6 +426,7 @@ impl Runner {
         audit: &mut Vec<AuditLine>,
     ) {
         t.publish();
+        let mut prev: Option<&Event> = None;
         for e in events {
             log_event(name, t, e, verdict);
             match e {
@@ -439,12 +440,24 @@ impl Runner {
                     .increment(1),
                 _ => {}
             }
-            if let Some(event) = e.audit_event() {
+            // Reaching a gate right after a step is part of that step's line; reaching one
+            // without a step (a first step that is a gate, a manual blue-green) is a phase
+            // change of its own, audited as the step the rollout now stands at.
+            let event = match e {
+                Event::WaitingForPromotion { .. }
+                    if !matches!(prev, Some(Event::StepAdvanced { .. })) =>
+                {
+                    Some("rollout.step")
+                }
+                _ => e.audit_event(),
+            };
+            if let Some(event) = event {
                 audit.push(AuditLine {
                     event,
                     fields: report::audit_fields(name, t, e, document, actor, verdict),
                 });
             }
+            prev = Some(e);
         }
     }
 
