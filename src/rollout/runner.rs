@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use super::analysis::{Verdict, judge};
 use super::controller::{self, Event};
-use super::progress::{Phase, Progress, RollbackReason};
+use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
 use crate::change::gate::Gate;
 use crate::change::store::StateDir;
@@ -250,7 +250,14 @@ impl Runner {
                 Which::Due => t.next_due <= now,
             };
             if due {
-                t.next_due = now + t.interval();
+                // Keep the timer's cadence; after a stall (or a tick by hand), start afresh
+                // rather than catch up.
+                let next = t.next_due + t.interval();
+                t.next_due = if which == Which::Due && next > now {
+                    next
+                } else {
+                    now + t.interval()
+                };
             }
             // A new document is ticked at once, without a verdict: `paused` and gates apply
             // before the first interval passes.
@@ -611,11 +618,18 @@ fn lock(gate: &Mutex<Gate>) -> MutexGuard<'_, Gate> {
 fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
     let step = t.progress.step;
     let weight = t.weight_percent();
-    let why = verdict.map(verdict_summary).unwrap_or_default();
+    let why = verdict.map(verdict_summary);
+    let why = why.as_deref();
     match e {
         Event::WeightChanged { .. } => {}
         Event::StepAdvanced { .. } => {
-            tracing::info!(rollout = name, step, weight, verdict = %why, "Rollout advanced to the next step.")
+            tracing::info!(
+                rollout = name,
+                step,
+                weight,
+                verdict = why,
+                "Rollout advanced to the next step."
+            )
         }
         Event::WaitingForPromotion { .. } => {
             tracing::info!(rollout = name, step, weight, "Rollout waits for promote.")
@@ -623,9 +637,27 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
         Event::Promoted { .. } => {
             tracing::info!(rollout = name, step, weight, "Rollout promoted.")
         }
-        Event::Paused { reason } => {
-            tracing::warn!(rollout = name, step, weight, cause = reason.as_str(), verdict = %why, "Rollout paused.")
-        }
+        Event::Paused { reason } => match reason {
+            PauseReason::Failed { .. } | PauseReason::Inconclusive => {
+                tracing::warn!(
+                    rollout = name,
+                    step,
+                    weight,
+                    cause = reason.as_str(),
+                    verdict = why,
+                    "Rollout paused by its analysis."
+                )
+            }
+            PauseReason::Document | PauseReason::Operator => {
+                tracing::info!(
+                    rollout = name,
+                    step,
+                    weight,
+                    cause = reason.as_str(),
+                    "Rollout paused."
+                )
+            }
+        },
         Event::Resumed { reason } => {
             tracing::info!(
                 rollout = name,
@@ -636,10 +668,21 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
             )
         }
         Event::RolledBack { reason } => {
-            tracing::warn!(rollout = name, step, reason = reason.as_str(), verdict = %why, "Rollout rolled back: the canary gets no traffic.")
+            tracing::warn!(
+                rollout = name,
+                step,
+                reason = reason.as_str(),
+                verdict = why,
+                "Rollout rolled back: the canary gets no traffic."
+            )
         }
         Event::SwappedBack { reason } => {
-            tracing::warn!(rollout = name, reason = reason.as_str(), verdict = %why, "Blue-green swapped back: all traffic returns to active.")
+            tracing::warn!(
+                rollout = name,
+                reason = reason.as_str(),
+                verdict = why,
+                "Blue-green swapped back: all traffic returns to active."
+            )
         }
         Event::Completed => {
             tracing::info!(rollout = name, weight, "Rollout completed.")
