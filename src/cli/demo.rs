@@ -50,6 +50,8 @@ const CLIENTS: u64 = 8;
 const PACE: Duration = Duration::from_millis(20);
 /// Seconds shown after the rollout finished, so the effect is visible.
 const AFTERMATH: u64 = 3;
+/// `analysis.min_requests` of the demo's rollout.
+const MIN_REQUESTS: u64 = 50;
 
 /// Starts a demo upstream on 127.0.0.1:0 answering `name` after a few milliseconds, failing
 /// `fail_per_mille`/1000 of requests with a 500 (read per request, so callers can change it).
@@ -146,7 +148,7 @@ rollouts:
     analysis:
       interval: 1s
       window: 10s
-      min_requests: 50
+      min_requests: {MIN_REQUESTS}
       max_error_rate: 0.05
       max_error_rate_increase: 0.02
       max_p99: 250ms
@@ -321,7 +323,9 @@ fn compact_verdict(v: &Value) -> String {
     let numbers = format!("canary {e}/{n} = {rate:.1}% vs stable {stable} (last 10s)");
     match v["outcome"].as_str() {
         Some("failed") => format!("FAILED {}: {numbers}", v["rule"].as_str().unwrap_or("?")),
-        Some("inconclusive") => format!("inconclusive: {n} of 50 canary requests needed"),
+        Some("inconclusive") => {
+            format!("inconclusive: {n} of {MIN_REQUESTS} canary requests needed")
+        }
         Some(o) => format!("{o}: {numbers}"),
         None => String::new(),
     }
