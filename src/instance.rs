@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::proxy::server::{self, wait_shutdown};
 use crate::proxy::{ListenerInfo, Shared};
+use crate::rollout::Runner;
 use crate::telemetry::{self, Registry};
 
 /// Options that tests and the demo set.
@@ -30,6 +31,8 @@ use crate::telemetry::{self, Registry};
 pub struct StartOptions {
     /// Wall clock for the control plane.
     pub clock: Clock,
+    /// Rollouts tick only when [`Runner::tick_now`] is called (tests), not on a timer.
+    pub manual_rollout_ticks: bool,
 }
 
 /// A running instance.
@@ -46,6 +49,8 @@ pub struct Instance {
     pub gate: Arc<Mutex<Gate>>,
     /// Metrics.
     pub registry: Registry,
+    /// The rollout runner.
+    pub rollouts: Arc<Runner>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -158,6 +163,13 @@ impl Instance {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .recheck(Source::Start);
+        // Before any worker serves: rollouts resume at their persisted step and weight.
+        let rollouts = Runner::start(
+            gate.clone(),
+            shared.clone(),
+            registry.clone(),
+            opts.clock.clone(),
+        );
 
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::new();
@@ -181,6 +193,7 @@ impl Instance {
             registry: registry.clone(),
             token: token.clone(),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
+            rollouts: rollouts.clone(),
         });
         let control = Control {
             settings: settings.clone(),
@@ -190,6 +203,7 @@ impl Instance {
             shutdown: rx,
             last_seen,
             last_folder,
+            rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
         };
         threads.push(
             std::thread::Builder::new()
@@ -205,6 +219,7 @@ impl Instance {
             shared,
             gate,
             registry,
+            rollouts,
             shutdown: tx,
             threads,
         })
@@ -301,7 +316,7 @@ fn submit_file(
     Some(d)
 }
 
-/// The control thread: admin API and the file watch.
+/// The control thread: admin API, the file watch and the rollout timer.
 struct Control {
     settings: Arc<Settings>,
     gate: Arc<Mutex<Gate>>,
@@ -310,6 +325,8 @@ struct Control {
     shutdown: watch::Receiver<bool>,
     last_seen: Option<String>,
     last_folder: String,
+    /// `None` when rollouts tick by hand.
+    rollouts: Option<Arc<Runner>>,
 }
 
 impl Control {
@@ -333,6 +350,7 @@ impl Control {
                 shutdown,
                 last_seen,
                 last_folder,
+                rollouts,
             } = self;
             let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
             let watch_task = tokio::spawn(watch_files(
@@ -342,8 +360,12 @@ impl Control {
                 last_folder,
                 shutdown.clone(),
             ));
+            let rollout_task = rollouts.map(|r| tokio::spawn(r.run(shutdown.clone())));
             wait_shutdown(&mut shutdown.clone()).await;
             watch_task.abort();
+            if let Some(t) = rollout_task {
+                let _ = t.await;
+            }
             let _ = admin_task.await;
         });
     }
