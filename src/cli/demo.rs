@@ -7,12 +7,11 @@
 //! rolls back (or completes), then the audit trail, where the log and metrics live, and the
 //! rollout metrics.
 //!
-//! Approvals: the demo runs with `trust.require_approvals: false` (every valid document
-//! activates, audited as class `unapproved`). The change gate of this build does not verify
-//! approval tokens yet — with `require_approvals: true` it refuses every document — so
-//! throwaway keys and tokens would change nothing but the output. Once the gate checks
-//! approvals, the demo should mint an author and two approvals with
-//! [`crate::change::keys::generate`] and [`crate::change::token::sign`].
+//! Approvals: the demo runs the real change gate with `trust.require_approvals: true`. It
+//! makes throwaway Ed25519 keys for alice (developer, the author) and bob and carol
+//! (release managers), signs an author token and two approvals for the document, and drops
+//! them in the approvals folder, so the canary activates as a `normal` change approved by
+//! two release managers — exactly as it would in production.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -123,11 +122,39 @@ pub fn demo(a: DemoArgs) -> i32 {
     }
 }
 
+/// Makes keys for alice, bob and carol, signs alice's author token and bob's and carol's
+/// approvals of `doc` into the approvals folder, and returns the `trust` section naming them.
+fn sign_approvals(dir: &Path, doc: &[u8]) -> Result<String, String> {
+    use crate::change::keys;
+    use crate::change::token::{self, Act, Claims};
+    let keys_dir = dir.join("keys");
+    let now = crate::clock::unix_secs(std::time::SystemTime::now());
+    let mut principals = String::new();
+    for (who, role, act) in [
+        ("alice", "developer", Act::Author),
+        ("bob", "release-manager", Act::Approve),
+        ("carol", "release-manager", Act::Approve),
+    ] {
+        let k = keys::keygen(who, &keys_dir).map_err(|e| e.to_string())?;
+        let key = keys::load_signing_key(&k.private_key).map_err(|e| e.to_string())?;
+        let jwt = token::sign(&Claims::new(who, "demo", doc, 1, act, now, 3600), &key);
+        std::fs::write(dir.join(format!("config/approvals/{who}.jwt")), jwt)
+            .map_err(|e| e.to_string())?;
+        principals.push_str(&format!(
+            "    {who}: {{ keys: [\"{}\"], roles: [{role}] }}\n",
+            k.public_line
+        ));
+    }
+    Ok(format!(
+        "trust:\n  require_approvals: true\n  environment: demo\n  principals:\n{principals}  policy:\n    normal:\n      require: [{{ count: 2, roles: [release-manager] }}]\n"
+    ))
+}
+
 /// The demo's traffic document: a canary of v2 in four steps, judged every second.
 fn traffic(v1: SocketAddr, v2: SocketAddr) -> String {
     format!(
         r#"version: 1
-change: {{ id: DEMO-1, author: demo, summary: "canary v2: 10% → 25% → 50% → 100%" }}
+change: {{ id: DEMO-1, author: alice, summary: "canary v2: 10% → 25% → 50% → 100%" }}
 upstreams:
   v1: {{ endpoints: ["{v1}"] }}
   v2: {{ endpoints: ["{v2}"] }}
@@ -169,14 +196,14 @@ async fn run(a: DemoArgs) -> Result<(), String> {
     std::fs::create_dir_all(dir.join("config/approvals")).map_err(e)?;
     let traffic_path = dir.join("config/traffic.yaml");
     std::fs::write(&traffic_path, traffic(v1, v2)).map_err(e)?;
+    let trust = sign_approvals(&dir, traffic(v1, v2).as_bytes())?;
     let settings = Settings::parse(&format!(
         r#"listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
 admin: {{ bind: "127.0.0.1:0" }}
 runtime: {{ workers: 1 }}
 limits: {{ drain_timeout: 2s }}
 paths: {{ traffic: "{}", approvals: "{}", state_dir: "{}" }}
-trust: {{ require_approvals: false }}
-"#,
+{trust}"#,
         traffic_path.display(),
         dir.join("config/approvals").display(),
         dir.join("state").display()
@@ -356,6 +383,24 @@ fn print_audit(path: &Path) {
         }
         if let Some(c) = v["change"]["class"].as_str() {
             s.push_str(&format!(" version {} class {c}", v["change"]["version"]));
+            if let Some(author) = v["change"]["author"].as_str() {
+                s.push_str(&format!(", author {author}"));
+            }
+            let approvers: Vec<String> = v["change"]["approvers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    format!(
+                        "{} ({})",
+                        a["principal"].as_str().unwrap_or("?"),
+                        a["role"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            if !approvers.is_empty() {
+                s.push_str(&format!(", approved by {}", approvers.join(", ")));
+            }
         }
         println!("{s}");
     }
