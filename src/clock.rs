@@ -1,8 +1,9 @@
-//! Wall-clock helpers: an injectable clock and RFC 3339 formatting.
+//! Clock helpers: an injectable wall clock, monotonic seconds for the rollout windows, and
+//! RFC 3339 formatting.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time; tests inject a manual one.
 #[derive(Debug, Clone, Default)]
@@ -35,12 +36,35 @@ impl Clock {
         unix_secs(self.now())
     }
 
+    /// Now, in milliseconds since the epoch.
+    pub fn unix_millis(&self) -> u64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
     /// Moves a manual clock forward (no effect on the system clock).
     pub fn advance(&self, by: Duration) {
         if let Clock::Manual(ms) = self {
             ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
         }
     }
+}
+
+/// The process-wide origin of [`mono_secs`].
+static MONO_ANCHOR: OnceLock<Instant> = OnceLock::new();
+
+/// Whole seconds from a process-wide monotonic origin to `at` (0 for instants before it).
+///
+/// Rollout windows are tagged with these seconds rather than wall-clock ones: a stepped wall
+/// clock (NTP, a manual test clock) must never make a writer reset a slot holding newer
+/// counts. The data plane and the rollout runner both use this one origin, so their seconds
+/// agree; the origin is fixed by the first call (an instance calls it at start).
+#[inline]
+pub fn mono_secs(at: Instant) -> u64 {
+    at.saturating_duration_since(*MONO_ANCHOR.get_or_init(Instant::now))
+        .as_secs()
 }
 
 /// Seconds since the epoch (0 before it).

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::proxy::server::{self, wait_shutdown};
 use crate::proxy::{ListenerInfo, Shared};
+use crate::rollout::Runner;
 use crate::telemetry::{self, Registry};
 
 /// Options that tests and the demo set.
@@ -30,6 +31,8 @@ use crate::telemetry::{self, Registry};
 pub struct StartOptions {
     /// Wall clock for the control plane.
     pub clock: Clock,
+    /// Rollouts tick only when [`Runner::tick_now`] is called (tests), not on a timer.
+    pub manual_rollout_ticks: bool,
 }
 
 /// A running instance.
@@ -46,6 +49,8 @@ pub struct Instance {
     pub gate: Arc<Mutex<Gate>>,
     /// Metrics.
     pub registry: Registry,
+    /// The rollout runner.
+    pub rollouts: Arc<Runner>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -181,6 +186,13 @@ impl Instance {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .recheck(Source::Start);
+        // Before any worker serves: rollouts resume at their persisted step and weight.
+        let rollouts = Runner::start(
+            gate.clone(),
+            shared.clone(),
+            registry.clone(),
+            opts.clock.clone(),
+        );
 
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::new();
@@ -204,6 +216,7 @@ impl Instance {
             registry: registry.clone(),
             token: token.clone(),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
+            rollouts: rollouts.clone(),
         });
         let control = Control {
             settings: settings.clone(),
@@ -214,6 +227,7 @@ impl Instance {
             last_seen,
             last_folder,
             cert_stores,
+            rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
         };
         threads.push(
             std::thread::Builder::new()
@@ -229,6 +243,7 @@ impl Instance {
             shared,
             gate,
             registry,
+            rollouts,
             shutdown: tx,
             threads,
         })
@@ -325,7 +340,7 @@ fn submit_file(
     Some(d)
 }
 
-/// The control thread: admin API and the file watch.
+/// The control thread: admin API, the file watch and the rollout timer.
 struct Control {
     settings: Arc<Settings>,
     gate: Arc<Mutex<Gate>>,
@@ -335,6 +350,8 @@ struct Control {
     last_seen: Option<String>,
     last_folder: String,
     cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
+    /// `None` when rollouts tick by hand.
+    rollouts: Option<Arc<Runner>>,
 }
 
 impl Control {
@@ -359,6 +376,7 @@ impl Control {
                 last_seen,
                 last_folder,
                 cert_stores,
+                rollouts,
             } = self;
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
                 cert_stores,
@@ -376,10 +394,14 @@ impl Control {
                 last_folder,
                 shutdown.clone(),
             ));
+            let rollout_task = rollouts.map(|r| tokio::spawn(r.run(shutdown.clone())));
             wait_shutdown(&mut shutdown.clone()).await;
             watch_task.abort();
             tls_task.abort();
             health_task.abort();
+            if let Some(t) = rollout_task {
+                let _ = t.await;
+            }
             let _ = admin_task.await;
         });
     }

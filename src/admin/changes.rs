@@ -36,13 +36,6 @@ pub async fn handle(
 ) -> Result<Resp, Request<Incoming>> {
     let gate = ctx.gate.clone();
     let r = match (req.method().clone(), path) {
-        (Method::GET, "/api/v1/status") => {
-            blocking(gate, |g| {
-                g.tick();
-                json_resp(StatusCode::OK, &g.status_json())
-            })
-            .await
-        }
         (Method::GET, "/api/v1/audit") => {
             let since = req
                 .uri()

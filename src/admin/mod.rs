@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod changes;
+pub mod rollouts;
 
 pub use changes::{MAX_DOCUMENT_BYTES, outcome_response};
 
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::change::gate::Gate;
 use crate::proxy::Shared;
+use crate::rollout::Runner;
 use crate::telemetry::Registry;
 
 /// What the admin handlers need.
@@ -30,6 +32,8 @@ pub struct AdminCtx {
     pub token: String,
     /// Extra Host values accepted on `/api/v1`.
     pub allowed_hosts: Vec<String>,
+    /// The rollout runner (status and actions).
+    pub rollouts: Arc<Runner>,
 }
 
 pub(crate) type Resp = Response<Full<Bytes>>;
@@ -107,6 +111,26 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
 }
 
 async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
+    if req.method() == Method::GET && path == "/api/v1/status" {
+        let (gate, runner) = (ctx.gate.clone(), ctx.rollouts.clone());
+        let status = move || {
+            // The gate and the runner are locked one after the other, never nested.
+            let mut v = {
+                let mut g = lock(&gate);
+                g.tick();
+                g.status_json()
+            };
+            v["rollouts"] = runner.status_json();
+            v
+        };
+        return match tokio::task::spawn_blocking(status).await {
+            Ok(v) => json_resp(StatusCode::OK, &v),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        };
+    }
+    if path.starts_with(rollouts::PREFIX) {
+        return rollouts::action(ctx, req, path).await;
+    }
     let req = match changes::handle(&ctx, req, path).await {
         Ok(resp) => return resp,
         Err(req) => req,

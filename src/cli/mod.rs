@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod keygen;
 pub mod revert;
+pub mod rollout;
 pub mod run;
 pub mod validate;
 
@@ -60,6 +61,8 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     /// Re-activate an earlier document on a running sluice.
     Revert(revert::RevertArgs),
+    /// Promote, pause, resume or abort a rollout of a running sluice.
+    Rollout(rollout::RolloutArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -86,5 +89,6 @@ pub fn main() -> i32 {
         Command::Keygen(a) => keygen::keygen(a),
         Command::Approve(a) => approve::approve(a),
         Command::Revert(a) => revert::revert(a),
+        Command::Rollout(a) => rollout::rollout(a),
     }
 }

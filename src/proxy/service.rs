@@ -129,7 +129,7 @@ async fn proxy<'s>(
         &Arc<Upstream>,
         &VariantMetrics,
         _,
-        Option<&RolloutRt>,
+        Option<(&RolloutRt, Side)>,
     ) = match &route.target {
         Target::Upstream { upstream, metrics } => (&snap.upstreams[*upstream], metrics, None, None),
         Target::Rollout {
@@ -139,10 +139,11 @@ async fn proxy<'s>(
         } => {
             let ro = &snap.rollouts[*rollout];
             let d = split::decide(ro, req.headers());
-            match d.side {
-                Side::Stable => (&snap.upstreams[ro.stable], stable, d.drawn, Some(ro)),
-                Side::Canary => (&snap.upstreams[ro.canary], canary, d.drawn, Some(ro)),
-            }
+            let (up, m) = match d.side {
+                Side::Stable => (&snap.upstreams[ro.stable], stable),
+                Side::Canary => (&snap.upstreams[ro.canary], canary),
+            };
+            (up, m, d.drawn, Some((ro, d.side)))
         }
     };
 
@@ -200,11 +201,12 @@ async fn proxy<'s>(
         Some(on) => Box::pin(upgrade::forward(upstream, req.map(UpBody::Stream), on)).await,
         None => forward(upstream, &route.retry, req.map(UpBody::Stream)).await,
     };
+    let sluice_generated = result.is_err();
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.response(),
     };
-    if let (Some(id), Some(ro)) = (drawn, rollout)
+    if let (Some(id), Some((ro, _))) = (drawn, rollout)
         && ro.set_cookie
         && let Some(cookie) = &ro.sticky_cookie
     {
@@ -221,6 +223,9 @@ async fn proxy<'s>(
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     metrics.requests[class].increment(1);
     metrics.duration.record(start.elapsed().as_secs_f64());
+    if let Some((ro, side)) = rollout {
+        ro.record(side.into(), resp.status(), sluice_generated, start);
+    }
     resp
 }
 

@@ -149,6 +149,8 @@ impl ActionError {
 /// `active` and `preview` unchanged) and not aborted, otherwise a fresh start at step 0.
 /// An aborted rollout restarts because aborted is final only for the document that aborted it.
 /// Tick the result right away (as a [`Progress::new`]): the tick applies `paused` and gates.
+/// The runner narrows this for aborted rollouts: it keeps them aborted under a new version
+/// that leaves the rollout's own definition unchanged (see [`super::runner`]).
 pub fn carry_over(old_spec: &Rollout, new_spec: &Rollout, old: &Progress, now_ms: u64) -> Progress {
     let same = old_spec.strategy == new_spec.strategy
         && match new_spec.strategy {

@@ -1,6 +1,8 @@
-//! Progressive delivery: per-variant request windows, the verdict, and the rollout state
-//! machine. Pure and synchronous — no hyper, no tokio, no clock reads — so the integrator
-//! wires it into the data plane (recording), the tick loop, the admin API and `state/`.
+//! Progressive delivery: per-variant request windows, the verdict, the rollout state
+//! machine, and the runner that drives them. Everything but [`runner`] is pure and
+//! synchronous — no hyper, no tokio, no clock reads; [`runner`] wires it into the tick loop,
+//! the weight atomics, the admin actions, the audit log and `state/` (the data plane records
+//! into the windows through `RolloutRt::record`).
 //!
 //! - [`window`]: lock-free per-second rings of requests, errors and latency per variant,
 //!   written on every request; [`histogram`] is their latency bucket layout.
@@ -8,6 +10,8 @@
 //! - [`analysis`]: the SPEC §6 verdict with its numbers; [`normal`]: the inverse normal CDF.
 //! - [`progress`]: the persisted [`Progress`]; [`controller`]: `tick`, operator actions,
 //!   [`current_weight`] and [`carry_over`] across activations.
+//! - [`runner`]: the control-plane task that ticks every rollout each `analysis.interval`,
+//!   stores weights, persists progress, audits transitions and serves operator actions.
 //!
 //! Per tick of a rollout with analysis:
 //! ```text
@@ -22,12 +26,14 @@ pub mod error_status;
 pub mod histogram;
 pub mod normal;
 pub mod progress;
+pub mod runner;
 pub mod window;
 
 pub use analysis::{Outcome, Rule, Verdict, judge, judge_windows};
 pub use controller::{ActionError, Event, carry_over, current_weight, tick};
 pub use error_status::ErrorStatuses;
 pub use progress::{PauseReason, Phase, Progress, RollbackReason};
+pub use runner::Runner;
 pub use window::{RolloutWindows, Variant, Window, WindowStats};
 
 /// Serializes durations as (fractional) milliseconds, the unit status and audit speak.

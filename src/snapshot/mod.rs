@@ -6,6 +6,7 @@
 //! metric handles. State that must outlive a reload (endpoint in-flight counts, rollout
 //! weights) is carried over from the previous snapshot by name.
 
+mod recording;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::config::traffic::{
 use crate::proxy::connect::Connector;
 use crate::proxy::health::{self, EndpointHealth};
 use crate::proxy::retry::{RetryBudget, RetryPolicy};
+use crate::rollout::{ErrorStatuses, RolloutWindows};
 use crate::telemetry::{self, Registry};
 pub use routes::{HostMatch, RouteMatcher, RouteTable};
 
@@ -171,6 +173,11 @@ pub struct RolloutRt {
     pub cookie_max_age: u64,
     /// Requests always sent to canary (blue-green: preview).
     pub force_canary: Vec<(HeaderName, HeaderValue)>,
+    /// Per-variant request windows the data plane records into and the rollout runner
+    /// judges; carried across snapshots together with [`RolloutRt::state`].
+    pub windows: Arc<RolloutWindows>,
+    /// `analysis.error_statuses`, compiled.
+    pub errors: ErrorStatuses,
 }
 
 /// What building a snapshot needs besides the document.
@@ -252,9 +259,10 @@ impl Snapshot {
                 return Err(format!("rollout `{name}` lacks its two upstreams"));
             };
             let old = prev.and_then(|p| p.rollouts.iter().find(|x| *x.name == **name));
-            let state = match old {
-                Some(o) if same_progress_spec(&o.state.spec, r) => o.state.clone(),
-                _ => Arc::new(RolloutState {
+            let kept = old.filter(|o| same_progress_spec(&o.state.spec, r));
+            let state = match kept {
+                Some(o) => o.state.clone(),
+                None => Arc::new(RolloutState {
                     weight_bp: AtomicU32::new(initial_weight(r)),
                     spec: r.clone(),
                 }),
@@ -278,6 +286,8 @@ impl Snapshot {
                 set_cookie: r.sticky.set_cookie,
                 cookie_max_age: r.sticky.cookie_max_age.0.as_secs(),
                 force_canary: header_pairs(force.as_ref())?,
+                windows: recording::windows(kept, r),
+                errors: recording::error_statuses(r)?,
             }));
         }
 

@@ -208,6 +208,7 @@ impl Gated {
         let settings = Settings::parse(&self.yaml).unwrap();
         let opts = StartOptions {
             clock: self.clock.clone(),
+            ..Default::default()
         };
         self.inst = Some(Instance::start(settings, opts).unwrap());
     }

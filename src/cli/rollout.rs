@@ -1,0 +1,110 @@
+//! `sluice rollout promote|pause|resume|abort NAME`: operator actions on a running sluice.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use http::Method;
+
+use super::client::admin_request;
+use super::{EXIT_INVALID, EXIT_OK, EXIT_REFUSED};
+
+/// `sluice rollout` arguments.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// What to do.
+    pub action: RolloutAction,
+    /// The rollout's name.
+    pub name: String,
+    /// Admin URL, e.g. http://127.0.0.1:9901.
+    #[arg(long)]
+    pub admin: String,
+    /// Admin bearer token file.
+    #[arg(long, default_value = "state/admin.token")]
+    pub token_file: PathBuf,
+    /// A `promote` approval token file (needed for promote when approvals are required).
+    #[arg(long)]
+    pub approval: Option<PathBuf>,
+}
+
+/// A rollout action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RolloutAction {
+    /// Pass the manual gate the rollout waits at (blue-green: promote preview).
+    Promote,
+    /// Freeze progress.
+    Pause,
+    /// Continue a paused rollout.
+    Resume,
+    /// Send all traffic back to stable; final for the active document.
+    Abort,
+}
+
+// === impl RolloutAction ===
+
+impl RolloutAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            RolloutAction::Promote => "promote",
+            RolloutAction::Pause => "pause",
+            RolloutAction::Resume => "resume",
+            RolloutAction::Abort => "abort",
+        }
+    }
+}
+
+/// Runs `sluice rollout ...`: prints the rollout's state afterwards, or the refusal.
+pub fn rollout(a: RolloutArgs) -> i32 {
+    let mut headers = Vec::new();
+    if let Some(f) = &a.approval {
+        match std::fs::read_to_string(f) {
+            Ok(t) => headers.push(("sluice-approval", t.trim().to_string())),
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                return EXIT_INVALID;
+            }
+        }
+    }
+    let path = format!("/api/v1/rollouts/{}/{}", a.name, a.action.as_str());
+    match admin_request(
+        &a.admin,
+        &a.token_file,
+        Method::POST,
+        &path,
+        &headers,
+        Vec::new(),
+    ) {
+        Ok((status, body)) => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if status.is_success() {
+                println!(
+                    "{} {}: phase {}, step {}, weight {}%",
+                    a.name,
+                    a.action.as_str(),
+                    v["phase"].as_str().unwrap_or("?"),
+                    v["step"],
+                    v["weight"].as_f64().unwrap_or(f64::NAN)
+                );
+                EXIT_OK
+            } else {
+                eprintln!(
+                    "sluice rollout {}: {} {}: {}",
+                    a.action.as_str(),
+                    status.as_u16(),
+                    v["error"].as_str().unwrap_or("refused"),
+                    v["detail"]
+                        .as_str()
+                        .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), String::from)
+                );
+                if status.as_u16() == 400 {
+                    EXIT_INVALID
+                } else {
+                    EXIT_REFUSED
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("sluice rollout: {e}");
+            EXIT_REFUSED
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! The rollout runtime: the one place where the pure controller meets clocks, atomics, the
+//! audit log and `state/`. It runs on the control thread, never on the data plane.
+//!
+//! Every `analysis.interval` (1 s for rollouts without analysis, which only wait for holds)
+//! each live rollout is ticked: its windows are judged, [`controller::tick`] moves its
+//! [`Progress`], the new weight is stored into the snapshot's weight atomic at once (a
+//! rollback is that one store), and only then is the progress persisted
+//! (`state/rollouts.json`, atomically) and the transitions audited and counted.
+//!
+//! Time: holds and timestamps use the injected wall [`Clock`] (persisted, so downtime
+//! counts); windows are read at [`clock::mono_secs`], the monotonic seconds the data plane
+//! records with. Tests inject a manual clock and call [`Runner::tick_now`] instead of
+//! waiting for the timer.
+//!
+//! Activations: the runner notices a new snapshot (it polls the `ArcSwap` every
+//! [`POLL`]) and carries each rollout's progress over by SPEC §6, with one refinement that
+//! makes "aborted is final for that document" hold: an aborted rollout stays aborted under a
+//! new document version unless that version changes the rollout's own definition (anything
+//! under `rollouts.<name>` other than `paused`). A flag flip elsewhere in the document must
+//! not send users back to a canary that was just rolled back; editing the rollout (say, a
+//! fixed `canary` upstream or new thresholds) is how an operator asks for a fresh start.
+//!
+//! Evidence: the windows outlive a restarted progress (they belong to the snapshot's
+//! rollout), so verdicts only look at seconds since the progress last (re)started or
+//! resumed — a rollout restarted after a rollback must not fail on the errors that caused it.
+
+mod actions;
+mod persist;
+mod report;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use super::analysis::{Verdict, judge};
+use super::controller::{self, Event};
+use super::progress::{PauseReason, Phase, Progress, RollbackReason};
+use crate::change::TrustStore;
+use crate::change::gate::Gate;
+use crate::change::store::StateDir;
+use crate::clock::{self, Clock};
+use crate::config::traffic::{Rollout, Strategy};
+use crate::proxy::Shared;
+use crate::proxy::server::wait_shutdown;
+use crate::snapshot::{RolloutRt, Snapshot};
+use crate::telemetry::{self, Registry};
+
+pub use actions::{Action, ActionRefused};
+pub use report::verdict_summary;
+
+/// How often the runner looks for a new snapshot between ticks.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// How many verdicts per rollout status keeps.
+const KEPT_VERDICTS: usize = 5;
+
+/// The tick interval of a rollout without `analysis` (holds only).
+const HOLD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Drives every rollout of the active document.
+pub struct Runner {
+    inner: Mutex<Inner>,
+    gate: Arc<Mutex<Gate>>,
+    shared: Arc<Shared>,
+    registry: Registry,
+    clock: Clock,
+    state: StateDir,
+    trust: Arc<TrustStore>,
+}
+
+/// Which document the rollouts belong to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocRef {
+    /// Its version.
+    pub version: u64,
+    /// Its digest.
+    pub digest: String,
+}
+
+struct Inner {
+    /// The snapshot the rollouts were last synced with.
+    synced: Option<Arc<Snapshot>>,
+    /// The active document.
+    document: Option<DocRef>,
+    rollouts: BTreeMap<String, Tracked>,
+    /// Replay keys of `promote` tokens already used, with their expiry (unix seconds).
+    promotions_used: BTreeMap<String, u64>,
+    /// Progress read from `state/` at start, consumed by the first sync.
+    restored: BTreeMap<String, persist::Entry>,
+    /// A rollout was dropped since the last save: `state/` must forget it.
+    dirty: bool,
+}
+
+/// One live rollout.
+struct Tracked {
+    spec: Rollout,
+    progress: Progress,
+    rt: Arc<RolloutRt>,
+    /// Verdicts only count seconds from here (mono): when this progress began or resumed.
+    evidence_from: u64,
+    next_due: Instant,
+    verdicts: VecDeque<Stamped>,
+    metrics: Handles,
+    /// What was last written to `state/` (streaks excluded: they are cheap to rebuild).
+    saved: Option<persist::Key>,
+}
+
+/// A verdict and when it was computed.
+#[derive(Debug, Clone)]
+struct Stamped {
+    at_ms: u64,
+    verdict: Verdict,
+}
+
+/// Metric handles of one rollout, resolved once.
+struct Handles {
+    weight: Gauge,
+    phase: [Gauge; 5],
+    /// passed, failed, inconclusive.
+    verdicts: [Counter; 3],
+}
+
+/// An audit line waiting for the gate's lock.
+struct AuditLine {
+    event: &'static str,
+    fields: Map<String, Value>,
+}
+
+// === impl Runner ===
+
+impl Runner {
+    /// A runner for the gate's active document: reads persisted progress and brings every
+    /// rollout's weight up to date before returning, so an instance starts serving at the
+    /// step it stopped at.
+    pub fn start(
+        gate: Arc<Mutex<Gate>>,
+        shared: Arc<Shared>,
+        registry: Registry,
+        clock: Clock,
+    ) -> Arc<Runner> {
+        // Fix the monotonic origin before the data plane records anything.
+        let _ = clock::mono_secs(Instant::now());
+        describe(&registry);
+        let (state, trust) = {
+            let g = lock(&gate);
+            (g.state().clone(), g.trust().clone())
+        };
+        let saved = persist::load(&state);
+        let runner = Arc::new(Runner {
+            inner: Mutex::new(Inner {
+                synced: None,
+                document: None,
+                rollouts: BTreeMap::new(),
+                promotions_used: saved.promotions_used,
+                restored: saved.rollouts,
+                dirty: false,
+            }),
+            gate,
+            shared,
+            registry,
+            clock,
+            state,
+            trust,
+        });
+        runner.tick(Which::SyncOnly);
+        runner
+    }
+
+    /// Ticks every live rollout once, now, whatever its interval (tests and tools; the timer
+    /// task calls the same code for rollouts that are due).
+    pub fn tick_now(&self) {
+        self.tick(Which::All);
+    }
+
+    /// The timer: ticks rollouts as they fall due until shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let wait = self.until_due().min(POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = wait_shutdown(&mut shutdown) => return,
+            }
+            if !self.has_work() {
+                continue;
+            }
+            let me = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || me.tick(Which::Due)).await {
+                tracing::error!(error = %e, "A rollout tick panicked; the next tick retries.");
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every write under this lock leaves `Inner` consistent; a panic cannot tear it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // The timer task asks these on the control thread's runtime: `try_lock`, so a tick busy
+    // with an fsync never stalls the admin API sharing that thread.
+
+    fn until_due(&self) -> Duration {
+        let now = Instant::now();
+        let Ok(inner) = self.inner.try_lock() else {
+            return POLL;
+        };
+        inner
+            .rollouts
+            .values()
+            .filter(|t| !t.progress.phase.is_final())
+            .map(|t| t.next_due.saturating_duration_since(now))
+            .min()
+            .unwrap_or(POLL)
+    }
+
+    /// A new snapshot to sync with, or a rollout due.
+    fn has_work(&self) -> bool {
+        let Ok(inner) = self.inner.try_lock() else {
+            return false;
+        };
+        let current = self.shared.snapshot.load();
+        let fresh = match (&*current, &inner.synced) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        let now = Instant::now();
+        fresh
+            || inner
+                .rollouts
+                .values()
+                .any(|t| !t.progress.phase.is_final() && t.next_due <= now)
+    }
+
+    fn tick(&self, which: Which) {
+        let mut inner = self.lock();
+        let now_ms = self.clock.unix_millis();
+        let now_sec = clock::mono_secs(Instant::now());
+        let mut audit = Vec::new();
+        let synced = self.sync(&mut inner, now_ms, now_sec);
+        let now = Instant::now();
+        let document = inner.document.clone();
+        for (name, t) in inner.rollouts.iter_mut() {
+            let due = match which {
+                Which::SyncOnly => false,
+                Which::All => true,
+                Which::Due => t.next_due <= now,
+            };
+            if due {
+                // Keep the timer's cadence; after a stall (or a tick by hand), start afresh
+                // rather than catch up.
+                let next = t.next_due + t.interval();
+                t.next_due = if which == Which::Due && next > now {
+                    next
+                } else {
+                    now + t.interval()
+                };
+            }
+            // A new document is ticked at once, without a verdict: `paused` and gates apply
+            // before the first interval passes.
+            if due || synced {
+                self.tick_one(name, t, due, now_ms, now_sec, document.as_ref(), &mut audit);
+            }
+        }
+        self.persist(&mut inner);
+        drop(inner);
+        self.audit(audit);
+    }
+
+    /// Brings the tracked rollouts in line with the active snapshot; true when it changed.
+    fn sync(&self, inner: &mut Inner, now_ms: u64, now_sec: u64) -> bool {
+        let current = self.shared.snapshot.load_full();
+        let same = match (&current, &inner.synced) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if same {
+            return false;
+        }
+        // The gate installs the snapshot and the active document together under its lock;
+        // read both under it so they agree.
+        let (snap, doc) = {
+            let g = lock(&self.gate);
+            let snap = self.shared.snapshot.load_full();
+            let doc = g.active().map(|a| {
+                (
+                    DocRef {
+                        version: a.doc.version,
+                        digest: a.digest.clone(),
+                    },
+                    a.doc.rollouts.clone(),
+                )
+            });
+            (snap, doc)
+        };
+        inner.synced = snap.clone();
+        let (Some(snap), Some((docref, specs))) = (snap, doc) else {
+            return false;
+        };
+        if snap.digest != docref.digest {
+            // Installed between the two loads; the next poll sees a consistent pair.
+            inner.synced = None;
+            return false;
+        }
+        let mut old = std::mem::take(&mut inner.rollouts);
+        for (name, spec) in specs {
+            let Some(rt) = snap.rollouts.iter().find(|r| *r.name == *name).cloned() else {
+                tracing::error!(rollout = %name, "The active snapshot lacks this rollout; it is not driven.");
+                continue;
+            };
+            // What a kept progress keeps besides itself: verdicts, evidence, schedule, save.
+            let prior = match old.remove(&name) {
+                Some(t) => Some((
+                    t.spec,
+                    t.progress,
+                    Some((t.verdicts, t.evidence_from, t.next_due, t.saved)),
+                )),
+                None => inner
+                    .restored
+                    .remove(&name)
+                    .map(|e| (e.spec, e.progress, None)),
+            };
+            let (progress, history) = match prior {
+                Some((old_spec, old_progress, history)) => {
+                    let p = carry(&old_spec, &spec, &old_progress, now_ms);
+                    let kept = p == old_progress;
+                    // The saved spec must be the one the progress now runs under.
+                    inner.dirty |= old_spec != spec;
+                    if !kept {
+                        tracing::info!(rollout = %name, version = docref.version, "The new document changes this rollout: it starts again at step 0.");
+                    }
+                    (p, history.filter(|_| kept))
+                }
+                None => (Progress::new(now_ms), None),
+            };
+            // Frequent reloads must not keep postponing a kept rollout's next tick.
+            let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {
+                (
+                    VecDeque::new(),
+                    now_sec,
+                    Instant::now() + interval_of(&spec),
+                    None,
+                )
+            });
+            let metrics = Handles::new(&self.registry, &name);
+            let t = Tracked {
+                next_due,
+                spec,
+                progress,
+                rt,
+                evidence_from,
+                verdicts,
+                metrics,
+                saved,
+            };
+            t.publish();
+            inner.rollouts.insert(name, t);
+        }
+        for (name, t) in &old {
+            tracing::info!(rollout = %name, "The new document has no such rollout; it is no longer driven.");
+            // Its series stay registered; nothing is current any more.
+            t.metrics.weight.set(0.0);
+            for g in &t.metrics.phase {
+                g.set(0.0);
+            }
+            inner.dirty = true;
+        }
+        inner.document = Some(docref);
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tick_one(
+        &self,
+        name: &str,
+        t: &mut Tracked,
+        judge_now: bool,
+        now_ms: u64,
+        now_sec: u64,
+        document: Option<&DocRef>,
+        audit: &mut Vec<AuditLine>,
+    ) {
+        if t.progress.phase.is_final() {
+            return;
+        }
+        let verdict = match (&t.spec.analysis, judge_now) {
+            (Some(a), true) => {
+                let span = Duration::from_secs(now_sec.saturating_sub(t.evidence_from) + 1);
+                let window = a.window.0.min(span);
+                let canary = t.rt.windows.canary.snapshot(now_sec, window);
+                let stable = t.rt.windows.stable.snapshot(now_sec, window);
+                Some(judge(a, &canary, &stable))
+            }
+            _ => None,
+        };
+        if let Some(v) = &verdict {
+            t.metrics.count(v);
+            t.verdicts.push_front(Stamped {
+                at_ms: now_ms,
+                verdict: v.clone(),
+            });
+            t.verdicts.truncate(KEPT_VERDICTS);
+            tracing::debug!(rollout = name, outcome = v.outcome.as_str(), summary = %verdict_summary(v), "Rollout verdict.");
+        }
+        let events = controller::tick(&mut t.progress, &t.spec, verdict.as_ref(), now_ms);
+        self.apply(
+            name,
+            t,
+            &events,
+            now_sec,
+            document,
+            "sluice",
+            verdict.as_ref(),
+            audit,
+        );
+    }
+
+    /// Applies a controller call's events: the weight first (one store), then metrics,
+    /// logs and the audit lines to write.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        name: &str,
+        t: &mut Tracked,
+        events: &[Event],
+        now_sec: u64,
+        document: Option<&DocRef>,
+        actor: &str,
+        verdict: Option<&Verdict>,
+        audit: &mut Vec<AuditLine>,
+    ) {
+        t.publish();
+        let mut prev: Option<&Event> = None;
+        for e in events {
+            log_event(name, t, e, verdict);
+            match e {
+                Event::Resumed { .. } => t.evidence_from = now_sec,
+                Event::RolledBack { reason } | Event::SwappedBack { reason } => self
+                    .registry
+                    .counter(
+                        telemetry::ROLLBACKS,
+                        &[("rollout", name), ("reason", reason.as_str())],
+                    )
+                    .increment(1),
+                _ => {}
+            }
+            // Reaching a gate right after a step is part of that step's line; reaching one
+            // without a step (a first step that is a gate, a manual blue-green) is a phase
+            // change of its own, audited as the step the rollout now stands at.
+            let event = match e {
+                Event::WaitingForPromotion { .. }
+                    if !matches!(prev, Some(Event::StepAdvanced { .. })) =>
+                {
+                    Some("rollout.step")
+                }
+                _ => e.audit_event(),
+            };
+            if let Some(event) = event {
+                audit.push(AuditLine {
+                    event,
+                    fields: report::audit_fields(name, t, e, document, actor, verdict),
+                });
+            }
+            prev = Some(e);
+        }
+    }
+
+    /// Writes `state/rollouts.json` when a rollout's persisted fields changed.
+    fn persist(&self, inner: &mut Inner) {
+        let changed = inner
+            .rollouts
+            .values()
+            .any(|t| t.saved.as_ref() != Some(&persist::Key::of(&t.progress)));
+        if !changed && !inner.dirty {
+            return;
+        }
+        match persist::save(&self.state, inner) {
+            Ok(()) => {
+                inner.dirty = false;
+                for t in inner.rollouts.values_mut() {
+                    t.saved = Some(persist::Key::of(&t.progress));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Could not persist rollout progress; a restart would resume from the last saved step.")
+            }
+        }
+    }
+
+    fn audit(&self, lines: Vec<AuditLine>) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut g = lock(&self.gate);
+        for l in lines {
+            if let Err(e) = g.audit_event(l.event, l.fields) {
+                tracing::error!(event = l.event, error = %e, "Could not append a rollout event to the audit log.");
+            }
+        }
+    }
+}
+
+/// Which rollouts a tick judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// None: only pick up a new document.
+    SyncOnly,
+    /// Those whose interval has passed.
+    Due,
+    /// Every live one.
+    All,
+}
+
+// === impl Tracked ===
+
+impl Tracked {
+    fn interval(&self) -> Duration {
+        interval_of(&self.spec)
+    }
+
+    /// Stores the weight the progress calls for into the data plane's atomic and updates the
+    /// weight and phase gauges.
+    fn publish(&self) {
+        let w = controller::current_weight(&self.progress, &self.spec);
+        self.rt.state.weight_bp.store(w.0, Ordering::Relaxed);
+        self.metrics.weight.set(f64::from(w.0) / 100.0);
+        for (g, phase) in self.metrics.phase.iter().zip(Phase::ALL) {
+            g.set(if phase == self.progress.phase {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
+
+    fn weight_percent(&self) -> f64 {
+        f64::from(controller::current_weight(&self.progress, &self.spec).0) / 100.0
+    }
+}
+
+// === impl Handles ===
+
+impl Handles {
+    fn new(r: &Registry, name: &str) -> Handles {
+        for reason in [
+            RollbackReason::ErrorRate,
+            RollbackReason::ErrorRateIncrease,
+            RollbackReason::P99,
+            RollbackReason::Operator,
+        ] {
+            // Registered at zero so dashboards see every series before the first rollback.
+            let _ = r.counter(
+                telemetry::ROLLBACKS,
+                &[("rollout", name), ("reason", reason.as_str())],
+            );
+        }
+        let verdict = |v: &str| {
+            r.counter(
+                telemetry::ROLLOUT_VERDICTS,
+                &[("rollout", name), ("verdict", v)],
+            )
+        };
+        Handles {
+            weight: r.gauge(telemetry::ROLLOUT_WEIGHT, &[("rollout", name)]),
+            phase: Phase::ALL.map(|p| {
+                r.gauge(
+                    telemetry::ROLLOUT_PHASE,
+                    &[("rollout", name), ("phase", p.as_str())],
+                )
+            }),
+            verdicts: [
+                verdict("passed"),
+                verdict("failed"),
+                verdict("inconclusive"),
+            ],
+        }
+    }
+
+    fn count(&self, v: &Verdict) {
+        use super::analysis::Outcome;
+        let i = match v.outcome {
+            Outcome::Passed => 0,
+            Outcome::Failed => 1,
+            Outcome::Inconclusive => 2,
+        };
+        self.verdicts[i].increment(1);
+    }
+}
+
+/// The progress a new document continues from: SPEC §6's [`controller::carry_over`], except
+/// that an aborted rollout whose definition is unchanged (but for `paused`) stays aborted.
+fn carry(old_spec: &Rollout, new_spec: &Rollout, old: &Progress, now_ms: u64) -> Progress {
+    if old.phase == Phase::Aborted && same_but_paused(old_spec, new_spec) {
+        return old.clone();
+    }
+    controller::carry_over(old_spec, new_spec, old, now_ms)
+}
+
+fn same_but_paused(a: &Rollout, b: &Rollout) -> bool {
+    let mut b = b.clone();
+    b.paused = a.paused;
+    *a == b
+}
+
+fn interval_of(spec: &Rollout) -> Duration {
+    spec.analysis
+        .as_ref()
+        .map_or(HOLD_INTERVAL, |a| a.interval.0)
+}
+
+fn lock(gate: &Mutex<Gate>) -> MutexGuard<'_, Gate> {
+    gate.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
+    let step = t.progress.step;
+    let weight = t.weight_percent();
+    let why = verdict.map(verdict_summary);
+    let why = why.as_deref();
+    match e {
+        Event::WeightChanged { .. } => {}
+        Event::StepAdvanced { .. } => {
+            tracing::info!(
+                rollout = name,
+                step,
+                weight,
+                verdict = why,
+                "Rollout advanced to the next step."
+            )
+        }
+        Event::WaitingForPromotion { .. } => {
+            tracing::info!(rollout = name, step, weight, "Rollout waits for promote.")
+        }
+        Event::Promoted { .. } => {
+            tracing::info!(rollout = name, step, weight, "Rollout promoted.")
+        }
+        Event::Paused { reason } => match reason {
+            PauseReason::Failed { .. } | PauseReason::Inconclusive => {
+                tracing::warn!(
+                    rollout = name,
+                    step,
+                    weight,
+                    cause = reason.as_str(),
+                    verdict = why,
+                    "Rollout paused by its analysis."
+                )
+            }
+            PauseReason::Document | PauseReason::Operator => {
+                tracing::info!(
+                    rollout = name,
+                    step,
+                    weight,
+                    cause = reason.as_str(),
+                    "Rollout paused."
+                )
+            }
+        },
+        Event::Resumed { reason } => {
+            tracing::info!(
+                rollout = name,
+                step,
+                weight,
+                paused_by = reason.as_str(),
+                "Rollout resumed."
+            )
+        }
+        Event::RolledBack { reason } => {
+            tracing::warn!(
+                rollout = name,
+                step,
+                reason = reason.as_str(),
+                verdict = why,
+                "Rollout rolled back: the canary gets no traffic."
+            )
+        }
+        Event::SwappedBack { reason } => {
+            tracing::warn!(
+                rollout = name,
+                reason = reason.as_str(),
+                verdict = why,
+                "Blue-green swapped back: all traffic returns to active."
+            )
+        }
+        Event::Completed => {
+            tracing::info!(rollout = name, weight, "Rollout completed.")
+        }
+    }
+}
+
+fn describe(r: &Registry) {
+    for (name, help) in [
+        (
+            telemetry::ROLLOUT_PHASE,
+            "1 for the current phase of each rollout, 0 for the others.",
+        ),
+        (
+            telemetry::ROLLOUT_VERDICTS,
+            "Rollout analysis verdicts, by outcome.",
+        ),
+        (
+            telemetry::ROLLBACKS,
+            "Rollouts rolled back or swapped back, by reason.",
+        ),
+    ] {
+        r.describe(name, help);
+    }
+}
+
+/// The strategy's name for status.
+fn strategy_str(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Canary => "canary",
+        Strategy::BlueGreen => "blue_green",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1267 @@
+//! The rollout runtime over real sockets (issue 5): recording, verdicts, steps, gates,
+//! pauses, restarts, blue-green, operator actions and the audit trail.
+//!
+//! Most tests inject a manual wall clock (holds) and tick the runner by hand
+//! (`StartOptions::manual_rollout_ticks`), so one tick is one `analysis.interval`; one test
+//! runs on the real timer.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Client, Reply, get, settings_yaml};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use sluice::change::token::{self, Act, Claims};
+use sluice::clock::Clock;
+use sluice::config::Settings;
+use sluice::instance::{Instance, StartOptions};
+
+/// A far-from-zero start for the manual clock (unix ms).
+const T0: u64 = 1_800_000_000_000;
+
+// === upstreams ===
+
+/// An upstream that answers its name, failing `fail_per_mille` of requests with a 500 in a
+/// fixed pattern (exactly that many in every 1000), or every request while `down` is set.
+struct Flaky {
+    addr: SocketAddr,
+    fail_per_mille: Arc<AtomicU64>,
+}
+
+impl Flaky {
+    fn start(name: &'static str, fail_per_mille: u64) -> Flaky {
+        let rate = Arc::new(AtomicU64::new(fail_per_mille));
+        let r = rate.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                let n = Arc::new(AtomicU64::new(0));
+                loop {
+                    let Ok((s, _)) = l.accept().await else {
+                        continue;
+                    };
+                    let (n, r) = (n.clone(), r.clone());
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            let i = n.fetch_add(1, Ordering::Relaxed);
+                            let fail = (i * 7919) % 1000 < r.load(Ordering::Relaxed)
+                                || req.uri().path() == "/fail";
+                            async move {
+                                let mut resp = Response::new(Full::new(Bytes::from(name)));
+                                if fail {
+                                    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        Flaky {
+            addr: rx.recv().unwrap(),
+            fail_per_mille: rate,
+        }
+    }
+
+    fn set_fail_per_mille(&self, v: u64) {
+        self.fail_per_mille.store(v, Ordering::Relaxed);
+    }
+}
+
+// === the rig ===
+
+/// A sluice with a manual clock in a temp dir.
+struct Rig {
+    dir: tempfile::TempDir,
+    inst: Option<Instance>,
+    clock: Clock,
+    settings: String,
+    manual_ticks: bool,
+}
+
+impl Rig {
+    /// Manual clock, manual ticks, approvals off.
+    fn start(traffic: &str) -> Rig {
+        Rig::start_with(traffic, "trust: { require_approvals: false }\n", true)
+    }
+
+    fn start_with(traffic: &str, trust: &str, manual_ticks: bool) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
+        std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
+        let settings = settings_yaml(dir.path(), trust);
+        let clock = if manual_ticks {
+            Clock::manual(T0)
+        } else {
+            Clock::System
+        };
+        let mut rig = Rig {
+            dir,
+            inst: None,
+            clock,
+            settings,
+            manual_ticks,
+        };
+        rig.restart();
+        rig
+    }
+
+    fn restart(&mut self) {
+        if let Some(i) = self.inst.take() {
+            i.shutdown();
+        }
+        let opts = StartOptions {
+            clock: self.clock.clone(),
+            manual_rollout_ticks: self.manual_ticks,
+        };
+        self.inst = Some(Instance::start(Settings::parse(&self.settings).unwrap(), opts).unwrap());
+    }
+
+    fn inst(&self) -> &Instance {
+        self.inst.as_ref().unwrap()
+    }
+
+    fn proxy(&self) -> SocketAddr {
+        self.inst().listeners[0]
+    }
+
+    fn tick(&self) {
+        self.inst().rollouts.tick_now();
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// The rollout's status entry.
+    fn status(&self, name: &str) -> Value {
+        self.inst()
+            .rollouts
+            .status_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no rollout {name} in status"))
+    }
+
+    fn phase(&self, name: &str) -> String {
+        self.status(name)["phase"].as_str().unwrap().to_string()
+    }
+
+    /// The weight the data plane splits by, in basis points.
+    fn weight_bp(&self) -> u32 {
+        self.inst().shared.snapshot.load_full().unwrap().rollouts[0].weight()
+    }
+
+    fn version(&self) -> u64 {
+        self.inst()
+            .shared
+            .snapshot
+            .load()
+            .as_ref()
+            .map_or(0, |s| s.version)
+    }
+
+    /// Writes traffic.yaml (temp file + rename) and waits until it is active.
+    fn activate(&self, text: &str, version: u64) {
+        let tmp = self.dir.path().join(".traffic.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("traffic.yaml")).unwrap();
+        for _ in 0..200 {
+            if self.version() == version {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("version {version} never became active");
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("state/audit.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The rollout events of the audit log, in order.
+    fn rollout_events(&self) -> Vec<Value> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["event"].as_str().unwrap().starts_with("rollout."))
+            .collect()
+    }
+
+    fn event_names(&self) -> Vec<String> {
+        self.rollout_events()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn metrics(&self) -> String {
+        get(self.inst().admin, "/metrics", &[]).await.text()
+    }
+
+    /// `POST /api/v1/rollouts/{name}/{action}` with the admin token and extra headers.
+    async fn act(&self, name: &str, action: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut c = Client::connect(self.inst().admin).await;
+        let mut b = Request::builder()
+            .method("POST")
+            .uri(format!("/api/v1/rollouts/{name}/{action}"))
+            .header("host", "127.0.0.1")
+            .header(
+                "authorization",
+                format!("Bearer {}", self.inst().admin_token),
+            );
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        c.send(b.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn verify_audit_chain(&self) {
+        sluice::change::audit::verify(&self.dir.path().join("state/audit.jsonl"), None)
+            .expect("the audit chain verifies");
+    }
+}
+
+/// A document with upstreams v1 and v2, one route to rollout `web`, and `rollout` as the
+/// rollout's body (YAML, indented by the caller's text).
+fn doc(version: u64, v1: SocketAddr, v2: SocketAddr, rollout: &str) -> String {
+    let body: String = rollout
+        .trim()
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    format!(
+        "version: {version}\n\
+         change: {{ id: CHG-{version}, author: alice, summary: test }}\n\
+         upstreams:\n  v1: {{ endpoints: [\"{v1}\"] }}\n  v2: {{ endpoints: [\"{v2}\"] }}\n\
+         routes:\n  - name: web\n    to: {{ rollout: web }}\n\
+         rollouts:\n  web:\n{body}"
+    )
+}
+
+/// Counts of what clients saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    stable: u64,
+    stable_failed: u64,
+    canary: u64,
+    canary_failed: u64,
+}
+
+impl Seen {
+    fn add(&mut self, r: &Reply) {
+        let failed = r.status != StatusCode::OK;
+        match r.body.as_ref() {
+            b"v1" => {
+                self.stable += 1;
+                self.stable_failed += failed as u64;
+            }
+            b"v2" => {
+                self.canary += 1;
+                self.canary_failed += failed as u64;
+            }
+            other => panic!(
+                "unexpected answer {} {:?}",
+                r.status,
+                String::from_utf8_lossy(other)
+            ),
+        }
+    }
+}
+
+/// `n` requests from distinct users (`{tag}-{i}`) on one connection.
+async fn users(addr: SocketAddr, tag: &str, n: u64, path: &str, seen: &mut Seen) {
+    let mut c = Client::connect(addr).await;
+    for i in 0..n {
+        let id = format!("{tag}-{i}");
+        let r = c.get(path, &[("x-user-id", &id)]).await;
+        seen.add(&r);
+    }
+}
+
+const CANARY_FAILING: &str = r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 50, hold: 1h }, { weight: 100 }]
+analysis: { interval: 1s, window: 60s, min_requests: 50, max_error_rate: 0.05 }
+"#;
+
+// === tests ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_30_percent_rolls_back_within_two_intervals_of_min_requests() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 300);
+    let rig = Rig::start(&doc(1, v1.addr, v2.addr, CANARY_FAILING));
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 5000);
+
+    let mut seen = Seen::default();
+    let mut batch = 0;
+    let mut ticks_since_min = 0;
+    while rig.weight_bp() != 0 {
+        batch += 1;
+        assert!(batch < 50, "no rollback after {seen:?}");
+        users(rig.proxy(), &format!("b{batch}"), 20, "/", &mut seen).await;
+        if seen.canary >= 50 {
+            ticks_since_min += 1;
+        }
+        rig.tick();
+        if seen.canary < 50 {
+            assert_eq!(rig.weight_bp(), 5000, "rolled back before min_requests");
+            assert_eq!(rig.status("web")["verdicts"][0]["outcome"], "inconclusive");
+        }
+    }
+    assert!(
+        ticks_since_min <= 2,
+        "rollback took {ticks_since_min} intervals after min_requests"
+    );
+    assert!(seen.canary_failed > 0, "the canary did fail: {seen:?}");
+
+    // After the rollback everyone is on stable, and stable never failed anyone.
+    users(rig.proxy(), "after", 200, "/", &mut seen).await;
+    let after = seen;
+    assert_eq!(after.stable_failed, 0, "{after:?}");
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "aborted");
+    assert_eq!(st["abort_reason"], "error_rate");
+    assert_eq!(st["weight"], 0.0);
+
+    // Audited with the verdict's numbers; counted in metrics.
+    let ev = rig.rollout_events();
+    let aborted = ev.iter().find(|e| e["event"] == "rollout.aborted").unwrap();
+    assert_eq!(aborted["reason"], "error_rate");
+    assert_eq!(aborted["actor"], "sluice");
+    assert_eq!(aborted["weight"], 0.0);
+    assert_eq!(aborted["change"]["version"], 1);
+    let v = &aborted["verdict"];
+    assert_eq!(v["outcome"], "failed");
+    assert_eq!(v["rule"], "error_rate");
+    assert!(v["canary_requests"].as_u64().unwrap() >= 50, "{v}");
+    assert!(v["canary_errors"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["stable_errors"], 0);
+    let m = rig.metrics().await;
+    for line in [
+        "sluice_rollbacks_total{rollout=\"web\",reason=\"error_rate\"} 1",
+        "sluice_rollout_weight{rollout=\"web\"} 0",
+        "sluice_rollout_phase{rollout=\"web\",phase=\"aborted\"} 1",
+        "sluice_rollout_phase{rollout=\"web\",phase=\"progressing\"} 0",
+        "sluice_rollout_verdicts_total{rollout=\"web\",verdict=\"failed\"} 1",
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
+    // Final: more ticks change nothing.
+    rig.advance(Duration::from_secs(7200));
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 0);
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_a_failing_canary_is_rolled_back_at_the_first_verdict_with_enough_traffic() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 300);
+    let rig = Rig::start_with(
+        &doc(
+            1,
+            v1.addr,
+            v2.addr,
+            &CANARY_FAILING.replace("window: 60s", "window: 10s"),
+        ),
+        "trust: { require_approvals: false }\n",
+        false,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stable_failed = Arc::new(AtomicU64::new(0));
+    let canary_seen = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let min_reached_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let mut load = Vec::new();
+    for c in 0..4 {
+        let (stop, sf, cs, addr, at) = (
+            stop.clone(),
+            stable_failed.clone(),
+            canary_seen.clone(),
+            rig.proxy(),
+            min_reached_at.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let r = client
+                    .get("/", &[("x-user-id", &format!("c{c}-{i}"))])
+                    .await;
+                let mut s = Seen::default();
+                s.add(&r);
+                sf.fetch_add(s.stable_failed, Ordering::Relaxed);
+                if s.canary > 0 && cs.fetch_add(1, Ordering::Relaxed) + 1 == 50 {
+                    *at.lock().unwrap() = Some(Instant::now());
+                }
+                // About 400 requests a second in all: min_requests takes a few intervals.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    let mut rolled_back_at = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        if rig.weight_bp() == 0 {
+            rolled_back_at = Some(Instant::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Keep serving a moment after the rollback: it must all be stable and healthy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let rolled_back_at = rolled_back_at.expect("the failing canary was rolled back");
+    assert_eq!(stable_failed.load(Ordering::Relaxed), 0);
+
+    // The decision came at the first verdict that had min_requests: every earlier verdict
+    // (status keeps the last five) was inconclusive.
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "aborted", "{st}");
+    let verdicts = st["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts[0]["outcome"], "failed", "{st}");
+    assert!(verdicts[0]["canary_requests"].as_u64().unwrap() >= 50);
+    for v in &verdicts[1..] {
+        assert_eq!(v["outcome"], "inconclusive", "{st}");
+        assert!(v["canary_requests"].as_u64().unwrap() < 50, "{st}");
+    }
+    if let Some(min_at) = *min_reached_at.lock().unwrap() {
+        // Informational: the interval is 1 s, so this is at most about one interval.
+        eprintln!(
+            "rollback {:?} after the 50th canary response ({:?} after start)",
+            rolled_back_at.saturating_duration_since(min_at),
+            rolled_back_at - started
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_walks_every_step_to_completed() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 10, hold: 1m }, { weight: 50, hold: 1m }, { weight: 100, hold: 1m }]
+analysis: { min_requests: 20, max_error_rate: 0.01, max_error_rate_increase: 0.01, max_p99: 2s }
+"#,
+    ));
+    rig.tick();
+    let mut seen = Seen::default();
+    for (step, weight) in [(0, 1000), (1, 5000), (2, 10_000)] {
+        assert_eq!(rig.weight_bp(), weight, "step {step}");
+        let before = seen;
+        users(rig.proxy(), &format!("s{step}"), 300, "/", &mut seen).await;
+        let canary = seen.canary - before.canary;
+        let expected = 300 * u64::from(weight) / 10_000;
+        assert!(
+            canary.abs_diff(expected) <= 45,
+            "step {step}: {canary} of 300 on canary, expected about {expected}"
+        );
+        // A passed verdict alone does not advance: the hold has not passed.
+        rig.tick();
+        assert_eq!(rig.status("web")["verdicts"][0]["outcome"], "passed");
+        assert_eq!(rig.status("web")["step"], step);
+        assert!(rig.status("web")["hold_left_s"].as_f64().unwrap() > 0.0);
+        rig.advance(Duration::from_secs(61));
+        rig.tick();
+    }
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "completed", "{st}");
+    assert_eq!(rig.weight_bp(), 10_000);
+    assert_eq!(seen.stable_failed + seen.canary_failed, 0);
+    assert_eq!(
+        rig.event_names(),
+        ["rollout.step", "rollout.step", "rollout.completed"]
+    );
+    let ev = rig.rollout_events();
+    assert_eq!(ev[0]["step"], 1);
+    assert_eq!(ev[0]["weight"], 50.0);
+    assert_eq!(ev[0]["verdict"]["outcome"], "passed");
+    assert_eq!(ev[1]["step"], 2);
+    assert_eq!(ev[1]["weight"], 100.0);
+    let m = rig.metrics().await;
+    assert!(
+        m.contains("sluice_rollout_phase{rollout=\"web\",phase=\"completed\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_rollout_weight{rollout=\"web\"} 100"),
+        "{m}"
+    );
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_gate_waits_for_promote_and_operators_pause_resume_and_abort() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 100 }]
+"#,
+    ));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.weight_bp(), 1000, "a gate holds the weight before it");
+    // Time alone never passes a gate.
+    rig.advance(Duration::from_secs(30 * 86_400));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+
+    // The admin API needs the bearer token; names are checked; states are checked.
+    let anon = get(
+        rig.inst().admin,
+        "/api/v1/rollouts/web/promote",
+        &[("host", "127.0.0.1")],
+    )
+    .await;
+    assert_eq!(anon.status, 401);
+    let r = rig.act("nope", "promote", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "unknown_rollout");
+    let r = rig.act("web", "dance", &[]).await;
+    assert_eq!(r.status, 404);
+    let r = rig.act("web", "resume", &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"], "not_paused");
+    assert!(r.json()["detail"].as_str().unwrap().contains("not paused"));
+
+    // Promote with the CLI.
+    let admin = format!("http://{}", rig.inst().admin);
+    let token_file = rig.dir.path().join("state/admin.token");
+    let cli = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let args = |action: &str| -> Vec<String> {
+        vec![
+            "rollout".into(),
+            action.into(),
+            "web".into(),
+            "--admin".into(),
+            admin.clone(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+        ]
+    };
+    let out = tokio::task::spawn_blocking({
+        let a = args("promote");
+        move || cli(a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("phase progressing, step 2, weight 60%"),
+        "{text}"
+    );
+    assert_eq!(rig.weight_bp(), 6000);
+
+    // Pause freezes the hold; resume restarts it.
+    let r = rig.act("web", "pause", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["phase"], "paused");
+    let r = rig.act("web", "pause", &[]).await;
+    assert_eq!(r.json()["error"], "already_paused");
+    rig.advance(Duration::from_secs(3600));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "paused");
+    assert_eq!(rig.status("web")["step"], 2);
+    let out = tokio::task::spawn_blocking({
+        let a = args("resume");
+        move || cli(a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    rig.advance(Duration::from_secs(5 * 60));
+    rig.tick();
+    assert_eq!(rig.status("web")["step"], 2, "the hold restarted at resume");
+    assert_eq!(rig.phase("web"), "progressing");
+
+    // Abort: weight 0 at once, final.
+    let out = tokio::task::spawn_blocking({
+        let a = args("abort");
+        move || cli(a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(rig.weight_bp(), 0);
+    assert_eq!(rig.status("web")["abort_reason"], "operator");
+    let out = tokio::task::spawn_blocking({
+        let a = args("promote");
+        move || cli(a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rollout_finished"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(
+        rig.event_names(),
+        [
+            "rollout.step",
+            "rollout.promoted",
+            "rollout.step",
+            "rollout.paused",
+            "rollout.resumed",
+            "rollout.aborted",
+        ]
+    );
+    let ev = rig.rollout_events();
+    assert_eq!(ev[1]["actor"], "admin");
+    assert_eq!(ev[3]["reason"], "operator");
+    assert_eq!(ev[5]["reason"], "operator");
+    let actions: Vec<(String, String)> = rig
+        .audit()
+        .iter()
+        .filter(|e| e["event"] == "admin.action")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = actions
+        .iter()
+        .map(|(a, o)| (a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("promote", "refused"),
+            ("resume", "refused"),
+            ("promote", "ok"),
+            ("pause", "ok"),
+            ("pause", "refused"),
+            ("resume", "ok"),
+            ("abort", "ok"),
+            ("promote", "refused"),
+        ]
+    );
+    let m = rig.metrics().await;
+    assert!(
+        m.contains("sluice_rollbacks_total{rollout=\"web\",reason=\"operator\"} 1"),
+        "{m}"
+    );
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_in_the_document_freezes_until_a_version_lifts_it() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let body = r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+paused: true
+steps: [{ weight: 10, hold: 1m }, { weight: 100 }]
+"#;
+    let rig = Rig::start(&doc(1, v1.addr, v2.addr, body));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "paused");
+    assert_eq!(rig.status("web")["paused_by"], "document");
+    assert_eq!(rig.weight_bp(), 1000);
+    rig.advance(Duration::from_secs(3600));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "paused");
+    assert_eq!(rig.status("web")["step"], 0);
+    let r = rig.act("web", "resume", &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"], "paused_by_document");
+
+    // A new version without `paused` keeps the progress (same stable, canary, steps) and
+    // resumes it; the hold restarts then.
+    rig.activate(
+        &doc(2, v1.addr, v2.addr, &body.replace("paused: true\n", "")),
+        2,
+    );
+    rig.tick();
+    assert_eq!(rig.phase("web"), "progressing");
+    assert_eq!(rig.status("web")["step"], 0);
+    rig.advance(Duration::from_secs(61));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "completed");
+    assert_eq!(rig.weight_bp(), 10_000);
+    assert_eq!(
+        rig.event_names(),
+        [
+            "rollout.paused",
+            "rollout.resumed",
+            "rollout.step",
+            "rollout.completed"
+        ]
+    );
+    let ev = rig.rollout_events();
+    assert_eq!(ev[0]["reason"], "document");
+    assert_eq!(ev[1]["paused_by"], "document");
+    assert_eq!(ev[1]["change"]["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_traffic_stays_inconclusive_never_rolls_back_and_pauses_at_the_limit() {
+    let v1 = Flaky::start("v1", 0);
+    // Failing badly, but with too little traffic to judge.
+    let v2 = Flaky::start("v2", 500);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 50 }, { weight: 100 }]
+analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5 }
+"#,
+    ));
+    let mut seen = Seen::default();
+    for i in 0..4 {
+        users(rig.proxy(), &format!("t{i}"), 8, "/", &mut seen).await;
+        rig.tick();
+        let st = rig.status("web");
+        assert_eq!(st["phase"], "progressing", "{st}");
+        assert_eq!(st["verdicts"][0]["outcome"], "inconclusive");
+        assert_eq!(st["consecutive_inconclusive"], i + 1);
+        assert_eq!(rig.weight_bp(), 5000);
+    }
+    assert!(seen.canary_failed > 0, "{seen:?}");
+    assert!(seen.canary < 50, "{seen:?}");
+    rig.tick();
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "paused", "{st}");
+    assert_eq!(st["paused_by"], "inconclusive");
+    assert_eq!(rig.weight_bp(), 5000, "pausing keeps the weight");
+    rig.tick();
+    assert_eq!(rig.phase("web"), "paused");
+    assert_eq!(rig.event_names(), ["rollout.paused"]);
+    let ev = rig.rollout_events();
+    assert_eq!(ev[0]["reason"], "inconclusive");
+    assert_eq!(ev[0]["verdict"]["outcome"], "inconclusive");
+    let m = rig.metrics().await;
+    assert!(
+        m.contains("sluice_rollout_verdicts_total{rollout=\"web\",verdict=\"inconclusive\"} 6"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_error_in_sixty_against_a_clean_stable_does_not_roll_back() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+canary_match: { headers: { x-canary: always } }
+steps: [{ gate: manual }, { weight: 100 }]
+analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99 }
+"#,
+    ));
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 0);
+    // SPEC §6's worked example: 0 errors in 1140 stable, 1 in 60 canary.
+    let mut seen = Seen::default();
+    users(rig.proxy(), "s", 1140, "/", &mut seen).await;
+    let mut c = Client::connect(rig.proxy()).await;
+    for i in 0..60 {
+        let path = if i == 30 { "/fail" } else { "/" };
+        seen.add(&c.get(path, &[("x-canary", "always")]).await);
+    }
+    assert_eq!(
+        (seen.stable, seen.canary, seen.canary_failed),
+        (1140, 60, 1)
+    );
+    rig.tick();
+    let st = rig.status("web");
+    let v = &st["verdicts"][0];
+    assert_eq!(v["outcome"], "passed", "{st}");
+    assert_eq!(
+        (
+            &v["canary_requests"],
+            &v["canary_errors"],
+            &v["stable_requests"],
+            &v["stable_errors"]
+        ),
+        (&60.into(), &1.into(), &1140.into(), &0.into())
+    );
+    let z = v["z"].as_f64().unwrap();
+    assert!((z - 0.40).abs() < 0.01, "z = {z}");
+    assert!((v["z_critical"].as_f64().unwrap() - 2.326).abs() < 0.001);
+    assert_eq!(st["phase"], "waiting_for_promotion");
+    assert!(
+        st["last_verdict"].as_str().unwrap().starts_with(
+            "passed: canary 1/60 errors (1.67%), stable 0/1140 (0.00%), z 0.40 ≤ 2.33"
+        ),
+        "{st}"
+    );
+
+    // The same rule does react to a real increase: 18 in 78.
+    for _ in 0..17 {
+        seen.add(&c.get("/fail", &[("x-canary", "always")]).await);
+    }
+    rig.tick();
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "aborted", "{st}");
+    assert_eq!(st["abort_reason"], "error_rate_increase");
+    assert_eq!(seen.stable_failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_rollout_resumes_at_the_same_step_with_the_hold_running() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let mut rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 10, hold: 1m }, { weight: 30, hold: 10m }, { weight: 100 }]
+"#,
+    ));
+    rig.tick();
+    rig.advance(Duration::from_secs(61));
+    rig.tick();
+    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.weight_bp(), 3000);
+    rig.advance(Duration::from_secs(3 * 60));
+
+    rig.restart();
+    // Serving at step 1 from the first request, before any tick.
+    assert_eq!(rig.weight_bp(), 3000);
+    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.phase("web"), "progressing");
+    let mut seen = Seen::default();
+    users(rig.proxy(), "r", 200, "/", &mut seen).await;
+    assert!(seen.canary > 20 && seen.stable > 100, "{seen:?}");
+
+    // 9 minutes into the 10-minute hold (3 before the restart): not yet.
+    rig.advance(Duration::from_secs(6 * 60));
+    rig.tick();
+    assert_eq!(rig.status("web")["step"], 1);
+    // 11 minutes: the hold counted the time across the restart.
+    rig.advance(Duration::from_secs(2 * 60));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "completed");
+    assert_eq!(rig.weight_bp(), 10_000);
+    assert_eq!(
+        rig.event_names(),
+        ["rollout.step", "rollout.step", "rollout.completed"]
+    );
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_rollout_stays_aborted_until_a_version_changes_it() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let body = r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 20 }, { gate: manual }, { weight: 100 }]
+"#;
+    let mut rig = Rig::start(&doc(1, v1.addr, v2.addr, body));
+    rig.tick();
+    assert_eq!(rig.act("web", "abort", &[]).await.status, 200);
+    assert_eq!(rig.weight_bp(), 0);
+
+    // A restart keeps it aborted.
+    rig.restart();
+    assert_eq!(rig.weight_bp(), 0);
+    assert_eq!(rig.phase("web"), "aborted");
+
+    // A version that leaves the rollout alone (here: a new route) keeps it aborted.
+    let other = doc(2, v1.addr, v2.addr, body).replace(
+        "routes:\n",
+        "routes:\n  - name: api\n    match: { path_prefix: /api }\n    to: { upstream: v1 }\n",
+    );
+    rig.activate(&other, 2);
+    rig.tick();
+    assert_eq!(rig.phase("web"), "aborted");
+    assert_eq!(rig.weight_bp(), 0);
+
+    // A version that changes the rollout starts it again at step 0.
+    let changed = doc(
+        3,
+        v1.addr,
+        v2.addr,
+        &body.replace("weight: 20", "weight: 5"),
+    );
+    rig.activate(&changed, 3);
+    rig.tick();
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "waiting_for_promotion", "{st}");
+    assert_eq!(st["step"], 1);
+    assert_eq!(rig.weight_bp(), 500);
+}
+
+const BLUE_GREEN: &str = r#"
+strategy: blue_green
+active: v1
+preview: v2
+sticky: { header: x-user-id }
+preview_match: { headers: { x-preview: s3cret } }
+promote: { after: 1m }
+post_promotion_window: 2m
+analysis: { min_requests: 20, max_error_rate: 0.02 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_promotes_after_analysis_and_swaps_back_on_failure() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let rig = Rig::start(&doc(1, v1.addr, v2.addr, BLUE_GREEN));
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 0);
+
+    // Before promotion only preview_match reaches preview.
+    let mut seen = Seen::default();
+    users(rig.proxy(), "u", 200, "/", &mut seen).await;
+    assert_eq!((seen.stable, seen.canary), (200, 0));
+    let mut c = Client::connect(rig.proxy()).await;
+    for _ in 0..30 {
+        seen.add(&c.get("/", &[("x-preview", "s3cret")]).await);
+    }
+    assert_eq!(seen.canary, 30);
+    // Passed, but `after` has not passed: still waiting.
+    rig.tick();
+    assert_eq!(rig.status("web")["verdicts"][0]["outcome"], "passed");
+    assert_eq!(rig.weight_bp(), 0);
+    rig.advance(Duration::from_secs(61));
+    rig.tick();
+    // Promoted: the whole swap in one store.
+    assert_eq!(rig.weight_bp(), 10_000);
+    assert_eq!(rig.status("web")["step"], 1);
+    let before = seen;
+    users(rig.proxy(), "p", 100, "/", &mut seen).await;
+    assert_eq!(seen.canary - before.canary, 100);
+
+    // The preview breaks inside the post-promotion window: swapped back at the next verdict.
+    v2.set_fail_per_mille(1000);
+    users(rig.proxy(), "f", 20, "/", &mut seen).await;
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 0);
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "aborted");
+    assert_eq!(st["abort_reason"], "error_rate");
+    let before = seen;
+    users(rig.proxy(), "back", 100, "/", &mut seen).await;
+    assert_eq!(seen.stable - before.stable, 100);
+    assert_eq!(seen.stable_failed, 0);
+
+    assert_eq!(rig.event_names(), ["rollout.promoted", "rollout.aborted"]);
+    let ev = rig.rollout_events();
+    assert_eq!(ev[0]["weight"], 100.0);
+    assert_eq!(ev[0]["verdict"]["outcome"], "passed");
+    assert_eq!(ev[1]["swapped_back"], true);
+    assert_eq!(ev[1]["weight"], 0.0);
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_manual_promotion_needs_a_passed_preview_and_completes_after_the_window() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        &BLUE_GREEN.replace("after: 1m", "manual: true"),
+    ));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    let r = rig.act("web", "promote", &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"], "analysis_not_passed");
+    let mut c = Client::connect(rig.proxy()).await;
+    let mut seen = Seen::default();
+    for _ in 0..25 {
+        seen.add(&c.get("/", &[("x-preview", "s3cret")]).await);
+    }
+    rig.tick();
+    let r = rig.act("web", "promote", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["weight"], 100.0);
+    assert_eq!(rig.weight_bp(), 10_000);
+    rig.advance(Duration::from_secs(60));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "progressing", "inside the window");
+    rig.advance(Duration::from_secs(61));
+    rig.tick();
+    assert_eq!(rig.phase("web"), "completed");
+    assert_eq!(rig.weight_bp(), 10_000);
+    assert_eq!(
+        rig.event_names(),
+        ["rollout.step", "rollout.promoted", "rollout.completed"]
+    );
+    let ev = rig.rollout_events();
+    assert_eq!(ev[0]["phase"], "waiting_for_promotion");
+    assert_eq!(ev[0]["step"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_approvals_required_promote_needs_a_single_use_promote_token() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let text = doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 10 }, { gate: manual }, { weight: 100 }]
+"#,
+    );
+    let mut rig = Rig::start(&text);
+    rig.tick();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+
+    // Restart with approvals required: the persisted document is restored (it was
+    // activated before), the rollout waits at its gate, and promote now needs a token.
+    let bob = sluice::change::keys::generate().unwrap();
+    rig.settings = settings_yaml(
+        rig.dir.path(),
+        &format!(
+            "trust:\n  require_approvals: true\n  environment: test\n  principals:\n    \
+             bob: {{ keys: [\"{}\"], roles: [release-manager] }}\n",
+            sluice::change::keys::public_key_line(&bob.verifying_key())
+        ),
+    );
+    rig.restart();
+    assert_eq!(rig.version(), 1);
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+
+    let now = rig.clock.unix_secs();
+    let mint = |key: &ed25519_dalek::SigningKey, who: &str, act: Act, step: u64, ver: u64| {
+        let c = Claims::new(who, "test", text.as_bytes(), ver, act, now, 3600);
+        let c = if act == Act::Promote {
+            c.with_target("web", step)
+        } else {
+            c
+        };
+        token::sign(&c, key)
+    };
+    let r = rig.act("web", "promote", &[]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "insufficient_approvals");
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", "not-a-jws")])
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "malformed_token");
+    let wrong_step = mint(&bob, "bob", Act::Promote, 2, 1);
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", &wrong_step)])
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "wrong_target");
+    let approve = mint(&bob, "bob", Act::Approve, 1, 1);
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", &approve)])
+        .await;
+    assert_eq!(r.json()["error"], "wrong_action");
+    let other_version = mint(&bob, "bob", Act::Promote, 1, 2);
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", &other_version)])
+        .await;
+    assert_eq!(r.json()["error"], "wrong_version");
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+
+    let good = mint(&bob, "bob", Act::Promote, 1, 1);
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", &good)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(rig.weight_bp(), 10_000);
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", &good)])
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "token_reused");
+
+    let audit = rig.audit();
+    let ok = audit
+        .iter()
+        .find(|e| e["event"] == "admin.action" && e["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(ok["actor"], "bob");
+    assert_eq!(ok["approval"]["principal"], "bob");
+    assert_eq!(ok["approval"]["step"], 1);
+    let promoted = audit
+        .iter()
+        .find(|e| e["event"] == "rollout.promoted")
+        .unwrap();
+    assert_eq!(promoted["actor"], "bob");
+    // The used token is remembered in state/ across restarts.
+    rig.restart();
+    let saved = std::fs::read_to_string(rig.dir.path().join("state/rollouts.json")).unwrap();
+    assert!(saved.contains("promotions_used"), "{saved}");
+    assert_eq!(rig.phase("web"), "completed");
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_api_shows_rollouts_with_their_verdict_numbers() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let rig = Rig::start(&doc(1, v1.addr, v2.addr, CANARY_FAILING));
+    let mut seen = Seen::default();
+    users(rig.proxy(), "u", 200, "/", &mut seen).await;
+    rig.tick();
+    let mut c = Client::connect(rig.inst().admin).await;
+    let r = c
+        .get(
+            "/api/v1/status",
+            &[
+                ("host", "127.0.0.1"),
+                (
+                    "authorization",
+                    &format!("Bearer {}", rig.inst().admin_token),
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let ro = &v["rollouts"][0];
+    assert_eq!(ro["name"], "web");
+    assert_eq!(ro["phase"], "progressing");
+    assert_eq!(ro["weight"], 50.0);
+    assert_eq!(ro["step"], 0);
+    assert_eq!(ro["window"]["canary"]["requests"], seen.canary);
+    assert_eq!(ro["window"]["stable"]["requests"], seen.stable);
+    assert_eq!(ro["verdicts"][0]["canary_requests"], seen.canary);
+    assert!(
+        ro["last_verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("passed: canary 0/"),
+        "{ro}"
+    );
+    let table = sluice::cli::client::render_status(&v);
+    assert!(table.contains("web"), "{table}");
+    assert!(table.contains("progressing"), "{table}");
+    assert!(table.contains("passed: canary"), "{table}");
+
+    // A reload that keeps the rollout keeps its windows and verdicts.
+    let other = doc(2, v1.addr, v2.addr, CANARY_FAILING).replace(
+        "routes:\n",
+        "routes:\n  - name: api\n    match: { path_prefix: /api }\n    to: { upstream: v1 }\n",
+    );
+    rig.activate(&other, 2);
+    rig.tick();
+    let ro = rig.status("web");
+    assert_eq!(ro["window"]["canary"]["requests"], seen.canary, "{ro}");
+    assert_eq!(ro["verdicts"].as_array().unwrap().len(), 2, "{ro}");
+    assert_eq!(ro["verdicts"][0]["canary_requests"], seen.canary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_pause_keeps_the_weight_and_waits_for_an_operator() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 300);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        &format!("{}on_failure: pause\n", CANARY_FAILING.trim_start()),
+    ));
+    let mut seen = Seen::default();
+    users(rig.proxy(), "u", 200, "/", &mut seen).await;
+    assert!(seen.canary >= 50, "{seen:?}");
+    rig.tick();
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "paused", "{st}");
+    assert_eq!(st["paused_by"], "analysis_failed");
+    assert_eq!(rig.weight_bp(), 5000);
+    let ev = rig.rollout_events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["event"], "rollout.paused");
+    assert_eq!(ev[0]["reason"], "analysis_failed");
+    assert_eq!(ev[0]["rule"], "error_rate");
+    // The operator decides: abort sends everyone back to stable.
+    assert_eq!(rig.act("web", "abort", &[]).await.status, 200);
+    assert_eq!(rig.weight_bp(), 0);
+}
