@@ -15,9 +15,15 @@ fuzz_target!(|data: &[u8]| {
         _ => &empty,
     };
     let (flags, evaluators, ctx_json) = (obj("flags"), obj("$evaluators"), obj("context"));
-    for opts in [Options::default(), Options { fractional: sluice::flags::Fractional::V2 }] {
+    for opts in [
+        Options::default(),
+        Options {
+            fractional: sluice::flags::Fractional::V2,
+        },
+    ] {
         let set = FlagSet::compile_lenient(flags, evaluators, opts);
-        let ctx = Context::from_json(ctx_json).unwrap_or_else(|_| Context::from_json(&empty).expect("empty context"));
+        let ctx = Context::from_json(ctx_json)
+            .unwrap_or_else(|_| Context::from_json(&empty).expect("empty context"));
         for key in flags.keys() {
             let r = set.evaluate_key(key, &ctx, 1_700_000_000);
             let _ = sluice::flags::resolution_json(&r);

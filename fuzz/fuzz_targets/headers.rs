@@ -44,7 +44,14 @@ fuzz_target!(|data: &[u8]| {
     headers::remove_sluice_headers(&mut h);
     assert!(!h.keys().any(|k| k.as_str().starts_with("x-sluice-")));
     headers::remove_hop_by_hop(&mut h);
-    for gone in ["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-authorization", "trailer"] {
+    for gone in [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "trailer",
+    ] {
         assert!(!h.contains_key(gone), "{gone} survived");
     }
     for n in connection_listed {
