@@ -1,5 +1,10 @@
 //! The `sluice` binary: parse the command line and dispatch.
 
+/// mimalloc: ~10% less CPU per proxied request than glibc malloc on the peers.py load
+/// (header maps and per-request futures are short-lived, thread-local allocations).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     std::process::exit(sluice::cli::main());
 }

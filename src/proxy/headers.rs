@@ -67,7 +67,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            // `keep-alive`/`close` are the usual tokens: no header to look up beyond the fixed list.
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in listed {
             headers.remove(&n);

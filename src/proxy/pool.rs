@@ -9,7 +9,6 @@
 //! endpoint and worker.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +17,7 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version, header};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
+use rustc_hash::FxHashMap;
 
 use super::body::UpBody;
 use super::connect::{Conn, ConnectError, Connector};
@@ -30,9 +30,9 @@ const MAX_IDLE_PER_ADDR: usize = 256;
 type Key = (SocketAddr, u64);
 
 thread_local! {
-    static IDLE: RefCell<HashMap<Key, Vec<http1::SendRequest<UpBody>>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<FxHashMap<Key, Vec<http1::SendRequest<UpBody>>>> = RefCell::new(FxHashMap::default());
     /// One HTTP/2 connection per endpoint and worker, shared by its requests.
-    static H2: RefCell<HashMap<Key, http2::SendRequest<UpBody>>> = RefCell::new(HashMap::new());
+    static H2: RefCell<FxHashMap<Key, http2::SendRequest<UpBody>>> = RefCell::new(FxHashMap::default());
 }
 
 /// Why a request got no upstream response.

@@ -222,9 +222,13 @@ async fn proxy<'s>(
     }
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     metrics.requests[class].increment(1);
-    metrics.duration.record(start.elapsed().as_secs_f64());
+    // One clock read serves the histogram and the rollout window.
+    let end = Instant::now();
+    metrics
+        .duration
+        .record(end.saturating_duration_since(start).as_secs_f64());
     if let Some((ro, side)) = rollout {
-        ro.record(side.into(), resp.status(), sluice_generated, start);
+        ro.record(side.into(), resp.status(), sluice_generated, start, end);
     }
     resp
 }

@@ -23,7 +23,7 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 // === impl RolloutRt ===
 
 impl RolloutRt {
-    /// Records one answered request of `variant` that started at `start`. Errors are the
+    /// Records one answered request of `variant` that ran from `start` to `end`. Errors are the
     /// rollout's `error_statuses` plus sluice's own 502/503/504 (`sluice_generated`), which
     /// mean the variant could not be reached or did not answer in time.
     #[inline]
@@ -33,14 +33,14 @@ impl RolloutRt {
         status: StatusCode,
         sluice_generated: bool,
         start: Instant,
+        end: Instant,
     ) {
-        let now = Instant::now();
         let is_error = self.errors.is_error(status.as_u16(), sluice_generated);
         self.windows.record(
             variant,
-            clock::mono_secs(now),
+            clock::mono_secs(end),
             is_error,
-            now.saturating_duration_since(start),
+            end.saturating_duration_since(start),
         );
     }
 }
