@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, watch};
 
+use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::gate::{Gate, Outcome, Source};
@@ -103,6 +104,7 @@ impl Instance {
                 .collect(),
             limits: settings.limits.clone(),
             connections: AtomicUsize::new(0),
+            ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),

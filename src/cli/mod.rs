@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod client;
 pub mod demo;
+pub mod eval;
 pub mod run;
 pub mod validate;
 
@@ -51,6 +52,8 @@ pub enum Command {
     Push(client::PushArgs),
     /// Show a running sluice's status.
     Status(client::StatusArgs),
+    /// Evaluate one flag of a traffic document and print the resolution as JSON.
+    Eval(eval::EvalArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -74,5 +77,6 @@ pub fn main() -> i32 {
         Command::Audit(a) => audit::audit(a),
         Command::Push(a) => client::push(a),
         Command::Status(a) => client::status(a),
+        Command::Eval(a) => eval::eval(a),
     }
 }

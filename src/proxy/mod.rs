@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+pub mod flags;
 pub mod headers;
 pub mod pool;
 pub mod server;
@@ -14,6 +15,7 @@ use std::sync::atomic::AtomicUsize;
 use arc_swap::ArcSwapOption;
 use metrics::Gauge;
 
+use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
 use crate::snapshot::Snapshot;
 
@@ -28,6 +30,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Open client connections across listeners.
     pub connections: AtomicUsize,
+    /// Browser origins allowed to call OFREP (`ofrep.cors_origins`).
+    pub ofrep_cors: Cors,
 }
 
 /// A listener's name and gauges.

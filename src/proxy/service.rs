@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use super::Shared;
 use super::body::{DownBody, UpBody};
 use super::error::ProxyError;
+use super::flags::{self, RequestFacts};
 use super::headers::{
     self, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_SLUICE_ROUTE, X_SLUICE_VARIANT,
 };
@@ -45,10 +46,11 @@ pub async fn handle(
     let Some(snap) = shared.snapshot.load_full() else {
         return ProxyError::NoConfig.response();
     };
-    proxy(&snap, conn, req, start).await
+    proxy(&shared, &snap, conn, req, start).await
 }
 
 async fn proxy(
+    shared: &Shared,
     snap: &Snapshot,
     conn: ConnInfo,
     mut req: Request<Incoming>,
@@ -74,25 +76,58 @@ async fn proxy(
     else {
         return ProxyError::NoRoute.response();
     };
+    if let Target::Ofrep { metrics } = &route.target {
+        let resp = crate::admin::ofrep::serve(Some(&snap.flags), &shared.ofrep_cors, req)
+            .await
+            .map(DownBody::full);
+        let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+        metrics.requests[class].increment(1);
+        metrics.duration.record(start.elapsed().as_secs_f64());
+        return resp;
+    }
 
+    // Split before flags: a sticky key drawn here also serves `flag_context` (SPEC §3).
+    let split = match &route.target {
+        Target::Rollout { rollout, .. } => {
+            let ro = &snap.rollouts[*rollout];
+            Some((ro, split::decide(ro, req.headers())))
+        }
+        _ => None,
+    };
+    let evaluated = flags::evaluate(
+        &snap.flags,
+        route,
+        &RequestFacts {
+            headers: req.headers(),
+            method: req.method(),
+            host,
+            path: &path,
+            client_ip: conn.peer.ip(),
+            drawn: split
+                .as_ref()
+                .and_then(|(ro, d)| flags::drawn_cookie(ro, d)),
+        },
+    );
     let (upstream, metrics, drawn, rollout): (
         &Arc<Upstream>,
         &VariantMetrics,
         _,
         Option<&RolloutRt>,
-    ) = match &route.target {
-        Target::Upstream { upstream, metrics } => (&snap.upstreams[*upstream], metrics, None, None),
-        Target::Rollout {
-            rollout,
-            stable,
-            canary,
-        } => {
-            let ro = &snap.rollouts[*rollout];
-            let d = split::decide(ro, req.headers());
-            match d.side {
-                Side::Stable => (&snap.upstreams[ro.stable], stable, d.drawn, Some(ro)),
-                Side::Canary => (&snap.upstreams[ro.canary], canary, d.drawn, Some(ro)),
-            }
+    ) = match (&route.target, split) {
+        (Target::Upstream { upstream, metrics }, _) => {
+            (&snap.upstreams[*upstream], metrics, None, None)
+        }
+        (Target::Rollout { stable, canary, .. }, Some((ro, d))) => match d.side {
+            Side::Stable => (&snap.upstreams[ro.stable], stable, d.drawn, Some(ro)),
+            Side::Canary => (&snap.upstreams[ro.canary], canary, d.drawn, Some(ro)),
+        },
+        (Target::Flag(t), _) => {
+            let arm = t.pick(evaluated.as_ref());
+            (&snap.upstreams[arm.upstream], &arm.metrics, None, None)
+        }
+        // Served above (OFREP) or impossible (a rollout is always split).
+        (Target::Ofrep { .. } | Target::Rollout { .. }, _) => {
+            return ProxyError::NoRoute.response();
         }
     };
 
@@ -131,6 +166,8 @@ async fn proxy(
     }
     h.insert(X_SLUICE_ROUTE.clone(), route.name_header.clone());
     h.insert(X_SLUICE_VARIANT.clone(), metrics.variant_header.clone());
+    flags::inject(route, evaluated.as_ref(), h);
+    drop(evaluated);
 
     let req = req.map(UpBody::Stream);
     let result = forward(upstream, req).await;

@@ -16,7 +16,9 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use metrics::{Counter, Histogram};
 
-use crate::config::traffic::{Balance, Gate, HeaderMatch, Rollout, Strategy, TrafficDoc};
+use crate::config::traffic::{Balance, Builtin, Gate, HeaderMatch, Rollout, Strategy, TrafficDoc};
+use crate::flags::headers::RouteHeaders;
+use crate::proxy::flags::{Arm, FlagRuntime, FlagTarget};
 use crate::telemetry::{self, Registry};
 pub use routes::{HostMatch, RouteMatcher, RouteTable};
 
@@ -33,6 +35,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Rollouts, indexed by [`Target`].
     pub rollouts: Vec<Arc<RolloutRt>>,
+    /// Compiled flags, `flag_context` and flag metric handles (data plane and OFREP).
+    pub flags: FlagRuntime,
 }
 
 /// A compiled route.
@@ -44,6 +48,8 @@ pub struct Route {
     pub name_header: HeaderValue,
     /// Where it sends.
     pub target: Target,
+    /// Flags injected upstream, in order (SPEC §4).
+    pub flags: RouteHeaders,
 }
 
 /// Where a route sends.
@@ -64,6 +70,13 @@ pub enum Target {
         stable: VariantMetrics,
         /// Metrics for the canary side.
         canary: VariantMetrics,
+    },
+    /// The upstream a flag's variant maps to.
+    Flag(FlagTarget),
+    /// OFREP served by sluice itself (`builtin: ofrep`).
+    Ofrep {
+        /// Metrics of this route (`upstream` is empty, `variant` is `ofrep`).
+        metrics: VariantMetrics,
     },
 }
 
@@ -262,6 +275,7 @@ impl Snapshot {
             }));
         }
 
+        let flags = FlagRuntime::build(doc, ctx.registry)?;
         let mut compiled = Vec::with_capacity(doc.routes.len());
         for r in &doc.routes {
             let listener = match &r.matches.listener {
@@ -297,6 +311,7 @@ impl Snapshot {
             let vm = |upstream: &str, rollout: &str, variant: &str| {
                 variant_metrics(ctx.registry, &r.name, upstream, rollout, variant)
             };
+            let route_flags = flags.route_headers(&r.name, &r.flags)?;
             let target = if let Some(u) = &r.to.upstream {
                 Target::Upstream {
                     upstream: up(u)?,
@@ -312,11 +327,25 @@ impl Snapshot {
                     stable: vm(&upstreams[rt.stable].name, ro, "stable")?,
                     canary: vm(&upstreams[rt.canary].name, ro, "canary")?,
                 }
+            } else if let Some(key) = &r.to.flag {
+                Target::Flag(FlagTarget::build(
+                    &flags,
+                    key,
+                    &r.to.upstreams,
+                    &route_flags,
+                    |u| {
+                        Ok(Arm {
+                            upstream: up(u)?,
+                            metrics: vm(u, "", u)?,
+                        })
+                    },
+                )?)
+            } else if r.to.builtin == Some(Builtin::Ofrep) {
+                Target::Ofrep {
+                    metrics: vm("", "", "ofrep")?,
+                }
             } else {
-                return Err(format!(
-                    "route `{}`: this target is not supported yet",
-                    r.name
-                ));
+                return Err(format!("route `{}`: no target", r.name));
             };
             compiled.push((
                 matcher,
@@ -324,6 +353,7 @@ impl Snapshot {
                     name: r.name.as_str().into(),
                     name_header: HeaderValue::from_str(&r.name).map_err(|e| e.to_string())?,
                     target,
+                    flags: route_flags,
                 },
             ));
         }
@@ -333,6 +363,7 @@ impl Snapshot {
             routes: RouteTable::new(compiled),
             upstreams,
             rollouts,
+            flags,
         })
     }
 }
