@@ -327,10 +327,13 @@ impl FlagMetrics {
         let (base, end) = (*self.base.get(i)? as usize, *self.base.get(i + 1)? as usize);
         let variants = (end - base) / 3 - 1;
         let off = match variant {
-            Some(v) => 3 * v as usize + WITH_VARIANT.iter().position(|r| *r == reason)?,
+            Some(v) if (v as usize) < variants => {
+                3 * v as usize + WITH_VARIANT.iter().position(|r| *r == reason)?
+            }
+            Some(_) => return None,
             None => 3 * variants + WITHOUT_VARIANT.iter().position(|r| *r == reason)?,
         };
-        self.slots.get(base + off).filter(|_| off < end - base)
+        self.slots.get(base + off)
     }
 
     /// Resolves the handles of every outcome flag `id` can produce.
@@ -489,7 +492,7 @@ pub fn evaluate(rt: &FlagRuntime, route: &Route, req: &RequestFacts<'_>) -> Opti
 
 /// Sets the upstream flag headers of an evaluation (SPEC §4).
 #[inline]
-pub fn inject(route: &Route, ev: Option<&Evaluated>, headers: &mut HeaderMap) {
+pub fn inject(route: &Route, ev: Option<Evaluated>, headers: &mut HeaderMap) {
     if let Some(ev) = ev {
         route.flags.insert(&ev.selected, headers);
     }

@@ -166,8 +166,8 @@ async fn proxy(
     }
     h.insert(X_SLUICE_ROUTE.clone(), route.name_header.clone());
     h.insert(X_SLUICE_VARIANT.clone(), metrics.variant_header.clone());
-    flags::inject(route, evaluated.as_ref(), h);
-    drop(evaluated);
+    // By value: the evaluation is not kept in the future's state across the await below.
+    flags::inject(route, evaluated, h);
 
     let req = req.map(UpBody::Stream);
     let result = forward(upstream, req).await;
