@@ -20,8 +20,13 @@
 //! Context::from_strings(Some(tk), &[("email", v), ...])       // per request, borrows, no allocation
 //! Context::from_json(&map)?                                   // OFREP bodies; INVALID_CONTEXT on a non-string targetingKey
 //!
+//! set.default_variant(id) -> Option<u32>     set.outcomes(id) -> [(variant, reason)] (metric handles)
+//!
 //! headers::RouteHeaders::new(&set, &route.flags)?.apply(&set, &ctx, now, &mut header_map, |id, res| ...)
+//!   or .evaluate(&set, &ctx, now, &mut selected, observe) then .insert(&selected, &mut header_map)
+//!   (the proxy's split: the context borrows the request whose headers are then rewritten)
 //! ofrep::evaluate_flag(&set, key, body, now) / ofrep::evaluate_bulk(&set, body, now, if_none_match)
+//!   (`*_with` variants take an `observe` callback for metrics)
 //! ```
 //!
 //! Semantics are flagd's (reference: PyPI `openfeature-flagd-core`): reasons `STATIC`,
