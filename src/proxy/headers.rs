@@ -2,7 +2,7 @@
 //! headers, and dot-segment removal for paths.
 
 use std::borrow::Cow;
-use std::io::Write as _;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -50,6 +50,12 @@ pub fn remove_sluice_headers(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers and every header named in `Connection`, plus `Upgrade`
 /// (upgrades are handled apart). Used on requests and responses alike.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names (standard names compare
+    // as enum tags) is cheaper than a hashed removal for each of the nine.
+    let is_hop = |n: &HeaderName| HOP_BY_HOP.contains(&n) || n == header::UPGRADE;
+    if !headers.keys().any(is_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
         let listed: Vec<HeaderName> = headers
@@ -68,41 +74,59 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+thread_local! {
+    /// The last client address formatted on this worker: connections make many requests.
+    static LAST_CLIENT: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    /// This worker's request-id prefix (random) and counter.
+    static REQUEST_IDS: std::cell::Cell<(u64, u64)> = std::cell::Cell::new((rand::random(), 0));
+}
+
 /// Appends the client address to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let mut buf = [0u8; 512];
-    let mut w = &mut buf[..];
-    let prior = headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes());
-    let ok = match prior {
-        Some(p) if p.len() < 400 => w.write_all(p).and_then(|_| write!(w, ", {client}")),
-        Some(_) => Err(std::io::ErrorKind::Other.into()),
-        None => write!(w, "{client}"),
-    };
-    let value = if ok.is_ok() {
-        let len = 512 - w.len();
-        HeaderValue::from_bytes(&buf[..len]).ok()
-    } else {
-        // Very long chains: build on the heap.
-        let mut s = prior
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default();
-        if !s.is_empty() {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        None => LAST_CLIENT.with(|c| {
+            let mut c = c.borrow_mut();
+            match &*c {
+                Some((ip, v)) if *ip == client => Some(v.clone()),
+                _ => {
+                    let v = HeaderValue::from_str(&client.to_string()).ok()?;
+                    *c = Some((client, v.clone()));
+                    Some(v)
+                }
+            }
+        }),
+        Some(prior) => {
+            let mut s = String::with_capacity(prior.len() + 48);
+            s.push_str(&String::from_utf8_lossy(prior.as_bytes()));
             s.push_str(", ");
+            let _ = write!(s, "{client}");
+            HeaderValue::from_str(&s).ok()
         }
-        s.push_str(&client.to_string());
-        HeaderValue::from_str(&s).ok()
     };
     if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
 
-/// A fresh request id: 32 lowercase hex digits.
+/// A fresh request id: 32 lowercase hex digits, a random per-worker prefix and a counter
+/// (unique without drawing randomness per request).
 pub fn new_request_id() -> HeaderValue {
-    let id: u128 = rand::random();
+    let (prefix, n) = REQUEST_IDS.with(|c| {
+        let (p, n) = c.get();
+        c.set((p, n.wrapping_add(1)));
+        (p, n)
+    });
     let mut buf = [0u8; 32];
-    let _ = write!(&mut buf[..], "{id:032x}");
+    hex64(prefix, &mut buf[..16]);
+    hex64(n, &mut buf[16..]);
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn hex64(v: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
 }
 
 /// Removes dot segments (RFC 3986 §5.2.4); borrows when there are none. `%2F` stays encoded.
@@ -194,5 +218,12 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(new_request_id().len(), 32);
+        assert_ne!(new_request_id(), new_request_id());
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.1.2.3".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.1.2.4".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.1.2.4");
     }
 }

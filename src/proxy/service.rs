@@ -146,6 +146,8 @@ async fn proxy(
     }
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
+    // Room for the headers added below, so the map grows at most once.
+    h.reserve(8);
     headers::remove_hop_by_hop(h);
     headers::append_forwarded_for(h, conn.peer.ip());
     h.insert(
