@@ -494,6 +494,8 @@ pub fn evaluate(rt: &FlagRuntime, route: &Route, req: &RequestFacts<'_>) -> Opti
 #[inline]
 pub fn inject(route: &Route, ev: Option<Evaluated>, headers: &mut HeaderMap) {
     if let Some(ev) = ev {
+        // One growth at most for the per-flag headers and the combined one.
+        headers.reserve(route.flags.len() + 1);
         route.flags.insert(&ev.selected, headers);
     }
 }
