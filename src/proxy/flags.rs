@@ -90,6 +90,13 @@ pub struct RequestFacts<'r> {
     pub drawn: Option<(&'r str, &'r str)>,
 }
 
+/// The request's values, with the derived strings a context may borrow.
+struct Facts<'a> {
+    req: &'a RequestFacts<'a>,
+    ip: &'a str,
+    host: &'a str,
+}
+
 /// The outcome of a request's flag evaluation: indexes only, no borrows.
 #[derive(Debug, Clone)]
 pub struct Evaluated {
@@ -225,12 +232,7 @@ impl ContextPlan {
     }
 }
 
-/// The request's values, with the derived strings a context may borrow.
-struct Facts<'a> {
-    req: &'a RequestFacts<'a>,
-    ip: &'a str,
-    host: &'a str,
-}
+// === impl Facts ===
 
 impl<'a> Facts<'a> {
     fn value(&self, s: &'a Source) -> Option<&'a str> {
