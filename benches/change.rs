@@ -139,6 +139,7 @@ fn bench_gate(c: &mut Criterion) {
         limits: settings.limits.clone(),
         connections: Default::default(),
         access_log: None,
+        ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(

@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, watch};
 
+use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
@@ -132,6 +133,7 @@ impl Instance {
             connections: AtomicUsize::new(0),
             access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
                 .map_err(StartError::Runtime)?,
+            ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),

@@ -1,10 +1,11 @@
-//! The admin listener: health, readiness, metrics, and the authenticated `/api/v1`.
+//! The admin listener: health, readiness, metrics, OFREP, and the authenticated `/api/v1`.
 
 pub mod auth;
 pub mod changes;
 pub mod rollouts;
 
 pub use changes::{MAX_DOCUMENT_BYTES, outcome_response};
+pub mod ofrep;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -94,6 +95,17 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             r
+        }
+        (_, p) if p.starts_with("/ofrep/") => {
+            // Unauthenticated (SPEC §8): flag values are what applications read anyway.
+            let snap = ctx.shared.snapshot.load_full();
+            ofrep::serve(
+                snap.as_deref().map(|s| &s.flags),
+                &ctx.shared.ofrep_cors,
+                req,
+            )
+            .await
+            .map(Full::new)
         }
         (_, p) if p.starts_with("/api/v1/") => {
             match auth::check(&req, &ctx.token, &ctx.allowed_hosts) {

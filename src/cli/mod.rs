@@ -4,6 +4,7 @@ pub mod approve;
 pub mod audit;
 pub mod client;
 pub mod demo;
+pub mod eval;
 pub mod keygen;
 pub mod revert;
 pub mod rollout;
@@ -63,6 +64,8 @@ pub enum Command {
     Revert(revert::RevertArgs),
     /// Promote, pause, resume or abort a rollout of a running sluice.
     Rollout(rollout::RolloutArgs),
+    /// Evaluate one flag of a traffic document and print the resolution as JSON.
+    Eval(eval::EvalArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -90,5 +93,6 @@ pub fn main() -> i32 {
         Command::Approve(a) => approve::approve(a),
         Command::Revert(a) => revert::revert(a),
         Command::Rollout(a) => rollout::rollout(a),
+        Command::Eval(a) => eval::eval(a),
     }
 }

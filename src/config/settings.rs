@@ -286,6 +286,15 @@ impl Settings {
                 ));
             }
         }
+        for (i, o) in self.ofrep.cors_origins.iter().enumerate() {
+            if let Err(m) = check_origin(o) {
+                errors.push(ConfigError::at(
+                    spans,
+                    &format!("ofrep.cors_origins[{i}]"),
+                    m,
+                ));
+            }
+        }
         if self.limits.max_header_bytes < 1024 {
             errors.push(ConfigError::at(
                 spans,
@@ -410,9 +419,45 @@ impl Default for Emergency {
     }
 }
 
+/// An allowed CORS origin: `*`, or `http(s)://host[:port]` exactly as browsers send it.
+fn check_origin(o: &str) -> Result<(), String> {
+    if o == "*" {
+        return Ok(());
+    }
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{o}` is not an origin: write `https://host[:port]` or `*`"))?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty()
+        || host.contains(['/', '?', '#', '@'])
+        || !host.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "`{o}` is not an origin: scheme, host and port only, no path"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_origins() {
+        let ok = Settings::parse(
+            "ofrep: { cors_origins: [\"*\", \"https://app.example.com\", \"http://localhost:3000/\"] }\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = Settings::parse(
+            "ofrep:\n  cors_origins: [\"https://app.example.com/path\", \"app.example.com\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ofrep.cors_origins[0] (line 2:"), "{e}");
+        assert!(e.contains("ofrep.cors_origins[1]"), "{e}");
+    }
 
     #[test]
     fn defaults_and_errors() {

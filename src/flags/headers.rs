@@ -39,6 +39,17 @@ struct Entry {
     pieces: Box<[Box<str>]>,
 }
 
+/// No variant (the flag's header is not sent).
+const NONE: u32 = u32::MAX;
+
+/// The variant each flag of a route resolved to, in route order: a fixed array on the
+/// stack (a route injects at most [`MAX_ROUTE_FLAGS`]), so evaluating allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    variants: [u32; MAX_ROUTE_FLAGS],
+    len: usize,
+}
+
 /// Why a route's flag list cannot be injected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
@@ -128,17 +139,42 @@ impl RouteHeaders {
         ctx: &Context<'_>,
         now_unix_secs: i64,
         headers: &mut HeaderMap,
+        observe: F,
+    ) where
+        F: FnMut(FlagId, &Resolution<'_>),
+    {
+        let mut selected = Selected::default();
+        self.evaluate(set, ctx, now_unix_secs, &mut selected, observe);
+        self.insert(&selected, headers);
+    }
+
+    /// Evaluates the route's flags into `selected` without touching any header map, so the
+    /// context may borrow from the very request the headers are later [`insert`](Self::insert)ed
+    /// into.
+    pub fn evaluate<F>(
+        &self,
+        set: &FlagSet,
+        ctx: &Context<'_>,
+        now_unix_secs: i64,
+        selected: &mut Selected,
         mut observe: F,
     ) where
         F: FnMut(FlagId, &Resolution<'_>),
     {
-        let mut combined = String::new();
-        for e in self.entries.iter() {
+        selected.len = self.entries.len().min(MAX_ROUTE_FLAGS);
+        for (slot, e) in selected.variants.iter_mut().zip(self.entries.iter()) {
             let res = set.evaluate(e.id, ctx, now_unix_secs);
             observe(e.id, &res);
-            let Some(i) = res.variant_index.map(|i| i as usize) else {
-                continue;
-            };
+            *slot = res.variant_index().unwrap_or(NONE);
+        }
+    }
+
+    /// Sets the headers for the variants in `selected` (from [`evaluate`](Self::evaluate)
+    /// on this route), replacing any of the same name.
+    pub fn insert(&self, selected: &Selected, headers: &mut HeaderMap) {
+        let mut combined = String::new();
+        for (e, &v) in self.entries.iter().zip(&selected.variants[..selected.len]) {
+            let i = v as usize;
             let (Some(value), Some(piece)) = (e.values.get(i), e.pieces.get(i)) else {
                 continue;
             };
@@ -155,6 +191,28 @@ impl RouteHeaders {
         {
             headers.insert(HeaderName::from_static(COMBINED_HEADER), v);
         }
+    }
+}
+
+// === impl Selected ===
+
+impl Default for Selected {
+    fn default() -> Self {
+        Selected {
+            variants: [NONE; MAX_ROUTE_FLAGS],
+            len: 0,
+        }
+    }
+}
+
+impl Selected {
+    /// The variant index (see [`FlagSet::variants`]) the flag at route position `pos`
+    /// resolved to; `None` when it has none or `pos` is out of range.
+    pub fn variant(&self, pos: usize) -> Option<u32> {
+        self.variants[..self.len]
+            .get(pos)
+            .copied()
+            .filter(|v| *v != NONE)
     }
 }
 

@@ -20,8 +20,13 @@
 //! Context::from_strings(Some(tk), &[("email", v), ...])       // per request, borrows, no allocation
 //! Context::from_json(&map)?                                   // OFREP bodies; INVALID_CONTEXT on a non-string targetingKey
 //!
+//! set.default_variant(id) -> Option<u32>     set.outcomes(id) -> [(variant, reason)] (metric handles)
+//!
 //! headers::RouteHeaders::new(&set, &route.flags)?.apply(&set, &ctx, now, &mut header_map, |id, res| ...)
+//!   or .evaluate(&set, &ctx, now, &mut selected, observe) then .insert(&selected, &mut header_map)
+//!   (the proxy's split: the context borrows the request whose headers are then rewritten)
 //! ofrep::evaluate_flag(&set, key, body, now) / ofrep::evaluate_bulk(&set, body, now, if_none_match)
+//!   (`*_with` variants take an `observe` callback for metrics)
 //! ```
 //!
 //! Semantics are flagd's (reference: PyPI `openfeature-flagd-core`): reasons `STATIC`,
@@ -128,6 +133,16 @@ enum Targeting {
     Rule(Node),
     /// Did not compile (lenient mode): `PARSE_ERROR` when evaluated.
     Broken(Box<str>),
+}
+
+// === impl FlagId ===
+
+impl FlagId {
+    /// The position of the flag in its set (`0..set.len()`), for per-flag tables.
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
 }
 
 // === impl FlagError ===
@@ -266,6 +281,46 @@ impl FlagSet {
                 Cow::Owned(format!("flag `{key}` not found")),
                 &self.empty,
             ),
+        }
+    }
+
+    /// The index of flag `id`'s default variant, if it has one that is a variant.
+    pub fn default_variant(&self, id: FlagId) -> Option<u32> {
+        match self.flag(id).default {
+            DefaultVariant::Index(i) => Some(i),
+            DefaultVariant::None | DefaultVariant::Missing(_) => None,
+        }
+    }
+
+    /// Every `(variant index, reason)` an evaluation of flag `id` can produce, so that
+    /// callers can resolve per-outcome handles (metrics) before the first evaluation.
+    /// Errors other than a defect (a custom operator's bad arguments, a targeting result
+    /// that is not a variant) are covered by `(None, Error)` for every targeted flag.
+    pub fn outcomes(&self, id: FlagId) -> Vec<(Option<u32>, Reason)> {
+        let flag = self.flag(id);
+        if flag.defect.is_some() || matches!(flag.targeting, Targeting::Broken(_)) {
+            return vec![(None, Reason::Error)];
+        }
+        if !flag.enabled {
+            return vec![(None, Reason::Disabled)];
+        }
+        let default = |reason| match &flag.default {
+            DefaultVariant::Index(i) => (Some(*i), reason),
+            DefaultVariant::None => (None, Reason::Default),
+            DefaultVariant::Missing(_) => (None, Reason::Error),
+        };
+        match &flag.targeting {
+            Targeting::Rule(_) => {
+                let mut out: Vec<(Option<u32>, Reason)> = (0..flag.variants.len() as u32)
+                    .filter(|&i| flag.variant(&flag.variants[i as usize].0) == Some(i))
+                    .map(|i| (Some(i), Reason::TargetingMatch))
+                    .collect();
+                out.push(default(Reason::Default));
+                out.push((None, Reason::Error));
+                out.dedup();
+                out
+            }
+            _ => vec![default(Reason::Static)],
         }
     }
 

@@ -20,7 +20,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Context, ErrorCode, FlagSet, Resolution};
+use super::{Context, ErrorCode, FlagId, FlagSet, Resolution};
 
 /// A response for the HTTP layer to send as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,21 @@ pub fn parse_request(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
 
 /// Single-flag evaluation.
 pub fn evaluate_flag(set: &FlagSet, key: &str, body: &[u8], now_unix_secs: i64) -> OfrepResponse {
+    evaluate_flag_with(set, key, body, now_unix_secs, |_, _| {})
+}
+
+/// Single-flag evaluation; `observe` sees the resolution when the flag exists (for
+/// metrics: an unknown key is request data and must not become a label).
+pub fn evaluate_flag_with<F>(
+    set: &FlagSet,
+    key: &str,
+    body: &[u8],
+    now_unix_secs: i64,
+    mut observe: F,
+) -> OfrepResponse
+where
+    F: FnMut(FlagId, &Resolution<'_>),
+{
     let ctx_map = match parse_request(body) {
         Ok(m) => m,
         Err(e) => return error_response(400, Some(key), ErrorCode::InvalidContext, &e.to_string()),
@@ -84,7 +99,14 @@ pub fn evaluate_flag(set: &FlagSet, key: &str, body: &[u8], now_unix_secs: i64) 
         Ok(c) => c,
         Err(e) => return error_response(400, Some(key), ErrorCode::InvalidContext, &e.to_string()),
     };
-    let res = set.evaluate_key(key, &ctx, now_unix_secs);
+    let res = match set.get(key) {
+        Some(id) => {
+            let res = set.evaluate(id, &ctx, now_unix_secs);
+            observe(id, &res);
+            res
+        }
+        None => set.evaluate_key(key, &ctx, now_unix_secs),
+    };
     let status = match res.error_code {
         None => 200,
         Some(ErrorCode::FlagNotFound) => 404,
@@ -104,6 +126,20 @@ pub fn evaluate_bulk(
     now_unix_secs: i64,
     if_none_match: Option<&str>,
 ) -> OfrepResponse {
+    evaluate_bulk_with(set, body, now_unix_secs, if_none_match, |_, _| {})
+}
+
+/// Bulk evaluation; `observe` sees every flag's resolution (for metrics).
+pub fn evaluate_bulk_with<F>(
+    set: &FlagSet,
+    body: &[u8],
+    now_unix_secs: i64,
+    if_none_match: Option<&str>,
+    mut observe: F,
+) -> OfrepResponse
+where
+    F: FnMut(FlagId, &Resolution<'_>),
+{
     let ctx_map = match parse_request(body) {
         Ok(m) => m,
         Err(e) => return error_response(400, None, ErrorCode::InvalidContext, &e.to_string()),
@@ -114,7 +150,11 @@ pub fn evaluate_bulk(
     };
     let flags: Vec<Value> = set
         .iter()
-        .map(|(id, key)| evaluation_json(key, &set.evaluate(id, &ctx, now_unix_secs)))
+        .map(|(id, key)| {
+            let res = set.evaluate(id, &ctx, now_unix_secs);
+            observe(id, &res);
+            evaluation_json(key, &res)
+        })
         .collect();
     let mut top = Map::new();
     top.insert("flags".into(), Value::Array(flags));

@@ -160,6 +160,14 @@ impl<'s> Resolution<'s> {
     pub fn is_code_default(&self) -> bool {
         self.value.is_none()
     }
+
+    /// Index of the variant served in [`FlagSet::variants`](super::FlagSet::variants) order,
+    /// so that callers can keep per-variant tables (routing, metric handles) and skip a
+    /// lookup by name.
+    #[inline]
+    pub fn variant_index(&self) -> Option<u32> {
+        self.variant_index
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {

@@ -6,6 +6,7 @@ pub mod body;
 pub mod connect;
 pub mod detect;
 pub mod error;
+pub mod flags;
 pub mod headers;
 pub mod health;
 pub mod pool;
@@ -22,6 +23,7 @@ use std::sync::atomic::AtomicUsize;
 use arc_swap::ArcSwapOption;
 use metrics::Gauge;
 
+use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
 use crate::snapshot::Snapshot;
 
@@ -38,6 +40,8 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// The JSON access log, when enabled.
     pub access_log: Option<access_log::AccessLog>,
+    /// Browser origins allowed to call OFREP (`ofrep.cors_origins`).
+    pub ofrep_cors: Cors,
 }
 
 /// A listener's name and gauges.

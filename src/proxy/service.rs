@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::Shared;
 use super::body::{DownBody, UpBody};
 use super::error::ProxyError;
+use super::flags::{self, RequestFacts};
 use super::headers::{
     self, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_SLUICE_ERROR, X_SLUICE_ROUTE,
     X_SLUICE_VARIANT,
@@ -51,7 +52,7 @@ pub async fn handle(
         let Some(snap) = shared.snapshot.load_full() else {
             return ProxyError::NoConfig.response();
         };
-        return proxy(&snap, conn, req, start, &mut Seen::default()).await;
+        return proxy(&shared, &snap, conn, req, start, &mut Seen::default()).await;
     };
     // Logged: note what the log needs before the request moves on.
     let started = std::time::SystemTime::now();
@@ -64,7 +65,7 @@ pub async fn handle(
     let snap = shared.snapshot.load_full();
     let resp = match &snap {
         None => ProxyError::NoConfig.response(),
-        Some(snap) => proxy(snap, conn, req, start, &mut seen).await,
+        Some(snap) => proxy(&shared, snap, conn, req, start, &mut seen).await,
     };
     log.record(access_log::Entry {
         start: started,
@@ -98,6 +99,7 @@ struct Seen<'a> {
 }
 
 async fn proxy<'s>(
+    shared: &Shared,
     snap: &'s Snapshot,
     conn: ConnInfo,
     mut req: Request<Incoming>,
@@ -124,26 +126,71 @@ async fn proxy<'s>(
     else {
         return ProxyError::NoRoute.response();
     };
+    if let Target::Ofrep { metrics } = &route.target {
+        if seen.wanted {
+            seen.route = Some(&route.name);
+        }
+        let resp = crate::admin::ofrep::serve(Some(&snap.flags), &shared.ofrep_cors, req)
+            .await
+            .map(DownBody::full);
+        let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+        metrics.requests[class].increment(1);
+        metrics.duration.record(start.elapsed().as_secs_f64());
+        return resp;
+    }
 
+    // Split before flags: a sticky key drawn here also serves `flag_context` (SPEC §3).
+    let split = match &route.target {
+        Target::Rollout { rollout, .. } => {
+            let ro = &snap.rollouts[*rollout];
+            Some((ro, split::decide(ro, req.headers())))
+        }
+        _ => None,
+    };
+    let evaluated = flags::evaluate(
+        &snap.flags,
+        route,
+        &RequestFacts {
+            headers: req.headers(),
+            method: req.method(),
+            host,
+            path: &path,
+            client_ip: conn.peer.ip(),
+            drawn: split
+                .as_ref()
+                .and_then(|(ro, d)| flags::drawn_cookie(ro, d)),
+        },
+    );
     let (upstream, metrics, drawn, rollout): (
         &Arc<Upstream>,
         &VariantMetrics,
         _,
         Option<(&RolloutRt, Side)>,
-    ) = match &route.target {
-        Target::Upstream { upstream, metrics } => (&snap.upstreams[*upstream], metrics, None, None),
-        Target::Rollout {
-            rollout,
-            stable,
-            canary,
-        } => {
-            let ro = &snap.rollouts[*rollout];
-            let d = split::decide(ro, req.headers());
-            let (up, m) = match d.side {
-                Side::Stable => (&snap.upstreams[ro.stable], stable),
-                Side::Canary => (&snap.upstreams[ro.canary], canary),
-            };
-            (up, m, d.drawn, Some((ro, d.side)))
+    ) = match (&route.target, split) {
+        (Target::Upstream { upstream, metrics }, _) => {
+            (&snap.upstreams[*upstream], metrics, None, None)
+        }
+        (Target::Rollout { stable, canary, .. }, Some((ro, d))) => match d.side {
+            Side::Stable => (
+                &snap.upstreams[ro.stable],
+                stable,
+                d.drawn,
+                Some((ro, d.side)),
+            ),
+            Side::Canary => (
+                &snap.upstreams[ro.canary],
+                canary,
+                d.drawn,
+                Some((ro, d.side)),
+            ),
+        },
+        (Target::Flag(t), _) => {
+            let arm = t.pick(evaluated.as_ref());
+            (&snap.upstreams[arm.upstream], &arm.metrics, None, None)
+        }
+        // Served above (OFREP) or impossible (a rollout is always split).
+        (Target::Ofrep { .. } | Target::Rollout { .. }, _) => {
+            return ProxyError::NoRoute.response();
         }
     };
 
@@ -187,6 +234,8 @@ async fn proxy<'s>(
     }
     h.insert(X_SLUICE_ROUTE.clone(), route.name_header.clone());
     h.insert(X_SLUICE_VARIANT.clone(), metrics.variant_header.clone());
+    // By value: the evaluation is not kept in the future's state across the await below.
+    flags::inject(route, evaluated, h);
     if let Some(p) = &upgrade_to {
         upgrade::restore(h, p.clone());
     }

@@ -19,9 +19,11 @@ use http::{HeaderName, HeaderValue, Method};
 use metrics::{Counter, Histogram};
 
 use crate::config::traffic::{
-    ActiveHealth, Balance, Gate, HeaderMatch, PassiveHealth, Rollout, Strategy, TrafficDoc,
+    ActiveHealth, Balance, Builtin, Gate, HeaderMatch, PassiveHealth, Rollout, Strategy, TrafficDoc,
 };
+use crate::flags::headers::RouteHeaders;
 use crate::proxy::connect::Connector;
+use crate::proxy::flags::{Arm, FlagRuntime, FlagTarget};
 use crate::proxy::health::{self, EndpointHealth};
 use crate::proxy::retry::{RetryBudget, RetryPolicy};
 use crate::rollout::{ErrorStatuses, RolloutWindows};
@@ -41,6 +43,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Rollouts, indexed by [`Target`].
     pub rollouts: Vec<Arc<RolloutRt>>,
+    /// Compiled flags, `flag_context` and flag metric handles (data plane and OFREP).
+    pub flags: FlagRuntime,
 }
 
 /// A compiled route.
@@ -54,6 +58,8 @@ pub struct Route {
     pub target: Target,
     /// Retry policy (`retries`).
     pub retry: RetryPolicy,
+    /// Flags injected upstream, in order (SPEC §4).
+    pub flags: RouteHeaders,
 }
 
 /// Where a route sends.
@@ -74,6 +80,13 @@ pub enum Target {
         stable: VariantMetrics,
         /// Metrics for the canary side.
         canary: VariantMetrics,
+    },
+    /// The upstream a flag's variant maps to.
+    Flag(FlagTarget),
+    /// OFREP served by sluice itself (`builtin: ofrep`).
+    Ofrep {
+        /// Metrics of this route (`upstream` is empty, `variant` is `ofrep`).
+        metrics: VariantMetrics,
     },
 }
 
@@ -291,6 +304,7 @@ impl Snapshot {
             }));
         }
 
+        let flags = FlagRuntime::build(doc, ctx.registry)?;
         let mut compiled = Vec::with_capacity(doc.routes.len());
         for r in &doc.routes {
             let listener = match &r.matches.listener {
@@ -326,6 +340,7 @@ impl Snapshot {
             let vm = |upstream: &str, rollout: &str, variant: &str| {
                 variant_metrics(ctx.registry, &r.name, upstream, rollout, variant)
             };
+            let route_flags = flags.route_headers(&r.name, &r.flags)?;
             let target = if let Some(u) = &r.to.upstream {
                 Target::Upstream {
                     upstream: up(u)?,
@@ -341,11 +356,25 @@ impl Snapshot {
                     stable: vm(&upstreams[rt.stable].name, ro, "stable")?,
                     canary: vm(&upstreams[rt.canary].name, ro, "canary")?,
                 }
+            } else if let Some(key) = &r.to.flag {
+                Target::Flag(FlagTarget::build(
+                    &flags,
+                    key,
+                    &r.to.upstreams,
+                    &route_flags,
+                    |u| {
+                        Ok(Arm {
+                            upstream: up(u)?,
+                            metrics: vm(u, "", u)?,
+                        })
+                    },
+                )?)
+            } else if r.to.builtin == Some(Builtin::Ofrep) {
+                Target::Ofrep {
+                    metrics: vm("", "", "ofrep")?,
+                }
             } else {
-                return Err(format!(
-                    "route `{}`: this target is not supported yet",
-                    r.name
-                ));
+                return Err(format!("route `{}`: no target", r.name));
             };
             compiled.push((
                 matcher,
@@ -354,6 +383,7 @@ impl Snapshot {
                     name_header: HeaderValue::from_str(&r.name).map_err(|e| e.to_string())?,
                     target,
                     retry: RetryPolicy::new(r.retries.as_ref()),
+                    flags: route_flags,
                 },
             ));
         }
@@ -363,6 +393,7 @@ impl Snapshot {
             routes: RouteTable::new(compiled),
             upstreams,
             rollouts,
+            flags,
         })
     }
 }

@@ -765,6 +765,12 @@ impl TrafficDoc {
                     format!("unknown rollout `{ro}`"),
                 );
             }
+            if t.builtin.is_some() && !r.flags.is_empty() {
+                err(
+                    format!("{base}.flags"),
+                    "a builtin route sends nothing upstream, so it injects no flags".into(),
+                );
+            }
             if t.flag.is_none() && !t.upstreams.is_empty() {
                 err(
                     format!("{base}.to.upstreams"),
@@ -787,6 +793,11 @@ impl TrafficDoc {
                             format!("{base}.to.upstreams.{variant}"),
                             format!("unknown upstream `{u}`"),
                         );
+                    }
+                }
+                if let Some(def) = self.flags.get(f) {
+                    for (path, msg) in check_flag_route(f, def, &t.upstreams) {
+                        err(format!("{base}.{path}"), msg);
                     }
                 }
             }
@@ -1052,7 +1063,72 @@ impl TrafficDoc {
                 err(format!("flag_context.attributes.{k}"), m);
             }
         }
+        // The flags themselves, strictly (SPEC §4): schema, operators, `$ref`s and default
+        // variants, each error at its flag's own path so that its line can be shown.
+        let opts = crate::flags::Options {
+            fractional: self.fractional,
+        };
+        if let Err(flag_errors) =
+            crate::flags::FlagSet::compile(&self.flags, &self.evaluators, opts)
+        {
+            errors.extend(
+                flag_errors
+                    .into_iter()
+                    .map(|e| ConfigError::at(spans, &e.path, e.message)),
+            );
+        }
     }
+}
+
+/// Checks a `to: { flag, upstreams }` route against its flag's definition: every mapped
+/// key must be a variant (a typo would otherwise never match), and the flag must have a
+/// default variant with an upstream, which is where requests go whenever the flag serves
+/// no mapped variant (disabled, an evaluation error, or a variant left unmapped). Returns
+/// `(path below the route, message)` pairs.
+fn check_flag_route(
+    key: &str,
+    def: &Value,
+    upstreams: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    // A malformed definition is reported at `flags.<key>` by the flag compiler.
+    let Some(variants) = def.get("variants").and_then(Value::as_object) else {
+        return out;
+    };
+    for v in upstreams.keys() {
+        if !variants.contains_key(v) {
+            let names: Vec<&str> = variants.keys().map(String::as_str).collect();
+            out.push((
+                format!("to.upstreams.{v}"),
+                format!(
+                    "flag `{key}` has no variant `{v}` (variants: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    let default = match def.get("defaultVariant") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Bool(b)) => Some(b.to_string()),
+        _ => None,
+    };
+    match default {
+        None => out.push((
+            "to.flag".into(),
+            format!(
+                "flag `{key}` routes requests, so it needs a defaultVariant: requests go to its upstream when the flag serves no mapped variant"
+            ),
+        )),
+        Some(d) if variants.contains_key(&d) && !upstreams.contains_key(&d) => out.push((
+            "to.upstreams".into(),
+            format!(
+                "the default variant `{d}` of flag `{key}` needs an upstream: requests go there when the flag serves no mapped variant"
+            ),
+        )),
+        // Not a variant at all: the flag compiler reports it.
+        Some(_) => {}
+    }
+    out
 }
 
 /// Parses `5xx` into (500, 599) or `503` into (503, 503).

@@ -103,3 +103,64 @@ fn status_classes() {
     assert_eq!(parse_status_class("6xx"), None);
     assert_eq!(parse_status_class("50x"), None);
 }
+
+#[test]
+fn flags_are_validated_strictly_with_their_paths() {
+    let bad = GOOD.replace("defaultVariant: \"off\"", "defaultVariant: \"maybe\"");
+    let line = bad.lines().position(|l| l.contains("maybe")).unwrap() + 1;
+    let e = errors(&bad);
+    assert!(
+        e.contains(&format!(
+            "flags.new-checkout.defaultVariant (line {line}:5)"
+        )),
+        "{e}"
+    );
+    let bad = GOOD.replace(
+        "defaultVariant: \"off\"",
+        "defaultVariant: \"off\"\n    targeting: { \"$ref\": \"nowhere\" }",
+    );
+    assert!(
+        errors(&bad).contains("flags.new-checkout.targeting"),
+        "{}",
+        errors(&bad)
+    );
+}
+
+#[test]
+fn flag_routes_map_variants_and_their_default() {
+    let route = |upstreams: &str| {
+        GOOD.replace(
+            "to: { upstream: v1 }",
+            &format!("to: {{ flag: new-checkout, upstreams: {upstreams} }}"),
+        )
+    };
+    assert!(
+        TrafficDoc::parse(
+            &route("{ \"on\": v2, \"off\": v1 }"),
+            &CheckContext::default()
+        )
+        .is_ok()
+    );
+    // Unmapped variants are allowed: they go where the default variant goes.
+    assert!(TrafficDoc::parse(&route("{ \"off\": v1 }"), &CheckContext::default()).is_ok());
+    let e = errors(&route("{ \"off\": v1, \"of\": v2 }"));
+    assert!(e.contains("routes[1].to.upstreams.of"), "{e}");
+    assert!(e.contains("has no variant `of`"), "{e}");
+    let e = errors(&route("{ \"on\": v2 }"));
+    assert!(e.contains("routes[1].to.upstreams"), "{e}");
+    assert!(e.contains("default variant `off`"), "{e}");
+    let e =
+        errors(&route("{ \"on\": v2 }").replace("defaultVariant: \"off\"", "defaultVariant: null"));
+    assert!(e.contains("routes[1].to.flag"), "{e}");
+    assert!(e.contains("needs a defaultVariant"), "{e}");
+}
+
+#[test]
+fn builtin_routes_inject_no_flags() {
+    let doc = GOOD.replace(
+        "to: { upstream: v1 }",
+        "to: { builtin: ofrep }\n    flags: [new-checkout]",
+    );
+    let e = errors(&doc);
+    assert!(e.contains("routes[1].flags"), "{e}");
+}
