@@ -8,6 +8,8 @@
 //!   Target: < 500 ms. Prints the process RSS before and after (from /proc/self/status).
 //!
 //! Run: `cargo bench --bench change`.
+//!
+//! The bench allocates through mimalloc, as the `sluice` binary does.
 
 #[path = "../tests/change_support/mod.rs"]
 mod change_support;
@@ -26,6 +28,9 @@ use sluice::clock::Clock;
 use sluice::config::Settings;
 use sluice::proxy::Shared;
 use sluice::telemetry::Registry;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn bench(c: &mut Criterion) {
     let store = store();

@@ -1,12 +1,14 @@
-//! YAML (and JSON) → `serde_json::Value`, with the position of every node kept by path.
+//! YAML (and JSON) → `serde_json::Value`, with the position of every node by path.
 //!
 //! sluice reads configuration through this one function so that every later error —
 //! a type error from serde or a semantic one from validation — can name the line and
-//! column it refers to. Anything YAML allows but a reviewed config should not contain is
+//! column it refers to. Positions are found on the first error that asks for one (by a
+//! second parse of the kept text): a valid document never pays for them. Anything YAML allows but a reviewed config should not contain is
 //! refused here: duplicate keys, anchors and aliases, custom tags, several documents.
 
 use std::collections::HashMap;
-use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -28,7 +30,9 @@ pub struct Pos {
 /// Positions by path, in the notation errors use: `routes[2].to.upstream`.
 #[derive(Debug, Default, Clone)]
 pub struct Spans {
-    by_path: HashMap<String, Pos>,
+    /// The source, parsed again for positions on the first [`find`](Spans::find).
+    text: Arc<str>,
+    by_path: OnceLock<HashMap<String, Pos>>,
 }
 
 /// A parsed document and where each of its nodes came from.
@@ -45,15 +49,59 @@ pub struct Parsed {
 impl Spans {
     /// The position of `path`, or of its nearest recorded ancestor.
     pub fn find(&self, path: &str) -> Option<Pos> {
+        let by_path = self.by_path.get_or_init(|| positions(&self.text));
         let mut p = path;
         loop {
-            if let Some(pos) = self.by_path.get(p) {
+            if let Some(pos) = by_path.get(p) {
                 return Some(*pos);
             }
             let cut = p.rfind(['.', '['])?;
             p = &p[..cut];
             if p.is_empty() {
-                return self.by_path.get("").copied();
+                return by_path.get("").copied();
+            }
+        }
+    }
+}
+
+/// The position of every node of `text` (as far as it parses).
+fn positions(text: &str) -> HashMap<String, Pos> {
+    let mut b = Builder {
+        parser: Parser::new_from_str(text),
+        spans: Some(HashMap::new()),
+    };
+    let _ = b.document();
+    b.spans.unwrap_or_default()
+}
+
+/// A node's path, rendered only when something needs it as text.
+#[derive(Clone, Copy)]
+enum NodePath<'p> {
+    Root,
+    Key(&'p NodePath<'p>, &'p str),
+    Index(&'p NodePath<'p>, usize),
+}
+
+impl NodePath<'_> {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            NodePath::Root => {}
+            NodePath::Key(parent, key) => {
+                parent.write(out);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            NodePath::Index(parent, i) => {
+                parent.write(out);
+                let _ = write!(out, "[{i}]");
             }
         }
     }
@@ -63,14 +111,21 @@ impl Spans {
 pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
     let mut b = Builder {
         parser: Parser::new_from_str(text),
-        spans: Spans::default(),
+        spans: None,
     };
-    b.document()
+    Ok(Parsed {
+        value: b.document()?,
+        spans: Spans {
+            text: text.into(),
+            by_path: OnceLock::new(),
+        },
+    })
 }
 
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    spans: Spans,
+    /// Positions, when asked for.
+    spans: Option<HashMap<String, Pos>>,
 }
 
 fn pos(span: &Span) -> Pos {
@@ -80,20 +135,12 @@ fn pos(span: &Span) -> Pos {
     }
 }
 
-fn err_at(path: &str, p: Pos, msg: impl Into<String>) -> ConfigError {
+fn err_at(path: &NodePath<'_>, p: Pos, msg: impl Into<String>) -> ConfigError {
     ConfigError {
-        path: path.to_string(),
+        path: path.render(),
         line: Some(p.line),
         col: Some(p.col),
         message: msg.into(),
-    }
-}
-
-fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
     }
 }
 
@@ -106,7 +153,7 @@ impl<'a> Builder<'a> {
             Some(Err(e)) => {
                 let m = e.marker();
                 Err(err_at(
-                    "",
+                    &NodePath::Root,
                     Pos {
                         line: m.line(),
                         col: m.col() + 1,
@@ -118,7 +165,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn document(&mut self) -> Result<Parsed, ConfigError> {
+    fn document(&mut self) -> Result<Value, ConfigError> {
         let mut value = None;
         loop {
             let (ev, span) = self.next()?;
@@ -126,104 +173,113 @@ impl<'a> Builder<'a> {
                 Event::StreamStart | Event::DocumentEnd => {}
                 Event::DocumentStart(_) => {
                     if value.is_some() {
-                        return Err(err_at("", pos(&span), "only one YAML document is allowed"));
+                        return Err(err_at(
+                            &NodePath::Root,
+                            pos(&span),
+                            "only one YAML document is allowed",
+                        ));
                     }
                     let (ev, span) = self.next()?;
-                    value = Some(self.node(ev, span, String::new(), 0)?);
+                    value = Some(self.node(ev, span, &NodePath::Root, 0)?);
                 }
                 Event::StreamEnd => break,
-                _ => return Err(err_at("", pos(&span), "unexpected YAML event")),
+                _ => return Err(err_at(&NodePath::Root, pos(&span), "unexpected YAML event")),
             }
         }
         let value = value.unwrap_or(Value::Null);
         if value.is_null() {
             return Err(ConfigError::plain("", "the document is empty"));
         }
-        Ok(Parsed {
-            value,
-            spans: std::mem::take(&mut self.spans),
-        })
+        Ok(value)
     }
 
     fn node(
         &mut self,
         ev: Event<'a>,
         span: Span,
-        path: String,
+        path: &NodePath<'_>,
         depth: usize,
     ) -> Result<Value, ConfigError> {
         let p = pos(&span);
         if depth > MAX_DEPTH {
             return Err(err_at(
-                &path,
+                path,
                 p,
                 format!("nesting deeper than {MAX_DEPTH} levels"),
             ));
         }
-        self.spans.by_path.entry(path.clone()).or_insert(p);
+        if let Some(spans) = &mut self.spans {
+            spans.entry(path.render()).or_insert(p);
+        }
         match ev {
-            Event::Alias(_) => Err(err_at(&path, p, "YAML aliases are not allowed")),
+            Event::Alias(_) => Err(err_at(path, p, "YAML aliases are not allowed")),
             Event::Scalar(text, style, anchor, tag) => {
-                check_props(&path, p, anchor, tag.is_some())?;
+                check_props(path, p, anchor, tag.is_some())?;
                 Ok(scalar(&text, style))
             }
             Event::SequenceStart(anchor, tag) => {
-                check_props(&path, p, anchor, tag.is_some())?;
+                check_props(path, p, anchor, tag.is_some())?;
                 let mut items = Vec::new();
                 loop {
                     let (ev, span) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
-                    let child = format!("{path}[{}]", items.len());
-                    items.push(self.node(ev, span, child, depth + 1)?);
+                    let child = NodePath::Index(path, items.len());
+                    items.push(self.node(ev, span, &child, depth + 1)?);
                 }
                 Ok(Value::Array(items))
             }
             Event::MappingStart(anchor, tag) => {
-                check_props(&path, p, anchor, tag.is_some())?;
+                check_props(path, p, anchor, tag.is_some())?;
                 let mut map = Map::new();
-                let mut seen = HashSet::new();
                 loop {
                     let (ev, kspan) = self.next()?;
                     let key = match ev {
                         Event::MappingEnd => break,
                         Event::Scalar(text, _, anchor, tag) => {
-                            check_props(&path, pos(&kspan), anchor, tag.is_some())?;
+                            check_props(path, pos(&kspan), anchor, tag.is_some())?;
                             text.into_owned()
                         }
                         Event::Alias(_) => {
-                            return Err(err_at(&path, pos(&kspan), "YAML aliases are not allowed"));
+                            return Err(err_at(path, pos(&kspan), "YAML aliases are not allowed"));
                         }
                         _ => {
                             return Err(err_at(
-                                &path,
+                                path,
                                 pos(&kspan),
                                 "mapping keys must be plain strings",
                             ));
                         }
                     };
-                    let child = join_key(&path, &key);
-                    if !seen.insert(key.clone()) {
+                    let child = NodePath::Key(path, &key);
+                    if map.contains_key(&key) {
                         return Err(err_at(
                             &child,
                             pos(&kspan),
                             format!("duplicate key `{key}`"),
                         ));
                     }
-                    self.spans.by_path.insert(child.clone(), pos(&kspan));
+                    if let Some(spans) = &mut self.spans {
+                        spans.insert(child.render(), pos(&kspan));
+                    }
                     let (ev, vspan) = self.next()?;
-                    let v = self.node(ev, vspan, child, depth + 1)?;
+                    let v = self.node(ev, vspan, &child, depth + 1)?;
                     map.insert(key, v);
                 }
                 Ok(Value::Object(map))
             }
-            _ => Err(err_at(&path, p, "unexpected YAML event")),
+            _ => Err(err_at(path, p, "unexpected YAML event")),
         }
     }
 }
 
-fn check_props(path: &str, p: Pos, anchor: usize, tagged: bool) -> Result<(), ConfigError> {
+fn check_props(
+    path: &NodePath<'_>,
+    p: Pos,
+    anchor: usize,
+    tagged: bool,
+) -> Result<(), ConfigError> {
     if anchor != 0 {
         return Err(err_at(path, p, "YAML anchors are not allowed"));
     }
