@@ -212,8 +212,8 @@ async fn proxy<'s>(
     let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
-    // Room for the headers added below, so the map grows at most once.
-    h.reserve(8);
+    // Room for the headers added below (flags included), so the map grows at most once.
+    h.reserve(8 + route.flags.len() + 1);
     headers::remove_hop_by_hop(h);
     headers::append_forwarded_for(h, conn.peer.ip());
     h.insert(
