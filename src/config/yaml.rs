@@ -3,8 +3,9 @@
 //! sluice reads configuration through this one function so that every later error —
 //! a type error from serde or a semantic one from validation — can name the line and
 //! column it refers to. Positions are found on the first error that asks for one (by a
-//! second parse of the kept text): a valid document never pays for them. Anything YAML allows but a reviewed config should not contain is
-//! refused here: duplicate keys, anchors and aliases, custom tags, several documents.
+//! second parse of the kept text): a valid document never pays for them. Anything YAML
+//! allows but a reviewed config should not contain is refused here: duplicate keys, anchors
+//! and aliases, custom tags, several documents.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
