@@ -1,7 +1,9 @@
 //! The compiled route table and request matching (SPEC §2.2 `match`).
 //!
-//! Routes keep document order (first match wins). Requests for a known exact host scan only
-//! the routes that could match that host; others scan the wildcard and host-less routes.
+//! Routes keep document order (first match wins). Requests for a known exact host consider
+//! only the routes that could match that host; others the wildcard and host-less routes.
+//! Within such a list, large tables are indexed by path segment: a request considers the
+//! routes whose prefix is a segment-prefix of its path, not every route.
 
 use std::collections::HashMap;
 
@@ -37,12 +39,30 @@ pub struct RouteMatcher {
 #[derive(Debug)]
 pub struct RouteTable<R> {
     routes: Vec<(RouteMatcher, R)>,
-    by_host: HashMap<Box<str>, Box<[u32]>>,
-    others: Box<[u32]>,
+    by_host: HashMap<Box<str>, Candidates>,
+    others: Candidates,
 }
 
 /// Longest host looked up in the exact-host index without allocating.
 const HOST_BUF: usize = 255;
+
+/// Lists up to this long are scanned; longer ones get a path index.
+const SCAN_MAX: usize = 16;
+
+/// The routes one request may match, in document order.
+#[derive(Debug)]
+enum Candidates {
+    Scan(Box<[u32]>),
+    Paths(PathNode),
+}
+
+/// A path-segment trie: `here` holds the routes whose prefix ends at this node (at the root:
+/// routes without a segment to pin, such as `/` or no prefix), ascending.
+#[derive(Debug, Default)]
+struct PathNode {
+    here: Vec<u32>,
+    children: HashMap<Box<str>, PathNode>,
+}
 
 // === impl RouteMatcher ===
 
@@ -95,6 +115,71 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// The segments a prefix pins (`/api/v1/` → `api`, `v1`); none for `/` or an odd prefix.
+fn prefix_segments(prefix: Option<&str>) -> Option<std::str::Split<'_, char>> {
+    let p = prefix?.strip_prefix('/')?;
+    let p = p.strip_suffix('/').unwrap_or(p);
+    (!p.is_empty()).then(|| p.split('/'))
+}
+
+// === impl Candidates ===
+
+impl Candidates {
+    fn new<R>(list: Vec<u32>, routes: &[(RouteMatcher, R)]) -> Self {
+        if list.len() <= SCAN_MAX {
+            return Candidates::Scan(list.into_boxed_slice());
+        }
+        let mut root = PathNode::default();
+        for i in list {
+            let mut node = &mut root;
+            for seg in prefix_segments(routes[i as usize].0.path_prefix.as_deref())
+                .into_iter()
+                .flatten()
+            {
+                node = node.children.entry(seg.into()).or_default();
+            }
+            node.here.push(i);
+        }
+        Candidates::Paths(root)
+    }
+
+    /// The first route (lowest index) of these for which `ok` holds.
+    fn first(&self, path: &str, mut ok: impl FnMut(u32) -> bool) -> Option<u32> {
+        match self {
+            Candidates::Scan(list) => list.iter().copied().find(|&i| ok(i)),
+            Candidates::Paths(root) => {
+                let mut best = None;
+                let mut consider = |list: &[u32]| {
+                    // Ascending: nothing after a found route can beat it.
+                    for &i in list {
+                        if best.is_some_and(|b| i >= b) {
+                            break;
+                        }
+                        if ok(i) {
+                            best = Some(i);
+                            break;
+                        }
+                    }
+                };
+                consider(&root.here);
+                let mut node = root;
+                if let Some(rest) = path.strip_prefix('/') {
+                    for seg in rest.split('/') {
+                        match node.children.get(seg) {
+                            Some(next) => {
+                                node = next;
+                                consider(&node.here);
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                best
+            }
+        }
+    }
+}
+
 /// The host of a request without its port, as given (case preserved).
 pub fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
@@ -138,12 +223,12 @@ impl<R> RouteTable<R> {
             }
         }
         RouteTable {
-            routes,
             by_host: by_host
                 .into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .map(|(k, v)| (k, Candidates::new(v, &routes)))
                 .collect(),
-            others: others.into_boxed_slice(),
+            others: Candidates::new(others, &routes),
+            routes,
         }
     }
 
@@ -173,7 +258,7 @@ impl<R> RouteTable<R> {
     ) -> Option<&R> {
         let host = host.as_bytes();
         let mut buf = [0u8; HOST_BUF];
-        let candidates: &[u32] = if host.len() <= HOST_BUF && !self.by_host.is_empty() {
+        let candidates: &Candidates = if host.len() <= HOST_BUF && !self.by_host.is_empty() {
             let lower = &mut buf[..host.len()];
             lower.copy_from_slice(host);
             lower.make_ascii_lowercase();
@@ -187,10 +272,11 @@ impl<R> RouteTable<R> {
         } else {
             &self.others
         };
-        candidates.iter().find_map(|&i| {
-            let (m, r) = &self.routes[i as usize];
-            (m.host_matches(host) && m.rest_matches(listener, path, method, headers)).then_some(r)
-        })
+        let i = candidates.first(path, |i| {
+            let m = &self.routes[i as usize].0;
+            m.host_matches(host) && m.rest_matches(listener, path, method, headers)
+        })?;
+        Some(&self.routes[i as usize].1)
     }
 }
 
@@ -237,6 +323,92 @@ mod tests {
             Some(&"default")
         );
         assert_eq!(t.find(0, "other.org", "/", &get, &h), Some(&"default"));
+    }
+
+    /// The path index and the host index answer exactly as a scan of every route in order.
+    #[test]
+    fn indexes_agree_with_a_scan() {
+        let prefixes = [
+            None,
+            Some("/"),
+            Some("/api"),
+            Some("/api/"),
+            Some("/api/v1"),
+            Some("/api/v1/"),
+            Some("/api/v10"),
+            Some("/app"),
+            Some("//x"),
+            Some("/a//b"),
+            Some("odd"),
+        ];
+        let hosts = [
+            HostMatch::Any,
+            HostMatch::Exact("a.example.com".into()),
+            HostMatch::Exact("b.example.com".into()),
+            HostMatch::Suffix(".example.com".into()),
+        ];
+        let paths = [
+            "",
+            "*",
+            "/",
+            "/api",
+            "/api/",
+            "/api/v1",
+            "/api/v1/x",
+            "/api/v10",
+            "/api/v1x",
+            "/apix",
+            "/app/z",
+            "//x",
+            "//x/y",
+            "/a//b",
+            "/a/b",
+            "odd",
+            "/other",
+        ];
+        let req_hosts = [
+            "a.example.com",
+            "B.Example.com",
+            "c.example.com",
+            "other.org",
+        ];
+        // Deterministic pseudo-random tables of 40 routes (above SCAN_MAX, so indexed).
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..50 {
+            let routes: Vec<(RouteMatcher, usize)> = (0..40)
+                .map(|i| {
+                    let mut rm = m(
+                        hosts[next(hosts.len())].clone(),
+                        prefixes[next(prefixes.len())],
+                    );
+                    if next(4) == 0 {
+                        rm.methods = vec![Method::POST];
+                    }
+                    (rm, i)
+                })
+                .collect();
+            let scan: Vec<(RouteMatcher, usize)> = routes.clone();
+            let t = RouteTable::new(routes);
+            let h = HeaderMap::new();
+            for host in req_hosts {
+                for path in paths {
+                    for method in [Method::GET, Method::POST] {
+                        let want = scan.iter().find_map(|(rm, r)| {
+                            (rm.host_matches(strip_port(host).as_bytes())
+                                && rm.rest_matches(0, path, &method, &h))
+                            .then_some(r)
+                        });
+                        assert_eq!(t.find(0, host, path, &method, &h), want, "{host} {path}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
