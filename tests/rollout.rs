@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, Reply, get, settings_yaml};
+use common::{Client, Reply, get, settings_yaml, spawn_server};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -41,43 +41,29 @@ impl Flaky {
     fn start(name: &'static str, fail_per_mille: u64) -> Flaky {
         let rate = Arc::new(AtomicU64::new(fail_per_mille));
         let r = rate.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                let n = Arc::new(AtomicU64::new(0));
-                loop {
-                    let Ok((s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let (n, r) = (n.clone(), r.clone());
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            let i = n.fetch_add(1, Ordering::Relaxed);
-                            let fail = (i * 7919) % 1000 < r.load(Ordering::Relaxed)
-                                || req.uri().path() == "/fail";
-                            async move {
-                                let mut resp = Response::new(Full::new(Bytes::from(name)));
-                                if fail {
-                                    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                                }
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(s), svc)
-                            .await;
-                    });
-                }
-            });
+        let n = Arc::new(AtomicU64::new(0));
+        let addr = spawn_server(move |s| {
+            let (n, r) = (n.clone(), r.clone());
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let i = n.fetch_add(1, Ordering::Relaxed);
+                    let fail = (i * 7919) % 1000 < r.load(Ordering::Relaxed)
+                        || req.uri().path() == "/fail";
+                    async move {
+                        let mut resp = Response::new(Full::new(Bytes::from(name)));
+                        if fail {
+                            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            }
         });
         Flaky {
-            addr: rx.recv().unwrap(),
+            addr,
             fail_per_mille: rate,
         }
     }

@@ -495,4 +495,4 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

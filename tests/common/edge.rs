@@ -19,7 +19,7 @@ use sluice::config::Settings;
 use sluice::instance::{Instance, StartOptions};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Reply, Sluice};
+use super::{Reply, Sluice, headers_json, spawn_server};
 
 /// A test certificate authority.
 pub struct Ca {
@@ -233,46 +233,28 @@ impl MiniUp {
             cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let st = st.clone();
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| mini_serve(st.clone(), req));
-                        let auto =
-                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        match acceptor {
-                            Some(a) => {
-                                let Ok(s) = a.accept(s).await else { return };
-                                let _ = auto
-                                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                                    .await;
-                            }
-                            None => {
-                                let _ = auto
-                                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                                    .await;
-                            }
-                        }
-                    });
+        let addr = spawn_server(move |s| {
+            let st = st.clone();
+            let acceptor = acceptor.clone();
+            async move {
+                let svc = service_fn(move |req| mini_serve(st.clone(), req));
+                let auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    Some(a) => {
+                        let Ok(s) = a.accept(s).await else { return };
+                        let _ = auto
+                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                            .await;
+                    }
+                    None => {
+                        let _ = auto
+                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                            .await;
+                    }
                 }
-            });
+            }
         });
-        MiniUp {
-            addr: rx.recv().unwrap(),
-            state,
-        }
+        MiniUp { addr, state }
     }
 
     pub fn hits(&self) -> u64 {
@@ -338,20 +320,7 @@ async fn mini_serve(
             .insert("content-type", "application/grpc".parse().unwrap());
         return Ok(r);
     }
-    let headers: std::collections::BTreeMap<String, Vec<String>> = req
-        .headers()
-        .keys()
-        .map(|k| {
-            (
-                k.to_string(),
-                req.headers()
-                    .get_all(k)
-                    .iter()
-                    .map(|v| v.to_str().unwrap_or("").to_string())
-                    .collect(),
-            )
-        })
-        .collect();
+    let headers = headers_json(req.headers());
     let body = serde_json::json!({
         "name": st.name, "version": format!("{:?}", req.version()),
         "headers": headers, "path": req.uri().path(), "method": req.method().as_str(),
@@ -386,48 +355,31 @@ impl RawUp {
     pub fn start() -> RawUp {
         let log = Arc::new(Mutex::new(Vec::new()));
         let l2 = log.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
+        let addr = spawn_server(move |mut s| {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let log = l2.clone();
+            async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                let mut answered = 0;
                 loop {
-                    let Ok((mut s, _)) = l.accept().await else {
-                        continue;
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
                     };
-                    let log = l2.clone();
-                    tokio::spawn(async move {
-                        let mut buf = [0u8; 4096];
-                        let mut seen = Vec::new();
-                        let mut answered = 0;
-                        loop {
-                            let n = match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            log.lock().unwrap().extend_from_slice(&buf[..n]);
-                            seen.extend_from_slice(&buf[..n]);
-                            let heads = seen.windows(4).filter(|w| w == b"\r\n\r\n").count();
-                            while answered < heads {
-                                answered += 1;
-                                let _ = s
-                                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                    .await;
-                            }
-                        }
-                    });
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    seen.extend_from_slice(&buf[..n]);
+                    let heads = seen.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                    while answered < heads {
+                        answered += 1;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
                 }
-            });
+            }
         });
-        RawUp {
-            addr: rx.recv().unwrap(),
-            log,
-        }
+        RawUp { addr, log }
     }
 
     pub fn received(&self) -> String {

@@ -19,6 +19,75 @@ use hyper_util::rt::TokioIo;
 use sluice::config::Settings;
 use sluice::instance::{Instance, StartOptions};
 
+/// Serves 127.0.0.1:0 on a thread and runtime of its own (so tests on any runtime can start
+/// and drop it), handing each accepted connection to `on_conn`; returns the address.
+pub fn spawn_server<F, Fut>(on_conn: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                if let Ok((s, _)) = l.accept().await {
+                    tokio::spawn(on_conn(s));
+                }
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// Every header as name → values, for upstreams that echo what they received.
+pub fn headers_json(h: &HeaderMap) -> BTreeMap<String, Vec<String>> {
+    h.keys()
+        .map(|k| {
+            let values = h.get_all(k).iter();
+            let values = values.map(|v| v.to_str().unwrap_or("").to_string());
+            (k.to_string(), values.collect())
+        })
+        .collect()
+}
+
+/// Writes `path` atomically (a temp file beside it, then rename), as editors do.
+pub fn write_atomic(path: &Path, text: &str) {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The version of `inst`'s active document (0: none).
+pub fn active_version(inst: &Instance) -> u64 {
+    inst.shared
+        .snapshot
+        .load()
+        .as_ref()
+        .map(|s| s.version)
+        .unwrap_or(0)
+}
+
+/// Waits until `inst`'s active version is `v` (up to 10 s).
+pub fn wait_version(inst: &Instance, v: u64) {
+    for _ in 0..200 {
+        if active_version(inst) == v {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "version {v} never became active (active: {})",
+        active_version(inst)
+    );
+}
+
 /// An in-process upstream.
 ///
 /// - `GET /big?n=N` streams N bytes of `x`.
@@ -35,37 +104,19 @@ impl Upstream {
     pub fn start(name: &'static str) -> Upstream {
         let hits = Arc::new(AtomicU64::new(0));
         let h = hits.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Its own thread and runtime, so tests on any runtime can start and drop it.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let h = h.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            h.fetch_add(1, Ordering::Relaxed);
-                            serve(name, req)
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(s), svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = spawn_server(move |s| {
+            let h = h.clone();
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    h.fetch_add(1, Ordering::Relaxed);
+                    serve(name, req)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            }
         });
-        Upstream {
-            addr: rx.recv().unwrap(),
-            hits,
-        }
+        Upstream { addr, hits }
     }
 }
 
@@ -112,20 +163,7 @@ async fn serve(
             r
         }
         _ => {
-            let headers: BTreeMap<String, Vec<String>> = req
-                .headers()
-                .keys()
-                .map(|k| {
-                    (
-                        k.to_string(),
-                        req.headers()
-                            .get_all(k)
-                            .iter()
-                            .map(|v| v.to_str().unwrap_or("").to_string())
-                            .collect(),
-                    )
-                })
-                .collect();
+            let headers = headers_json(req.headers());
             let body = serde_json::json!({
                 "name": name, "headers": headers, "path": path,
                 "uri": req.uri().to_string(), "method": req.method().as_str(),
@@ -226,33 +264,16 @@ impl Sluice {
 
     /// Writes traffic.yaml atomically (as editors do: temp file + rename).
     pub fn write_traffic(&self, text: &str) {
-        let tmp = self.path(".traffic.yaml.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.path("traffic.yaml")).unwrap();
+        write_atomic(&self.path("traffic.yaml"), text);
     }
 
     pub fn version(&self) -> u64 {
-        self.inst()
-            .shared
-            .snapshot
-            .load()
-            .as_ref()
-            .map(|s| s.version)
-            .unwrap_or(0)
+        active_version(self.inst())
     }
 
     /// Waits until the active version is `v` (up to 10 s).
     pub fn wait_version(&self, v: u64) {
-        for _ in 0..200 {
-            if self.version() == v {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "version {v} never became active (active: {})",
-            self.version()
-        );
+        wait_version(self.inst(), v);
     }
 }
 

@@ -19,7 +19,7 @@ use sluice::config::Settings;
 use sluice::config::traffic::{CheckContext, TrafficDoc};
 use sluice::instance::{Instance, StartOptions};
 
-use crate::common::{Client, Reply, settings_yaml};
+use crate::common::{Client, Reply, active_version, settings_yaml, wait_version, write_atomic};
 
 /// The injected clock starts here (Unix seconds).
 pub const T0: u64 = 1_750_000_000;
@@ -241,40 +241,24 @@ impl Gated {
 
     /// Writes traffic.yaml atomically (temp file + rename).
     pub fn write_traffic(&self, text: &str) {
-        let tmp = self.path(".traffic.yaml.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.path("traffic.yaml")).unwrap();
+        write_atomic(&self.path("traffic.yaml"), text);
     }
 
     /// Drops a token file into the approvals folder (atomically).
     pub fn write_token(&self, name: &str, token: &str) {
-        let tmp = self.path(&format!("approvals/.{name}.tmp"));
-        std::fs::write(&tmp, format!("{token}\n")).unwrap();
-        std::fs::rename(&tmp, self.path(&format!("approvals/{name}"))).unwrap();
+        write_atomic(
+            &self.path(&format!("approvals/{name}")),
+            &format!("{token}\n"),
+        );
     }
 
     pub fn version(&self) -> u64 {
-        self.inst()
-            .shared
-            .snapshot
-            .load()
-            .as_ref()
-            .map(|s| s.version)
-            .unwrap_or(0)
+        active_version(self.inst())
     }
 
     /// Waits until the active version is `v` (up to 10 s).
     pub fn wait_version(&self, v: u64) {
-        for _ in 0..200 {
-            if self.version() == v {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "version {v} never became active (active: {})",
-            self.version()
-        );
+        wait_version(self.inst(), v);
     }
 
     /// The audit log, parsed.

@@ -12,7 +12,7 @@ const MIN: u64 = 60 * SEC;
 /// An arbitrary wall-clock start (unix ms), far from zero so nothing saturates by accident.
 const T0: u64 = 1_700_000_000_000;
 
-fn weight(percent: u32, hold_secs: u64) -> Step {
+pub(crate) fn weight(percent: u32, hold_secs: u64) -> Step {
     Step {
         weight: Some(Weight(percent * 100)),
         hold: (hold_secs > 0).then(|| Dur::secs(hold_secs)),
@@ -28,7 +28,7 @@ fn gate() -> Step {
     }
 }
 
-fn canary(steps: Vec<Step>, analysis: Option<Analysis>) -> Rollout {
+pub(crate) fn canary(steps: Vec<Step>, analysis: Option<Analysis>) -> Rollout {
     Rollout {
         strategy: Strategy::Canary,
         stable: Some("v1".into()),

@@ -1,37 +1,14 @@
 use super::*;
-use crate::config::Weight;
-use crate::config::traffic::{Analysis, OnFailure, Step, Sticky};
+use crate::config::traffic::Analysis;
+use crate::rollout::controller::tests::{canary, weight};
 
 const T0: u64 = 1_700_000_000_000;
 
 fn spec(first_weight: u32) -> Rollout {
-    Rollout {
-        strategy: Strategy::Canary,
-        stable: Some("v1".into()),
-        canary: Some("v2".into()),
-        active: None,
-        preview: None,
-        sticky: Sticky::default(),
-        canary_match: None,
-        preview_match: None,
-        paused: false,
-        steps: vec![
-            Step {
-                weight: Some(Weight(first_weight * 100)),
-                hold: None,
-                gate: None,
-            },
-            Step {
-                weight: Some(Weight::FULL),
-                hold: None,
-                gate: None,
-            },
-        ],
-        analysis: Some(Analysis::default()),
-        on_failure: OnFailure::Rollback,
-        promote: None,
-        post_promotion_window: None,
-    }
+    canary(
+        vec![weight(first_weight, 0), weight(100, 0)],
+        Some(Analysis::default()),
+    )
 }
 
 fn aborted() -> Progress {
