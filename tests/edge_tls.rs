@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::edge::{
-    self, Ca, H1, H2, MiniUp, UpTls, client_config, get, read_to_close, tls_connect, write,
+    self, Ca, H2, MiniUp, UpTls, client_config, get, read_to_close, tls_connect, write,
 };
-use common::{Upstream, traffic};
+use common::{Client, Upstream, traffic};
 
 /// A sluice with one TLS listener serving `a.test` and `b.test` (two certificates).
 fn start_tls(ca: &Ca, doc: &str) -> common::Sluice {
@@ -44,7 +44,7 @@ async fn sni_alpn_https_headers_and_secure_cookies() {
             .await
             .unwrap_or_else(|e| panic!("{sni}: {e}"));
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-        let mut c = H1::over(tls).await;
+        let mut c = Client::over(tls).await;
         let r = c.send(get("/api/x", &[("host", sni)])).await.unwrap();
         assert_eq!(r.status, 200);
         let j = r.json();
@@ -89,7 +89,7 @@ async fn certificates_reload_without_dropping_connections() {
     )
     .await
     .unwrap();
-    let mut open = H1::over(tls).await;
+    let mut open = Client::over(tls).await;
     assert_eq!(
         open.send(get("/api/x", &[("host", "a.test")]))
             .await

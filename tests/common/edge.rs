@@ -19,7 +19,7 @@ use sluice::config::Settings;
 use sluice::instance::{Instance, StartOptions};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Reply, Sluice, headers_json, spawn_server};
+use super::{Reply, Sluice, collect, headers_json, spawn_server};
 
 /// A test certificate authority.
 pub struct Ca {
@@ -107,30 +107,10 @@ pub async fn tls_connect(
         .await
 }
 
-/// An HTTP/1.1 client over any stream.
-pub struct H1 {
-    pub tx: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
 /// An HTTP/2 client over any stream.
 pub struct H2 {
     pub tx: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     pub done: tokio::task::JoinHandle<()>,
-}
-
-impl H1 {
-    pub async fn over<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> H1 {
-        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        H1 { tx }
-    }
-
-    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, hyper::Error> {
-        self.tx.ready().await?;
-        collect(self.tx.send_request(req).await?).await
-    }
 }
 
 impl H2 {
@@ -149,16 +129,6 @@ impl H2 {
         self.tx.ready().await?;
         collect(self.tx.send_request(req).await?).await
     }
-}
-
-async fn collect(resp: Response<Incoming>) -> Result<Reply, hyper::Error> {
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
 }
 
 /// `GET uri` with `headers`.

@@ -298,9 +298,27 @@ impl Reply {
     }
 }
 
+/// A response with its whole body.
+pub async fn collect(resp: Response<Incoming>) -> Result<Reply, hyper::Error> {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Client::over(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+    }
+
+    /// An HTTP/1.1 client over any stream (TLS, say).
+    pub async fn over<S>(s: S) -> Client
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
             .await
             .unwrap();
@@ -310,14 +328,7 @@ impl Client {
 
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, hyper::Error> {
         self.tx.ready().await?;
-        let resp = self.tx.send_request(req).await?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        collect(self.tx.send_request(req).await?).await
     }
 
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
