@@ -92,6 +92,7 @@ fn verdict(outcome: Outcome) -> Verdict {
         z_critical: None,
         increase_exceeded: false,
         canary_p99: None,
+        sequential: None,
     }
 }
 
