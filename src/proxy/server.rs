@@ -192,7 +192,9 @@ async fn serve_tls(
     }
 }
 
-async fn serve_h1<IO>(
+/// Serves HTTP/1 on an accepted (and, for TLS, handshaken) connection until the peer leaves
+/// or `shutdown`; public for the in-process request bench (`benches/proxy.rs`).
+pub async fn serve_h1<IO>(
     io: IO,
     info: ConnInfo,
     shared: Arc<Shared>,
