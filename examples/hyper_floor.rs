@@ -102,6 +102,15 @@ async fn proxy(
     mut req: Request<Incoming>,
 ) -> Result<Response<Returning>, Error> {
     let i = side(&req);
+    if req.version() == http::Version::HTTP_2 {
+        // HTTP/1.1 upstream: origin-form target and a Host header from :authority.
+        if let Some(a) = req.uri().authority() {
+            let host = http::HeaderValue::from_str(a.as_str())?;
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        let pq = req.uri().path_and_query().cloned();
+        *req.uri_mut() = pq.map(http::Uri::from).unwrap_or_default();
+    }
     *req.version_mut() = http::Version::HTTP_11;
     let mut tx = match POOL.with(|p| p.borrow_mut()[i].pop()) {
         Some(tx) => tx,

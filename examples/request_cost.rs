@@ -3,14 +3,17 @@
 //!
 //! ```text
 //! cargo build --release --example request_cost
-//! valgrind --tool=callgrind --toggle-collect='*request_cost*measured*' \
-//!     target/release/examples/request_cost 20000 [--flags]
+//! bench/request_cost.sh 5000 [--flags]
 //! ```
-//! Instructions per request = the `summary` of the callgrind output (collected inside
-//! `measured` only, after a warm-up of 1,000 requests) divided by N.
+//! The script runs this under callgrind twice, with N requests and with none (each after a
+//! warm-up of 1,000), and divides the difference in instructions by N.
 
 #[path = "../benches/support/inproc.rs"]
 mod inproc;
+
+/// The binary's allocator, so that the count is the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -21,6 +24,7 @@ fn main() {
         inproc::PLAIN
     };
     let mut p = inproc::InProc::start(traffic);
+    p.run(1_000);
     let t = std::time::Instant::now();
     p.run(n);
     let el = t.elapsed();
@@ -30,8 +34,3 @@ fn main() {
     );
 }
 
-/// The counted requests; not inlined, so that callgrind can collect inside it only.
-#[inline(never)]
-fn measured(p: &mut inproc::InProc, n: usize) {
-    p.run(n);
-}
