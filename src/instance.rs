@@ -134,6 +134,7 @@ impl Instance {
             access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
                 .map_err(StartError::Runtime)?,
             ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
+            drain: Default::default(),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
@@ -254,6 +255,19 @@ impl Instance {
     /// Stops accepting, drains in-flight requests (up to `drain_timeout`), and joins all threads.
     pub fn shutdown(mut self) {
         self.stop();
+    }
+
+    /// Starts draining (SIGTERM): `/readyz` answers 503 and connections are asked to
+    /// leave, while the listeners keep accepting. Returns false when already draining.
+    pub fn start_drain(&self) -> bool {
+        let started = self.shared.drain.start();
+        if started {
+            tracing::info!(
+                drain_delay = %self.shared.limits.drain_delay,
+                "Draining: /readyz answers 503; listeners keep accepting for drain_delay."
+            );
+        }
+        started
     }
 
     fn stop(&mut self) {

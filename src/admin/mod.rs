@@ -79,7 +79,9 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            if ctx.shared.snapshot.load().is_some() {
+            if ctx.shared.drain.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if ctx.shared.snapshot.load().is_some() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(

@@ -98,6 +98,8 @@ pub struct Limits {
     pub handshake_timeout: Dur,
     /// Idle HTTP/2 connections.
     pub idle_timeout: Dur,
+    /// SIGTERM: time `/readyz` fails while listeners keep accepting.
+    pub drain_delay: Dur,
     /// SIGTERM: time to finish in-flight work.
     pub drain_timeout: Dur,
     /// Largest request head (and HTTP/2 header list).
@@ -367,6 +369,7 @@ impl Default for Limits {
             header_read_timeout: Dur::secs(10),
             handshake_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(60),
+            drain_delay: Dur::secs(5),
             drain_timeout: Dur::secs(30),
             max_header_bytes: 65536,
             max_connections: 10_000,
@@ -464,6 +467,9 @@ mod tests {
         let s = Settings::parse("listeners: [{name: public, bind: \"127.0.0.1:8080\"}]\n").unwrap();
         assert!(s.trust.require_approvals);
         assert_eq!(s.limits.max_header_bytes, 65536);
+        assert_eq!(s.limits.drain_delay, Dur::secs(5));
+        let s = Settings::parse("limits: { drain_delay: 0s }\n").unwrap();
+        assert_eq!(s.limits.drain_delay, Dur::secs(0));
         let e = Settings::parse(
             "listeners: [{name: a, bind: nope}]\nlimits: {drain_timeout: 5}\nbogus: 1\n",
         )
