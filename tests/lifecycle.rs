@@ -147,7 +147,13 @@ async fn sigterm_drains_in_flight_requests_and_admin_needs_the_token() {
 fn start_binary(
     dir: &std::path::Path,
     yaml: &str,
-) -> (KillOnDrop, std::net::SocketAddr, std::net::SocketAddr) {
+    args: &[&str],
+) -> (
+    KillOnDrop,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
     let (port, admin) = (free_port(), free_port());
     let yaml = yaml
         .replace(
@@ -163,6 +169,7 @@ fn start_binary(
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "-c"])
         .arg(&cfg)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -180,7 +187,20 @@ fn start_binary(
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("sluice printed nothing");
+        // Standard error is a pipe here: never colour codes.
+        assert!(
+            !line.contains('\x1b'),
+            "ANSI escape in a piped log: {line:?}"
+        );
         if line.contains("sluice is serving") {
+            if args.contains(&"json") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(v["level"], "INFO", "{line}");
+                assert_eq!(v["message"], "sluice is serving.", "{line}");
+                assert_eq!(v["target"], "sluice::instance", "{line}");
+                assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
+                assert_eq!(v["workers"], 2, "{line}");
+            }
             break;
         }
         assert!(Instant::now() < deadline, "sluice did not start");
@@ -189,6 +209,7 @@ fn start_binary(
         child,
         format!("127.0.0.1:{port}").parse().unwrap(),
         format!("127.0.0.1:{admin}").parse().unwrap(),
+        rx,
     )
 }
 
@@ -215,7 +236,8 @@ async fn sigterm_under_load_loses_no_request_when_clients_follow_readiness() {
         "limits: { drain_timeout: 5s }",
         "limits: { drain_delay: 4s, drain_timeout: 10s }",
     );
-    let (mut child, proxy, admin) = start_binary(dir.path(), &yaml);
+    let (mut child, proxy, admin, logs) =
+        start_binary(dir.path(), &yaml, &["--log-format", "json"]);
     assert_eq!(get(admin, "/readyz", &[]).await.status, 200);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -315,7 +337,10 @@ async fn sigterm_under_load_loses_no_request_when_clients_follow_readiness() {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(term_at.elapsed() < Duration::from_secs(20), "sluice did not exit");
+        assert!(
+            term_at.elapsed() < Duration::from_secs(20),
+            "sluice did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
@@ -336,4 +361,68 @@ async fn sigterm_under_load_loses_no_request_when_clients_follow_readiness() {
     );
     assert_eq!(failed, 0);
     assert!(before >= 200, "the load ran before SIGTERM");
+    let messages: Vec<String> = logs
+        .try_iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter_map(|v| v["message"].as_str().map(str::to_string))
+        .collect();
+    for m in [
+        "Draining: /readyz answers 503",
+        "Listeners stopped",
+        "Stopped.",
+    ] {
+        assert!(
+            messages.iter().any(|x| x.starts_with(m)),
+            "{m}: {messages:?}"
+        );
+    }
+}
+
+/// `metrics.bind`: a listener apart from the admin API that serves `/metrics` (with
+/// `sluice_build_info` and the `process_*` families) and `/healthz`, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listener_serves_only_metrics_and_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings_yaml(
+        dir.path(),
+        "trust: { require_approvals: false }\nmetrics: { bind: \"127.0.0.1:0\" }\n",
+    );
+    let inst = sluice::instance::Instance::start(
+        sluice::config::Settings::parse(&yaml).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let m = inst.metrics.expect("metrics listener bound");
+    let r = get(m, "/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let info = format!(
+        "sluice_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        sluice::telemetry::COMMIT
+    );
+    assert!(text.contains(&info), "{text}");
+    assert_ne!(sluice::telemetry::COMMIT, "");
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(text.contains(&format!("\n{family} ")), "{family}:\n{text}");
+    }
+    assert_eq!(get(m, "/healthz", &[]).await.status, 200);
+    for path in ["/readyz", "/api/v1/status", "/ofrep/v1/evaluate/flags"] {
+        let r = get(m, path, &[("host", "127.0.0.1")]).await;
+        assert_eq!(r.status, 404, "{path} is not on the metrics listener");
+    }
+    // The admin listener serves the same exposition.
+    assert!(
+        get(inst.admin, "/metrics", &[])
+            .await
+            .text()
+            .contains(&info)
+    );
+    inst.shutdown();
 }

@@ -8,7 +8,6 @@ use crate::instance::{Instance, StartOptions};
 
 /// Serves with the settings at `config`.
 pub fn run(config: &Path) -> i32 {
-    crate::telemetry::init_tracing(std::env::var_os("SLUICE_LOG_JSON").is_some());
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -55,10 +54,7 @@ pub fn run(config: &Path) -> i32 {
 /// SIGTERM and SIGINT, as one stream.
 struct Signals {
     #[cfg(unix)]
-    unix: Option<(
-        tokio::signal::unix::Signal,
-        tokio::signal::unix::Signal,
-    )>,
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 // === impl Signals ===

@@ -53,14 +53,17 @@ pub async fn handle(
     let mut resp = respond(&shared, conn, req).await;
     // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
     // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
-    if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-    {
+    if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().insert(header::CONNECTION, CLOSE.clone());
     }
     resp
 }
 
-async fn respond(shared: &Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Response<DownBody> {
+async fn respond(
+    shared: &Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<DownBody> {
     let start = Instant::now();
     let Some(log) = &shared.access_log else {
         let Some(snap) = shared.snapshot.load_full() else {
