@@ -119,7 +119,7 @@ fn max_fds() -> Option<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return None;
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 /// Boot time in seconds since the epoch (`btime` in `/proc/stat`).
