@@ -33,6 +33,12 @@ pub struct TrafficDoc {
     /// Shared targeting fragments (`$evaluators`).
     #[serde(rename = "$evaluators")]
     pub evaluators: Map<String, Value>,
+    /// flagd's `$schema` (kept, not fetched: flagd files paste in verbatim).
+    #[serde(rename = "$schema", skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// flagd flag-set `metadata`, merged under each flag's own (OFREP and gRPC return it).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
 }
 
 /// The `change` header of a document.
@@ -527,6 +533,9 @@ pub struct ParsedTraffic {
     pub json: Value,
     /// Source positions.
     pub spans: yaml::Spans,
+    /// What is accepted but worth fixing: departures from the flagd schema that flagd
+    /// loads anyway (SPEC §4), with their paths and lines.
+    pub warnings: Vec<ConfigError>,
 }
 
 // === impl TrafficDoc ===
@@ -552,6 +561,8 @@ impl TrafficDoc {
                 "fractional",
                 "flags",
                 "$evaluators",
+                "$schema",
+                "metadata",
             ],
             &spans,
             &mut errors,
@@ -575,22 +586,32 @@ impl TrafficDoc {
             fractional: field(map, "fractional", "", &spans, &mut errors),
             flags: field(map, "flags", "", &spans, &mut errors),
             evaluators: field(map, "$evaluators", "", &spans, &mut errors),
+            schema: field(map, "$schema", "", &spans, &mut errors),
+            metadata: field(map, "metadata", "", &spans, &mut errors),
         };
+        let mut warnings = Vec::new();
         if errors.is_empty() {
-            doc.check(ctx, &spans, &mut errors);
+            doc.check(ctx, &spans, &mut errors, &mut warnings);
         }
         if errors.is_empty() {
             Ok(ParsedTraffic {
                 doc,
                 json: parsed.value,
                 spans,
+                warnings,
             })
         } else {
             Err(ConfigErrors(errors))
         }
     }
 
-    fn check(&self, ctx: &CheckContext, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
+    fn check(
+        &self,
+        ctx: &CheckContext,
+        spans: &yaml::Spans,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<ConfigError>,
+    ) {
         let mut err = |path: String, msg: String| errors.push(ConfigError::at(spans, &path, msg));
         if self.version == 0 {
             err("version".into(), "must be at least 1".into());
@@ -1063,19 +1084,28 @@ impl TrafficDoc {
                 err(format!("flag_context.attributes.{k}"), m);
             }
         }
-        // The flags themselves, strictly (SPEC §4): schema, operators, `$ref`s and default
-        // variants, each error at its flag's own path so that its line can be shown.
+        // The flags themselves (SPEC §4): what flagd could not load, unknown operators,
+        // undefined `$ref`s and default variants refuse; schema departures warn. Each at its
+        // flag's own path so that its line can be shown.
         let opts = crate::flags::Options {
             fractional: self.fractional,
         };
-        if let Err(flag_errors) =
-            crate::flags::FlagSet::compile(&self.flags, &self.evaluators, opts)
-        {
-            errors.extend(
+        match crate::flags::FlagSet::compile_with_metadata(
+            &self.flags,
+            &self.evaluators,
+            &self.metadata,
+            opts,
+        ) {
+            Ok(set) => warnings.extend(
+                set.warnings()
+                    .iter()
+                    .map(|e| ConfigError::at(spans, &e.path, e.message.clone())),
+            ),
+            Err(flag_errors) => errors.extend(
                 flag_errors
                     .into_iter()
                     .map(|e| ConfigError::at(spans, &e.path, e.message)),
-            );
+            ),
         }
     }
 }
