@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
-use crate::change::gate::{Gate, Outcome, Source};
+use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -47,7 +47,7 @@ pub struct Instance {
     /// The data plane's shared state.
     pub shared: Arc<Shared>,
     /// The change gate.
-    pub gate: Arc<Mutex<Gate>>,
+    pub gate: GateHandle,
     /// Metrics.
     pub registry: Registry,
     /// The rollout runner.
@@ -148,7 +148,7 @@ impl Instance {
             opts.clock.clone(),
         )
         .map_err(state_err)?;
-        let gate = Arc::new(Mutex::new(gate));
+        let gate = GateHandle::new(gate);
         let token = store::StateDir::open(&settings.paths.state_dir)
             .and_then(|s| s.admin_token(settings.admin.token_file.as_deref()))
             .map_err(state_err)?;
@@ -184,10 +184,7 @@ impl Instance {
         let traffic = settings.paths.traffic.clone();
         let last_folder = Folder::read(&settings.paths.approvals).fingerprint;
         let last_seen = submit_file(&gate, &traffic, Source::Start, None);
-        let _ = gate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .recheck(Source::Start);
+        let _ = gate.lock().recheck(Source::Start);
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
             gate.clone(),
@@ -305,7 +302,7 @@ fn describe(r: &Registry) {
 
 /// Reads `path` and submits it unless its digest is `last_seen`; returns the digest read.
 fn submit_file(
-    gate: &Mutex<Gate>,
+    gate: &GateHandle,
     path: &std::path::Path,
     source: Source,
     last_seen: Option<&str>,
@@ -327,10 +324,7 @@ fn submit_file(
     if last_seen == Some(d.as_str()) {
         return Some(d);
     }
-    let outcome = gate
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .submit(&bytes, source);
+    let outcome = gate.submit(bytes, source, &[]);
     match &outcome {
         Outcome::Activated { version, .. } => {
             tracing::info!(version, path = %path.display(), "Traffic document activated.")
@@ -345,7 +339,7 @@ fn submit_file(
 /// The control thread: admin API, the file watch and the rollout timer.
 struct Control {
     settings: Arc<Settings>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     admin: Arc<AdminCtx>,
     admin_sock: std::net::TcpListener,
     shutdown: watch::Receiver<bool>,
@@ -445,7 +439,7 @@ async fn serve_admin(
 /// pending changes and emergency reviews (tokens expire and come due with time alone).
 async fn watch_files(
     settings: Arc<Settings>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     mut last_seen: Option<String>,
     mut last_folder: String,
     mut shutdown: watch::Receiver<bool>,
@@ -476,10 +470,7 @@ async fn watch_files(
             let folder = Folder::read(&a).fingerprint;
             let seen = if folder == folder_seen { seen } else { None };
             let d = submit_file(&g, &p, Source::File, seen.as_deref());
-            let _ = g
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .recheck(Source::File);
+            let _ = g.lock().recheck(Source::File);
             (d, folder)
         })
         .await;

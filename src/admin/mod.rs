@@ -8,7 +8,7 @@ pub use changes::{MAX_DOCUMENT_BYTES, outcome_response};
 pub mod ofrep;
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::change::gate::Gate;
+use crate::change::gate::GateHandle;
 use crate::proxy::Shared;
 use crate::rollout::Runner;
 use crate::telemetry::Registry;
@@ -26,7 +26,7 @@ pub struct AdminCtx {
     /// The data plane's shared state (readiness).
     pub shared: Arc<Shared>,
     /// The change gate.
-    pub gate: Arc<Mutex<Gate>>,
+    pub gate: GateHandle,
     /// Metrics.
     pub registry: Registry,
     /// The bearer token.
@@ -65,12 +65,6 @@ pub fn json_resp(status: StatusCode, v: &Value) -> Resp {
 /// A JSON error: `{"error": code, "detail": sentence}`.
 pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Resp {
     json_resp(status, &json!({ "error": code, "detail": detail.into() }))
-}
-
-/// Locks the change gate. A poisoned lock is taken over rather than failing every later
-/// admin call: what was committed is in the audit log, and a restart re-derives from it.
-pub fn lock(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
-    gate.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Handles one admin request.
@@ -128,7 +122,7 @@ async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
         let status = move || {
             // The gate and the runner are locked one after the other, never nested.
             let mut v = {
-                let mut g = lock(&gate);
+                let mut g = gate.lock();
                 g.tick();
                 g.status_json()
             };
