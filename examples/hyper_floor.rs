@@ -165,7 +165,10 @@ fn main() -> Result<(), Error> {
         Some(i) => {
             let cert = args.get(i + 1).ok_or("--tls CERT KEY")?;
             let key = args.get(i + 2).ok_or("--tls CERT KEY")?;
-            Some((addr("--tls-listen", "127.0.0.1:9510")?, tls_acceptor(cert, key)?))
+            Some((
+                addr("--tls-listen", "127.0.0.1:9510")?,
+                tls_acceptor(cert, key)?,
+            ))
         }
         None => None,
     };

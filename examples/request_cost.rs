@@ -33,4 +33,3 @@ fn main() {
         el.as_secs_f64() * 1e6 / n.max(1) as f64
     );
 }
-

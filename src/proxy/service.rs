@@ -42,6 +42,8 @@ static VIA: HeaderValue = HeaderValue::from_static("1.1 sluice");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
+
 /// Handles one request; never fails (errors become sluice's own responses). `deadline`
 /// bounds the upstream attempts by their `request_timeout`.
 pub async fn handle(
@@ -49,6 +51,22 @@ pub async fn handle(
     conn: ConnInfo,
     req: Request<Incoming>,
     deadline: Deadline,
+) -> Response<DownBody> {
+    let h1 = req.version() < Version::HTTP_2;
+    let mut resp = respond(&shared, conn, req, &deadline).await;
+    // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
+    // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
+    if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    }
+    resp
+}
+
+async fn respond(
+    shared: &Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    deadline: &Deadline,
 ) -> Response<DownBody> {
     let start = Instant::now();
     // One call site for `proxy`: its future is most of this one's size, and a second
@@ -67,7 +85,7 @@ pub async fn handle(
     let snap = shared.snapshot.load_full();
     let resp = match &snap {
         None => ProxyError::NoConfig.response(),
-        Some(snap) => proxy(&shared, snap, conn, req, start, &deadline, &mut seen).await,
+        Some(snap) => proxy(shared, snap, conn, req, start, deadline, &mut seen).await,
     };
     if let (Some(log), Some((started, method, path))) = (&shared.access_log, logged) {
         log.record(access_log::Entry {
@@ -258,7 +276,16 @@ async fn proxy<'s>(
 
     let result = match client_upgrade {
         Some(on) => Box::pin(upgrade::forward(upstream, req.map(UpBody::Stream), on)).await,
-        None => forward(upstream, &route.retry, req.map(UpBody::Stream), start, deadline).await,
+        None => {
+            forward(
+                upstream,
+                &route.retry,
+                req.map(UpBody::Stream),
+                start,
+                deadline,
+            )
+            .await
+        }
     };
     let sluice_generated = result.is_err();
     let mut resp = match result {
@@ -330,58 +357,57 @@ async fn forward(
         // The first attempt's clock started with the request (no clock read); a retry's now.
         let began = if tries == 0 { start } else { Instant::now() };
         let sent = pool::send(&ep, &up.connector, r);
-        let (err, retry) =
-            match deadline.within(began, up.request_timeout, sent).await {
-                Err(_) => {
-                    up.errors.timeout.increment(1);
-                    ep.health.failure(passive, ep.addr);
-                    (
-                        ProxyError::UpstreamTimeout,
-                        policy.timeout && replay.is_some(),
-                    )
-                }
-                Ok(Err(f)) => {
-                    ep.health.failure(passive, ep.addr);
-                    let unsent = f.req.is_some();
-                    req = f.req;
-                    match f.kind {
-                        SendError::Connect => {
-                            up.errors.connect.increment(1);
-                            (ProxyError::UpstreamConnect, policy.connect_failure)
-                        }
-                        SendError::Tls => {
-                            up.errors.tls.increment(1);
-                            (ProxyError::UpstreamTls, policy.connect_failure)
-                        }
-                        SendError::Reset => {
-                            up.errors.reset.increment(1);
-                            // Unsent and bodiless: as good as a connect failure.
-                            let ok = (policy.reset && replay.is_some())
-                                || (policy.connect_failure && unsent);
-                            (ProxyError::UpstreamReset, ok)
-                        }
+        let (err, retry) = match deadline.within(began, up.request_timeout, sent).await {
+            Err(_) => {
+                up.errors.timeout.increment(1);
+                ep.health.failure(passive, ep.addr);
+                (
+                    ProxyError::UpstreamTimeout,
+                    policy.timeout && replay.is_some(),
+                )
+            }
+            Ok(Err(f)) => {
+                ep.health.failure(passive, ep.addr);
+                let unsent = f.req.is_some();
+                req = f.req;
+                match f.kind {
+                    SendError::Connect => {
+                        up.errors.connect.increment(1);
+                        (ProxyError::UpstreamConnect, policy.connect_failure)
+                    }
+                    SendError::Tls => {
+                        up.errors.tls.increment(1);
+                        (ProxyError::UpstreamTls, policy.connect_failure)
+                    }
+                    SendError::Reset => {
+                        up.errors.reset.increment(1);
+                        // Unsent and bodiless: as good as a connect failure.
+                        let ok = (policy.reset && replay.is_some())
+                            || (policy.connect_failure && unsent);
+                        (ProxyError::UpstreamReset, ok)
                     }
                 }
-                Ok(Ok((resp, returner))) => {
-                    ep.health.success();
-                    let again = resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
-                        && policy.status_503
-                        && replay.is_some()
-                        && tries < policy.attempts
-                        && up.retry_budget.withdraw();
-                    if again {
-                        tries += 1;
-                        last = Some(ep);
-                        continue;
-                    }
-                    let (mut parts, body) = resp.into_parts();
-                    headers::remove_hop_by_hop(&mut parts.headers);
-                    return Ok(Response::from_parts(
-                        parts,
-                        DownBody::Upstream(body, Some(returner)),
-                    ));
+            }
+            Ok(Ok((resp, returner))) => {
+                ep.health.success();
+                let again = resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                    && policy.status_503
+                    && replay.is_some()
+                    && tries < policy.attempts
+                    && up.retry_budget.withdraw();
+                if again {
+                    tries += 1;
+                    last = Some(ep);
+                    continue;
                 }
-            };
+                let (mut parts, body) = resp.into_parts();
+                headers::remove_hop_by_hop(&mut parts.headers);
+                return Ok(Response::from_parts(
+                    parts,
+                    DownBody::Upstream(body, Some(returner)),
+                ));
+            }
+        };
         let can = retry
             && tries < policy.attempts
             && (req.is_some() || replay.is_some())
@@ -403,4 +429,3 @@ fn rebuild(head: &Request<()>) -> Request<UpBody> {
     *r.headers_mut() = head.headers().clone();
     r
 }
-
