@@ -393,18 +393,6 @@ impl Gate {
         f.insert("trust_digest".into(), json!(store::digest(&trust)));
         f.insert("pid".into(), json!(std::process::id()));
         gate.audit.append(gate.clock.now(), "sluice.started", f)?;
-        for (name, help) in [
-            (
-                telemetry::CONFIG_PENDING,
-                "Valid changes waiting for approvals.",
-            ),
-            (
-                telemetry::EMERGENCY_OVERDUE,
-                "Emergency changes whose review is overdue.",
-            ),
-        ] {
-            gate.registry.describe(name, help);
-        }
         gate.registry.gauge(telemetry::CONFIG_VERSION, &[]).set(0.0);
         if let Some(e) = restore {
             gate.restore(&e)?;

@@ -145,7 +145,6 @@ impl Runner {
     ) -> Arc<Runner> {
         // Fix the monotonic origin before the data plane records anything.
         let _ = clock::mono_secs(Instant::now());
-        describe(&registry);
         let (state, trust) = {
             let g = gate.lock();
             (g.state().clone(), g.trust().clone())
@@ -683,25 +682,6 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
         Event::Completed => {
             tracing::info!(rollout = name, weight, "Rollout completed.")
         }
-    }
-}
-
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::ROLLOUT_PHASE,
-            "1 for the current phase of each rollout, 0 for the others.",
-        ),
-        (
-            telemetry::ROLLOUT_VERDICTS,
-            "Rollout analysis verdicts, by outcome.",
-        ),
-        (
-            telemetry::ROLLBACKS,
-            "Rollouts rolled back or swapped back, by reason.",
-        ),
-    ] {
-        r.describe(name, help);
     }
 }
 
