@@ -497,7 +497,10 @@ mod tests {
         h.record(0.2);
         let text = r.render();
         assert!(
-            text.contains(&format!("# HELP sluice_requests_total {}", REQUESTS_TOTAL.help)),
+            text.contains(&format!(
+                "# HELP sluice_requests_total {}",
+                REQUESTS_TOTAL.help
+            )),
             "{text}"
         );
         assert!(
@@ -597,7 +600,11 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Some(if out.status.success() { String::new() } else { said })
+        Some(if out.status.success() {
+            String::new()
+        } else {
+            said
+        })
     }
 
     #[test]

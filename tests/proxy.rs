@@ -201,7 +201,10 @@ async fn metrics_have_help_and_type_and_pass_promtool() {
             "{name} has no # HELP:\n{text}"
         );
     }
-    assert!(text.contains("# TYPE sluice_requests_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE sluice_requests_total counter"),
+        "{text}"
+    );
     if let Some(checked) = promtool_check(&text) {
         checked.unwrap_or_else(|e| panic!("promtool check metrics: {e}\n{text}"));
     }

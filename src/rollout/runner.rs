@@ -34,13 +34,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
-use serde_json::{Map, Value};
+
 use tokio::sync::watch;
 
 use super::analysis::{Verdict, judge};
 use super::controller::{self, Event};
 use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
+use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
@@ -123,12 +124,6 @@ struct Handles {
     phase: [Gauge; 5],
     /// passed, failed, inconclusive.
     verdicts: [Counter; 3],
-}
-
-/// An audit line waiting for the gate's lock.
-struct AuditLine {
-    event: &'static str,
-    fields: Map<String, Value>,
 }
 
 // === impl Runner ===
@@ -380,7 +375,7 @@ impl Runner {
         now_ms: u64,
         now_sec: u64,
         document: Option<&DocRef>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         if t.progress.phase.is_final() {
             return;
@@ -429,7 +424,7 @@ impl Runner {
         document: Option<&DocRef>,
         actor: &str,
         verdict: Option<&Verdict>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         t.publish();
         let mut prev: Option<&Event> = None;
@@ -453,15 +448,14 @@ impl Runner {
                 Event::WaitingForPromotion { .. }
                     if !matches!(prev, Some(Event::StepAdvanced { .. })) =>
                 {
-                    Some("rollout.step")
+                    Some(EventKind::RolloutStep)
                 }
                 _ => e.audit_event(),
             };
-            if let Some(event) = event {
-                audit.push(AuditLine {
-                    event,
-                    fields: report::audit_fields(name, t, e, document, actor, verdict),
-                });
+            if let Some(kind) = event {
+                audit.push(report::audit_event(
+                    kind, name, t, e, document, actor, verdict,
+                ));
             }
             prev = Some(e);
         }
@@ -489,14 +483,15 @@ impl Runner {
         }
     }
 
-    fn audit(&self, lines: Vec<AuditLine>) {
-        if lines.is_empty() {
+    fn audit(&self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
             return;
         }
         let mut g = self.gate.lock();
-        for l in lines {
-            if let Err(e) = g.audit_event(l.event, l.fields) {
-                tracing::error!(event = l.event, error = %e, "Could not append a rollout event to the audit log.");
+        for event in events {
+            let kind = event.kind();
+            if let Err(e) = g.record(event) {
+                tracing::error!(event = %kind, error = %e, "Could not append a rollout event to the audit log.");
             }
         }
     }
