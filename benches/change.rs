@@ -145,6 +145,7 @@ fn bench_gate(c: &mut Criterion) {
         connections: Default::default(),
         access_log: None,
         ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
+        drain: Default::default(),
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(

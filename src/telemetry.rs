@@ -18,6 +18,13 @@ use metrics::{
     SharedString, Unit,
 };
 
+pub mod process;
+
+/// The version sluice was built as (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit sluice was built from (`build.rs`: `SLUICE_COMMIT`, git, or `unknown`).
+pub const COMMIT: &str = env!("SLUICE_COMMIT");
+
 /// What a metric family is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -74,6 +81,11 @@ pub const DURATION_BUCKETS: &[f64] = &[
 // To add a family: a constant below (name, kind, help) and its row in `FAMILIES`; the
 // registry refuses a family that is not in the table (see `every_family_renders_help_and_type`).
 
+/// `sluice_build_info{version,commit}`: always 1.
+pub const BUILD_INFO: Family = gauge(
+    "sluice_build_info",
+    "Always 1; the labels say which version and commit is running.",
+);
 /// `sluice_requests_total{route,upstream,rollout,variant,code_class}`.
 pub const REQUESTS_TOTAL: Family = counter(
     "sluice_requests_total",
@@ -141,8 +153,37 @@ pub const EMERGENCY_OVERDUE: Family = gauge(
     "Emergency changes whose review is overdue.",
 );
 
+/// `process_cpu_seconds_total` (read from `/proc` at scrape time, see [`process`]).
+pub const PROCESS_CPU: Family = counter(
+    "process_cpu_seconds_total",
+    "Total user and system CPU time spent in seconds.",
+);
+/// `process_resident_memory_bytes`.
+pub const PROCESS_RESIDENT: Family = gauge(
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes.",
+);
+/// `process_virtual_memory_bytes`.
+pub const PROCESS_VIRTUAL: Family = gauge(
+    "process_virtual_memory_bytes",
+    "Virtual memory size in bytes.",
+);
+/// `process_open_fds`.
+pub const PROCESS_OPEN_FDS: Family = gauge("process_open_fds", "Number of open file descriptors.");
+/// `process_max_fds`.
+pub const PROCESS_MAX_FDS: Family = gauge(
+    "process_max_fds",
+    "Maximum number of open file descriptors.",
+);
+/// `process_start_time_seconds`.
+pub const PROCESS_START_TIME: Family = gauge(
+    "process_start_time_seconds",
+    "Start time of the process since unix epoch in seconds.",
+);
+
 /// Every family sluice exports (SPEC §10), one row each.
 pub const FAMILIES: &[Family] = &[
+    BUILD_INFO,
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     UPSTREAM_ERRORS,
@@ -157,6 +198,12 @@ pub const FAMILIES: &[Family] = &[
     CONFIG_REJECTIONS,
     CONFIG_PENDING,
     EMERGENCY_OVERDUE,
+    PROCESS_CPU,
+    PROCESS_RESIDENT,
+    PROCESS_VIRTUAL,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START_TIME,
 ];
 
 /// The family named `name`, if sluice exports it.
@@ -235,7 +282,14 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// What `/metrics` serves: every registered family, then the `process_*` families.
+    pub fn exposition(&self) -> String {
+        let mut out = self.render();
+        process::render(&mut out);
+        out
+    }
+
+    /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
         let f = self.lock();
         let mut out = String::with_capacity(4096);
@@ -466,18 +520,50 @@ impl HistogramFn for BucketHistogram {
     }
 }
 
-/// Initializes logging to stderr; `RUST_LOG` overrides the default `info` filter.
-pub fn init_tracing(json: bool) {
+/// How log lines are written (`--log-format`, `SLUICE_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, fields flattened (README: "Logs").
+    Json,
+}
+
+// === impl LogFormat ===
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("log format `{s}` is not `text` or `json`")),
+        }
+    }
+}
+
+/// Initializes logging to standard error with `filter` (an `EnvFilter` directive such as
+/// `info` or `debug,hyper=warn`). Colour only when standard error is a terminal and
+/// `NO_COLOR` is unset, so files and pipes get plain text.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("log level `{filter}`: {e}"))?;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
     };
+    Ok(())
 }
 
 #[cfg(test)]
@@ -554,7 +640,10 @@ mod tests {
                 "{}: {text}",
                 f.name
             );
-            assert!(f.name.starts_with("sluice_") && !f.help.is_empty());
+            assert!(
+                (f.name.starts_with("sluice_") || f.name.starts_with("process_"))
+                    && !f.help.is_empty()
+            );
         }
         let mut names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
         names.sort();

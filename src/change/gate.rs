@@ -144,6 +144,8 @@ pub struct Active {
     pub approvers: Vec<Value>,
     /// RFC 3339 activation time.
     pub activated_at: String,
+    /// Accepted departures from the flagd schema (SPEC §4), shown in status.
+    pub warnings: Vec<crate::config::ConfigError>,
 }
 
 /// A document activated at some point (from `change.activated` records): what a revert may
@@ -839,6 +841,15 @@ impl Gate {
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
         self.shared.snapshot.store(Some(Arc::new(snap)));
+        for w in &parsed.warnings {
+            tracing::warn!(
+                version = parsed.doc.version,
+                path = %w.path,
+                line = w.line,
+                detail = %w.message,
+                "Flag definition does not conform to the flagd schema; loaded as flagd loads it."
+            );
+        }
         self.active = Some(Active {
             doc: parsed.doc,
             json: parsed.json,
@@ -846,6 +857,7 @@ impl Gate {
             class,
             approvers,
             activated_at,
+            warnings: parsed.warnings,
         });
     }
 

@@ -140,10 +140,11 @@ impl FlagRuntime {
         let opts = Options {
             fractional: doc.fractional,
         };
-        let set = FlagSet::compile(&doc.flags, &doc.evaluators, opts).map_err(|errs| {
-            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
-            lines.join("; ")
-        })?;
+        let set = FlagSet::compile_with_metadata(&doc.flags, &doc.evaluators, &doc.metadata, opts)
+            .map_err(|errs| {
+                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                lines.join("; ")
+            })?;
         let context = ContextPlan::build(doc)?;
         let metrics = FlagMetrics::new(&set, registry);
         Ok(FlagRuntime {

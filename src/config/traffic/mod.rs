@@ -51,6 +51,12 @@ pub struct TrafficDoc {
     /// Shared targeting fragments (`$evaluators`).
     #[serde(rename = "$evaluators")]
     pub evaluators: Map<String, Value>,
+    /// flagd's `$schema` (kept, not fetched: flagd files paste in verbatim).
+    #[serde(rename = "$schema", skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// flagd flag-set `metadata`, merged under each flag's own (OFREP and gRPC return it).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
 }
 
 /// What validation needs to know from `sluice.yaml`.
@@ -71,6 +77,9 @@ pub struct ParsedTraffic {
     pub json: Value,
     /// Source positions.
     pub spans: yaml::Spans,
+    /// What is accepted but worth fixing: departures from the flagd schema that flagd
+    /// loads anyway (SPEC §4), with their paths and lines.
+    pub warnings: Vec<ConfigError>,
 }
 
 // === impl TrafficDoc ===
@@ -88,13 +97,19 @@ impl TrafficDoc {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let model = validation::check(&doc, ctx, &mut validation::Report::new(&spans, &mut errors));
+        let mut warnings = Vec::new();
+        let model = validation::check(
+            &doc,
+            ctx,
+            &mut validation::Report::new(&spans, &mut errors, &mut warnings),
+        );
         match model {
             Some(model) if errors.is_empty() => Ok(ParsedTraffic {
                 doc,
                 model,
                 json: parsed.value,
                 spans,
+                warnings,
             }),
             _ if errors.is_empty() => Err(ConfigError::plain(
                 "",
@@ -124,6 +139,8 @@ fn read_sections(
             "fractional",
             "flags",
             "$evaluators",
+            "$schema",
+            "metadata",
         ],
         spans,
         errors,
@@ -143,6 +160,8 @@ fn read_sections(
         fractional: field(map, "fractional", "", spans, errors),
         flags: field(map, "flags", "", spans, errors),
         evaluators: field(map, "$evaluators", "", spans, errors),
+        schema: field(map, "$schema", "", spans, errors),
+        metadata: field(map, "metadata", "", spans, errors),
     }
 }
 

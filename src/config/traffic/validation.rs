@@ -25,6 +25,7 @@ use crate::config::{ConfigError, yaml};
 pub(super) struct Report<'a> {
     spans: &'a yaml::Spans,
     errors: &'a mut Vec<ConfigError>,
+    warnings: &'a mut Vec<ConfigError>,
 }
 
 /// Runs every check in document order; the checked model when nothing was wrong.
@@ -49,13 +50,27 @@ pub(super) fn check(
 // === impl Report ===
 
 impl<'a> Report<'a> {
-    /// Reports into `errors`, positioned through `spans`.
-    pub(super) fn new(spans: &'a yaml::Spans, errors: &'a mut Vec<ConfigError>) -> Self {
-        Report { spans, errors }
+    /// Reports into `errors` and `warnings`, positioned through `spans`.
+    pub(super) fn new(
+        spans: &'a yaml::Spans,
+        errors: &'a mut Vec<ConfigError>,
+        warnings: &'a mut Vec<ConfigError>,
+    ) -> Self {
+        Report {
+            spans,
+            errors,
+            warnings,
+        }
     }
 
     fn err(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(ConfigError::at(self.spans, path, message));
+    }
+
+    /// Something accepted but worth fixing.
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings
+            .push(ConfigError::at(self.spans, path, message));
     }
 }
 
@@ -716,15 +731,28 @@ fn check_flag_context(doc: &TrafficDoc, r: &mut Report<'_>) {
     }
 }
 
-/// The flags themselves, strictly (SPEC §4): schema, operators, `$ref`s and default
-/// variants, each error at its flag's own path so that its line can be shown.
+/// The flags themselves (SPEC §4): what flagd could not load, unknown operators, undefined
+/// `$ref`s and default variants refuse; departures from the flagd schema warn. Each at its
+/// flag's own path so that its line can be shown.
 fn check_flags(doc: &TrafficDoc, r: &mut Report<'_>) {
     let opts = crate::flags::Options {
         fractional: doc.fractional,
     };
-    if let Err(flag_errors) = crate::flags::FlagSet::compile(&doc.flags, &doc.evaluators, opts) {
-        for e in flag_errors {
-            r.err(&e.path, e.message);
+    match crate::flags::FlagSet::compile_with_metadata(
+        &doc.flags,
+        &doc.evaluators,
+        &doc.metadata,
+        opts,
+    ) {
+        Ok(set) => {
+            for w in set.warnings() {
+                r.warn(&w.path, w.message.clone());
+            }
+        }
+        Err(flag_errors) => {
+            for e in flag_errors {
+                r.err(&e.path, e.message);
+            }
         }
     }
 }
