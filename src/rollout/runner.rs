@@ -25,6 +25,7 @@
 //! resumed — a rollout restarted after a rollback must not fail on the errors that caused it.
 
 mod actions;
+mod continuous;
 mod persist;
 mod report;
 
@@ -45,13 +46,15 @@ use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
-use crate::config::traffic::{Rollout, Strategy};
+use crate::config::traffic::{AnalysisMethod, Rollout, Strategy};
 use crate::proxy::Shared;
 use crate::proxy::server::wait_shutdown;
 use crate::snapshot::{RolloutRt, Snapshot};
 use crate::telemetry::{self, Registry};
 
 pub use actions::{Action, ActionRefused};
+use continuous::Continuous;
+pub use continuous::EVALUATE_EVERY;
 pub use report::verdict_summary;
 
 /// How often the runner looks for a new snapshot between ticks.
@@ -109,6 +112,8 @@ struct Tracked {
     metrics: Handles,
     /// What was last written to `state/` (streaks excluded: they are cheap to rebuild).
     saved: Option<persist::Key>,
+    /// `method: sequential`: the running test.
+    continuous: Option<Continuous>,
 }
 
 /// A verdict and when it was computed.
@@ -256,7 +261,17 @@ impl Runner {
             // A new document is ticked at once, without a verdict: `paused` and gates apply
             // before the first interval passes.
             if due || synced {
-                self.tick_one(name, t, due, now_ms, now_sec, document.as_ref(), &mut audit);
+                let report = which == Which::All;
+                self.tick_one(
+                    name,
+                    t,
+                    due,
+                    report,
+                    now_ms,
+                    now_sec,
+                    document.as_ref(),
+                    &mut audit,
+                );
             }
         }
         self.persist(&mut inner);
@@ -310,7 +325,13 @@ impl Runner {
                 Some(t) => Some((
                     t.spec,
                     t.progress,
-                    Some((t.verdicts, t.evidence_from, t.next_due, t.saved)),
+                    Some((
+                        t.verdicts,
+                        t.evidence_from,
+                        t.next_due,
+                        t.saved,
+                        t.continuous,
+                    )),
                 )),
                 None => inner
                     .restored
@@ -331,13 +352,20 @@ impl Runner {
                 None => (Progress::new(now_ms), None),
             };
             // Frequent reloads must not keep postponing a kept rollout's next tick.
-            let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {
-                (
-                    VecDeque::new(),
-                    now_sec,
-                    Instant::now() + interval_of(&spec),
-                    None,
-                )
+            let (verdicts, evidence_from, next_due, saved, continuous) =
+                history.unwrap_or_else(|| {
+                    (
+                        VecDeque::new(),
+                        now_sec,
+                        Instant::now() + interval_of(&spec),
+                        None,
+                        None,
+                    )
+                });
+            // A kept test goes on unless the new document judges differently.
+            let continuous = sequential_analysis(&spec).map(|a| match continuous {
+                Some(c) if c.judges(a) => c,
+                _ => Continuous::new(a, evidence_from),
             });
             let metrics = Handles::new(&self.registry, &name);
             let t = Tracked {
@@ -349,6 +377,7 @@ impl Runner {
                 verdicts,
                 metrics,
                 saved,
+                continuous,
             };
             t.publish();
             inner.rollouts.insert(name, t);
@@ -372,6 +401,7 @@ impl Runner {
         name: &str,
         t: &mut Tracked,
         judge_now: bool,
+        report: bool,
         now_ms: u64,
         now_sec: u64,
         document: Option<&DocRef>,
@@ -381,6 +411,10 @@ impl Runner {
             return;
         }
         let verdict = match (&t.spec.analysis, judge_now) {
+            (Some(_), true) if t.continuous.is_some() => t
+                .continuous
+                .as_mut()
+                .and_then(|c| c.evaluate(&t.rt, Instant::now(), report)),
             (Some(a), true) => {
                 let span = Duration::from_secs(now_sec.saturating_sub(t.evidence_from) + 1);
                 let window = a.window.0.min(span);
@@ -431,7 +465,17 @@ impl Runner {
         for e in events {
             log_event(name, t, e, verdict);
             match e {
-                Event::Resumed { .. } => t.evidence_from = now_sec,
+                Event::Resumed { .. } => {
+                    // The evidence from before the pause no longer describes the rollout.
+                    t.evidence_from = now_sec;
+                    t.continuous =
+                        sequential_analysis(&t.spec).map(|a| Continuous::new(a, now_sec));
+                }
+                Event::StepAdvanced { .. } | Event::Promoted { .. } => {
+                    if let Some(c) = &mut t.continuous {
+                        c.step_started();
+                    }
+                }
                 Event::RolledBack { reason } | Event::SwappedBack { reason } => self
                     .registry
                     .counter(
@@ -599,10 +643,22 @@ fn same_but_paused(a: &Rollout, b: &Rollout) -> bool {
     *a == b
 }
 
+/// How often a rollout is ticked: every [`EVALUATE_EVERY`] with a sequential analysis (its
+/// verdicts still come each `interval`, failures at once), each `interval` for the z test,
+/// each second for holds alone.
 fn interval_of(spec: &Rollout) -> Duration {
+    match &spec.analysis {
+        None => HOLD_INTERVAL,
+        Some(a) if a.method == AnalysisMethod::Sequential => EVALUATE_EVERY,
+        Some(a) => a.interval.0,
+    }
+}
+
+/// The analysis of a rollout judged by the sequential test.
+fn sequential_analysis(spec: &Rollout) -> Option<&crate::config::traffic::Analysis> {
     spec.analysis
         .as_ref()
-        .map_or(HOLD_INTERVAL, |a| a.interval.0)
+        .filter(|a| a.method == AnalysisMethod::Sequential)
 }
 
 fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {

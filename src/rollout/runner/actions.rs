@@ -147,7 +147,16 @@ impl Runner {
         if self.sync(&mut guard, now_ms, now_sec) {
             let document = guard.document.clone();
             for (n, t) in guard.rollouts.iter_mut() {
-                self.tick_one(n, t, false, now_ms, now_sec, document.as_ref(), audit);
+                self.tick_one(
+                    n,
+                    t,
+                    false,
+                    false,
+                    now_ms,
+                    now_sec,
+                    document.as_ref(),
+                    audit,
+                );
             }
         }
         let inner = &mut *guard;
