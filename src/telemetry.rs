@@ -47,6 +47,15 @@ pub const CONFIG_PENDING: &str = "sluice_config_pending";
 /// `sluice_emergency_reviews_overdue`.
 pub const EMERGENCY_OVERDUE: &str = "sluice_emergency_reviews_overdue";
 
+/// `sluice_cluster_connected` (0/1).
+pub const CLUSTER_CONNECTED: &str = "sluice_cluster_connected";
+/// `sluice_cluster_leader` (0/1).
+pub const CLUSTER_LEADER: &str = "sluice_cluster_leader";
+/// `sluice_cluster_nodes`.
+pub const CLUSTER_NODES: &str = "sluice_cluster_nodes";
+/// `sluice_cluster_sync_seconds` (histogram: etcd revision seen → local activation).
+pub const CLUSTER_SYNC: &str = "sluice_cluster_sync_seconds";
+
 /// Request-duration buckets, in seconds.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -57,6 +57,8 @@ pub enum Source {
     Revert,
     /// sluice itself (dropping what can never activate).
     Sluice,
+    /// A candidate or token delivered by the fleet's etcd watch (SPEC §12).
+    Cluster,
 }
 
 /// What happened to a candidate, a token or a revert.
@@ -175,6 +177,9 @@ pub struct Gate {
     reported_files: HashSet<String>,
     /// The folder fingerprint and time of the last full re-check.
     last_recheck: Option<(String, u64)>,
+    /// Whether the approvals folder feeds the gate. In cluster mode it does not: the folder's
+    /// tokens are published to etcd and reach every node through the watch.
+    folder_tokens: bool,
 }
 
 const USED_TOKENS: &str = "used_tokens.json";
@@ -188,6 +193,14 @@ impl Rejection {
             reason: reason.as_str(),
             detail: detail.into(),
         }
+    }
+
+    /// `unknown_change`: no pending change has this digest.
+    pub fn unknown_change(digest: &str) -> Self {
+        Rejection::new(
+            Reason::UnknownChange,
+            format!("no pending change has digest {digest}; push the document first"),
+        )
     }
 
     fn unwritable(e: std::io::Error) -> Self {
@@ -240,6 +253,7 @@ fn source_actor(s: Source) -> &'static str {
         Source::File => "file",
         Source::Push | Source::Approval | Source::Revert => "admin",
         Source::Sluice => "sluice",
+        Source::Cluster => "cluster",
     }
 }
 
@@ -322,6 +336,7 @@ impl Gate {
             last_rejected: None,
             reported_files: HashSet::new(),
             last_recheck: None,
+            folder_tokens: true,
         };
         gate.state.set_high_water(&gate.hw)?;
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;
@@ -485,6 +500,21 @@ impl Gate {
         &self.clock
     }
 
+    /// Turns reading the approvals folder on or off (off in cluster mode, where the folder's
+    /// tokens arrive through etcd like every other token).
+    pub fn set_folder_tokens(&mut self, on: bool) {
+        self.folder_tokens = on;
+    }
+
+    /// The approvals folder as it is now (empty when folder tokens are off).
+    fn folder(&self) -> Folder {
+        if self.folder_tokens {
+            Folder::read(&self.settings.paths.approvals)
+        } else {
+            Folder::default()
+        }
+    }
+
     /// Submits a candidate document with no tokens of its own (the approvals folder is
     /// still read).
     pub fn submit(&mut self, bytes: &[u8], source: Source) -> Outcome {
@@ -494,7 +524,7 @@ impl Gate {
     /// Submits a candidate document with tokens pushed alongside it (`Sluice-Approval`
     /// headers); tokens in the approvals folder that name it are added.
     pub fn submit_with(&mut self, bytes: &[u8], source: Source, pushed: &[String]) -> Outcome {
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.consider(bytes, source, pushed, &folder)
     }
 

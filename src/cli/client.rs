@@ -15,8 +15,14 @@ use super::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, EXIT_REFUSED};
 #[derive(Debug, Args)]
 pub struct PushArgs {
     /// Admin URL, e.g. http://127.0.0.1:9901.
-    #[arg(long)]
-    pub admin: String,
+    #[arg(long, required_unless_present = "etcd", conflicts_with = "etcd")]
+    pub admin: Option<String>,
+    /// Publish straight into a fleet's etcd instead (SPEC §12).
+    #[command(flatten)]
+    pub fleet: super::fleet::EtcdArgs,
+    /// With --etcd: how long to wait for every node's judgement.
+    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    pub wait: crate::config::Dur,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,
@@ -30,8 +36,11 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Admin URL, e.g. http://127.0.0.1:9901.
-    #[arg(long)]
-    pub admin: String,
+    #[arg(long, required_unless_present = "etcd", conflicts_with = "etcd")]
+    pub admin: Option<String>,
+    /// Read the fleet's table straight from its etcd instead (SPEC §12).
+    #[command(flatten)]
+    pub fleet: super::fleet::EtcdArgs,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,
@@ -110,8 +119,12 @@ pub fn push(a: PushArgs) -> i32 {
             }
         }
     }
+    let Some(admin) = &a.admin else {
+        let tokens: Vec<String> = headers.into_iter().map(|(_, t)| t).collect();
+        return super::fleet::push(&a.fleet, &doc, &tokens, a.wait);
+    };
     match admin_request(
-        &a.admin,
+        admin,
         &a.token_file,
         Method::PUT,
         "/api/v1/traffic",
@@ -129,6 +142,10 @@ pub fn push(a: PushArgs) -> i32 {
     }
 }
 
+fn parse_dur(s: &str) -> Result<crate::config::Dur, String> {
+    crate::config::Dur::parse(s)
+}
+
 /// The exit status for an admin API answer (SPEC §7): 0 done (200), 3 pending (202),
 /// 2 invalid input (400), 1 refused (anything else: 401, 403, 409, 5xx).
 pub fn exit_for(status: StatusCode) -> i32 {
@@ -142,8 +159,11 @@ pub fn exit_for(status: StatusCode) -> i32 {
 
 /// Runs `sluice status`.
 pub fn status(a: StatusArgs) -> i32 {
+    let Some(admin) = &a.admin else {
+        return super::fleet::status(&a.fleet, a.json);
+    };
     match admin_request(
-        &a.admin,
+        admin,
         &a.token_file,
         Method::GET,
         "/api/v1/status",

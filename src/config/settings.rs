@@ -27,6 +27,8 @@ pub struct Settings {
     pub trust: Trust,
     /// JSON access log (off by default).
     pub access_log: AccessLog,
+    /// Cluster mode (SPEC §12); absent: a single instance.
+    pub cluster: Option<super::cluster::Cluster>,
 }
 
 /// A data-plane listener.
@@ -244,6 +246,7 @@ impl Settings {
                 "paths",
                 "trust",
                 "access_log",
+                "cluster",
             ],
             spans,
             &mut errors,
@@ -257,6 +260,7 @@ impl Settings {
             paths: field(map, "paths", "", spans, &mut errors),
             trust: field(map, "trust", "", spans, &mut errors),
             access_log: field(map, "access_log", "", spans, &mut errors),
+            cluster: field(map, "cluster", "", spans, &mut errors),
         };
         s.check(spans, &mut errors);
         if errors.is_empty() {
@@ -267,6 +271,9 @@ impl Settings {
     }
 
     fn check(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
+        if let Some(c) = &self.cluster {
+            c.check(spans, errors);
+        }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !names.insert(l.name.as_str()) {

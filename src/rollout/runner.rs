@@ -25,12 +25,13 @@
 //! resumed — a rollout restarted after a rollback must not fail on the errors that caused it.
 
 mod actions;
+mod fleet;
 mod persist;
 mod report;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 
 use super::analysis::{Verdict, judge};
 use super::controller::{self, Event};
+use super::fleet::{Fleet, Role};
 use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
 use crate::change::gate::Gate;
@@ -71,6 +73,8 @@ pub struct Runner {
     clock: Clock,
     state: StateDir,
     trust: Arc<TrustStore>,
+    /// The fleet this node belongs to (SPEC §12); unset for a single instance.
+    fleet: OnceLock<Arc<dyn Fleet>>,
 }
 
 /// Which document the rollouts belong to.
@@ -108,6 +112,8 @@ struct Tracked {
     metrics: Handles,
     /// What was last written to `state/` (streaks excluded: they are cheap to rebuild).
     saved: Option<persist::Key>,
+    /// Fleet: the progress last written to (or read from) etcd.
+    committed: Option<String>,
 }
 
 /// A verdict and when it was computed.
@@ -166,6 +172,7 @@ impl Runner {
             clock,
             state,
             trust,
+            fleet: OnceLock::new(),
         });
         runner.tick(Which::SyncOnly);
         runner
@@ -236,6 +243,7 @@ impl Runner {
     }
 
     fn tick(&self, which: Which) {
+        let role = self.role();
         let mut inner = self.lock();
         let now_ms = self.clock.unix_millis();
         let now_sec = clock::mono_secs(Instant::now());
@@ -259,10 +267,23 @@ impl Runner {
                     now + t.interval()
                 };
             }
+            match role {
+                // The leader decides; a follower applies, a node cut off waits.
+                Some(Role::Follow) => {
+                    self.adopt(name, t, document.as_ref(), now_sec, &mut audit);
+                    continue;
+                }
+                Some(Role::Frozen) => continue,
+                _ => {}
+            }
             // A new document is ticked at once, without a verdict: `paused` and gates apply
             // before the first interval passes.
             if due || synced {
-                self.tick_one(name, t, due, now_ms, now_sec, document.as_ref(), &mut audit);
+                let at = Now {
+                    ms: now_ms,
+                    sec: now_sec,
+                };
+                self.tick_one(name, t, due, at, document.as_ref(), role, &mut audit);
             }
         }
         self.persist(&mut inner);
@@ -323,7 +344,7 @@ impl Runner {
                     .remove(&name)
                     .map(|e| (e.spec, e.progress, None)),
             };
-            let (progress, history) = match prior {
+            let (mut progress, mut history) = match prior {
                 Some((old_spec, old_progress, history)) => {
                     let p = carry(&old_spec, &spec, &old_progress, now_ms);
                     let kept = p == old_progress;
@@ -336,6 +357,16 @@ impl Runner {
                 }
                 None => (Progress::new(now_ms), None),
             };
+            // In a fleet, the leader's progress for this document wins over anything local:
+            // a joining node, and a new leader, continue where the fleet stands.
+            let fleet_p = self.fleet_progress(&name, &docref);
+            let committed = fleet_p.as_ref().map(|fp| {
+                if fp.progress != progress {
+                    progress = fp.progress.clone();
+                    history = None;
+                }
+                fleet::committed_key(&docref, &progress)
+            });
             // Frequent reloads must not keep postponing a kept rollout's next tick.
             let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {
                 (
@@ -355,6 +386,7 @@ impl Runner {
                 verdicts,
                 metrics,
                 saved,
+                committed,
             };
             t.publish();
             inner.rollouts.insert(name, t);
@@ -378,11 +410,12 @@ impl Runner {
         name: &str,
         t: &mut Tracked,
         judge_now: bool,
-        now_ms: u64,
-        now_sec: u64,
+        now: Now,
         document: Option<&DocRef>,
+        role: Option<Role>,
         audit: &mut Vec<AuditLine>,
     ) {
+        let (now_ms, now_sec) = (now.ms, now.sec);
         if t.progress.phase.is_final() {
             return;
         }
@@ -390,8 +423,7 @@ impl Runner {
             (Some(a), true) => {
                 let span = Duration::from_secs(now_sec.saturating_sub(t.evidence_from) + 1);
                 let window = a.window.0.min(span);
-                let canary = t.rt.windows.canary.snapshot(now_sec, window);
-                let stable = t.rt.windows.stable.snapshot(now_sec, window);
+                let (stable, canary) = self.window_stats(name, &t.rt.windows, now_sec, window);
                 Some(judge(a, &canary, &stable))
             }
             _ => None,
@@ -405,7 +437,20 @@ impl Runner {
             t.verdicts.truncate(KEPT_VERDICTS);
             tracing::debug!(rollout = name, outcome = v.outcome.as_str(), summary = %verdict_summary(v), "Rollout verdict.");
         }
+        if role == Some(Role::CutOff) {
+            self.tick_alone(name, t, verdict.as_ref(), now_ms, now_sec, document, audit);
+            return;
+        }
+        let before = t.progress.clone();
         let events = controller::tick(&mut t.progress, &t.spec, verdict.as_ref(), now_ms);
+        if role == Some(Role::Lead)
+            && let Err(e) = self.commit(name, t, document, verdict.as_ref(), now_ms)
+        {
+            // Not written fleet-wide, so not applied here either: the next tick tries again.
+            tracing::warn!(rollout = name, error = %e, "Could not write rollout progress to the fleet; it does not take effect.");
+            t.progress = before;
+            return;
+        }
         self.apply(
             name,
             t,
@@ -494,6 +539,7 @@ impl Runner {
         if lines.is_empty() {
             return;
         }
+        self.audit_fleet(&lines);
         let mut g = lock(&self.gate);
         for l in lines {
             if let Err(e) = g.audit_event(l.event, l.fields) {
@@ -501,6 +547,13 @@ impl Runner {
             }
         }
     }
+}
+
+/// The two clocks of one tick: wall (unix ms, holds) and monotonic seconds (windows).
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    ms: u64,
+    sec: u64,
 }
 
 /// Which rollouts a tick judges.

@@ -34,7 +34,7 @@ impl Gate {
             Act::Author | Act::Approve => {
                 if let Some(p) = self.pending.get(&t.sub) {
                     let text = p.text.clone();
-                    let folder = Folder::read(&self.settings.paths.approvals);
+                    let folder = self.folder();
                     return self.consider(
                         text.as_bytes(),
                         Source::Approval,
@@ -87,7 +87,7 @@ impl Gate {
     /// large document should not be re-parsed every poll).
     pub fn recheck(&mut self, source: Source) -> Vec<Outcome> {
         self.tick();
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.report_folder(&folder);
         let now = self.clock.unix_secs();
         let fresh = self.last_recheck.as_ref().is_some_and(|(fp, at)| {
@@ -215,7 +215,7 @@ impl Gate {
             }
         }
         let digest = t.sub.clone();
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.judge_review(&digest, &folder, Source::Approval)
     }
 
