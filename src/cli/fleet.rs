@@ -116,7 +116,9 @@ pub fn push(e: &EtcdArgs, doc: &[u8], tokens: &[String], wait: Dur) -> i32 {
             let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
             let judged: Vec<&Value> = nodes
                 .iter()
-                .filter(|n| n["last"]["digest"] == digest.as_str() || n["digest"] == digest.as_str())
+                .filter(|n| {
+                    n["last"]["digest"] == digest.as_str() || n["digest"] == digest.as_str()
+                })
                 .collect();
             if (!nodes.is_empty() && judged.len() == nodes.len()) || Instant::now() >= deadline {
                 return report(&nodes, &digest);
@@ -216,7 +218,10 @@ pub fn verify(e: &EtcdArgs, head: Option<&str>) -> i32 {
             EXIT_OK
         }
         Ok(Err(e)) => {
-            eprintln!("sluice audit verify: fleet chain under {}: {e}", keys.prefix());
+            eprintln!(
+                "sluice audit verify: fleet chain under {}: {e}",
+                keys.prefix()
+            );
             EXIT_REFUSED
         }
         Err(m) => {

@@ -63,9 +63,9 @@ pub async fn append(
         let seq = head.seq + 1;
         let (line, hash) = render_line(seq, &head.hash, SystemTime::now(), event, fields.clone())
             .map_err(|e| ClusterError::Data {
-                key: head_key.clone(),
-                detail: e.to_string(),
-            })?;
+            key: head_key.clone(),
+            detail: e.to_string(),
+        })?;
         let new_head = HeadRecord {
             seq,
             hash: hash.clone(),
@@ -120,7 +120,9 @@ pub enum FleetVerifyError {
     #[error("{0}")]
     Chain(#[from] VerifyError),
     /// The chain's last line is not the recorded head.
-    #[error("the chain ends at seq {seq} hash {hash}, but {key} says seq {head_seq} hash {head_hash}")]
+    #[error(
+        "the chain ends at seq {seq} hash {hash}, but {key} says seq {head_seq} hash {head_hash}"
+    )]
     HeadRecord {
         /// Where the lines end.
         seq: u64,

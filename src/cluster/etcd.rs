@@ -31,7 +31,9 @@ pub enum ClusterError {
         detail: String,
     },
     /// Another live node registered the same `node_id`.
-    #[error("node_id `{node_id}` is already registered by another live node ({other}); give every node its own cluster.node_id")]
+    #[error(
+        "node_id `{node_id}` is already registered by another live node ({other}); give every node its own cluster.node_id"
+    )]
     NodeIdTaken {
         /// The id.
         node_id: String,
@@ -39,7 +41,9 @@ pub enum ClusterError {
         other: String,
     },
     /// The prefix belongs to a fleet of another trust environment.
-    #[error("prefix {prefix} belongs to a fleet of environment `{theirs}`, but this node's trust.environment is `{ours}`: check cluster.etcd.prefix")]
+    #[error(
+        "prefix {prefix} belongs to a fleet of environment `{theirs}`, but this node's trust.environment is `{ours}`: check cluster.etcd.prefix"
+    )]
     WrongPrefix {
         /// The prefix.
         prefix: String,
@@ -127,10 +131,9 @@ impl Conn {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.error(e)),
-            Err(_) => Err(self.unreachable(&format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Err(_) => {
+                Err(self.unreachable(&format!("no answer within {} ms", self.timeout.as_millis())))
+            }
         }
     }
 

@@ -113,7 +113,9 @@ impl Cluster {
             Ok(Err(r)) => {
                 json!({ "status": r.status, "body": { "error": r.code, "detail": r.detail } })
             }
-            Err(e) => json!({ "status": 500, "body": { "error": "internal", "detail": e.to_string() } }),
+            Err(e) => {
+                json!({ "status": 500, "body": { "error": "internal", "detail": e.to_string() } })
+            }
         };
         let Ok(s) = self.live() else { return };
         let mut a = a;
@@ -286,7 +288,10 @@ impl Fleet for Cluster {
                 Ok(())
             }
             Some(Err(ClusterError::Deposed)) => {
-                tracing::warn!(rollout = name, "A fenced write failed: this node no longer leads.");
+                tracing::warn!(
+                    rollout = name,
+                    "A fenced write failed: this node no longer leads."
+                );
                 self.set_term(None);
                 Err(ClusterError::Deposed.to_string())
             }
@@ -304,7 +309,11 @@ impl Fleet for Cluster {
     }
 
     fn rolled_back_alone(&self, name: &str, document: &DocRef, reason: &str) {
-        tracing::warn!(rollout = name, reason, "Rolled back on this node's own traffic while cut off from etcd; the fleet learns it on reconnect.");
+        tracing::warn!(
+            rollout = name,
+            reason,
+            "Rolled back on this node's own traffic while cut off from etcd; the fleet learns it on reconnect."
+        );
         let mut f = Map::new();
         f.insert("rollout".into(), json!(name));
         f.insert("reason".into(), json!(reason));

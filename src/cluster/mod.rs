@@ -447,8 +447,14 @@ fn describe(r: &Registry) {
             telemetry::CLUSTER_CONNECTED,
             "1 while this node is connected to etcd with a live lease.",
         ),
-        (telemetry::CLUSTER_LEADER, "1 while this node leads the fleet."),
-        (telemetry::CLUSTER_NODES, "Live nodes registered in the fleet."),
+        (
+            telemetry::CLUSTER_LEADER,
+            "1 while this node leads the fleet.",
+        ),
+        (
+            telemetry::CLUSTER_NODES,
+            "Live nodes registered in the fleet.",
+        ),
         (
             telemetry::CLUSTER_SYNC,
             "Time from a candidate's etcd revision being seen to its local activation.",

@@ -104,8 +104,12 @@ pub async fn candidate(s: &Session, bytes: &[u8], tokens: &[String]) -> Result<b
 
 /// Publishes one token for the document `digest` (unless already there); true when new.
 pub async fn token(s: &Session, digest: &str, token: &str) -> Result<bool, ClusterError> {
-    s.put_if_absent(&s.keys.token(digest, token), token.trim().as_bytes().to_vec(), false)
-        .await
+    s.put_if_absent(
+        &s.keys.token(digest, token),
+        token.trim().as_bytes().to_vec(),
+        false,
+    )
+    .await
 }
 
 /// Publishes a revert request.

@@ -81,11 +81,19 @@ impl Cluster {
                 if s.get(&me.keys.doc(&d)).await?.is_none() {
                     return Ok(false);
                 }
-                publish::token(&s, &d, &token).await?;
-                let _ = me.jobs.send(super::sync::Job::Candidate {
-                    hex: super::keys::hex_of(&d).to_string(),
-                    seen: std::time::Instant::now(),
-                });
+                let new = publish::token(&s, &d, &token).await?;
+                let review = crate::change::folder::peek_claims(&token)
+                    .is_some_and(|c| c.get("act").and_then(|a| a.as_str()) == Some("review"));
+                // The watch brings a new token back; a repeated one (or a review, judged on
+                // its own) is handed to the gate from here.
+                if review && !new {
+                    let _ = me.jobs.send(super::sync::Job::Review(token));
+                } else if !review {
+                    let _ = me.jobs.send(super::sync::Job::Candidate {
+                        hex: super::keys::hex_of(&d).to_string(),
+                        seen: std::time::Instant::now(),
+                    });
+                }
                 Ok::<bool, super::ClusterError>(true)
             })
             .await;
@@ -117,7 +125,10 @@ impl Cluster {
         };
         let key = format!("revert:{}", r.id);
         let after = self.judge_seq();
-        match self.on_cluster(async move { publish::revert(&s, &r).await }).await {
+        match self
+            .on_cluster(async move { publish::revert(&s, &r).await })
+            .await
+        {
             Some(Ok(())) => {}
             Some(Err(e)) => return Answer::Fleet(FleetRefusal::unavailable(e.to_string())),
             None => return Answer::Fleet(FleetRefusal::unavailable("the cluster thread stopped")),

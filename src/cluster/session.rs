@@ -174,7 +174,10 @@ impl Session {
                 continue; // deleted in between: try again at once
             };
             let other: Option<NodeRecord> = serde_json::from_slice(held.value()).ok();
-            if other.as_ref().is_some_and(|o| o.instance == record.instance) {
+            if other
+                .as_ref()
+                .is_some_and(|o| o.instance == record.instance)
+            {
                 // Our own registration from before a reconnect: move it to this lease.
                 let txn = Txn::new()
                     .when([Compare::mod_revision(
@@ -223,8 +226,7 @@ impl Session {
     /// Sends a keep-alive every third of the TTL, so two can be lost before the lease lapses.
     pub async fn keep_alive(&self) -> ClusterError {
         let mut c = self.client.clone();
-        let (mut keeper, mut stream) = match self.conn.call(c.lease_keep_alive(self.lease)).await
-        {
+        let (mut keeper, mut stream) = match self.conn.call(c.lease_keep_alive(self.lease)).await {
             Ok(k) => k,
             Err(e) => return e,
         };

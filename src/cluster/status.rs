@@ -70,7 +70,10 @@ impl Cluster {
 pub async fn read(conn: &Conn, keys: &Keys) -> Result<Value, ClusterError> {
     let mut c = conn.client().await?;
     let resp = conn
-        .call(c.get(keys.all(), Some(etcd_client::GetOptions::new().with_prefix())))
+        .call(c.get(
+            keys.all(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        ))
         .await?;
     let mut nodes = BTreeMap::new();
     let mut rollouts = BTreeMap::new();
@@ -137,8 +140,16 @@ pub fn table(v: &Value) -> String {
             out,
             "{:<20} {:<9} {:<6} {:>7}  {:<20} {:<24} {last}",
             n["id"].as_str().unwrap_or(""),
-            if n["connected"].as_bool() == Some(true) { "yes" } else { "no" },
-            if n["leader"].as_bool() == Some(true) { "yes" } else { "" },
+            if n["connected"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            if n["leader"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                ""
+            },
             n["version"].as_u64().unwrap_or(0),
             short,
             n["last_seen"].as_str().unwrap_or(""),
@@ -146,7 +157,11 @@ pub fn table(v: &Value) -> String {
     }
     let rollouts = v["rollouts"].as_object();
     if rollouts.is_some_and(|r| !r.is_empty()) {
-        let _ = writeln!(out, "{:<20} {:<22} {:>4} {:>8}  DOCUMENT", "ROLLOUT", "PHASE", "STEP", "WEIGHT");
+        let _ = writeln!(
+            out,
+            "{:<20} {:<22} {:>4} {:>8}  DOCUMENT",
+            "ROLLOUT", "PHASE", "STEP", "WEIGHT"
+        );
         for (name, r) in rollouts.into_iter().flatten() {
             let _ = writeln!(
                 out,

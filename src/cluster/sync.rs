@@ -145,14 +145,17 @@ impl Cluster {
     }
 
     /// Opens a session: lease, fleet marker, registration, full read, adoption.
-    async fn connect(self: &Arc<Self>, reconnect: bool) -> Result<(Arc<Session>, i64), ClusterError> {
+    async fn connect(
+        self: &Arc<Self>,
+        reconnect: bool,
+    ) -> Result<(Arc<Session>, i64), ClusterError> {
         let s = Session::open(&self.conn, &self.keys, &self.node_id, self.ttl).await?;
         self.check_fleet(&s).await?;
         let record = {
             let mut v = self.view();
-            let r = v.record.get_or_insert_with(|| {
-                NodeRecord::new(&self.node_id, &self.instance, &self.admin)
-            });
+            let r = v
+                .record
+                .get_or_insert_with(|| NodeRecord::new(&self.node_id, &self.instance, &self.admin));
             let g = lock(&self.gate);
             if let Some(a) = g.active() {
                 r.version = a.doc.version;
@@ -190,7 +193,11 @@ impl Cluster {
         };
         self.audit_local(event, f.clone());
         self.audit_fleet(event, f, None);
-        tracing::info!(node_id = %self.node_id, prefix = self.keys.prefix(), "Joined the fleet.");
+        if reconnect {
+            tracing::info!(node_id = %self.node_id, prefix = self.keys.prefix(), "Reconnected to the fleet.");
+        } else {
+            tracing::info!(node_id = %self.node_id, prefix = self.keys.prefix(), "Joined the fleet.");
+        }
         self.publish_alone(&s).await;
         let _ = self.jobs.send(Job::PublishFiles);
         self.campaign(&s).await;
@@ -203,7 +210,10 @@ impl Cluster {
         let ours = self.settings.trust.environment.clone();
         let marker = super::session::to_json(&json!({ "environment": ours }));
         if s.put_if_absent(&self.keys.fleet(), marker, false).await? {
-            tracing::warn!(prefix = self.keys.prefix(), "No fleet under this prefix yet: this node starts one.");
+            tracing::warn!(
+                prefix = self.keys.prefix(),
+                "No fleet under this prefix yet: this node starts one."
+            );
             return Ok(());
         }
         let theirs = s
@@ -263,7 +273,8 @@ impl Cluster {
                 }
                 Key::Window { node, rollout } => {
                     if let Ok(p) = serde_json::from_slice(value) {
-                        v.windows.update(node, rollout, p, crate::clock::Clock::System.unix_secs());
+                        v.windows
+                            .update(node, rollout, p, crate::clock::Clock::System.unix_secs());
                     }
                 }
                 Key::Doc(hex) => {
@@ -445,10 +456,7 @@ impl Cluster {
             }
             Key::Window { node, rollout } => {
                 let mut v = self.view();
-                match put
-                    .then(|| serde_json::from_slice(value).ok())
-                    .flatten()
-                {
+                match put.then(|| serde_json::from_slice(value).ok()).flatten() {
                     Some(p) => {
                         v.windows
                             .update(node, rollout, p, crate::clock::Clock::System.unix_secs())
@@ -568,7 +576,9 @@ impl Cluster {
         };
         let me = self.clone();
         let activated = match &outcome {
-            Outcome::Activated { version, digest, .. } => Some((*version, digest.clone())),
+            Outcome::Activated {
+                version, digest, ..
+            } => Some((*version, digest.clone())),
             _ => None,
         };
         if let (Some(_), Some(seen)) = (&activated, seen) {
@@ -646,7 +656,10 @@ impl Cluster {
                 let _ = s.delete(&me.keys.revert(&id)).await;
                 let mut f = Map::new();
                 f.insert("actor".into(), json!("cluster"));
-                f.insert("change".into(), json!({ "version": p.version, "digest": p.digest }));
+                f.insert(
+                    "change".into(),
+                    json!({ "version": p.version, "digest": p.digest }),
+                );
                 me.audit_fleet("change.reverted", f, Some(format!("reverted-{id}")));
             });
         }
@@ -678,9 +691,15 @@ impl Cluster {
                     .map(|t| t.token.clone())
                     .collect();
                 match publish::candidate(&s, &bytes, &tokens).await {
-                    Ok(true) => tracing::info!(digest, version, "Published this node's traffic document to the fleet."),
+                    Ok(true) => tracing::info!(
+                        digest,
+                        version,
+                        "Published this node's traffic document to the fleet."
+                    ),
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "Could not publish the traffic document; retrying after reconnecting."),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not publish the traffic document; retrying after reconnecting.")
+                    }
                 }
             }
         }

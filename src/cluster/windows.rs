@@ -64,8 +64,7 @@ impl Side {
         Side {
             n: c.requests,
             e: c.errors,
-            h: c
-                .latency
+            h: c.latency
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| **n > 0)

@@ -81,13 +81,20 @@ impl Cluster {
             match e.split_once("://") {
                 Some(("http", rest)) if !rest.is_empty() => {
                     if tls {
-                        err(&path, format!("`{e}` is plain http, but `cluster.etcd.tls` is set: use https:// endpoints with TLS"));
+                        err(
+                            &path,
+                            format!(
+                                "`{e}` is plain http, but `cluster.etcd.tls` is set: use https:// endpoints with TLS"
+                            ),
+                        );
                     }
                 }
                 Some(("https", rest)) if !rest.is_empty() => {}
                 _ => err(
                     &path,
-                    format!("`{e}` is not an etcd client URL: write `http://host:port` or `https://host:port`"),
+                    format!(
+                        "`{e}` is not an etcd client URL: write `http://host:port` or `https://host:port`"
+                    ),
                 ),
             }
         }
@@ -95,9 +102,14 @@ impl Cluster {
         if !p.starts_with('/') || p.trim_end_matches('/').len() < 2 {
             err(
                 "cluster.etcd.prefix",
-                format!("`{p}` is not a key prefix: write it like `/sluice/prod` (a leading slash and at least one name)"),
+                format!(
+                    "`{p}` is not a key prefix: write it like `/sluice/prod` (a leading slash and at least one name)"
+                ),
             );
-        } else if p.contains("//") || p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        } else if p.contains("//")
+            || p.bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             err(
                 "cluster.etcd.prefix",
                 format!("`{p}` has an empty segment or whitespace"),
@@ -108,7 +120,8 @@ impl Cluster {
         {
             err(
                 "cluster.etcd.tls",
-                "`cert` and `key` go together: give both for a client certificate, or neither".into(),
+                "`cert` and `key` go together: give both for a client certificate, or neither"
+                    .into(),
             );
         }
         let id = self.node_id();
@@ -158,7 +171,12 @@ mod tests {
         assert_eq!(c.node_id(), "gw-1");
         assert_eq!(c.prefix(), "/sluice/prod");
         assert_eq!(c.lease_ttl.0.as_secs(), 5);
-        assert!(Settings::parse("listeners: []\n").unwrap().cluster.is_none());
+        assert!(
+            Settings::parse("listeners: []\n")
+                .unwrap()
+                .cluster
+                .is_none()
+        );
     }
 
     #[test]
@@ -178,9 +196,10 @@ mod tests {
         ] {
             assert!(e.contains(p), "{p} missing in:\n{e}");
         }
-        let unknown = Settings::parse("cluster: { etcd: { endpoints: [], prefix: /a }, bogus: 1 }\n")
-            .unwrap_err()
-            .to_string();
+        let unknown =
+            Settings::parse("cluster: { etcd: { endpoints: [], prefix: /a }, bogus: 1 }\n")
+                .unwrap_err()
+                .to_string();
         assert!(unknown.contains("bogus"), "{unknown}");
     }
 }

@@ -274,6 +274,13 @@ impl Runner {
                     continue;
                 }
                 Some(Role::Frozen) => continue,
+                // A leader whose rollout ended while it was cut off tells the fleet now.
+                Some(Role::Lead) if t.progress.phase.is_final() => {
+                    if let Err(e) = self.commit(name, t, document.as_ref(), None, now_ms) {
+                        tracing::debug!(rollout = %name, error = %e, "Could not write rollout progress to the fleet.");
+                    }
+                    continue;
+                }
                 _ => {}
             }
             // A new document is ticked at once, without a verdict: `paused` and gates apply
@@ -361,11 +368,14 @@ impl Runner {
             // a joining node, and a new leader, continue where the fleet stands.
             let fleet_p = self.fleet_progress(&name, &docref);
             let committed = fleet_p.as_ref().map(|fp| {
-                if fp.progress != progress {
+                let undoes_rollback =
+                    progress.phase == Phase::Aborted && fp.progress.phase != Phase::Aborted;
+                if fp.progress != progress && !undoes_rollback {
                     progress = fp.progress.clone();
                     history = None;
                 }
-                fleet::committed_key(&docref, &progress)
+                // What etcd holds: a leader writes its own progress when it differs.
+                fleet::committed_key(&docref, &fp.progress)
             });
             // Frequent reloads must not keep postponing a kept rollout's next tick.
             let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {

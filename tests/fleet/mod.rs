@@ -41,7 +41,9 @@ pub fn etcd_available() -> bool {
         if std::env::var("SLUICE_REQUIRE_ETCD").as_deref() == Ok("1") {
             panic!("SLUICE_REQUIRE_ETCD=1 but `etcd` is not installed (Debian: etcd-server)");
         }
-        eprintln!("SKIPPED: `etcd` is not installed (Debian: etcd-server); set SLUICE_REQUIRE_ETCD=1 to fail instead");
+        eprintln!(
+            "SKIPPED: `etcd` is not installed (Debian: etcd-server); set SLUICE_REQUIRE_ETCD=1 to fail instead"
+        );
     }
     ok
 }
@@ -565,9 +567,12 @@ pub struct Upstream {
     pub hits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Whether request number `n` (with these headers) fails.
+pub type FailFn = dyn Fn(u64, &http::HeaderMap) -> bool + Send + Sync;
+
 /// When an upstream fails a request.
 #[derive(Clone)]
-pub struct Failing(pub std::sync::Arc<dyn Fn(u64, &http::HeaderMap) -> bool + Send + Sync>);
+pub struct Failing(pub std::sync::Arc<FailFn>);
 
 impl Upstream {
     pub fn start(name: &'static str, fail: Failing) -> Upstream {
@@ -636,4 +641,63 @@ rollouts:
 /// Reads a file if it exists.
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Traffic through every node until `stop` is set: each node gets a thread sending
+/// `per_node_rps` requests a second with fresh user ids, plus `extra(node index)` headers.
+/// Returns the unix ms of the first response from a failing canary (500 from v2), if any.
+pub fn load(
+    nodes: &[&Node],
+    per_node_rps: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    extra: fn(usize) -> Vec<(&'static str, &'static str)>,
+) -> std::thread::JoinHandle<Option<u128>> {
+    use std::sync::atomic::Ordering;
+    let targets: Vec<SocketAddr> = nodes.iter().map(|n| n.proxy).collect();
+    std::thread::spawn(move || {
+        let first_fail = std::sync::Arc::new(std::sync::Mutex::new(None::<u128>));
+        let mut handles = Vec::new();
+        for (i, addr) in targets.into_iter().enumerate() {
+            let (stop, first_fail) = (stop.clone(), first_fail.clone());
+            handles.push(std::thread::spawn(move || {
+                let every = Duration::from_micros(1_000_000 / per_node_rps.max(1));
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    n += 1;
+                    let user = format!("user-{i}-{n}");
+                    let mut h: Vec<(&str, &str)> = vec![("x-user-id", user.as_str())];
+                    let more = extra(i);
+                    h.extend(more.iter().copied());
+                    if let Ok(r) = http(addr, "GET", "/", &h, b"")
+                        && r.status == 500
+                    {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis();
+                        let mut f = first_fail.lock().unwrap();
+                        if f.is_none() {
+                            *f = Some(now);
+                        }
+                    }
+                    if let Some(rest) = every.checked_sub(t.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        *first_fail.lock().unwrap()
+    })
+}
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }

@@ -112,11 +112,13 @@ impl Runner {
                 "this node follows the fleet's leader; rollout actions are carried out by the leader",
             )),
             // Cut off from etcd, an operator may still stop a rollout on this node.
-            Some(Role::Frozen | Role::CutOff) if action != Action::Abort => Err(ActionRefused::new(
-                503,
-                crate::rollout::fleet::CLUSTER_UNAVAILABLE,
-                "etcd is unreachable: no rollout advances, pauses or resumes until it is back (abort still works on this node)",
-            )),
+            Some(Role::Frozen | Role::CutOff) if action != Action::Abort => {
+                Err(ActionRefused::new(
+                    503,
+                    crate::rollout::fleet::CLUSTER_UNAVAILABLE,
+                    "etcd is unreachable: no rollout advances, pauses or resumes until it is back (abort still works on this node)",
+                ))
+            }
             _ => self.act_inner(name, action, approval, role, &mut audit),
         };
         let mut f = Map::new();
@@ -266,7 +268,9 @@ impl Runner {
             return Err(ActionRefused::new(
                 503,
                 crate::rollout::fleet::CLUSTER_UNAVAILABLE,
-                format!("the action could not be written to the fleet, so it was not carried out: {e}"),
+                format!(
+                    "the action could not be written to the fleet, so it was not carried out: {e}"
+                ),
             ));
         }
         self.apply(

@@ -96,6 +96,11 @@ impl Runner {
         if same_progress(&t.progress, &fp.progress) {
             return;
         }
+        // Aborted is final for a document: a rollback this node made (cut off, say) is never
+        // undone by a record the leader wrote before it learned of it.
+        if t.progress.phase == Phase::Aborted && fp.progress.phase != Phase::Aborted {
+            return;
+        }
         let events = transitions(&t.progress, &fp.progress, &t.spec);
         t.progress = fp.progress.clone();
         t.committed = Some(committed_key(doc, &t.progress));
@@ -125,9 +130,10 @@ impl Runner {
             progress: t.progress.clone(),
             weight_bp: controller::current_weight(&t.progress, &t.spec).0,
             leader: String::new(),
-            verdict: verdict.map_or(Value::Null, |v| {
-                json!({ "outcome": v.outcome.as_str(), "summary": super::verdict_summary(v) })
-            }),
+            verdict: verdict.map_or(
+                Value::Null,
+                |v| json!({ "outcome": v.outcome.as_str(), "summary": super::verdict_summary(v) }),
+            ),
             at_ms: now_ms,
         };
         fleet.commit(name, fp)?;
@@ -157,7 +163,9 @@ impl Runner {
             Some(Event::RolledBack { reason } | Event::SwappedBack { reason }) => {
                 let reason = reason.as_str();
                 t.progress = p;
-                self.apply(name, t, &events, now_sec, document, "sluice", verdict, audit);
+                self.apply(
+                    name, t, &events, now_sec, document, "sluice", verdict, audit,
+                );
                 if let (Some(f), Some(doc)) = (self.fleet.get(), document) {
                     f.rolled_back_alone(name, doc, reason);
                 }
@@ -196,7 +204,11 @@ fn same_progress(a: &Progress, b: &Progress) -> bool {
 
 /// The events that lead from `old` to `new` (as the leader's controller produced them), for
 /// a follower's logs, metrics and audit.
-fn transitions(old: &Progress, new: &Progress, spec: &crate::config::traffic::Rollout) -> Vec<Event> {
+fn transitions(
+    old: &Progress,
+    new: &Progress,
+    spec: &crate::config::traffic::Rollout,
+) -> Vec<Event> {
     let mut out = Vec::new();
     let (wo, wn) = (
         controller::current_weight(old, spec),
@@ -205,10 +217,13 @@ fn transitions(old: &Progress, new: &Progress, spec: &crate::config::traffic::Ro
     if wo != wn {
         out.push(Event::WeightChanged { from: wo, to: wn });
     }
-    if old.phase == Phase::WaitingForPromotion && new.phase != Phase::WaitingForPromotion {
-        if new.phase != Phase::Aborted && new.phase != Phase::Paused {
-            out.push(Event::Promoted { step: old.step });
-        }
+    if old.phase == Phase::WaitingForPromotion
+        && !matches!(
+            new.phase,
+            Phase::WaitingForPromotion | Phase::Aborted | Phase::Paused
+        )
+    {
+        out.push(Event::Promoted { step: old.step });
     }
     if new.step > old.step && new.phase != Phase::Completed {
         out.push(Event::StepAdvanced {
