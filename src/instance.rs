@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
-use crate::change::gate::{Gate, Outcome, Source};
+use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
@@ -43,12 +43,14 @@ pub struct Instance {
     pub listeners: Vec<SocketAddr>,
     /// Bound admin address.
     pub admin: SocketAddr,
+    /// Bound metrics listener address, when `metrics.bind` is set.
+    pub metrics: Option<SocketAddr>,
     /// The admin bearer token.
     pub admin_token: String,
     /// The data plane's shared state.
     pub shared: Arc<Shared>,
     /// The change gate.
-    pub gate: Arc<Mutex<Gate>>,
+    pub gate: GateHandle,
     /// Metrics.
     pub registry: Registry,
     /// The rollout runner.
@@ -106,6 +108,15 @@ impl Instance {
         let settings = Arc::new(settings);
         let registry = Registry::new();
         describe(&registry);
+        registry
+            .gauge(
+                telemetry::BUILD_INFO,
+                &[
+                    ("version", telemetry::VERSION),
+                    ("commit", telemetry::COMMIT),
+                ],
+            )
+            .set(1.0);
         let workers = match settings.runtime.workers {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -140,6 +151,7 @@ impl Instance {
             access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
                 .map_err(StartError::Runtime)?,
             ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
+            drain: Default::default(),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
@@ -154,7 +166,7 @@ impl Instance {
             opts.clock.clone(),
         )
         .map_err(state_err)?;
-        let gate = Arc::new(Mutex::new(gate));
+        let gate = GateHandle::new(gate);
         let token = store::StateDir::open(&settings.paths.state_dir)
             .and_then(|s| s.admin_token(settings.admin.token_file.as_deref()))
             .map_err(state_err)?;
@@ -184,6 +196,23 @@ impl Instance {
             .set_nonblocking(true)
             .map_err(StartError::Runtime)?;
         let admin_addr = admin_sock.local_addr().map_err(StartError::Runtime)?;
+        let metrics_sock = match &settings.metrics {
+            None => None,
+            Some(m) => {
+                let sock =
+                    std::net::TcpListener::bind(m.bind).map_err(|source| StartError::Bind {
+                        addr: m.bind,
+                        source,
+                    })?;
+                sock.set_nonblocking(true).map_err(StartError::Runtime)?;
+                Some(sock)
+            }
+        };
+        let metrics_addr = metrics_sock
+            .as_ref()
+            .map(|s| s.local_addr())
+            .transpose()
+            .map_err(StartError::Runtime)?;
 
         // In a fleet, the cluster joins (and adopts the fleet's document) before anything
         // serves; the files on disk are then published to etcd rather than judged here.
@@ -202,10 +231,7 @@ impl Instance {
             None => submit_file(&gate, &traffic, Source::Start, None),
             Some(_) => None,
         };
-        let _ = gate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .recheck(Source::Start);
+        let _ = gate.lock().recheck(Source::Start);
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
             gate.clone(),
@@ -249,6 +275,7 @@ impl Instance {
             gate: gate.clone(),
             admin: ctx,
             admin_sock,
+            metrics_sock,
             shutdown: rx,
             last_seen,
             last_folder,
@@ -262,10 +289,11 @@ impl Instance {
                 .spawn(move || control.run())
                 .map_err(StartError::Runtime)?,
         );
-        tracing::info!(?listeners, admin = %admin_addr, workers, "sluice is serving.");
+        tracing::info!(?listeners, admin = %admin_addr, metrics = ?metrics_addr, workers, "sluice is serving.");
         Ok(Instance {
             listeners,
             admin: admin_addr,
+            metrics: metrics_addr,
             admin_token: token,
             shared,
             gate,
@@ -280,6 +308,19 @@ impl Instance {
     /// Stops accepting, drains in-flight requests (up to `drain_timeout`), and joins all threads.
     pub fn shutdown(mut self) {
         self.stop();
+    }
+
+    /// Starts draining (SIGTERM): `/readyz` answers 503 and connections are asked to
+    /// leave, while the listeners keep accepting. Returns false when already draining.
+    pub fn start_drain(&self) -> bool {
+        let started = self.shared.drain.start();
+        if started {
+            tracing::info!(
+                drain_delay = %self.shared.limits.drain_delay,
+                "Draining: /readyz answers 503; listeners keep accepting for drain_delay."
+            );
+        }
+        started
     }
 
     fn stop(&mut self) {
@@ -317,6 +358,10 @@ fn describe(r: &Registry) {
         ),
         (telemetry::ROLLOUT_WEIGHT, "Canary weight in percent."),
         (
+            telemetry::BUILD_INFO,
+            "Always 1; the labels say which version and commit is running.",
+        ),
+        (
             telemetry::CONFIG_VERSION,
             "Version of the active traffic document (0 when none).",
         ),
@@ -335,7 +380,7 @@ fn describe(r: &Registry) {
 
 /// Reads `path` and submits it unless its digest is `last_seen`; returns the digest read.
 fn submit_file(
-    gate: &Mutex<Gate>,
+    gate: &GateHandle,
     path: &std::path::Path,
     source: Source,
     last_seen: Option<&str>,
@@ -357,10 +402,7 @@ fn submit_file(
     if last_seen == Some(d.as_str()) {
         return Some(d);
     }
-    let outcome = gate
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .submit(&bytes, source);
+    let outcome = gate.submit(bytes, source, &[]);
     match &outcome {
         Outcome::Activated { version, .. } => {
             tracing::info!(version, path = %path.display(), "Traffic document activated.")
@@ -375,9 +417,10 @@ fn submit_file(
 /// The control thread: admin API, the file watch and the rollout timer.
 struct Control {
     settings: Arc<Settings>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     admin: Arc<AdminCtx>,
     admin_sock: std::net::TcpListener,
+    metrics_sock: Option<std::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
     last_seen: Option<String>,
     last_folder: String,
@@ -405,6 +448,7 @@ impl Control {
                 gate,
                 admin,
                 admin_sock,
+                metrics_sock,
                 shutdown,
                 last_seen,
                 last_folder,
@@ -420,7 +464,16 @@ impl Control {
                 admin.shared.clone(),
                 shutdown.clone(),
             ));
-            let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
+            let metrics_task = metrics_sock.map(|sock| {
+                let registry = admin.registry.clone();
+                tokio::spawn(serve_http1(sock, shutdown.clone(), move |req| {
+                    admin::handle_metrics_only(registry.clone(), req)
+                }))
+            });
+            let admin_ctx = admin.clone();
+            let admin_task = tokio::spawn(serve_http1(admin_sock, shutdown.clone(), move |req| {
+                admin::handle(admin_ctx.clone(), req)
+            }));
             let watch_task = tokio::spawn(watch_files(
                 settings,
                 gate,
@@ -438,19 +491,28 @@ impl Control {
                 let _ = t.await;
             }
             let _ = admin_task.await;
+            if let Some(t) = metrics_task {
+                let _ = t.await;
+            }
         });
     }
 }
 
-async fn serve_admin(
+/// Serves the admin or metrics listener: HTTP/1 on the control thread, off the data plane.
+async fn serve_http1<F, Fut>(
     sock: std::net::TcpListener,
-    ctx: Arc<AdminCtx>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    handler: F,
+) where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<admin::Resp, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
     let listener = match tokio::net::TcpListener::from_std(sock) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %e, "Admin listener failed.");
+            tracing::error!(error = %e, "Admin or metrics listener failed.");
             return;
         }
     };
@@ -460,13 +522,12 @@ async fn serve_admin(
             _ = wait_shutdown(&mut shutdown) => return,
         };
         let Ok((stream, _)) = accepted else { continue };
-        let ctx = ctx.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| admin::handle(ctx.clone(), req));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(stream), service_fn(handler))
                 .await;
         });
     }
@@ -478,7 +539,7 @@ async fn serve_admin(
 /// pending changes and emergency reviews (tokens expire and come due with time alone).
 async fn watch_files(
     settings: Arc<Settings>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     cluster: Option<Arc<Cluster>>,
     mut last_seen: Option<String>,
     mut last_folder: String,
@@ -521,10 +582,7 @@ async fn watch_files(
                     d
                 }
             };
-            let _ = g
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .recheck(Source::File);
+            let _ = g.lock().recheck(Source::File);
             (d, folder)
         })
         .await;

@@ -18,6 +18,16 @@ use metrics::{
     SharedString, Unit,
 };
 
+pub mod process;
+
+/// The version sluice was built as (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit sluice was built from (`build.rs`: `SLUICE_COMMIT`, git, or `unknown`).
+pub const COMMIT: &str = env!("SLUICE_COMMIT");
+
+/// `sluice_build_info{version,commit}`: always 1.
+pub const BUILD_INFO: &str = "sluice_build_info";
+
 /// `sluice_requests_total{route,upstream,rollout,variant,code_class}`.
 pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
 /// `sluice_request_duration_seconds{route,rollout,variant}`.
@@ -124,7 +134,14 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// What `/metrics` serves: every registered family, then the `process_*` families.
+    pub fn exposition(&self) -> String {
+        let mut out = self.render();
+        process::render(&mut out);
+        out
+    }
+
+    /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
         let f = self.lock();
         let mut out = String::with_capacity(4096);
@@ -356,18 +373,50 @@ impl HistogramFn for BucketHistogram {
     }
 }
 
-/// Initializes logging to stderr; `RUST_LOG` overrides the default `info` filter.
-pub fn init_tracing(json: bool) {
+/// How log lines are written (`--log-format`, `SLUICE_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, fields flattened (README: "Logs").
+    Json,
+}
+
+// === impl LogFormat ===
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("log format `{s}` is not `text` or `json`")),
+        }
+    }
+}
+
+/// Initializes logging to standard error with `filter` (an `EnvFilter` directive such as
+/// `info` or `debug,hyper=warn`). Colour only when standard error is a terminal and
+/// `NO_COLOR` is unset, so files and pipes get plain text.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("log level `{filter}`: {e}"))?;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
     };
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! 400 not a document or not a JWS, 403 an invalid token or a policy refusal, 409 at or
 //! below the high-water mark or equivocation. Errors are `{"error": code, "detail": ...}`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::{AdminCtx, Resp, error, json_resp};
-use crate::change::gate::{Gate, Outcome, Source};
+use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::reason::{Reason, Refusal};
 use crate::change::token::MAX_TOKEN_BYTES;
 use crate::config::traffic::ChangeClass;
@@ -67,10 +67,13 @@ pub async fn handle(
             if let Some(c) = &ctx.cluster {
                 return Ok(answer(c.push(body.to_vec(), tokens).await));
             }
-            blocking(gate, move |g| {
-                outcome_response(&g.submit_with(&body, Source::Push, &tokens))
-            })
-            .await
+            // Parsed and resolved before the gate's lock is taken.
+            let submit =
+                move || outcome_response(&gate.submit(body.to_vec(), Source::Push, &tokens));
+            match tokio::task::spawn_blocking(submit).await {
+                Ok(r) => r,
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            }
         }
         (Method::POST, "/api/v1/approvals") => {
             let body = match read_body(req, MAX_SMALL_BODY).await {
@@ -133,11 +136,8 @@ pub async fn handle(
 }
 
 /// Runs `f` on the gate off the async runtime (the gate fsyncs).
-async fn blocking(
-    gate: Arc<Mutex<Gate>>,
-    f: impl FnOnce(&mut Gate) -> Resp + Send + 'static,
-) -> Resp {
-    let run = move || f(&mut super::lock(&gate));
+async fn blocking(gate: GateHandle, f: impl FnOnce(&mut Gate) -> Resp + Send + 'static) -> Resp {
+    let run = move || f(&mut gate.lock());
     match tokio::task::spawn_blocking(run).await {
         Ok(r) => r,
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),

@@ -9,15 +9,18 @@
 //! log's last activation names its digest, and the high-water mark, the open emergency
 //! reviews and the activation history are all re-derived from the log at start.
 //!
+//! - [`handle`]: the gate as the control plane shares it; reading and resolving a
+//!   candidate ([`Candidate::prepare`]) happen before its lock is taken.
 //! - [`approvals`]: tokens arriving later (API, folder), re-checks, emergency reviews.
 //! - [`revert`]: re-activating an earlier document; single-use tokens.
 //! - [`status`]: the status document.
 
 mod approvals;
+mod handle;
 mod revert;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -37,10 +40,11 @@ use crate::clock::{self, Clock};
 use crate::config::Settings;
 use crate::config::traffic::{ChangeClass, CheckContext, ParsedTraffic, TrafficDoc};
 use crate::proxy::Shared;
-use crate::snapshot::{BuildCtx, Snapshot};
+use crate::snapshot::{Addresses, BuildCtx, Snapshot};
 use crate::telemetry::{self, Registry};
 
 pub use approvals::REJUDGE_EVERY_SECS;
+pub use handle::GateHandle;
 
 /// Where a candidate (or a token) came from; recorded as the audit `actor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +129,17 @@ pub struct Rejection {
     pub detail: String,
 }
 
+/// A candidate document, parsed and its hostnames resolved before the gate's lock is
+/// taken ([`Candidate::prepare`]); the gate then judges it without doing I/O for it.
+#[derive(Debug)]
+pub struct Candidate {
+    bytes: Vec<u8>,
+    digest: String,
+    parsed: Result<ParsedTraffic, Rejection>,
+    /// `None` for a pending change judged again: the gate uses what it resolved at submission.
+    addresses: Option<Addresses>,
+}
+
 /// The active document.
 #[derive(Debug, Clone)]
 pub struct Active {
@@ -140,6 +155,8 @@ pub struct Active {
     pub approvers: Vec<Value>,
     /// RFC 3339 activation time.
     pub activated_at: String,
+    /// Accepted departures from the flagd schema (SPEC §4), shown in status.
+    pub warnings: Vec<crate::config::ConfigError>,
 }
 
 /// A document activated at some point (from `change.activated` records): what a revert may
@@ -180,10 +197,57 @@ pub struct Gate {
     /// Whether the approvals folder feeds the gate. In cluster mode it does not: the folder's
     /// tokens are published to etcd and reach every node through the watch.
     folder_tokens: bool,
+    /// Hostnames of pending changes, resolved when they were submitted, by digest.
+    resolved: HashMap<String, Addresses>,
 }
 
 const USED_TOKENS: &str = "used_tokens.json";
 const STATE_UNWRITABLE: &str = "state_unwritable";
+
+// === impl Candidate ===
+
+impl Candidate {
+    /// Parses `bytes` against the listener names of `sluice.yaml` and resolves the
+    /// hostnames of its upstreams. Blocking (DNS): call it before taking the gate's lock.
+    pub fn prepare(bytes: Vec<u8>, listeners: &[String]) -> Candidate {
+        let parsed = parse_doc(&bytes, listeners);
+        let addresses = Some(match &parsed {
+            Ok(p) => Addresses::resolve(&p.doc),
+            Err(_) => Addresses::default(),
+        });
+        Candidate {
+            digest: store::digest(&bytes),
+            bytes,
+            parsed,
+            addresses,
+        }
+    }
+
+    /// A pending change judged again under the lock: parsed (CPU only), not resolved.
+    fn pending(bytes: Vec<u8>, listeners: &[String]) -> Candidate {
+        Candidate {
+            digest: store::digest(&bytes),
+            parsed: parse_doc(&bytes, listeners),
+            bytes,
+            addresses: None,
+        }
+    }
+}
+
+/// Parses and checks a document against the listener names of `sluice.yaml`.
+fn parse_doc(bytes: &[u8], listeners: &[String]) -> Result<ParsedTraffic, Rejection> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(
+            Reason::InvalidDocument,
+            format!("the document is not UTF-8: {e}"),
+        )
+    })?;
+    let ctx = CheckContext {
+        listeners: Some(listeners.to_vec()),
+    };
+    TrafficDoc::parse(text, &ctx)
+        .map_err(|errs| Rejection::new(Reason::InvalidDocument, errs.to_string()))
+}
 
 // === impl Rejection ===
 
@@ -337,6 +401,7 @@ impl Gate {
             reported_files: HashSet::new(),
             last_recheck: None,
             folder_tokens: true,
+            resolved: HashMap::new(),
         };
         gate.state.set_high_water(&gate.hw)?;
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;
@@ -385,7 +450,9 @@ impl Gate {
         };
         let class = serde_json::from_value(change["class"].clone()).unwrap_or(ChangeClass::Normal);
         let approvers = change["approvers"].as_array().cloned().unwrap_or_default();
-        let snap = match Snapshot::build(&parsed.doc, &digest, &self.build_ctx(), None) {
+        // At start the gate is not shared yet: resolving here holds no lock.
+        let addresses = Addresses::resolve(&parsed.doc);
+        let snap = match Snapshot::build(&parsed, &digest, &self.build_ctx(&addresses), None) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(digest, error = %e, "The last activated document cannot be compiled; nothing is active.");
@@ -434,25 +501,20 @@ impl Gate {
         Ok(())
     }
 
-    fn build_ctx(&self) -> BuildCtx<'_> {
+    fn build_ctx<'a>(&'a self, addresses: &'a Addresses) -> BuildCtx<'a> {
         BuildCtx {
-            listeners: &self.listeners,
             registry: &self.registry,
+            addresses,
         }
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<ParsedTraffic, Rejection> {
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            Rejection::new(
-                Reason::InvalidDocument,
-                format!("the document is not UTF-8: {e}"),
-            )
-        })?;
-        let ctx = CheckContext {
-            listeners: Some(self.listeners.clone()),
-        };
-        TrafficDoc::parse(text, &ctx)
-            .map_err(|errs| Rejection::new(Reason::InvalidDocument, errs.to_string()))
+        parse_doc(bytes, &self.listeners)
+    }
+
+    /// The listener names of `sluice.yaml`, which a candidate is checked against.
+    pub fn listeners(&self) -> &[String] {
+        &self.listeners
     }
 
     /// The compiled trust section (keys, roles, policy).
@@ -515,51 +577,67 @@ impl Gate {
         }
     }
 
-    /// Submits a candidate document with no tokens of its own (the approvals folder is
-    /// still read).
-    pub fn submit(&mut self, bytes: &[u8], source: Source) -> Outcome {
-        self.submit_with(bytes, source, &[])
+    /// Submits a prepared candidate with tokens pushed alongside it (`Sluice-Approval`
+    /// headers; none for the file); tokens in the approvals folder that name it are added.
+    pub fn submit(&mut self, candidate: Candidate, source: Source, pushed: &[String]) -> Outcome {
+        let folder = self.folder();
+        self.consider(candidate, source, pushed, &folder)
     }
 
-    /// Submits a candidate document with tokens pushed alongside it (`Sluice-Approval`
-    /// headers); tokens in the approvals folder that name it are added.
-    pub fn submit_with(&mut self, bytes: &[u8], source: Source, pushed: &[String]) -> Outcome {
-        let folder = self.folder();
-        self.consider(bytes, source, pushed, &folder)
+    /// Judges a pending change again (a token arrived, or time passed).
+    fn reconsider(
+        &mut self,
+        text: &str,
+        source: Source,
+        pushed: &[String],
+        folder: &Folder,
+    ) -> Outcome {
+        let candidate = Candidate::pending(text.as_bytes().to_vec(), &self.listeners);
+        self.consider(candidate, source, pushed, folder)
     }
 
     /// The gate proper: every candidate, new or pending, is judged and acted on here.
     fn consider(
         &mut self,
-        bytes: &[u8],
+        candidate: Candidate,
         source: Source,
         pushed: &[String],
         folder: &Folder,
     ) -> Outcome {
-        let digest = store::digest(bytes);
+        let digest = candidate.digest.clone();
         if self.active.as_ref().is_some_and(|a| a.digest == digest) {
             return Outcome::NoOp {
                 detail: "this document is already active".into(),
             };
         }
-        match self.judge(bytes, &digest, source, pushed, folder) {
+        let outcome = match self.judge(candidate, source, pushed, folder) {
             Ok(o) => o,
             Err(r) => {
                 self.reject(&digest, source, &r);
                 Outcome::Rejected(r)
             }
+        };
+        if !self.pending.contains_key(&digest) {
+            self.resolved.remove(&digest);
         }
+        outcome
     }
 
     fn judge(
         &mut self,
-        bytes: &[u8],
-        digest: &str,
+        candidate: Candidate,
         source: Source,
         pushed: &[String],
         folder: &Folder,
     ) -> Result<Outcome, Rejection> {
-        let parsed = self.parse(bytes).inspect_err(|_| self.forget(digest))?;
+        let Candidate {
+            bytes,
+            digest,
+            parsed,
+            addresses,
+        } = candidate;
+        let (bytes, digest) = (&bytes[..], &digest[..]);
+        let parsed = parsed.inspect_err(|_| self.forget(digest))?;
         let now = self.clock.unix_secs();
         // Pushed tokens first, so their positions tell which refusals the caller sent.
         let mut tokens: Vec<String> = Vec::new();
@@ -624,8 +702,22 @@ impl Gate {
             not_standard: Vec::new(),
         });
         if decision.satisfied() {
-            self.commit(parsed, digest, bytes, source, decision, classification)
+            let addresses = addresses
+                .or_else(|| self.resolved.get(digest).cloned())
+                .unwrap_or_default();
+            self.commit(
+                parsed,
+                digest,
+                bytes,
+                source,
+                decision,
+                classification,
+                &addresses,
+            )
         } else {
+            if let Some(a) = addresses {
+                self.resolved.insert(digest.to_string(), a);
+            }
             self.keep_pending(
                 parsed,
                 digest,
@@ -724,6 +816,7 @@ impl Gate {
     }
 
     /// Activates a judged document: build, persist, audit (the commit point), swap.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         parsed: ParsedTraffic,
@@ -732,11 +825,12 @@ impl Gate {
         source: Source,
         d: Decision,
         classification: Classification,
+        addresses: &Addresses,
     ) -> Result<Outcome, Rejection> {
         let v = parsed.doc.version;
         let class = d.class;
         let prev = self.shared.snapshot.load_full();
-        let snap = Snapshot::build(&parsed.doc, digest, &self.build_ctx(), prev.as_deref())
+        let snap = Snapshot::build(&parsed, digest, &self.build_ctx(addresses), prev.as_deref())
             .map_err(|e| {
                 self.forget(digest);
                 Rejection::new(Reason::InvalidDocument, e)
@@ -860,6 +954,15 @@ impl Gate {
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
         self.shared.snapshot.store(Some(Arc::new(snap)));
+        for w in &parsed.warnings {
+            tracing::warn!(
+                version = parsed.doc.version,
+                path = %w.path,
+                line = w.line,
+                detail = %w.message,
+                "Flag definition does not conform to the flagd schema; loaded as flagd loads it."
+            );
+        }
         self.active = Some(Active {
             doc: parsed.doc,
             json: parsed.json,
@@ -867,6 +970,7 @@ impl Gate {
             class,
             approvers,
             activated_at,
+            warnings: parsed.warnings,
         });
     }
 

@@ -95,13 +95,7 @@ pub async fn spawn_upstream(
 
 /// Runs the demo.
 pub fn demo(a: DemoArgs) -> i32 {
-    // Warnings only unless RUST_LOG says otherwise; rollout transitions are in the table.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sluice::rollout=error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Logging is set up by `cli::main` (warnings only by default: the table tells the story).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -75,6 +75,7 @@ pub fn validate(config: &Path, a: ValidateArgs) -> i32 {
         parsed.doc.change.author,
         digest(&bytes)
     );
+    print_warnings(&parsed);
     let Some(settings) = settings else {
         println!("no settings at {}: approvals not checked", config.display());
         return EXIT_OK;
@@ -184,6 +185,20 @@ pub fn validate(config: &Path, a: ValidateArgs) -> i32 {
             println!("refused: {r}");
             EXIT_REFUSED
         }
+    }
+}
+
+/// Prints what is accepted but departs from the flagd schema (SPEC §4), one line each.
+fn print_warnings(parsed: &ParsedTraffic) {
+    if parsed.warnings.is_empty() {
+        return;
+    }
+    println!(
+        "{} warning(s) (flagd loads these too; they resolve at evaluation time):",
+        parsed.warnings.len()
+    );
+    for w in &parsed.warnings {
+        println!("  warning  {w}");
     }
 }
 

@@ -48,7 +48,7 @@ use metrics::{Gauge, Histogram};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::change::gate::{Gate, Outcome};
+use crate::change::gate::{GateHandle, Outcome};
 use crate::config::Settings;
 use crate::rollout::Runner;
 use crate::rollout::fleet::{FleetProgress, Role};
@@ -68,7 +68,7 @@ pub struct Cluster {
     conn: Conn,
     ttl: Duration,
     settings: Arc<Settings>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     runner: OnceLock<Arc<Runner>>,
     admin: String,
     /// The live session, while connected.
@@ -161,7 +161,7 @@ impl Cluster {
     /// the node serves its persisted document and keeps trying.
     pub fn start(
         settings: Arc<Settings>,
-        gate: Arc<Mutex<Gate>>,
+        gate: GateHandle,
         registry: &Registry,
         admin: std::net::SocketAddr,
     ) -> Result<Arc<Cluster>, ClusterError> {
@@ -206,7 +206,7 @@ impl Cluster {
             thread: Mutex::new(None),
             cut_since: Mutex::new(Some(Instant::now())),
         });
-        lock(&cluster.gate).set_folder_tokens(false);
+        cluster.gate.lock().set_folder_tokens(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let me = cluster.clone();
         let thread = std::thread::Builder::new()
@@ -332,7 +332,7 @@ impl Cluster {
         let mut f = fields;
         f.insert("actor".into(), json!("cluster"));
         f.insert("node".into(), json!(self.node_id));
-        if let Err(e) = lock(&self.gate).audit_event(event, f) {
+        if let Err(e) = self.gate.lock().audit_event(event, f) {
             tracing::error!(event, error = %e, "Could not append to the audit log.");
         }
     }
@@ -435,10 +435,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
-}
-
-fn lock(gate: &Mutex<Gate>) -> MutexGuard<'_, Gate> {
-    gate.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn describe(r: &Registry) {

@@ -153,7 +153,7 @@ impl Cluster {
     /// Verifies tokens as this node would (signature, audience, times) before publishing.
     fn check_tokens(&self, tokens: &[String]) -> Result<(), Refusal> {
         let (trust, now) = {
-            let g = super::lock(&self.gate);
+            let g = self.gate.lock();
             (g.trust().clone(), g.clock().unix_secs())
         };
         for t in tokens {

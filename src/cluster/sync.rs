@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, WatchOptions};
 use serde_json::{Map, Value, json};
 
+use super::Cluster;
 use super::etcd::ClusterError;
 use super::keys::{Key, hex_of};
 use super::publish::{self, ActionRequest, DocPointer, RevertRequest};
 use super::session::{LastOutcome, NodeRecord, Session};
-use super::{Cluster, lock};
 use crate::change::gate::{Outcome, Source};
 use crate::change::store;
 use crate::rollout::fleet::FleetProgress;
@@ -125,7 +125,7 @@ impl Cluster {
                 }
                 Err(e) => {
                     if ready.is_some() {
-                        let version = lock(&self.gate).active().map(|a| a.doc.version);
+                        let version = self.gate.lock().active().map(|a| a.doc.version);
                         tracing::warn!(error = %e, active_version = version, "etcd is unreachable at start: serving the persisted document (if any); nothing activates until etcd is reachable.");
                         if let Some(r) = ready.take() {
                             let _ = r.send(Ok(()));
@@ -156,7 +156,7 @@ impl Cluster {
             let r = v
                 .record
                 .get_or_insert_with(|| NodeRecord::new(&self.node_id, &self.instance, &self.admin));
-            let g = lock(&self.gate);
+            let g = self.gate.lock();
             if let Some(a) = g.active() {
                 r.version = a.doc.version;
                 r.digest = a.digest.clone();
@@ -237,7 +237,7 @@ impl Cluster {
     /// read at (the watch starts after it).
     async fn read_all(&self, s: &Session) -> Result<i64, ClusterError> {
         let (kvs, rev) = s.get_prefix(&self.keys.all()).await?;
-        let hw = lock(&self.gate).high_water().version;
+        let hw = self.gate.lock().high_water().version;
         let mut docs: Vec<(String, u64)> = Vec::new();
         // Documents at or below the fleet's high-water mark can only activate as the fleet's
         // active one (a joining node adopting it); the rest are history.
@@ -476,7 +476,7 @@ impl Cluster {
                 Job::Review(token) => {
                     let sub = crate::change::folder::peek_sub(&token).unwrap_or_default();
                     let gate = self.gate.clone();
-                    let o = tokio::task::spawn_blocking(move || lock(&gate).approve(&token)).await;
+                    let o = tokio::task::spawn_blocking(move || gate.lock().approve(&token)).await;
                     if let Ok(o) = o {
                         self.after(&sub, o, None);
                     }
@@ -534,10 +534,8 @@ impl Cluster {
             return;
         }
         let gate = self.gate.clone();
-        let judged = tokio::task::spawn_blocking(move || {
-            lock(&gate).submit_with(&bytes, Source::Cluster, &tokens)
-        })
-        .await;
+        let judged =
+            tokio::task::spawn_blocking(move || gate.submit(bytes, Source::Cluster, &tokens)).await;
         let Ok(outcome) = judged else {
             tracing::error!(digest, "Judging a candidate panicked.");
             return;
@@ -567,7 +565,7 @@ impl Cluster {
                 outcome: name.to_string(),
                 reason,
             });
-            if let Some(a) = lock(&self.gate).active() {
+            if let Some(a) = self.gate.lock().active() {
                 r.version = a.doc.version;
                 r.digest = a.digest.clone();
             }
@@ -613,7 +611,7 @@ impl Cluster {
 
     /// The `change` object of the active document, for the fleet chain.
     fn active_change(&self) -> Option<Value> {
-        let g = lock(&self.gate);
+        let g = self.gate.lock();
         let a = g.active()?;
         Some(json!({
             "id": a.doc.change.id,
@@ -629,7 +627,7 @@ impl Cluster {
         let gate = self.gate.clone();
         let (version, token) = (r.version, r.token.clone());
         let Ok(outcome) =
-            tokio::task::spawn_blocking(move || lock(&gate).revert(version, &token)).await
+            tokio::task::spawn_blocking(move || gate.lock().revert(version, &token)).await
         else {
             return;
         };

@@ -25,6 +25,7 @@ use metrics::Gauge;
 
 use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
+use crate::shutdown::Drain;
 use crate::snapshot::Snapshot;
 
 /// What every worker shares: the active snapshot and per-listener bookkeeping.
@@ -42,6 +43,8 @@ pub struct Shared {
     pub access_log: Option<access_log::AccessLog>,
     /// Browser origins allowed to call OFREP (`ofrep.cors_origins`).
     pub ofrep_cors: Cors,
+    /// Set on SIGTERM: readiness fails, connections are asked to leave.
+    pub drain: Drain,
 }
 
 /// A listener's name and gauges.

@@ -43,7 +43,7 @@ use super::controller::{self, Event};
 use super::fleet::{Fleet, Role};
 use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
-use crate::change::gate::Gate;
+use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
 use crate::config::traffic::{Rollout, Strategy};
@@ -67,7 +67,7 @@ const HOLD_INTERVAL: Duration = Duration::from_secs(1);
 /// Drives every rollout of the active document.
 pub struct Runner {
     inner: Mutex<Inner>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     shared: Arc<Shared>,
     registry: Registry,
     clock: Clock,
@@ -144,7 +144,7 @@ impl Runner {
     /// rollout's weight up to date before returning, so an instance starts serving at the
     /// step it stopped at.
     pub fn start(
-        gate: Arc<Mutex<Gate>>,
+        gate: GateHandle,
         shared: Arc<Shared>,
         registry: Registry,
         clock: Clock,
@@ -153,7 +153,7 @@ impl Runner {
         let _ = clock::mono_secs(Instant::now());
         describe(&registry);
         let (state, trust) = {
-            let g = lock(&gate);
+            let g = gate.lock();
             (g.state().clone(), g.trust().clone())
         };
         let saved = persist::load(&state);
@@ -311,7 +311,7 @@ impl Runner {
         // The gate installs the snapshot and the active document together under its lock;
         // read both under it so they agree.
         let (snap, doc) = {
-            let g = lock(&self.gate);
+            let g = self.gate.lock();
             let snap = self.shared.snapshot.load_full();
             let doc = g.active().map(|a| {
                 (
@@ -550,7 +550,7 @@ impl Runner {
             return;
         }
         self.audit_fleet(&lines);
-        let mut g = lock(&self.gate);
+        let mut g = self.gate.lock();
         for l in lines {
             if let Err(e) = g.audit_event(l.event, l.fields) {
                 tracing::error!(event = l.event, error = %e, "Could not append a rollout event to the audit log.");
@@ -672,10 +672,6 @@ fn interval_of(spec: &Rollout) -> Duration {
     spec.analysis
         .as_ref()
         .map_or(HOLD_INTERVAL, |a| a.interval.0)
-}
-
-fn lock(gate: &Mutex<Gate>) -> MutexGuard<'_, Gate> {
-    gate.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {

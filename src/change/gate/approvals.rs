@@ -35,12 +35,7 @@ impl Gate {
                 if let Some(p) = self.pending.get(&t.sub) {
                     let text = p.text.clone();
                     let folder = self.folder();
-                    return self.consider(
-                        text.as_bytes(),
-                        Source::Approval,
-                        &[token.to_string()],
-                        &folder,
-                    );
+                    return self.reconsider(&text, Source::Approval, &[token.to_string()], &folder);
                 }
                 if self.active.as_ref().is_some_and(|a| a.digest == t.sub) {
                     return Outcome::NoOp {
@@ -109,7 +104,7 @@ impl Gate {
             let Some(text) = self.pending.get(&digest).map(|p| p.text.clone()) else {
                 continue;
             };
-            let o = self.consider(text.as_bytes(), source, &[], &folder);
+            let o = self.reconsider(&text, source, &[], &folder);
             if !matches!(o, Outcome::Pending { .. }) {
                 out.push(o);
             }

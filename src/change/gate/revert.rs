@@ -8,7 +8,7 @@ use super::{Gate, Outcome, Rejection, Source, USED_TOKENS};
 use crate::change::reason::Reason;
 use crate::change::token::{Act, Expected, VerifiedToken, check_fresh, verify};
 use crate::config::traffic::ChangeClass;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Addresses, Snapshot};
 
 // === impl Gate ===
 
@@ -80,10 +80,12 @@ impl Gate {
         })?;
         let parsed = self.parse(&bytes)?;
         let prev = self.shared.snapshot.load_full();
+        // No lookup under the lock: hostnames the previous snapshot does not know start
+        // unresolved, and the control plane resolves them right after the swap.
         let snap = Snapshot::build(
-            &parsed.doc,
+            &parsed,
             &target.digest,
-            &self.build_ctx(),
+            &self.build_ctx(&Addresses::default()),
             prev.as_deref(),
         )
         .map_err(|e| Rejection::new(Reason::InvalidDocument, e))?;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Dur;
-use crate::config::traffic::{Analysis, Gate, Promote, Sticky};
+use crate::config::traffic::{Analysis, Promote, StepGate, Sticky};
 use crate::rollout::analysis::{Rule, judge_windows};
 use crate::rollout::window::{RolloutWindows, Variant};
 
@@ -24,7 +24,7 @@ fn gate() -> Step {
     Step {
         weight: None,
         hold: None,
-        gate: Some(Gate::Manual),
+        gate: Some(StepGate::Manual),
     }
 }
 
