@@ -12,12 +12,12 @@ use std::time::SystemTime;
 
 use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::etcd::{ClusterError, Conn};
 use super::keys::Keys;
 use super::session::Session;
-use crate::change::audit::{Chain, GENESIS, Head, VerifyError, check_head, render_line};
+use crate::change::audit::{Chain, Event, GENESIS, Head, VerifyError, check_head, render_line};
 
 /// Attempts before an append gives up under contention.
 const ATTEMPTS: usize = 50;
@@ -29,16 +29,15 @@ struct HeadRecord {
     hash: String,
 }
 
-/// Appends `event` with `fields` (plus `node`) to the fleet chain. With `once`, the append
+/// Appends `event` (plus `node`) to the fleet chain. With `once`, the append
 /// happens only if no append with that key happened before; returns the new head, or `None`
 /// when `once` had already been used.
 pub async fn append(
     s: &Session,
-    event: &str,
-    mut fields: Map<String, Value>,
+    event: Event,
     once: Option<&str>,
 ) -> Result<Option<Head>, ClusterError> {
-    fields.insert("node".into(), json!(s.node_id));
+    let event = event.with("node", &s.node_id);
     let head_key = s.keys.audit_head();
     for _ in 0..ATTEMPTS {
         let mut c = s.client.clone();
@@ -61,11 +60,13 @@ pub async fn append(
             ),
         };
         let seq = head.seq + 1;
-        let (line, hash) = render_line(seq, &head.hash, SystemTime::now(), event, fields.clone())
-            .map_err(|e| ClusterError::Data {
-            key: head_key.clone(),
-            detail: e.to_string(),
-        })?;
+        let (line, hash) =
+            render_line(seq, &head.hash, SystemTime::now(), event.clone()).map_err(|e| {
+                ClusterError::Data {
+                    key: head_key.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
         let new_head = HeadRecord {
             seq,
             hash: hash.clone(),
@@ -88,10 +89,10 @@ pub async fn append(
             ));
             ops.push(TxnOp::put(once_key, seq.to_string(), None));
         }
-        let mut check = vec![TxnOp::get(s.keys.audit_once(once.unwrap_or("")), None)];
-        if once.is_none() {
-            check.clear();
-        }
+        let check: Vec<TxnOp> = once
+            .map(|k| TxnOp::get(s.keys.audit_once(k), None))
+            .into_iter()
+            .collect();
         let resp = s
             .conn
             .call(c.txn(Txn::new().when(when).and_then(ops).or_else(check)))

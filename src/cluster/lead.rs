@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use etcd_client::TxnOp;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+
+use crate::change::audit::{Event as AuditEvent, EventKind};
 
 use super::etcd::ClusterError;
 use super::keys::Key;
@@ -304,8 +306,8 @@ impl Fleet for Cluster {
         self.view().rollouts.get(name).cloned()
     }
 
-    fn audit(&self, event: &'static str, fields: Map<String, Value>) {
-        self.audit_fleet(event, fields, None);
+    fn audit(&self, event: AuditEvent) {
+        self.audit_fleet(event, None);
     }
 
     fn rolled_back_alone(&self, name: &str, document: &DocRef, reason: &str) {
@@ -314,10 +316,11 @@ impl Fleet for Cluster {
             reason,
             "Rolled back on this node's own traffic while cut off from etcd; the fleet learns it on reconnect."
         );
-        let mut f = Map::new();
-        f.insert("rollout".into(), json!(name));
-        f.insert("reason".into(), json!(reason));
-        self.audit_local("cluster.rolled_back_alone", f);
+        self.audit_local(
+            AuditEvent::new(EventKind::ClusterRolledBackAlone, "cluster")
+                .with("rollout", name)
+                .with("reason", reason),
+        );
         self.view().alone.push(ActionRequest {
             id: publish::request_id(),
             rollout: name.to_string(),

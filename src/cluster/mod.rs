@@ -45,9 +45,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use metrics::{Gauge, Histogram};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::change::audit::Event as AuditEvent;
 use crate::change::gate::{GateHandle, Outcome};
 use crate::config::Settings;
 use crate::rollout::Runner;
@@ -171,7 +172,6 @@ impl Cluster {
         let conn = Conn::new(&c)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (shutdown, _) = watch::channel(false);
-        describe(registry);
         let metrics = Metrics {
             connected: registry.gauge(telemetry::CLUSTER_CONNECTED, &[]),
             leader: registry.gauge(telemetry::CLUSTER_LEADER, &[]),
@@ -328,12 +328,11 @@ impl Cluster {
     }
 
     /// Appends a local audit event (`cluster.*`).
-    fn audit_local(&self, event: &str, fields: Map<String, Value>) {
-        let mut f = fields;
-        f.insert("actor".into(), json!("cluster"));
-        f.insert("node".into(), json!(self.node_id));
-        if let Err(e) = self.gate.lock().audit_event(event, f) {
-            tracing::error!(event, error = %e, "Could not append to the audit log.");
+    fn audit_local(&self, event: AuditEvent) {
+        let event = event.with("node", &self.node_id);
+        let kind = event.kind();
+        if let Err(e) = self.gate.lock().record(event) {
+            tracing::error!(event = %kind, error = %e, "Could not append to the audit log.");
         }
     }
 
@@ -341,26 +340,28 @@ impl Cluster {
         self.me.upgrade()
     }
 
-    /// Appends to the fleet chain in the background (retrying while connected).
-    fn audit_fleet(&self, event: &'static str, fields: Map<String, Value>, once: Option<String>) {
+    /// Appends to the fleet chain in the background (retrying while connected); with
+    /// `once`, only the first append with that key fleet-wide happens.
+    fn audit_fleet(&self, event: AuditEvent, once: Option<String>) {
         let (Some(me), Some(handle)) = (self.me(), self.handle.get()) else {
             return;
         };
         handle.spawn(async move {
+            let kind = event.kind();
             for attempt in 0..5u32 {
                 let Ok(s) = me.live() else {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 };
-                match audit::append(&s, event, fields.clone(), once.as_deref()).await {
+                match audit::append(&s, event.clone(), once.as_deref()).await {
                     Ok(_) => return,
                     Err(e) => {
-                        tracing::warn!(event, attempt, error = %e, "Could not append to the fleet audit chain; retrying.");
+                        tracing::warn!(event = %kind, attempt, error = %e, "Could not append to the fleet audit chain; retrying.");
                         tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                     }
                 }
             }
-            tracing::error!(event, "Gave up appending to the fleet audit chain.");
+            tracing::error!(event = %kind, "Gave up appending to the fleet audit chain.");
         });
     }
 
@@ -434,28 +435,5 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-    }
-}
-
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::CLUSTER_CONNECTED,
-            "1 while this node is connected to etcd with a live lease.",
-        ),
-        (
-            telemetry::CLUSTER_LEADER,
-            "1 while this node leads the fleet.",
-        ),
-        (
-            telemetry::CLUSTER_NODES,
-            "Live nodes registered in the fleet.",
-        ),
-        (
-            telemetry::CLUSTER_SYNC,
-            "Time from a candidate's etcd revision being seen to its local activation.",
-        ),
-    ] {
-        r.describe(name, help);
     }
 }

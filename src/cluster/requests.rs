@@ -100,7 +100,9 @@ impl Cluster {
         match published {
             Some(Ok(true)) => self.answer(&digest, after).await,
             Some(Ok(false)) => Answer::Judged(Outcome::Rejected(
-                crate::change::gate::Rejection::unknown_change(&digest),
+                crate::change::Reason::UnknownChange.because(format!(
+                    "no pending change has digest {digest}; push the document first"
+                )),
             )),
             Some(Err(e)) => Answer::Fleet(FleetRefusal::unavailable(e.to_string())),
             None => Answer::Fleet(FleetRefusal::unavailable("the cluster thread stopped")),

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, WatchOptions};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::Cluster;
 use super::etcd::ClusterError;
 use super::keys::{Key, hex_of};
 use super::publish::{self, ActionRequest, DocPointer, RevertRequest};
 use super::session::{LastOutcome, NodeRecord, Session};
+use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::gate::{Outcome, Source};
 use crate::change::store;
 use crate::rollout::fleet::FleetProgress;
@@ -108,9 +109,10 @@ impl Cluster {
                         End::Lost(e) => {
                             tracing::warn!(error = %e, "Lost etcd: serving the active configuration; nothing activates and no rollout advances until it is back.");
                             self.view().last_error = Some(e.to_string());
-                            let mut f = Map::new();
-                            f.insert("reason".into(), json!(e.to_string()));
-                            self.audit_local("cluster.disconnected", f);
+                            self.audit_local(
+                                AuditEvent::new(EventKind::ClusterDisconnected, "cluster")
+                                    .with("reason", e.to_string()),
+                            );
                         }
                     }
                 }
@@ -183,16 +185,16 @@ impl Cluster {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.jobs.send(Job::Barrier(tx));
         let _ = tokio::time::timeout(self.ttl * 4 + Duration::from_secs(10), rx).await;
-        let mut f = Map::new();
-        f.insert("prefix".into(), json!(self.keys.prefix()));
-        f.insert("endpoints".into(), json!(self.conn.endpoints));
-        let event = if reconnect {
-            "cluster.reconnected"
+        let kind = if reconnect {
+            EventKind::ClusterReconnected
         } else {
-            "cluster.joined"
+            EventKind::ClusterJoined
         };
-        self.audit_local(event, f.clone());
-        self.audit_fleet(event, f, None);
+        let event = AuditEvent::new(kind, "cluster")
+            .with("prefix", self.keys.prefix())
+            .with("endpoints", &self.conn.endpoints);
+        self.audit_local(event.clone());
+        self.audit_fleet(event, None);
         if reconnect {
             tracing::info!(node_id = %self.node_id, prefix = self.keys.prefix(), "Reconnected to the fleet.");
         } else {
@@ -597,12 +599,9 @@ impl Cluster {
                     tracing::warn!(key, error = %e, "Could not record the activation in etcd.");
                 }
             }
-            let mut f = Map::new();
-            f.insert("actor".into(), json!("cluster"));
-            f.insert("change".into(), change.unwrap_or(Value::Null));
             me.audit_fleet(
-                "change.activated",
-                f,
+                AuditEvent::new(EventKind::ChangeActivated, "cluster")
+                    .change(change.unwrap_or(Value::Null)),
                 Some(format!("activated-{}", hex_of(&p.digest))),
             );
         });
@@ -652,13 +651,11 @@ impl Cluster {
                 // A revert lowers the active version on purpose; the high-water mark stays.
                 let _ = s.put(&me.keys.active(), super::session::to_json(&p)).await;
                 let _ = s.delete(&me.keys.revert(&id)).await;
-                let mut f = Map::new();
-                f.insert("actor".into(), json!("cluster"));
-                f.insert(
-                    "change".into(),
-                    json!({ "version": p.version, "digest": p.digest }),
+                me.audit_fleet(
+                    AuditEvent::new(EventKind::ChangeReverted, "cluster")
+                        .change(json!({ "version": p.version, "digest": p.digest })),
+                    Some(format!("reverted-{id}")),
                 );
-                me.audit_fleet("change.reverted", f, Some(format!("reverted-{id}")));
             });
         }
         self.after(&digest, outcome, None);
@@ -722,10 +719,10 @@ impl Cluster {
                 self.set_term(Some(term));
                 self.view().leader = Some(self.node_id.clone());
                 tracing::info!(node_id = %self.node_id, term = term.0, "This node now leads the fleet.");
-                let mut f = Map::new();
-                f.insert("term".into(), json!(term.0));
-                self.audit_local("cluster.leader", f.clone());
-                self.audit_fleet("cluster.leader", f, None);
+                let event =
+                    AuditEvent::new(EventKind::ClusterLeader, "cluster").with("term", term.0);
+                self.audit_local(event.clone());
+                self.audit_fleet(event, None);
                 self.nudge_runner();
                 let me = self.clone();
                 tokio::spawn(async move { me.pending_actions().await });

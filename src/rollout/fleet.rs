@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::progress::Progress;
 use super::runner::DocRef;
 use super::window::{RolloutWindows, WindowStats};
+use crate::change::audit::Event as AuditEvent;
 
 /// Reason code: etcd cannot be reached, so nothing changes fleet-wide.
 pub const CLUSTER_UNAVAILABLE: &str = "cluster_unavailable";
@@ -71,7 +72,7 @@ pub trait Fleet: Send + Sync {
     fn progress(&self, name: &str) -> Option<FleetProgress>;
 
     /// Appends a rollout event to the fleet audit chain (the leader's transitions).
-    fn audit(&self, event: &'static str, fields: Map<String, Value>);
+    fn audit(&self, event: AuditEvent);
 
     /// A node cut off from etcd rolled rollout `name` back on its own traffic (or an
     /// operator aborted it here while cut off): publish the abort when etcd is back.

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
-use serde_json::{Map, Value};
+
 use tokio::sync::watch;
 
 use super::analysis::{Verdict, judge};
@@ -43,6 +43,7 @@ use super::controller::{self, Event};
 use super::fleet::{Fleet, Role};
 use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
+use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
@@ -131,12 +132,6 @@ struct Handles {
     verdicts: [Counter; 3],
 }
 
-/// An audit line waiting for the gate's lock.
-struct AuditLine {
-    event: &'static str,
-    fields: Map<String, Value>,
-}
-
 // === impl Runner ===
 
 impl Runner {
@@ -151,7 +146,6 @@ impl Runner {
     ) -> Arc<Runner> {
         // Fix the monotonic origin before the data plane records anything.
         let _ = clock::mono_secs(Instant::now());
-        describe(&registry);
         let (state, trust) = {
             let g = gate.lock();
             (g.state().clone(), g.trust().clone())
@@ -364,8 +358,9 @@ impl Runner {
                 }
                 None => (Progress::new(now_ms), None),
             };
-            // In a fleet, the leader's progress for this document wins over anything local:
-            // a joining node, and a new leader, continue where the fleet stands.
+            // In a fleet, the leader's progress for this document wins over anything local
+            // (a joining node and a new leader continue where the fleet stands) — except
+            // that a rollback made here is never undone: aborted is final for a document.
             let fleet_p = self.fleet_progress(&name, &docref);
             let committed = fleet_p.as_ref().map(|fp| {
                 let undoes_rollback =
@@ -415,6 +410,7 @@ impl Runner {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn tick_one(
         &self,
         name: &str,
@@ -423,7 +419,7 @@ impl Runner {
         now: Now,
         document: Option<&DocRef>,
         role: Option<Role>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         let (now_ms, now_sec) = (now.ms, now.sec);
         if t.progress.phase.is_final() {
@@ -485,7 +481,7 @@ impl Runner {
         document: Option<&DocRef>,
         actor: &str,
         verdict: Option<&Verdict>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         t.publish();
         let mut prev: Option<&Event> = None;
@@ -509,15 +505,14 @@ impl Runner {
                 Event::WaitingForPromotion { .. }
                     if !matches!(prev, Some(Event::StepAdvanced { .. })) =>
                 {
-                    Some("rollout.step")
+                    Some(EventKind::RolloutStep)
                 }
                 _ => e.audit_event(),
             };
-            if let Some(event) = event {
-                audit.push(AuditLine {
-                    event,
-                    fields: report::audit_fields(name, t, e, document, actor, verdict),
-                });
+            if let Some(kind) = event {
+                audit.push(report::audit_event(
+                    kind, name, t, e, document, actor, verdict,
+                ));
             }
             prev = Some(e);
         }
@@ -545,15 +540,16 @@ impl Runner {
         }
     }
 
-    fn audit(&self, lines: Vec<AuditLine>) {
-        if lines.is_empty() {
+    fn audit(&self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
             return;
         }
-        self.audit_fleet(&lines);
+        self.audit_fleet(&events);
         let mut g = self.gate.lock();
-        for l in lines {
-            if let Err(e) = g.audit_event(l.event, l.fields) {
-                tracing::error!(event = l.event, error = %e, "Could not append a rollout event to the audit log.");
+        for event in events {
+            let kind = event.kind();
+            if let Err(e) = g.record(event) {
+                tracing::error!(event = %kind, error = %e, "Could not append a rollout event to the audit log.");
             }
         }
     }
@@ -746,25 +742,6 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
         Event::Completed => {
             tracing::info!(rollout = name, weight, "Rollout completed.")
         }
-    }
-}
-
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::ROLLOUT_PHASE,
-            "1 for the current phase of each rollout, 0 for the others.",
-        ),
-        (
-            telemetry::ROLLOUT_VERDICTS,
-            "Rollout analysis verdicts, by outcome.",
-        ),
-        (
-            telemetry::ROLLBACKS,
-            "Rollouts rolled back or swapped back, by reason.",
-        ),
-    ] {
-        r.describe(name, help);
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{AuditLine, DocRef, Runner, Tracked, Which};
+use super::{DocRef, Runner, Tracked, Which};
+use crate::change::audit::Event as AuditEvent;
 use crate::rollout::analysis::Verdict;
 use crate::rollout::controller::{self, Event};
 use crate::rollout::fleet::{Fleet, FleetProgress, Role};
@@ -87,7 +88,7 @@ impl Runner {
         t: &mut Tracked,
         document: Option<&DocRef>,
         now_sec: u64,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         let Some(doc) = document else { return };
         let Some(fp) = self.fleet_progress(name, doc) else {
@@ -152,7 +153,7 @@ impl Runner {
         now_ms: u64,
         now_sec: u64,
         document: Option<&DocRef>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         let mut p = t.progress.clone();
         let events = controller::tick(&mut p, &t.spec, verdict, now_ms);
@@ -177,10 +178,10 @@ impl Runner {
     }
 
     /// Appends the leader's transitions to the fleet audit chain.
-    pub(super) fn audit_fleet(&self, lines: &[AuditLine]) {
+    pub(super) fn audit_fleet(&self, events: &[AuditEvent]) {
         if let (Some(f), Some(Role::Lead)) = (self.fleet.get(), self.role()) {
-            for l in lines {
-                f.audit(l.event, l.fields.clone());
+            for e in events {
+                f.audit(e.clone());
             }
         }
     }
