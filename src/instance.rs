@@ -101,7 +101,6 @@ impl Instance {
     pub fn start(settings: Settings, opts: StartOptions) -> Result<Instance, StartError> {
         let settings = Arc::new(settings);
         let registry = Registry::new();
-        describe(&registry);
         registry
             .gauge(
                 telemetry::BUILD_INFO,
@@ -308,43 +307,6 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::REQUESTS_TOTAL,
-            "Requests answered, by route, upstream, rollout, variant and status class.",
-        ),
-        (
-            telemetry::REQUEST_DURATION,
-            "Time from request start to response headers.",
-        ),
-        (telemetry::UPSTREAM_ERRORS, "Upstream failures by kind."),
-        (
-            telemetry::ACTIVE_CONNECTIONS,
-            "Open client connections per listener.",
-        ),
-        (telemetry::ROLLOUT_WEIGHT, "Canary weight in percent."),
-        (
-            telemetry::BUILD_INFO,
-            "Always 1; the labels say which version and commit is running.",
-        ),
-        (
-            telemetry::CONFIG_VERSION,
-            "Version of the active traffic document (0 when none).",
-        ),
-        (
-            telemetry::CONFIG_ACTIVATIONS,
-            "Documents activated, by class.",
-        ),
-        (
-            telemetry::CONFIG_REJECTIONS,
-            "Documents or tokens refused, by reason.",
-        ),
-    ] {
-        r.describe(name, help);
     }
 }
 

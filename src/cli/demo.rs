@@ -29,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::{EXIT_OK, EXIT_REFUSED};
+use crate::change::audit::{EventKind, Record};
 use crate::config::Settings;
 use crate::instance::{Instance, StartOptions};
 
@@ -361,10 +362,14 @@ fn print_audit(path: &Path) {
         let Ok(v) = serde_json::from_str::<Value>(l) else {
             continue;
         };
-        let event = v["event"].as_str().unwrap_or("");
-        if !event.starts_with("rollout.") && event != "change.activated" {
+        let record = Record::new(v);
+        let Some(event) = record
+            .kind
+            .filter(|k| k.is_rollout() || *k == EventKind::ChangeActivated)
+        else {
             continue;
-        }
+        };
+        let v = &record.line;
         let mut s = format!("  #{} {} {event}", v["seq"], v["ts"].as_str().unwrap_or(""));
         if let Some(w) = v["weight"].as_f64() {
             s.push_str(&format!(" weight {w}%"));

@@ -26,45 +26,22 @@ pub fn render(out: &mut String) {
     let Some(s) = Sample::read() else {
         return;
     };
-    let mut family = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+    let mut family = |f: super::Family, value: String| {
+        let kind = match f.kind {
+            super::Kind::Counter => "counter",
+            _ => "gauge",
+        };
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+        let _ = writeln!(out, "{} {value}", f.name);
     };
+    family(super::PROCESS_CPU, format!("{}", s.cpu_seconds));
+    family(super::PROCESS_RESIDENT, s.resident_bytes.to_string());
+    family(super::PROCESS_VIRTUAL, s.virtual_bytes.to_string());
+    family(super::PROCESS_OPEN_FDS, s.open_fds.to_string());
+    family(super::PROCESS_MAX_FDS, s.max_fds.to_string());
     family(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-        format!("{}", s.cpu_seconds),
-    );
-    family(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-        s.resident_bytes.to_string(),
-    );
-    family(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-        s.virtual_bytes.to_string(),
-    );
-    family(
-        "process_open_fds",
-        "gauge",
-        "Number of open file descriptors.",
-        s.open_fds.to_string(),
-    );
-    family(
-        "process_max_fds",
-        "gauge",
-        "Maximum number of open file descriptors.",
-        s.max_fds.to_string(),
-    );
-    family(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
+        super::PROCESS_START_TIME,
         format!("{}", s.start_time_seconds),
     );
 }
