@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::histogram;
-use super::window::Window;
+use super::window::{Counts, Window};
 
 /// Cumulative counts of one variant since an origin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -65,6 +65,16 @@ impl Tally {
         }
     }
 
+    /// The tally of raw counts (a fleet's sum of one second), requests in latency buckets
+    /// `slow_from..` counted slow.
+    pub fn of_counts(c: &Counts, slow_from: usize) -> Tally {
+        Tally {
+            requests: c.requests,
+            errors: c.errors,
+            slow: c.latency.get(slow_from..).unwrap_or(&[]).iter().sum(),
+        }
+    }
+
     /// The count `kind` judges, never above `requests`.
     pub fn count(&self, kind: Kind) -> u64 {
         match kind {
@@ -92,17 +102,35 @@ impl Accumulator {
     /// second behind a reader on the same monotonic clock. A reader that stalled longer than
     /// the ring loses the seconds that fell out of it.
     pub fn read(&mut self, w: &Window, now_sec: u64) -> Tally {
-        let oldest = (now_sec + 1).saturating_sub(w.held_secs());
+        let slow_from = self.slow_from;
+        self.read_by(now_sec, 1, w.held_secs(), |sec| w.second(sec, slow_from))
+    }
+
+    /// As [`read`](Self::read), with each second's counts from `second` (a fleet's sum, say),
+    /// final once `settle` seconds old, and only the last `held` seconds still readable.
+    pub fn read_by(
+        &mut self,
+        now_sec: u64,
+        settle: u64,
+        held: u64,
+        mut second: impl FnMut(u64) -> Tally,
+    ) -> Tally {
+        let oldest = (now_sec + 1).saturating_sub(held);
         self.next = self.next.max(oldest);
-        while self.next + 1 < now_sec {
-            self.done.add(w.second(self.next, self.slow_from));
+        while self.next + settle <= now_sec {
+            self.done.add(second(self.next));
             self.next += 1;
         }
         let mut t = self.done;
         for sec in self.next..=now_sec {
-            t.add(w.second(sec, self.slow_from));
+            t.add(second(sec));
         }
         t
+    }
+
+    /// The first latency bucket counted slow.
+    pub fn slow_from(&self) -> usize {
+        self.slow_from
     }
 }
 

@@ -7,12 +7,22 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::config::traffic::Analysis;
 use crate::rollout::analysis::Verdict;
+use crate::rollout::fleet::Fleet;
 use crate::rollout::sequential::Sequential;
-use crate::rollout::tally::Accumulator;
+use crate::rollout::tally::{Accumulator, Tally};
 use crate::snapshot::RolloutRt;
 
 /// How often a sequential rollout is evaluated.
 pub const EVALUATE_EVERY: Duration = Duration::from_millis(100);
+
+/// Where a rollout's counts come from.
+#[derive(Clone, Copy)]
+pub(super) enum Source<'a> {
+    /// This node's windows.
+    Local,
+    /// The fleet's sum (this node leads): rollout name and the fleet.
+    Fleet(&'a str, &'a dyn Fleet),
+}
 
 /// One rollout's running sequential test and what feeds it.
 #[derive(Debug, Clone)]
@@ -48,12 +58,34 @@ impl Continuous {
     pub(super) fn evaluate(
         &mut self,
         rt: &RolloutRt,
+        source: Source<'_>,
         now: Instant,
         report: bool,
     ) -> Option<Verdict> {
         let now_sec = clock::mono_secs(now);
-        let canary = self.canary.read(&rt.windows.canary, now_sec);
-        let stable = self.stable.read(&rt.windows.stable, now_sec);
+        let (canary, stable) = match source {
+            Source::Local => (
+                self.canary.read(&rt.windows.canary, now_sec),
+                self.stable.read(&rt.windows.stable, now_sec),
+            ),
+            Source::Fleet(name, fleet) => {
+                // Other nodes publish each `interval`: a second is final once that much
+                // later (the local ring holds `window` ≥ `interval` seconds and two more).
+                let settle = self.analysis.interval.0.as_secs() + 2;
+                let held = rt.windows.canary.held_secs();
+                let slow = self.canary.slow_from();
+                let side = |stable: bool| {
+                    move |sec| {
+                        let (s, c) = fleet.second(name, &rt.windows, sec);
+                        Tally::of_counts(if stable { &s } else { &c }, slow)
+                    }
+                };
+                (
+                    self.canary.read_by(now_sec, settle, held, side(false)),
+                    self.stable.read_by(now_sec, settle, held, side(true)),
+                )
+            }
+        };
         let mut v = self
             .test
             .observe(clock::mono_millis(now), canary, stable, report)?;
