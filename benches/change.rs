@@ -144,7 +144,8 @@ fn bench_gate(c: &mut Criterion) {
         limits: settings.limits.clone(),
         connections: Default::default(),
         access_log: None,
-        ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
+        flag_services: std::sync::Arc::new(sluice::flagsvc::FlagServices::open()),
+        activations: tokio::sync::watch::channel(0).0,
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(

@@ -14,7 +14,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
@@ -22,6 +21,7 @@ use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::flagsvc::{ApiKeys, Cors, FlagServices};
 use crate::proxy::server::{self, wait_shutdown};
 use crate::proxy::{ListenerInfo, Shared};
 use crate::rollout::Runner;
@@ -86,6 +86,14 @@ pub enum StartError {
         /// What failed.
         detail: String,
     },
+    /// `ofrep.api_keys_file` cannot be read.
+    #[error("API keys file {path}: {source}")]
+    Keys {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
@@ -126,6 +134,13 @@ impl Instance {
             .iter()
             .filter_map(|l| l.tls.as_ref().map(|t| t.certs.clone()))
             .collect();
+        let keys = match &settings.ofrep.api_keys_file {
+            Some(path) => ApiKeys::load(path).map_err(|source| StartError::Keys {
+                path: path.clone(),
+                source,
+            })?,
+            None => ApiKeys::open(),
+        };
         let shared = Arc::new(Shared {
             snapshot: Default::default(),
             listeners: listener_infos,
@@ -133,7 +148,13 @@ impl Instance {
             connections: AtomicUsize::new(0),
             access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
                 .map_err(StartError::Runtime)?,
-            ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
+            flag_services: Arc::new(FlagServices::new(
+                Cors::new(&settings.ofrep.cors_origins),
+                keys,
+                settings.ofrep.max_streams,
+                settings.ofrep.heartbeat.0,
+            )),
+            activations: watch::channel(0).0,
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
@@ -382,6 +403,7 @@ impl Control {
                 admin.shared.clone(),
                 shutdown.clone(),
             ));
+            let flag_tasks = spawn_flag_services(&admin.shared, &shutdown);
             let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
             let watch_task = tokio::spawn(watch_files(
                 settings,
@@ -391,15 +413,55 @@ impl Control {
                 shutdown.clone(),
             ));
             let rollout_task = rollouts.map(|r| tokio::spawn(r.run(shutdown.clone())));
+
             wait_shutdown(&mut shutdown.clone()).await;
             watch_task.abort();
             tls_task.abort();
+            for t in flag_tasks {
+                t.abort();
+            }
             health_task.abort();
             if let Some(t) = rollout_task {
                 let _ = t.await;
             }
             let _ = admin_task.await;
         });
+    }
+}
+
+/// The flag services' background work: the change feed, the event-stream hub, and the
+/// API keys file watch.
+fn spawn_flag_services(
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let svc = shared.flag_services.clone();
+    let mut tasks = vec![
+        tokio::spawn(svc.feed.clone().follow(shared.clone(), shutdown.clone())),
+        tokio::spawn(svc.events.clone().run(shutdown.clone())),
+    ];
+    if svc.keys.required() {
+        tasks.push(tokio::spawn(watch_keys(svc.keys.clone(), shutdown.clone())));
+    }
+    tasks
+}
+
+/// Re-reads the API keys file on every change in its folder, and every poll period.
+async fn watch_keys(keys: Arc<ApiKeys>, mut shutdown: watch::Receiver<bool>) {
+    let Some(path) = keys.path().map(std::path::Path::to_path_buf) else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel(1);
+    let _watcher = file_watch::watch(&[&path], tx).ok();
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = rx.recv() => tokio::time::sleep(file_watch::DEBOUNCE).await,
+            _ = poll.tick() => {}
+            _ = wait_shutdown(&mut shutdown) => return,
+        }
+        let k = keys.clone();
+        let _ = tokio::task::spawn_blocking(move || k.reload()).await;
     }
 }
 

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod flags;
+pub mod flagsvc;
 pub mod instance;
 pub mod proxy;
 pub mod rollout;

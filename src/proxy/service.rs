@@ -130,9 +130,12 @@ async fn proxy<'s>(
         if seen.wanted {
             seen.route = Some(&route.name);
         }
-        let resp = crate::admin::ofrep::serve(Some(&snap.flags), &shared.ofrep_cors, req)
+        let resp = match crate::flagsvc::ofrep::serve(Some(&snap.flags), &shared.flag_services, req)
             .await
-            .map(DownBody::full);
+        {
+            crate::flagsvc::ofrep::Reply::Done(r) => r.map(DownBody::full),
+            crate::flagsvc::ofrep::Reply::Events(r) => r.map(DownBody::Events),
+        };
         let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
         metrics.requests[class].increment(1);
         metrics.duration.record(start.elapsed().as_secs_f64());

@@ -375,3 +375,25 @@ rollouts:
 "#
     )
 }
+
+impl Sluice {
+    /// Starts with `traffic`, `require_approvals: false`, and `extra` settings lines.
+    pub fn start_with(traffic: &str, extra: &str) -> Sluice {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
+        if !traffic.is_empty() {
+            std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
+        }
+        let yaml = settings_yaml(
+            dir.path(),
+            &format!("trust: {{ require_approvals: false }}\n{extra}"),
+        );
+        let mut s = Sluice {
+            dir,
+            inst: None,
+            settings_yaml: yaml,
+        };
+        s.restart();
+        s
+    }
+}

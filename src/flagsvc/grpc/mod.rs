@@ -1,0 +1,1 @@
+//! flagd gRPC (placeholder, filled next).
