@@ -42,6 +42,8 @@ pub struct Instance {
     pub listeners: Vec<SocketAddr>,
     /// Bound admin address.
     pub admin: SocketAddr,
+    /// Bound metrics listener address, when `metrics.bind` is set.
+    pub metrics: Option<SocketAddr>,
     /// The admin bearer token.
     pub admin_token: String,
     /// The data plane's shared state.
@@ -107,7 +109,15 @@ impl Instance {
     pub fn start(settings: Settings, opts: StartOptions) -> Result<Instance, StartError> {
         let settings = Arc::new(settings);
         let registry = Registry::new();
-        describe(&registry);
+        registry
+            .gauge(
+                telemetry::BUILD_INFO,
+                &[
+                    ("version", telemetry::VERSION),
+                    ("commit", telemetry::COMMIT),
+                ],
+            )
+            .set(1.0);
         let workers = match settings.runtime.workers {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -155,6 +165,7 @@ impl Instance {
                 settings.ofrep.heartbeat.0,
             )),
             activations: watch::channel(0).0,
+            drain: Default::default(),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
@@ -199,6 +210,23 @@ impl Instance {
             .set_nonblocking(true)
             .map_err(StartError::Runtime)?;
         let admin_addr = admin_sock.local_addr().map_err(StartError::Runtime)?;
+        let metrics_sock = match &settings.metrics {
+            None => None,
+            Some(m) => {
+                let sock =
+                    std::net::TcpListener::bind(m.bind).map_err(|source| StartError::Bind {
+                        addr: m.bind,
+                        source,
+                    })?;
+                sock.set_nonblocking(true).map_err(StartError::Runtime)?;
+                Some(sock)
+            }
+        };
+        let metrics_addr = metrics_sock
+            .as_ref()
+            .map(|s| s.local_addr())
+            .transpose()
+            .map_err(StartError::Runtime)?;
 
         // The document on disk is a candidate like any other; then pending changes are
         // judged again with the approvals folder as it is now.
@@ -243,6 +271,7 @@ impl Instance {
             gate: gate.clone(),
             admin: ctx,
             admin_sock,
+            metrics_sock,
             shutdown: rx,
             last_seen,
             last_folder,
@@ -255,10 +284,11 @@ impl Instance {
                 .spawn(move || control.run())
                 .map_err(StartError::Runtime)?,
         );
-        tracing::info!(?listeners, admin = %admin_addr, workers, "sluice is serving.");
+        tracing::info!(?listeners, admin = %admin_addr, metrics = ?metrics_addr, workers, "sluice is serving.");
         Ok(Instance {
             listeners,
             admin: admin_addr,
+            metrics: metrics_addr,
             admin_token: token,
             shared,
             gate,
@@ -274,6 +304,19 @@ impl Instance {
         self.stop();
     }
 
+    /// Starts draining (SIGTERM): `/readyz` answers 503 and connections are asked to
+    /// leave, while the listeners keep accepting. Returns false when already draining.
+    pub fn start_drain(&self) -> bool {
+        let started = self.shared.drain.start();
+        if started {
+            tracing::info!(
+                drain_delay = %self.shared.limits.drain_delay,
+                "Draining: /readyz answers 503; listeners keep accepting for drain_delay."
+            );
+        }
+        started
+    }
+
     fn stop(&mut self) {
         let _ = self.shutdown.send(true);
         for t in self.threads.drain(..) {
@@ -285,39 +328,6 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::REQUESTS_TOTAL,
-            "Requests answered, by route, upstream, rollout, variant and status class.",
-        ),
-        (
-            telemetry::REQUEST_DURATION,
-            "Time from request start to response headers.",
-        ),
-        (telemetry::UPSTREAM_ERRORS, "Upstream failures by kind."),
-        (
-            telemetry::ACTIVE_CONNECTIONS,
-            "Open client connections per listener.",
-        ),
-        (telemetry::ROLLOUT_WEIGHT, "Canary weight in percent."),
-        (
-            telemetry::CONFIG_VERSION,
-            "Version of the active traffic document (0 when none).",
-        ),
-        (
-            telemetry::CONFIG_ACTIVATIONS,
-            "Documents activated, by class.",
-        ),
-        (
-            telemetry::CONFIG_REJECTIONS,
-            "Documents or tokens refused, by reason.",
-        ),
-    ] {
-        r.describe(name, help);
     }
 }
 
@@ -363,6 +373,7 @@ struct Control {
     gate: GateHandle,
     admin: Arc<AdminCtx>,
     admin_sock: std::net::TcpListener,
+    metrics_sock: Option<std::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
     last_seen: Option<String>,
     last_folder: String,
@@ -389,6 +400,7 @@ impl Control {
                 gate,
                 admin,
                 admin_sock,
+                metrics_sock,
                 shutdown,
                 last_seen,
                 last_folder,
@@ -404,7 +416,16 @@ impl Control {
                 shutdown.clone(),
             ));
             let flag_tasks = spawn_flag_services(&admin.shared, &shutdown);
-            let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
+            let metrics_task = metrics_sock.map(|sock| {
+                let registry = admin.registry.clone();
+                tokio::spawn(serve_http1(sock, shutdown.clone(), move |req| {
+                    admin::handle_metrics_only(registry.clone(), req)
+                }))
+            });
+            let admin_ctx = admin.clone();
+            let admin_task = tokio::spawn(serve_http1(admin_sock, shutdown.clone(), move |req| {
+                admin::handle(admin_ctx.clone(), req)
+            }));
             let watch_task = tokio::spawn(watch_files(
                 settings,
                 gate,
@@ -425,6 +446,9 @@ impl Control {
                 let _ = t.await;
             }
             let _ = admin_task.await;
+            if let Some(t) = metrics_task {
+                let _ = t.await;
+            }
         });
     }
 }
@@ -465,15 +489,24 @@ async fn watch_keys(keys: Arc<ApiKeys>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn serve_admin(
+/// Serves the admin or metrics listener: HTTP/1 on the control thread, off the data plane.
+async fn serve_http1<F, Fut, B>(
     sock: std::net::TcpListener,
-    ctx: Arc<AdminCtx>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    handler: F,
+) where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<http::Response<B>, std::convert::Infallible>>
+        + Send
+        + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = match tokio::net::TcpListener::from_std(sock) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %e, "Admin listener failed.");
+            tracing::error!(error = %e, "Admin or metrics listener failed.");
             return;
         }
     };
@@ -483,13 +516,12 @@ async fn serve_admin(
             _ = wait_shutdown(&mut shutdown) => return,
         };
         let Ok((stream, _)) = accepted else { continue };
-        let ctx = ctx.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| admin::handle(ctx.clone(), req));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(stream), service_fn(handler))
                 .await;
         });
     }

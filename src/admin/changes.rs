@@ -219,7 +219,7 @@ pub fn outcome_response(o: &Outcome) -> Resp {
         ),
         Outcome::Rejected(r) => error(
             StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            r.reason,
+            r.reason.as_str(),
             r.detail.clone(),
         ),
     }

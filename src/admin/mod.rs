@@ -38,7 +38,8 @@ pub struct AdminCtx {
     pub rollouts: Arc<Runner>,
 }
 
-pub(crate) type Resp = Response<Full<Bytes>>;
+/// An admin response.
+pub type Resp = Response<Full<Bytes>>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
@@ -71,6 +72,33 @@ pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Resp 
 /// An admin response body: complete, or an OFREP event stream.
 pub type AdminBody = Either<Full<Bytes>, EventStream>;
 
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics(registry: &Registry) -> Resp {
+    let mut r = text(StatusCode::OK, registry.exposition());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// The metrics listener (`metrics.bind`): `/metrics` and `/healthz`, nothing else, so that
+/// a Prometheus outside the pod never needs the admin API's port.
+pub async fn handle_metrics_only(
+    registry: Registry,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(&registry),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (_, p) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("the metrics listener serves /metrics and /healthz only, not {p}"),
+        ),
+    })
+}
+
 /// Handles one admin request.
 pub async fn handle(
     ctx: Arc<AdminCtx>,
@@ -80,7 +108,9 @@ pub async fn handle(
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            if ctx.shared.snapshot.load().is_some() {
+            if ctx.shared.drain.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if ctx.shared.snapshot.load().is_some() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(
@@ -89,14 +119,7 @@ pub async fn handle(
                 )
             }
         }
-        (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, ctx.registry.render());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::GET, "/metrics") => metrics(&ctx.registry),
         (_, p) if p.starts_with("/ofrep/") => {
             // No admin token (SPEC §8): flag values are what applications read anyway;
             // `ofrep.api_keys_file` may require an API key.

@@ -5,14 +5,21 @@
 //! `fsync`: a crash can only leave a torn last line without its newline, which `open`
 //! truncates (and logs) before appending again. A broken link anywhere else is tampering,
 //! and sluice refuses to start on it.
+//!
+//! - [`event`]: the event kinds, the one builder of a line, and lines read back.
 
+pub mod event;
+
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+pub use event::{Event, EventKind, Record};
 
 /// 64 zeros: the `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -33,6 +40,18 @@ pub struct Head {
     pub seq: u64,
     /// sha256 hex of the last line (64 zeros when empty).
     pub hash: String,
+}
+
+/// What the log says about documents, replayed on restart (and by `sluice validate`).
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// The last record that installed a document (activated, reverted to, restored): the
+    /// one that serves after a restart.
+    pub installed: Option<Record>,
+    /// `change.activated` records by version (versions only increase, so one each).
+    pub activations: BTreeMap<u64, Record>,
+    /// Digests audited as `change.pending`.
+    pub pending: HashSet<String>,
 }
 
 /// Why a log failed verification.
@@ -65,8 +84,11 @@ fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-/// Checks the chain of a log; returns its head and its entries.
-pub fn verify(path: &Path, expected_head: Option<&str>) -> Result<(Head, Vec<Value>), VerifyError> {
+/// Checks the chain of a log; returns its head and its records.
+pub fn verify(
+    path: &Path,
+    expected_head: Option<&str>,
+) -> Result<(Head, Vec<Record>), VerifyError> {
     let f = File::open(path).map_err(|e| VerifyError::Io(format!("{}: {e}", path.display())))?;
     let mut r = BufReader::new(f);
     let mut prev = GENESIS.to_string();
@@ -101,7 +123,7 @@ pub fn verify(path: &Path, expected_head: Option<&str>) -> Result<(Head, Vec<Val
             )));
         }
         prev = sha_hex(line);
-        entries.push(v);
+        entries.push(Record::new(v));
     }
     let head = Head { seq: n, hash: prev };
     if let Some(exp) = expected_head
@@ -120,8 +142,8 @@ pub fn verify(path: &Path, expected_head: Option<&str>) -> Result<(Head, Vec<Val
 
 impl AuditLog {
     /// Opens (creating) the log, truncating a torn last line, and verifies the chain.
-    /// Returns the log and its entries.
-    pub fn open(path: &Path) -> io::Result<(AuditLog, Vec<Value>)> {
+    /// Returns the log and its records.
+    pub fn open(path: &Path) -> io::Result<(AuditLog, Vec<Record>)> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -174,17 +196,11 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one event with its fields; durable when this returns.
-    pub fn append(
-        &mut self,
-        now: SystemTime,
-        event: &str,
-        fields: Map<String, Value>,
-    ) -> io::Result<Head> {
-        let mut obj = fields;
+    /// Appends one event; durable when this returns.
+    pub fn append(&mut self, now: SystemTime, event: Event) -> io::Result<Head> {
+        let mut obj = event.into_fields();
         obj.insert("seq".into(), json!(self.seq + 1));
         obj.insert("ts".into(), json!(crate::clock::rfc3339(now)));
-        obj.insert("event".into(), json!(event));
         obj.insert("prev".into(), json!(self.head));
         let mut line = serde_json::to_vec(&Value::Object(obj)).map_err(io::Error::other)?;
         let hash = sha_hex(&line);
@@ -211,14 +227,46 @@ impl AuditLog {
     }
 }
 
+// === impl Replay ===
+
+impl Replay {
+    /// Replays `records` in order.
+    pub fn of(records: &[Record]) -> Replay {
+        let mut r = Replay::default();
+        for e in records {
+            let Some(kind) = e.kind else { continue };
+            if kind.installs_document() {
+                r.installed = Some(e.clone());
+            }
+            match kind {
+                EventKind::ChangePending => {
+                    r.pending.insert(e.digest().to_string());
+                }
+                EventKind::ChangeActivated => {
+                    if let Some(v) = e.version() {
+                        r.activations.insert(v, e.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// The highest version activated, with its digest.
+    pub fn highest(&self) -> Option<(u64, &str)> {
+        self.activations
+            .last_key_value()
+            .map(|(v, e)| (*v, e.digest()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fields(k: &str) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("actor".into(), json!(k));
-        m
+    fn fields(kind: EventKind, actor: &str) -> Event {
+        Event::new(kind, actor)
     }
 
     #[test]
@@ -227,17 +275,18 @@ mod tests {
         let p = d.path().join("audit.jsonl");
         let (mut log, entries) = AuditLog::open(&p).unwrap();
         assert!(entries.is_empty());
-        log.append(SystemTime::now(), "sluice.started", fields("a"))
+        log.append(SystemTime::now(), fields(EventKind::Started, "a"))
             .unwrap();
-        log.append(SystemTime::now(), "change.activated", fields("b"))
+        log.append(SystemTime::now(), fields(EventKind::ChangeActivated, "b"))
             .unwrap();
         let head = log
-            .append(SystemTime::now(), "change.rejected", fields("c"))
+            .append(SystemTime::now(), fields(EventKind::ChangeRejected, "c"))
             .unwrap();
         let (h, e) = verify(&p, Some(&head.hash)).unwrap();
         assert_eq!(h.seq, 3);
-        assert_eq!(e[1]["event"], "change.activated");
-        assert_eq!(e[0]["prev"], GENESIS);
+        assert_eq!(e[1].line["event"], "change.activated");
+        assert!(e[1].is(EventKind::ChangeActivated));
+        assert_eq!(e[0].line["prev"], GENESIS);
 
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replacen("\"actor\":\"b\"", "\"actor\":\"x\"", 1)).unwrap();
@@ -253,7 +302,7 @@ mod tests {
         let p = d.path().join("audit.jsonl");
         {
             let (mut log, _) = AuditLog::open(&p).unwrap();
-            log.append(SystemTime::now(), "sluice.started", fields("a"))
+            log.append(SystemTime::now(), fields(EventKind::Started, "a"))
                 .unwrap();
         }
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
@@ -262,7 +311,7 @@ mod tests {
         assert!(verify(&p, None).is_err());
         let (mut log, entries) = AuditLog::open(&p).unwrap();
         assert_eq!(entries.len(), 1);
-        log.append(SystemTime::now(), "sluice.started", fields("b"))
+        log.append(SystemTime::now(), fields(EventKind::Started, "b"))
             .unwrap();
         assert_eq!(verify(&p, None).unwrap().0.seq, 2);
     }

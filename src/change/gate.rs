@@ -23,10 +23,10 @@ mod status;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::assess::{ChangeInput, Verdict, assess};
-use super::audit::{AuditLog, Head};
+use super::audit::{AuditLog, Event, EventKind, Head, Record, Replay};
 use super::classify::{Classification, class_name};
 use super::folder::Folder;
 use super::pending::{self, PendingChange, Shortfalls};
@@ -115,16 +115,7 @@ pub enum Outcome {
         detail: String,
     },
     /// Refused; the active document keeps serving.
-    Rejected(Rejection),
-}
-
-/// A refusal with its reason code (SPEC §5) and a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// snake_case reason code (a [`Reason`], or `state_unwritable`).
-    pub reason: &'static str,
-    /// What exactly is wrong.
-    pub detail: String,
+    Rejected(Refusal),
 }
 
 /// A candidate document, parsed and its hostnames resolved before the gate's lock is
@@ -133,7 +124,7 @@ pub struct Rejection {
 pub struct Candidate {
     bytes: Vec<u8>,
     digest: String,
-    parsed: Result<ParsedTraffic, Rejection>,
+    parsed: Result<ParsedTraffic, Refusal>,
     /// `None` for a pending change judged again: the gate uses what it resolved at submission.
     addresses: Option<Addresses>,
 }
@@ -187,7 +178,7 @@ pub struct Gate {
     reviews: Vec<Review>,
     /// Replay keys of spent single-use tokens (`revert`, `promote`).
     used: BTreeSet<String>,
-    last_rejected: Option<(String, &'static str)>,
+    last_rejected: Option<(String, Reason)>,
     /// Approval files already reported as unusable (file name + content digest).
     reported_files: HashSet<String>,
     /// The folder fingerprint and time of the last full re-check.
@@ -197,7 +188,6 @@ pub struct Gate {
 }
 
 const USED_TOKENS: &str = "used_tokens.json";
-const STATE_UNWRITABLE: &str = "state_unwritable";
 
 // === impl Candidate ===
 
@@ -230,50 +220,13 @@ impl Candidate {
 }
 
 /// Parses and checks a document against the listener names of `sluice.yaml`.
-fn parse_doc(bytes: &[u8], listeners: &[String]) -> Result<ParsedTraffic, Rejection> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(
-            Reason::InvalidDocument,
-            format!("the document is not UTF-8: {e}"),
-        )
-    })?;
+fn parse_doc(bytes: &[u8], listeners: &[String]) -> Result<ParsedTraffic, Refusal> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Reason::InvalidDocument.because(format!("the document is not UTF-8: {e}")))?;
     let ctx = CheckContext {
         listeners: Some(listeners.to_vec()),
     };
-    TrafficDoc::parse(text, &ctx)
-        .map_err(|errs| Rejection::new(Reason::InvalidDocument, errs.to_string()))
-}
-
-// === impl Rejection ===
-
-impl Rejection {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Rejection {
-            reason: reason.as_str(),
-            detail: detail.into(),
-        }
-    }
-
-    fn unwritable(e: std::io::Error) -> Self {
-        Rejection {
-            reason: STATE_UNWRITABLE,
-            detail: format!("the state directory could not be written: {e}"),
-        }
-    }
-
-    /// The admin API status for this refusal (SPEC §8); 500 when state could not be written.
-    pub fn http_status(&self) -> u16 {
-        Reason::from_code(self.reason).map_or(500, Reason::http_status)
-    }
-}
-
-impl From<Refusal> for Rejection {
-    fn from(r: Refusal) -> Self {
-        Rejection {
-            reason: r.reason.as_str(),
-            detail: r.detail,
-        }
-    }
+    TrafficDoc::parse(text, &ctx).map_err(|errs| Reason::InvalidDocument.because(errs.to_string()))
 }
 
 /// The `change` object of an audit record (SPEC §11).
@@ -327,40 +280,31 @@ impl Gate {
             digest: String::new(),
         });
         // The log is the commit record: the high-water mark can lag it after a crash, never lead it.
-        let mut last: Option<&Value> = None;
-        let mut history = BTreeMap::new();
-        let mut audited_pending = HashSet::new();
-        for e in &entries {
-            let ev = e["event"].as_str().unwrap_or("");
-            if matches!(
-                ev,
-                "change.activated" | "change.reverted" | "change.restored"
-            ) {
-                last = Some(e);
-            }
-            let digest = e["change"]["digest"].as_str().unwrap_or("");
-            if ev == "change.pending" {
-                audited_pending.insert(digest.to_string());
-            }
-            if ev == "change.activated"
-                && let Some(v) = e["change"]["version"].as_u64()
-            {
-                history.insert(
-                    v,
-                    Activated {
-                        digest: digest.to_string(),
-                        change: e["change"].clone(),
-                    },
-                );
-                if v > hw.version {
-                    hw = HighWater {
-                        version: v,
-                        digest: digest.to_string(),
-                    };
-                }
-            }
+        let replay = Replay::of(&entries);
+        if let Some((v, digest)) = replay.highest()
+            && v > hw.version
+        {
+            hw = HighWater {
+                version: v,
+                digest: digest.to_string(),
+            };
         }
-        let restore = last.cloned();
+        let history = replay
+            .activations
+            .iter()
+            .map(|(v, e)| {
+                let a = Activated {
+                    digest: e.digest().to_string(),
+                    change: e.change().clone(),
+                };
+                (*v, a)
+            })
+            .collect();
+        let Replay {
+            installed: restore,
+            pending: audited_pending,
+            ..
+        } = replay;
         let mut open_reviews = reviews::open_from_audit(&entries);
         let mut pushed_reviews = reviews::load_tokens(&state);
         for r in &mut open_reviews {
@@ -390,23 +334,11 @@ impl Gate {
         };
         gate.state.set_high_water(&gate.hw)?;
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;
-        let mut f = Map::new();
-        f.insert("actor".into(), json!("sluice"));
-        f.insert("trust_digest".into(), json!(store::digest(&trust)));
-        f.insert("pid".into(), json!(std::process::id()));
-        gate.audit.append(gate.clock.now(), "sluice.started", f)?;
-        for (name, help) in [
-            (
-                telemetry::CONFIG_PENDING,
-                "Valid changes waiting for approvals.",
-            ),
-            (
-                telemetry::EMERGENCY_OVERDUE,
-                "Emergency changes whose review is overdue.",
-            ),
-        ] {
-            gate.registry.describe(name, help);
-        }
+        gate.record(
+            Event::new(EventKind::Started, "sluice")
+                .with("trust_digest", store::digest(&trust))
+                .with("pid", std::process::id()),
+        )?;
         gate.registry.gauge(telemetry::CONFIG_VERSION, &[]).set(0.0);
         if let Some(e) = restore {
             gate.restore(&e)?;
@@ -416,9 +348,9 @@ impl Gate {
         Ok(gate)
     }
 
-    fn restore(&mut self, entry: &Value) -> std::io::Result<()> {
-        let change = &entry["change"];
-        let digest = change["digest"].as_str().unwrap_or("").to_string();
+    fn restore(&mut self, entry: &Record) -> std::io::Result<()> {
+        let change = entry.change();
+        let digest = entry.digest().to_string();
         let bytes = match self.state.get_doc(&digest) {
             Ok(b) => b,
             Err(e) => {
@@ -429,7 +361,7 @@ impl Gate {
         let parsed = match self.parse(&bytes) {
             Ok(p) => p,
             Err(r) => {
-                tracing::error!(digest, reason = r.reason, detail = %r.detail, "The last activated document no longer validates; nothing is active.");
+                tracing::error!(digest, reason = %r.reason, detail = %r.detail, "The last activated document no longer validates; nothing is active.");
                 return Ok(());
             }
         };
@@ -444,11 +376,9 @@ impl Gate {
                 return Ok(());
             }
         };
-        let activated_at = entry["ts"].as_str().unwrap_or("").to_string();
-        let mut f = Map::new();
-        f.insert("actor".into(), json!("sluice"));
-        f.insert("change".into(), change.clone());
-        self.audit.append(self.clock.now(), "change.restored", f)?;
+        let activated_at = entry.get("ts").as_str().unwrap_or("").to_string();
+        let change = change.clone();
+        self.record(Event::new(EventKind::ChangeRestored, "sluice").change(change))?;
         self.install(parsed, digest, class, approvers, activated_at, snap);
         tracing::info!(
             version = self.active.as_ref().map(|a| a.doc.version),
@@ -474,10 +404,7 @@ impl Gate {
                     }
                     Err(_) => json!({ "digest": digest, "version": p.version }),
                 };
-                let mut f = Map::new();
-                f.insert("actor".into(), json!("sluice"));
-                f.insert("change".into(), change);
-                self.audit.append(self.clock.now(), "change.pending", f)?;
+                self.record(Event::new(EventKind::ChangePending, "sluice").change(change))?;
                 p.audited = true;
             }
             self.pending.insert(digest, p);
@@ -493,7 +420,7 @@ impl Gate {
         }
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<ParsedTraffic, Rejection> {
+    fn parse(&self, bytes: &[u8]) -> Result<ParsedTraffic, Refusal> {
         parse_doc(bytes, &self.listeners)
     }
 
@@ -512,14 +439,10 @@ impl Gate {
         &self.state
     }
 
-    /// Appends an event that is not a change (rollout transitions, admin actions) to the
-    /// audit log; durable when this returns.
-    pub fn audit_event(
-        &mut self,
-        event: &str,
-        fields: Map<String, Value>,
-    ) -> std::io::Result<Head> {
-        self.audit.append(self.clock.now(), event, fields)
+    /// Appends an event to the audit log (the gate's own, and rollout transitions and
+    /// admin actions); durable when this returns.
+    pub fn record(&mut self, event: Event) -> std::io::Result<Head> {
+        self.audit.append(self.clock.now(), event)
     }
 
     /// The active document, if any.
@@ -599,7 +522,7 @@ impl Gate {
         source: Source,
         pushed: &[String],
         folder: &Folder,
-    ) -> Result<Outcome, Rejection> {
+    ) -> Result<Outcome, Refusal> {
         let Candidate {
             bytes,
             digest,
@@ -638,7 +561,7 @@ impl Gate {
         // the answer, rather than a change kept waiting on a token that will never help or
         // a policy refusal that hides the cause.
         if let Some(bad) = a.rejected.iter().find(|t| t.index < n_pushed) {
-            return Err(bad.refusal.clone().into());
+            return Err(bad.refusal.clone());
         }
         let decision = match a.verdict {
             Verdict::NoOp => {
@@ -653,7 +576,7 @@ impl Gate {
             }
             Verdict::Refused(r) => {
                 self.forget(digest);
-                return Err(r.into());
+                return Err(r);
             }
             Verdict::Pending(d) | Verdict::Activate(d) => d,
         };
@@ -661,7 +584,7 @@ impl Gate {
             .filter(|i| !a.rejected.iter().any(|r| r.index == *i))
             .count();
         if let Some(r) = not_counting(&a.accepted[..accepted_pushed], &decision) {
-            return Err(r.into());
+            return Err(r);
         }
         let classification = a.classification.unwrap_or_else(|| Classification {
             class: decision.class,
@@ -711,7 +634,7 @@ impl Gate {
         pushed: &[String],
         d: Decision,
         classification: &Classification,
-    ) -> Result<Outcome, Rejection> {
+    ) -> Result<Outcome, Refusal> {
         let missing = d.detail();
         let approvers: Vec<Value> = d
             .approvers
@@ -750,19 +673,16 @@ impl Gate {
                 if is_new {
                     self.pending.remove(digest);
                 }
-                return Err(Rejection::unwritable(e));
+                return Err(Refusal::unwritable(e));
             }
         }
         let entry_audited = self.pending.get(digest).is_some_and(|p| p.audited);
         if !entry_audited {
             let change = change_json(&parsed.doc, digest, d.class, &d.author_kid, &approvers);
-            let mut f = Map::new();
-            f.insert("actor".into(), json!(source_actor(source)));
-            f.insert("change".into(), change);
-            f.insert("missing".into(), json!(missing));
-            self.audit
-                .append(self.clock.now(), "change.pending", f)
-                .map_err(Rejection::unwritable)?;
+            let event = Event::new(EventKind::ChangePending, source_actor(source))
+                .change(change)
+                .with("missing", &missing);
+            self.record(event).map_err(Refusal::unwritable)?;
             if let Some(p) = self.pending.get_mut(digest) {
                 p.audited = true;
             }
@@ -796,18 +716,18 @@ impl Gate {
         d: Decision,
         classification: Classification,
         addresses: &Addresses,
-    ) -> Result<Outcome, Rejection> {
+    ) -> Result<Outcome, Refusal> {
         let v = parsed.doc.version;
         let class = d.class;
         let prev = self.shared.snapshot.load_full();
         let snap = Snapshot::build(&parsed, digest, &self.build_ctx(addresses), prev.as_deref())
             .map_err(|e| {
                 self.forget(digest);
-                Rejection::new(Reason::InvalidDocument, e)
+                Reason::InvalidDocument.because(e)
             })?;
         self.state
             .put_doc(digest, bytes)
-            .map_err(Rejection::unwritable)?;
+            .map_err(Refusal::unwritable)?;
         let approvers: Vec<Value> = d
             .approvers
             .iter()
@@ -818,17 +738,14 @@ impl Gate {
         let review_due = (class == ChangeClass::Emergency && rules.review_required())
             .then(|| rules.review_due(clock::unix_secs(now)));
         let change = change_json(&parsed.doc, digest, class, &d.author_kid, &approvers);
-        let mut f = Map::new();
-        f.insert("actor".into(), json!(source_actor(source)));
-        f.insert("change".into(), change.clone());
+        let mut event =
+            Event::new(EventKind::ChangeActivated, source_actor(source)).change(change.clone());
         let due_text = review_due
             .map(|due| clock::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(due)));
         if let Some(t) = &due_text {
-            f.insert("review_due".into(), json!(t));
+            event = event.with("review_due", t);
         }
-        self.audit
-            .append(now, "change.activated", f)
-            .map_err(Rejection::unwritable)?;
+        self.audit.append(now, event).map_err(Refusal::unwritable)?;
         // Committed. What follows is derived from the log if a crash interrupts it.
         let prev_digest = self.active.as_ref().map(|a| a.digest.clone());
         self.hw = HighWater {
@@ -957,9 +874,7 @@ impl Gate {
 
     /// Drops a pending change the high-water mark has passed; audited as a refusal.
     fn drop_stale(&mut self, p: &PendingChange) {
-        let r = Rejection::new(
-            Reason::VersionNotIncreasing,
-            format!(
+        let r = Reason::VersionNotIncreasing.because(format!(
                 "pending version {} is at or below the high-water mark {}; it can never activate and is dropped",
                 p.version, self.hw.version
             ),
@@ -986,16 +901,19 @@ impl Gate {
     }
 
     /// Reports a refusal: log, metric, and (once per digest and reason) the audit log.
-    fn reject(&mut self, digest: &str, source: Source, r: &Rejection) {
+    fn reject(&mut self, digest: &str, source: Source, r: &Refusal) {
         tracing::warn!(
-            reason = r.reason,
+            reason = r.reason.as_str(),
             digest,
             source = source_actor(source),
             detail = %r.detail,
             "Change refused; the active configuration keeps serving."
         );
         self.registry
-            .counter(telemetry::CONFIG_REJECTIONS, &[("reason", r.reason)])
+            .counter(
+                telemetry::CONFIG_REJECTIONS,
+                &[("reason", r.reason.as_str())],
+            )
             .increment(1);
         // The watcher may see the same bad file many times: audit each refusal once.
         let key = (digest.to_string(), r.reason);
@@ -1003,12 +921,10 @@ impl Gate {
             return;
         }
         self.last_rejected = Some(key);
-        let mut f = Map::new();
-        f.insert("actor".into(), json!(source_actor(source)));
-        f.insert("reason".into(), json!(r.reason));
-        f.insert("detail".into(), json!(r.detail));
-        f.insert("change".into(), json!({ "digest": digest }));
-        if let Err(e) = self.audit.append(self.clock.now(), "change.rejected", f) {
+        let event = Event::new(EventKind::ChangeRejected, source_actor(source))
+            .refusal(r.reason.as_str(), &r.detail)
+            .change(json!({ "digest": digest }));
+        if let Err(e) = self.record(event) {
             tracing::error!(error = %e, "Could not append to the audit log.");
         }
     }

@@ -24,6 +24,7 @@ use arc_swap::ArcSwapOption;
 use metrics::Gauge;
 
 use crate::config::settings::Limits;
+use crate::shutdown::Drain;
 use crate::snapshot::Snapshot;
 
 /// What every worker shares: the active snapshot and per-listener bookkeeping.
@@ -44,6 +45,8 @@ pub struct Shared {
     /// Bumped after every activation (snapshot stored); control-plane followers (flag
     /// event streams) wait on it instead of polling the snapshot.
     pub activations: tokio::sync::watch::Sender<u64>,
+    /// Set on SIGTERM: readiness fails, connections are asked to leave.
+    pub drain: Drain,
 }
 
 /// A listener's name and gauges.

@@ -266,6 +266,10 @@ async fn serve_h2<IO>(
     tokio::pin!(conn);
     let idle = limits.idle_timeout.0;
     let mut graceful = false;
+    // Connections that were open when draining started get GOAWAY at once; those accepted
+    // during `drain_delay` are served until the listeners stop (GOAWAY before the client's
+    // first stream would refuse it).
+    let drain_at_start = !shared.drain.is_draining();
     loop {
         let wait = activity.idle_left(idle);
         tokio::select! {
@@ -278,6 +282,10 @@ async fn serve_h2<IO>(
                     graceful = true;
                     conn.as_mut().graceful_shutdown();
                 }
+            }
+            _ = shared.drain.started(), if !graceful && drain_at_start => {
+                graceful = true;
+                conn.as_mut().graceful_shutdown();
             }
             _ = wait_shutdown(&mut shutdown), if !graceful => {
                 graceful = true;

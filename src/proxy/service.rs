@@ -41,9 +41,26 @@ static VIA: HeaderValue = HeaderValue::from_static("1.1 sluice");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
+
 /// Handles one request; never fails (errors become sluice's own responses).
 pub async fn handle(
     shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<DownBody> {
+    let h1 = req.version() < Version::HTTP_2;
+    let mut resp = respond(&shared, conn, req).await;
+    // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
+    // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
+    if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    }
+    resp
+}
+
+async fn respond(
+    shared: &Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Response<DownBody> {
@@ -52,7 +69,7 @@ pub async fn handle(
         let Some(snap) = shared.snapshot.load_full() else {
             return ProxyError::NoConfig.response();
         };
-        return proxy(&shared, &snap, conn, req, start, &mut Seen::default()).await;
+        return proxy(shared, &snap, conn, req, start, &mut Seen::default()).await;
     };
     // Logged: note what the log needs before the request moves on.
     let started = std::time::SystemTime::now();
@@ -65,7 +82,7 @@ pub async fn handle(
     let snap = shared.snapshot.load_full();
     let resp = match &snap {
         None => ProxyError::NoConfig.response(),
-        Some(snap) => proxy(&shared, snap, conn, req, start, &mut seen).await,
+        Some(snap) => proxy(shared, snap, conn, req, start, &mut seen).await,
     };
     log.record(access_log::Entry {
         start: started,

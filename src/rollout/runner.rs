@@ -34,13 +34,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
-use serde_json::{Map, Value};
+
 use tokio::sync::watch;
 
 use super::analysis::{Verdict, judge};
 use super::controller::{self, Event};
 use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
+use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
@@ -125,12 +126,6 @@ struct Handles {
     verdicts: [Counter; 3],
 }
 
-/// An audit line waiting for the gate's lock.
-struct AuditLine {
-    event: &'static str,
-    fields: Map<String, Value>,
-}
-
 // === impl Runner ===
 
 impl Runner {
@@ -145,7 +140,6 @@ impl Runner {
     ) -> Arc<Runner> {
         // Fix the monotonic origin before the data plane records anything.
         let _ = clock::mono_secs(Instant::now());
-        describe(&registry);
         let (state, trust) = {
             let g = gate.lock();
             (g.state().clone(), g.trust().clone())
@@ -381,7 +375,7 @@ impl Runner {
         now_ms: u64,
         now_sec: u64,
         document: Option<&DocRef>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         if t.progress.phase.is_final() {
             return;
@@ -430,7 +424,7 @@ impl Runner {
         document: Option<&DocRef>,
         actor: &str,
         verdict: Option<&Verdict>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         t.publish();
         let mut prev: Option<&Event> = None;
@@ -454,15 +448,14 @@ impl Runner {
                 Event::WaitingForPromotion { .. }
                     if !matches!(prev, Some(Event::StepAdvanced { .. })) =>
                 {
-                    Some("rollout.step")
+                    Some(EventKind::RolloutStep)
                 }
                 _ => e.audit_event(),
             };
-            if let Some(event) = event {
-                audit.push(AuditLine {
-                    event,
-                    fields: report::audit_fields(name, t, e, document, actor, verdict),
-                });
+            if let Some(kind) = event {
+                audit.push(report::audit_event(
+                    kind, name, t, e, document, actor, verdict,
+                ));
             }
             prev = Some(e);
         }
@@ -490,14 +483,15 @@ impl Runner {
         }
     }
 
-    fn audit(&self, lines: Vec<AuditLine>) {
-        if lines.is_empty() {
+    fn audit(&self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
             return;
         }
         let mut g = self.gate.lock();
-        for l in lines {
-            if let Err(e) = g.audit_event(l.event, l.fields) {
-                tracing::error!(event = l.event, error = %e, "Could not append a rollout event to the audit log.");
+        for event in events {
+            let kind = event.kind();
+            if let Err(e) = g.record(event) {
+                tracing::error!(event = %kind, error = %e, "Could not append a rollout event to the audit log.");
             }
         }
     }
@@ -683,25 +677,6 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
         Event::Completed => {
             tracing::info!(rollout = name, weight, "Rollout completed.")
         }
-    }
-}
-
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::ROLLOUT_PHASE,
-            "1 for the current phase of each rollout, 0 for the others.",
-        ),
-        (
-            telemetry::ROLLOUT_VERDICTS,
-            "Rollout analysis verdicts, by outcome.",
-        ),
-        (
-            telemetry::ROLLBACKS,
-            "Rollouts rolled back or swapped back, by reason.",
-        ),
-    ] {
-        r.describe(name, help);
     }
 }
 

@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{AuditLine, Runner};
+use super::Runner;
+use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::token::{self, Act, Expected, VerifiedToken};
 use crate::change::{Reason, Refusal};
 use crate::clock;
@@ -103,35 +104,24 @@ impl Runner {
     ) -> Result<Value, ActionRefused> {
         let mut audit = Vec::new();
         let result = self.act_inner(name, action, approval, &mut audit);
-        let mut f = Map::new();
-        match &result {
+        let event = match &result {
             Ok((principal, token, _)) => {
-                f.insert("actor".into(), json!(principal));
-                f.insert("outcome".into(), json!("ok"));
-                if let Some(t) = token {
-                    f.insert(
-                        "approval".into(),
+                let e = AuditEvent::new(EventKind::AdminAction, principal).with("outcome", "ok");
+                match token {
+                    Some(t) => e.with(
+                        "approval",
                         json!({ "principal": t.principal, "kid": t.kid, "jti": t.jti, "iat": t.iat, "step": t.step }),
-                    );
+                    ),
+                    None => e,
                 }
             }
-            Err(r) => {
-                f.insert("actor".into(), json!("admin"));
-                f.insert("outcome".into(), json!("refused"));
-                f.insert("reason".into(), json!(r.code));
-                f.insert("detail".into(), json!(r.detail));
-            }
-        }
-        f.insert("action".into(), json!(action.as_str()));
-        f.insert("rollout".into(), json!(name));
+            Err(r) => AuditEvent::new(EventKind::AdminAction, "admin")
+                .with("outcome", "refused")
+                .refusal(r.code, &r.detail),
+        };
+        let event = event.with("action", action.as_str()).with("rollout", name);
         // The admin action first, then what it caused.
-        audit.insert(
-            0,
-            AuditLine {
-                event: "admin.action",
-                fields: f,
-            },
-        );
+        audit.insert(0, event);
         self.audit(audit);
         match result {
             Ok((_, _, status)) => Ok(status),
@@ -148,7 +138,7 @@ impl Runner {
         name: &str,
         action: Action,
         approval: Option<&str>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) -> Result<(String, Option<VerifiedToken>, Value), ActionRefused> {
         let mut guard = self.lock();
         let now_ms = self.clock.unix_millis();
@@ -219,7 +209,7 @@ impl Runner {
                 inner.promotions_used.remove(&v.replay_key());
                 return Err(ActionRefused::new(
                     503,
-                    "state_unwritable",
+                    Reason::StateUnwritable.as_str(),
                     format!(
                         "the promote token could not be recorded as used, so it was not applied: {e}"
                     ),
