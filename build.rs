@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(
             &[
                 "proto/flagd/evaluation/v1/evaluation.proto",
+                "proto/flagd/evaluation/v2/evaluation.proto",
                 "proto/flagd/sync/v1/sync.proto",
             ],
             &["proto"],

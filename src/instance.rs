@@ -44,6 +44,8 @@ pub struct Instance {
     pub admin: SocketAddr,
     /// Bound metrics listener address, when `metrics.bind` is set.
     pub metrics: Option<SocketAddr>,
+    /// Bound flagd gRPC address, when `flags.grpc` is set.
+    pub grpc: Option<SocketAddr>,
     /// The admin bearer token.
     pub admin_token: String,
     /// The data plane's shared state.
@@ -88,6 +90,9 @@ pub enum StartError {
         /// What failed.
         detail: String,
     },
+    /// `flags.grpc` cannot be bound or its certificates do not load.
+    #[error("flags.grpc: {0}")]
+    Grpc(String),
     /// `ofrep.api_keys_file` cannot be read.
     #[error("API keys file {path}: {source}")]
     Keys {
@@ -227,6 +232,14 @@ impl Instance {
             .map(|s| s.local_addr())
             .transpose()
             .map_err(StartError::Runtime)?;
+        let grpc = settings
+            .flags
+            .grpc
+            .as_ref()
+            .map(crate::flagsvc::grpc::bind)
+            .transpose()
+            .map_err(StartError::Grpc)?;
+        let grpc_addr = grpc.as_ref().map(|g| g.addr);
 
         // The document on disk is a candidate like any other; then pending changes are
         // judged again with the approvals folder as it is now.
@@ -255,6 +268,12 @@ impl Instance {
                             tracing::error!(worker = w, error = %e, "Worker stopped.");
                         }
                     })
+                    .map_err(StartError::Runtime)?,
+            );
+        }
+        if let Some(g) = grpc {
+            threads.push(
+                g.spawn(shared.clone(), rx.clone())
                     .map_err(StartError::Runtime)?,
             );
         }
@@ -289,6 +308,7 @@ impl Instance {
             listeners,
             admin: admin_addr,
             metrics: metrics_addr,
+            grpc: grpc_addr,
             admin_token: token,
             shared,
             gate,

@@ -7,8 +7,12 @@
 //!   by a raw client here, and by the OpenFeature OFREP web provider (npm) over a standard
 //!   `EventSource` (Node; skipped without `tests/node/node_modules` unless
 //!   `SLUICE_REQUIRE_NODE=1`; `cd tests/node && npm ci` installs it);
-//! - `ofrep.api_keys_file`: OFREP, SSE (and gRPC, in its own tests) need a key; the file is
-//!   re-read when it changes.
+//! - flagd gRPC: the official Python flagd provider in RPC mode (evaluation v2) and
+//!   in-process mode (sync v1) answers as OFREP does for every testbed flag, and a change
+//!   through the gate reaches both as a change event (skipped without
+//!   `openfeature-provider-flagd` unless `SLUICE_REQUIRE_FLAGD_PYTHON=1`);
+//! - `ofrep.api_keys_file`: OFREP, SSE and gRPC need a key; the file is re-read when it
+//!   changes.
 
 mod common;
 
@@ -406,4 +410,295 @@ async fn openfeature_ofrep_web_provider_follows_changes_over_sse() {
         drop(child.stdin.take());
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// flagd gRPC with the official Python flagd provider (PyPI `openfeature-provider-flagd`), in
+// RPC mode (evaluation service) and in-process mode (sync service). Skipped without it
+// unless `SLUICE_REQUIRE_FLAGD_PYTHON=1`.
+// ---------------------------------------------------------------------------------------
+
+/// Evaluates cases with the flagd provider, prints `{"results": [...]}`, then one line per
+/// configuration change (with `watch`'s value), until stdin closes.
+const FLAGD_CLIENT: &str = r#"
+import json, sys, threading
+from openfeature import api
+from openfeature.event import ProviderEvent
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.contrib.provider.flagd import FlagdProvider
+from openfeature.contrib.provider.flagd.config import ResolverType
+
+mode, port, watch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cases = json.loads(sys.stdin.readline())
+provider = FlagdProvider(host="127.0.0.1", port=port, deadline_ms=5000,
+    resolver_type=ResolverType.RPC if mode == "rpc" else ResolverType.IN_PROCESS)
+api.set_provider_and_wait(provider)
+client = api.get_client()
+
+def name(x):
+    return None if x is None else getattr(x, "value", x)
+
+def ctx(c):
+    c = dict(c)
+    return EvaluationContext(c.pop("targetingKey", None), c)
+
+getters = {"boolean": client.get_boolean_details, "string": client.get_string_details,
+           "integer": client.get_integer_details, "float": client.get_float_details,
+           "object": client.get_object_details}
+defaults = {"boolean": False, "string": "fallback", "integer": -1, "float": -1.5, "object": {}}
+out = []
+for key, ty, c in cases:
+    d = getters[ty](key, defaults[ty], ctx(c))
+    out.append({"value": d.value, "variant": d.variant, "reason": name(d.reason), "error": name(d.error_code)})
+print(json.dumps({"results": out}), flush=True)
+
+lock = threading.Lock()
+def changed(details):
+    with lock:
+        d = client.get_string_details(watch, "fallback", EvaluationContext("user-1", {}))
+        print(json.dumps({"event": "changed", "flags": details.flags_changed or [], "value": d.value}), flush=True)
+api.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, changed)
+print(json.dumps({"event": "watching"}), flush=True)
+sys.stdin.read()
+api.shutdown()
+"#;
+
+fn flagd_python_ready() -> Result<(), String> {
+    match Command::new("python3")
+        .args(["-c", "import openfeature.contrib.provider.flagd, grpc"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("python3 with openfeature-provider-flagd is not installed (pip install openfeature-provider-flagd)".into()),
+    }
+}
+
+/// The testbed's flag files (as `flags_conformance.rs` merges them), minus the two flags
+/// refused on purpose, plus `watched` for change events.
+fn testbed_flags(watched: &str) -> (Value, Value) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/flagd-testbed/flags");
+    let (mut flags, mut evaluators) = (serde_json::Map::new(), serde_json::Map::new());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("selector")
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        flags.extend(doc["flags"].as_object().unwrap().clone());
+        if let Some(Value::Object(e)) = doc.get("$evaluators") {
+            evaluators.extend(e.clone());
+        }
+    }
+    for k in ["error-targeting-flag", "ref-to-nonexistent-evaluator-flag"] {
+        flags.remove(k);
+    }
+    flags.insert(
+        "watched".into(),
+        json!({"state": "ENABLED", "variants": {"a": "first", "b": "second"}, "defaultVariant": watched}),
+    );
+    (Value::Object(flags), Value::Object(evaluators))
+}
+
+fn grpc_doc(version: u64, watched: &str) -> String {
+    let (flags, evaluators) = testbed_flags(watched);
+    serde_json::to_string_pretty(&json!({
+        "version": version,
+        "change": {"id": format!("CHG-{version}"), "author": "alice"},
+        "flags": flags,
+        "$evaluators": evaluators,
+    }))
+    .unwrap()
+}
+
+/// Equal JSON, numbers compared by value (a protobuf Struct carries every number as a
+/// double: `100` comes back as `100.0`).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_json(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The OpenFeature type an OFREP value has.
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "boolean",
+        Value::String(_) => "string",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "float",
+        _ => "object",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagd_python_provider_reads_the_same_flags_over_grpc_in_rpc_and_in_process_mode() {
+    if require("FLAGD_PYTHON", flagd_python_ready()).is_none() {
+        return;
+    }
+    let s = Sluice::start_with(
+        &grpc_doc(1, "a"),
+        "flags: { grpc: { bind: \"127.0.0.1:0\" } }\n",
+    );
+    assert_eq!(s.version(), 1);
+    let port = s.inst().grpc.expect("gRPC is bound").port();
+
+    for mode in ["rpc", "in-process"] {
+        // What OFREP answers now, flag by flag, for a few contexts: the reference.
+        let (flags, _) = testbed_flags("a");
+        let contexts = [
+            json!({"targetingKey": "user-1", "email": "ballmer@macrosoft.com", "version": "v1.0.0", "id": "abc-xyz"}),
+            json!({"targetingKey": "jon@company.com", "email": "user@faas.com", "version": "2.1", "id": "xyz", "age": 30}),
+        ];
+        let mut cases = Vec::new();
+        let mut expected = Vec::new();
+        let mut c = Client::connect(s.admin()).await;
+        for ctx in &contexts {
+            for key in flags.as_object().unwrap().keys() {
+                let body = json!({"context": ctx}).to_string();
+                let req = Request::post(format!("/ofrep/v1/evaluate/flags/{key}"))
+                    .header("host", "127.0.0.1")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                let j = c.send(req).await.unwrap().json();
+                // The type a caller would ask for: the value's, else the flag's variants'.
+                let ty = match j.get("value") {
+                    Some(v) => type_of(v),
+                    None => flags[key]["variants"]
+                        .as_object()
+                        .and_then(|v| v.values().next())
+                        .map_or("string", type_of),
+                };
+                cases.push(json!([key, ty, ctx]));
+                expected.push(j);
+            }
+        }
+
+        let mut child = tokio::process::Command::new("python3")
+            .args(["-c", FLAGD_CLIENT, mode, &port.to_string(), "watched"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{}\n", Value::Array(cases.clone())).as_bytes())
+            .await
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let results = json_line(&mut out).await;
+        let results = results["results"].as_array().expect("results");
+        let mut differ = Vec::new();
+        for ((case, want), got) in cases.iter().zip(&expected).zip(results) {
+            let same = match want.get("errorCode") {
+                Some(code) => got["error"] == *code,
+                None => {
+                    let value_same = want
+                        .get("value")
+                        .is_none_or(|v| same_json(&got["value"], v));
+                    // The RPC provider caches STATIC answers and says CACHED the second time.
+                    let reason_same = got["reason"] == want["reason"]
+                        || (got["reason"] == "CACHED" && want["reason"] == "STATIC");
+                    value_same
+                        && reason_same
+                        && got["variant"] == want["variant"]
+                        && got["error"].is_null()
+                }
+            };
+            if !same {
+                differ.push(format!("{case}: OFREP {want} vs flagd {mode} {got}"));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} of {} differ in {mode} mode:\n{}",
+            differ.len(),
+            cases.len(),
+            differ.join("\n")
+        );
+        assert_eq!(json_line(&mut out).await["event"], "watching");
+
+        // A change through the change gate reaches the provider as a change event.
+        let v = s.version();
+        let next = if v % 2 == 1 { "b" } else { "a" };
+        s.write_traffic(&grpc_doc(v + 1, next));
+        let ev = json_line(&mut out).await;
+        assert_eq!(ev["event"], "changed", "{ev}");
+        assert_eq!(
+            ev["value"],
+            if next == "b" { "second" } else { "first" },
+            "{mode}: {ev}"
+        );
+        if mode == "rpc" {
+            assert_eq!(ev["flags"], json!(["watched"]), "{ev}");
+        }
+        drop(stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_need_an_api_key_when_keys_are_set() {
+    if require("FLAGD_PYTHON", flagd_python_ready()).is_none() {
+        return;
+    }
+    let kdir = tempfile::tempdir().unwrap();
+    let keys = write_keys(kdir.path(), "grpc-key\n");
+    let s = Sluice::start_with(
+        &grpc_doc(1, "a"),
+        &format!(
+            "ofrep: {{ api_keys_file: \"{}\" }}\nflags: {{ grpc: {{ bind: \"127.0.0.1:0\" }} }}\n",
+            keys.display()
+        ),
+    );
+    let port = s.inst().grpc.expect("gRPC is bound").port();
+    let script = r#"
+import grpc, json, sys
+from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2 as e, evaluation_pb2_grpc as g
+from openfeature.schemas.protobuf.flagd.sync.v1 import sync_pb2 as sp, sync_pb2_grpc as sg
+ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[1])
+ev, sync = g.ServiceStub(ch), sg.FlagSyncServiceStub(ch)
+out = {}
+for name, md in [("none", []), ("wrong", [("x-api-key", "nope")]),
+                 ("x-api-key", [("x-api-key", "grpc-key")]),
+                 ("bearer", [("authorization", "Bearer grpc-key")])]:
+    try:
+        r = ev.ResolveString(e.ResolveStringRequest(flag_key="watched"), metadata=md, timeout=5)
+        f = sync.FetchAllFlags(sp.FetchAllFlagsRequest(), metadata=md, timeout=5)
+        out[name] = [r.value, "watched" in json.loads(f.flag_configuration)["flags"]]
+    except grpc.RpcError as x:
+        out[name] = x.code().name
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r,
+        json!({"none": "UNAUTHENTICATED", "wrong": "UNAUTHENTICATED",
+               "x-api-key": ["first", true], "bearer": ["first", true]})
+    );
 }
