@@ -274,6 +274,11 @@ impl Gate {
     ) -> std::io::Result<Gate> {
         let state = StateDir::open(&settings.paths.state_dir)?;
         let (audit, entries) = AuditLog::open(&state.audit_path())?;
+        // Every reason at zero from the start: an alert on `increase()` sees the first
+        // refusal too (a series born at 1 shows no increase).
+        for r in Reason::ALL {
+            let _ = registry.counter(telemetry::CONFIG_REJECTIONS, &[("reason", r.as_str())]);
+        }
         let listeners = settings.listeners.iter().map(|l| l.name.clone()).collect();
         let mut hw = state.high_water()?.unwrap_or(HighWater {
             version: 0,
