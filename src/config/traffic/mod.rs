@@ -6,10 +6,15 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{ConfigError, ConfigErrors, Dur, Weight, field, from_node, unknown_keys, yaml};
+use super::{
+    ConfigError, ConfigErrors, Dur, MAX_ERRORS, Weight, field, from_node, unknown_keys, yaml,
+};
 
 /// Most flags a single route may inject upstream.
 pub const MAX_ROUTE_FLAGS: usize = 64;
+
+/// Longest key of an injected flag: `x-sluice-flag-<key>` must fit a header name (64 KiB).
+pub const MAX_INJECTED_KEY_BYTES: usize = u16::MAX as usize - "x-sluice-flag-".len();
 
 /// The whole traffic document.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -586,60 +591,66 @@ impl TrafficDoc {
                 spans,
             })
         } else {
-            Err(ConfigErrors(errors))
+            Err(ConfigErrors::capped(errors))
         }
     }
 
     fn check(&self, ctx: &CheckContext, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
-        let mut err = |path: String, msg: String| errors.push(ConfigError::at(spans, &path, msg));
+        let mut err = Sink { errors, spans };
         if self.version == 0 {
-            err("version".into(), "must be at least 1".into());
+            err.push("version".into(), "must be at least 1".into());
         }
         if self.change.id.trim().is_empty() {
-            err("change.id".into(), "must not be empty".into());
+            err.push("change.id".into(), "must not be empty".into());
         }
         if self.change.author.trim().is_empty() {
-            err("change.author".into(), "must not be empty".into());
+            err.push("change.author".into(), "must not be empty".into());
         }
         if self.change.class == ChangeClass::Unapproved {
-            err(
+            err.push(
                 "change.class".into(),
                 "must be standard, normal or emergency".into(),
             );
         }
         for (name, u) in &self.upstreams {
-            let base = format!("upstreams.{name}");
-            if !is_name(name) {
-                err(
-                    base.clone(),
-                    format!("upstream name `{name}` must be letters, digits, `-`, `_` or `.`"),
-                );
+            if err.full() {
+                return;
             }
+            if !is_name(name) {
+                // Not looked into further: every error inside would repeat the bad name in
+                // its path, and a long one would make the error list quadratic in size.
+                err.push(
+                    format!("upstreams.{}", shorten(name)),
+                    format!("upstream name `{}` {NAME_RULE}", shorten(name)),
+                );
+                continue;
+            }
+            let base = format!("upstreams.{name}");
             if u.endpoints.is_empty() {
-                err(
+                err.push(
                     format!("{base}.endpoints"),
                     "at least one endpoint is needed".into(),
                 );
             }
             for (i, e) in u.endpoints.iter().enumerate() {
                 if let Err(m) = check_endpoint(e) {
-                    err(format!("{base}.endpoints[{i}]"), m);
+                    err.push(format!("{base}.endpoints[{i}]"), m);
                 }
             }
             if u.connect_timeout.0.is_zero() {
-                err(
+                err.push(
                     format!("{base}.connect_timeout"),
                     "must be greater than zero".into(),
                 );
             }
             if u.request_timeout.0.is_zero() {
-                err(
+                err.push(
                     format!("{base}.request_timeout"),
                     "must be greater than zero".into(),
                 );
             }
             if u.protocol == Protocol::Auto && u.tls.is_none() {
-                err(
+                err.push(
                     format!("{base}.protocol"),
                     "`auto` negotiates by ALPN and needs `tls`".into(),
                 );
@@ -647,7 +658,7 @@ impl TrafficDoc {
             if let Some(tls) = &u.tls
                 && tls.client_cert.is_some() != tls.client_key.is_some()
             {
-                err(
+                err.push(
                     format!("{base}.tls"),
                     "client_cert and client_key go together".into(),
                 );
@@ -655,20 +666,20 @@ impl TrafficDoc {
             if let Some(p) = &u.passive_health
                 && p.consecutive_failures == 0
             {
-                err(
+                err.push(
                     format!("{base}.passive_health.consecutive_failures"),
                     "must be at least 1".into(),
                 );
             }
             if let Some(a) = &u.active_health {
                 if !a.path.starts_with('/') {
-                    err(
+                    err.push(
                         format!("{base}.active_health.path"),
                         "must start with `/`".into(),
                     );
                 }
                 if a.interval.0.is_zero() {
-                    err(
+                    err.push(
                         format!("{base}.active_health.interval"),
                         "must be greater than zero".into(),
                     );
@@ -677,18 +688,20 @@ impl TrafficDoc {
         }
         let upstream = |n: &str| self.upstreams.contains_key(n);
         let mut route_names = HashSet::new();
+        // Flag keys injected by `["*"]` routes are checked once, not once per route.
+        let mut star_checked = false;
         for (i, r) in self.routes.iter().enumerate() {
+            if err.full() {
+                return;
+            }
             let base = format!("routes[{i}]");
             if !is_name(&r.name) {
-                err(
+                err.push(
                     format!("{base}.name"),
-                    format!(
-                        "route name `{}` must be letters, digits, `-`, `_` or `.`",
-                        r.name
-                    ),
+                    format!("route name `{}` {NAME_RULE}", shorten(&r.name)),
                 );
             } else if !route_names.insert(r.name.as_str()) {
-                err(
+                err.push(
                     format!("{base}.name"),
                     format!("duplicate route name `{}`", r.name),
                 );
@@ -697,7 +710,7 @@ impl TrafficDoc {
             if let (Some(l), Some(known)) = (&m.listener, &ctx.listeners)
                 && !known.iter().any(|k| k == l)
             {
-                err(
+                err.push(
                     format!("{base}.match.listener"),
                     format!("unknown listener `{l}`"),
                 );
@@ -705,19 +718,19 @@ impl TrafficDoc {
             if let Some(h) = &m.host
                 && let Err(msg) = check_host_pattern(h)
             {
-                err(format!("{base}.match.host"), msg);
+                err.push(format!("{base}.match.host"), msg);
             }
             if let Some(p) = &m.path_prefix
                 && !p.starts_with('/')
             {
-                err(
+                err.push(
                     format!("{base}.match.path_prefix"),
                     "must start with `/`".into(),
                 );
             }
             for h in m.headers.keys() {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                    err(
+                    err.push(
                         format!("{base}.match.headers.{h}"),
                         format!("`{h}` is not a valid header name"),
                     );
@@ -727,7 +740,7 @@ impl TrafficDoc {
                 if http::Method::from_bytes(meth.as_bytes()).is_err()
                     || meth.to_ascii_uppercase() != *meth
                 {
-                    err(
+                    err.push(
                         format!("{base}.match.methods[{j}]"),
                         format!("`{meth}` is not an upper-case method"),
                     );
@@ -744,7 +757,7 @@ impl TrafficDoc {
             .filter(|b| **b)
             .count();
             if targets != 1 {
-                err(
+                err.push(
                     format!("{base}.to"),
                     "exactly one of rollout, upstream, flag or builtin is needed".into(),
                 );
@@ -752,7 +765,7 @@ impl TrafficDoc {
             if let Some(u) = &t.upstream
                 && !upstream(u)
             {
-                err(
+                err.push(
                     format!("{base}.to.upstream"),
                     format!("unknown upstream `{u}`"),
                 );
@@ -760,36 +773,36 @@ impl TrafficDoc {
             if let Some(ro) = &t.rollout
                 && !self.rollouts.contains_key(ro)
             {
-                err(
+                err.push(
                     format!("{base}.to.rollout"),
                     format!("unknown rollout `{ro}`"),
                 );
             }
             if t.builtin.is_some() && !r.flags.is_empty() {
-                err(
+                err.push(
                     format!("{base}.flags"),
                     "a builtin route sends nothing upstream, so it injects no flags".into(),
                 );
             }
             if t.flag.is_none() && !t.upstreams.is_empty() {
-                err(
+                err.push(
                     format!("{base}.to.upstreams"),
                     "only allowed with `flag`".into(),
                 );
             }
             if let Some(f) = &t.flag {
                 if !self.flags.contains_key(f) {
-                    err(format!("{base}.to.flag"), format!("unknown flag `{f}`"));
+                    err.push(format!("{base}.to.flag"), format!("unknown flag `{f}`"));
                 }
                 if t.upstreams.is_empty() {
-                    err(
+                    err.push(
                         format!("{base}.to.upstreams"),
                         "map each variant to an upstream".into(),
                     );
                 }
                 for (variant, u) in &t.upstreams {
                     if !upstream(u) {
-                        err(
+                        err.push(
                             format!("{base}.to.upstreams.{variant}"),
                             format!("unknown upstream `{u}`"),
                         );
@@ -797,22 +810,22 @@ impl TrafficDoc {
                 }
                 if let Some(def) = self.flags.get(f) {
                     for (path, msg) in check_flag_route(f, def, &t.upstreams) {
-                        err(format!("{base}.{path}"), msg);
+                        err.push(format!("{base}.{path}"), msg);
                     }
                 }
             }
             if r.flags.len() > MAX_ROUTE_FLAGS {
-                err(
+                err.push(
                     format!("{base}.flags"),
                     format!("a route injects at most {MAX_ROUTE_FLAGS} flags"),
                 );
             }
             let star = r.flags.iter().any(|f| f == "*");
             if star && r.flags.len() > 1 {
-                err(format!("{base}.flags"), "`*` stands alone".into());
+                err.push(format!("{base}.flags"), "`*` stands alone".into());
             }
             if star && self.flags.len() > MAX_ROUTE_FLAGS {
-                err(
+                err.push(
                     format!("{base}.flags"),
                     format!(
                         "`*` would inject {} flags; a route injects at most {MAX_ROUTE_FLAGS}",
@@ -820,10 +833,13 @@ impl TrafficDoc {
                     ),
                 );
             }
-            let injected: Vec<&String> = if star {
-                self.flags.keys().collect()
-            } else {
+            let injected: Vec<&String> = if !star {
                 r.flags.iter().collect()
+            } else if star_checked || self.flags.len() > MAX_ROUTE_FLAGS {
+                Vec::new()
+            } else {
+                star_checked = true;
+                self.flags.keys().collect()
             };
             for (j, f) in injected.iter().enumerate() {
                 let path = if star {
@@ -832,13 +848,22 @@ impl TrafficDoc {
                     format!("{base}.flags[{j}]")
                 };
                 if !star && !self.flags.contains_key(f.as_str()) {
-                    err(path.clone(), format!("unknown flag `{f}`"));
+                    err.push(path.clone(), format!("unknown flag `{f}`"));
                 }
                 if !is_header_token(f) {
-                    err(
+                    err.push(
                         path,
                         format!(
-                            "flag key `{f}` is injected as a header and must be a lowercase header token"
+                            "flag key `{}` is injected as a header and must be a lowercase header token",
+                            shorten(f)
+                        ),
+                    );
+                } else if f.len() > MAX_INJECTED_KEY_BYTES {
+                    err.push(
+                        path,
+                        format!(
+                            "flag key `{}` is injected as a header name and must be at most {MAX_INJECTED_KEY_BYTES} bytes",
+                            shorten(f)
                         ),
                     );
                 }
@@ -846,20 +871,25 @@ impl TrafficDoc {
             if let Some(rt) = &r.retries
                 && rt.attempts > 5
             {
-                err(
+                err.push(
                     format!("{base}.retries.attempts"),
                     "at most 5 extra tries".into(),
                 );
             }
         }
         for (name, ro) in &self.rollouts {
-            let base = format!("rollouts.{name}");
-            if !is_name(name) {
-                err(
-                    base.clone(),
-                    format!("rollout name `{name}` must be letters, digits, `-`, `_` or `.`"),
-                );
+            if err.full() {
+                return;
             }
+            if !is_name(name) {
+                // As for upstreams: a bad name is reported once, its contents not at all.
+                err.push(
+                    format!("rollouts.{}", shorten(name)),
+                    format!("rollout name `{}` {NAME_RULE}", shorten(name)),
+                );
+                continue;
+            }
+            let base = format!("rollouts.{name}");
             let pools: [(&str, &Option<String>, bool); 4] = match ro.strategy {
                 Strategy::Canary => [
                     ("stable", &ro.stable, true),
@@ -876,14 +906,14 @@ impl TrafficDoc {
             };
             for (key, val, wanted) in pools {
                 match (val, wanted) {
-                    (None, true) => err(base.clone(), format!("missing field `{key}`")),
-                    (Some(_), false) => err(
+                    (None, true) => err.push(base.clone(), format!("missing field `{key}`")),
+                    (Some(_), false) => err.push(
                         format!("{base}.{key}"),
                         format!("`{key}` does not apply to strategy {:?}", ro.strategy)
                             .to_lowercase(),
                     ),
                     (Some(u), true) if !upstream(u) => {
-                        err(format!("{base}.{key}"), format!("unknown upstream `{u}`"))
+                        err.push(format!("{base}.{key}"), format!("unknown upstream `{u}`"))
                     }
                     _ => {}
                 }
@@ -893,7 +923,7 @@ impl TrafficDoc {
                 ro.canary.as_ref().or(ro.preview.as_ref()),
             ) && a == b
             {
-                err(
+                err.push(
                     base.clone(),
                     "the two sides of a rollout must be different upstreams".into(),
                 );
@@ -901,25 +931,25 @@ impl TrafficDoc {
             match ro.strategy {
                 Strategy::Canary => {
                     if ro.steps.is_empty() {
-                        err(
+                        err.push(
                             format!("{base}.steps"),
                             "a canary needs at least one step".into(),
                         );
                     }
                     if ro.promote.is_some() {
-                        err(
+                        err.push(
                             format!("{base}.promote"),
                             "only for blue_green (canaries use `gate: manual` steps)".into(),
                         );
                     }
                     if ro.post_promotion_window.is_some() {
-                        err(
+                        err.push(
                             format!("{base}.post_promotion_window"),
                             "only for blue_green".into(),
                         );
                     }
                     if ro.preview_match.is_some() {
-                        err(
+                        err.push(
                             format!("{base}.preview_match"),
                             "only for blue_green (canaries use canary_match)".into(),
                         );
@@ -927,13 +957,13 @@ impl TrafficDoc {
                 }
                 Strategy::BlueGreen => {
                     if !ro.steps.is_empty() {
-                        err(
+                        err.push(
                             format!("{base}.steps"),
                             "blue_green has no steps (it promotes from 0 to 100)".into(),
                         );
                     }
                     if ro.canary_match.is_some() {
-                        err(
+                        err.push(
                             format!("{base}.canary_match"),
                             "only for canary (blue_green uses preview_match)".into(),
                         );
@@ -941,7 +971,7 @@ impl TrafficDoc {
                     if let Some(p) = &ro.promote
                         && p.after.is_some() == p.manual
                     {
-                        err(
+                        err.push(
                             format!("{base}.promote"),
                             "exactly one of `after` or `manual: true`".into(),
                         );
@@ -951,12 +981,12 @@ impl TrafficDoc {
             for (j, s) in ro.steps.iter().enumerate() {
                 let sp = format!("{base}.steps[{j}]");
                 match (&s.weight, &s.gate) {
-                    (Some(_), Some(_)) | (None, None) => err(
+                    (Some(_), Some(_)) | (None, None) => err.push(
                         sp.clone(),
                         "a step is either `weight` (with optional `hold`) or `gate: manual`".into(),
                     ),
                     (None, Some(_)) if s.hold.is_some() => {
-                        err(format!("{sp}.hold"), "a gate has no hold".into())
+                        err.push(format!("{sp}.hold"), "a gate has no hold".into())
                     }
                     _ => {}
                 }
@@ -964,7 +994,7 @@ impl TrafficDoc {
             if let Some(sticky) = &ro.sticky.header
                 && http::HeaderName::from_bytes(sticky.as_bytes()).is_err()
             {
-                err(
+                err.push(
                     format!("{base}.sticky.header"),
                     format!("`{sticky}` is not a valid header name"),
                 );
@@ -972,13 +1002,13 @@ impl TrafficDoc {
             if let Some(c) = &ro.sticky.cookie
                 && (c.is_empty() || !c.bytes().all(is_tchar))
             {
-                err(
+                err.push(
                     format!("{base}.sticky.cookie"),
                     format!("`{c}` is not a valid cookie name"),
                 );
             }
             if ro.sticky.set_cookie && ro.sticky.cookie.is_none() {
-                err(
+                err.push(
                     format!("{base}.sticky.set_cookie"),
                     "needs `sticky.cookie` to name the cookie".into(),
                 );
@@ -989,14 +1019,14 @@ impl TrafficDoc {
             ] {
                 if let Some(hm) = hm {
                     if hm.headers.is_empty() {
-                        err(
+                        err.push(
                             format!("{base}.{key}.headers"),
                             "at least one header is needed".into(),
                         );
                     }
                     for h in hm.headers.keys() {
                         if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                            err(
+                            err.push(
                                 format!("{base}.{key}.headers.{h}"),
                                 format!("`{h}` is not a valid header name"),
                             );
@@ -1007,16 +1037,16 @@ impl TrafficDoc {
             if let Some(a) = &ro.analysis {
                 let ap = format!("{base}.analysis");
                 if a.interval.0.is_zero() {
-                    err(format!("{ap}.interval"), "must be greater than zero".into());
+                    err.push(format!("{ap}.interval"), "must be greater than zero".into());
                 }
                 if a.window < a.interval {
-                    err(
+                    err.push(
                         format!("{ap}.window"),
                         "must be at least one interval".into(),
                     );
                 }
                 if a.window.0.as_secs() > 3600 {
-                    err(format!("{ap}.window"), "at most 1h".into());
+                    err.push(format!("{ap}.window"), "at most 1h".into());
                 }
                 for (k, v) in [
                     ("max_error_rate", a.max_error_rate),
@@ -1025,28 +1055,28 @@ impl TrafficDoc {
                     if let Some(v) = v
                         && !(0.0..=1.0).contains(&v)
                     {
-                        err(format!("{ap}.{k}"), "must be between 0 and 1".into());
+                        err.push(format!("{ap}.{k}"), "must be between 0 and 1".into());
                     }
                 }
                 if !(a.confidence > 0.5 && a.confidence < 1.0) {
-                    err(
+                    err.push(
                         format!("{ap}.confidence"),
                         "must be between 0.5 and 1 (exclusive)".into(),
                     );
                 }
                 for (j, s) in a.error_statuses.iter().enumerate() {
                     if parse_status_class(s).is_none() {
-                        err(
+                        err.push(
                             format!("{ap}.error_statuses[{j}]"),
                             format!("`{s}` is neither a status (503) nor a class (5xx)"),
                         );
                     }
                 }
                 if a.failure_limit == 0 {
-                    err(format!("{ap}.failure_limit"), "must be at least 1".into());
+                    err.push(format!("{ap}.failure_limit"), "must be at least 1".into());
                 }
                 if a.inconclusive_limit == 0 {
-                    err(
+                    err.push(
                         format!("{ap}.inconclusive_limit"),
                         "must be at least 1".into(),
                     );
@@ -1055,12 +1085,12 @@ impl TrafficDoc {
         }
         for (i, s) in self.flag_context.targeting_key.iter().enumerate() {
             if let Err(m) = check_source(s) {
-                err(format!("flag_context.targeting_key[{i}]"), m);
+                err.push(format!("flag_context.targeting_key[{i}]"), m);
             }
         }
         for (k, s) in &self.flag_context.attributes {
             if let Err(m) = check_source(s) {
-                err(format!("flag_context.attributes.{k}"), m);
+                err.push(format!("flag_context.attributes.{k}"), m);
             }
         }
         // The flags themselves, strictly (SPEC §4): schema, operators, `$ref`s and default
@@ -1071,11 +1101,9 @@ impl TrafficDoc {
         if let Err(flag_errors) =
             crate::flags::FlagSet::compile(&self.flags, &self.evaluators, opts)
         {
-            errors.extend(
-                flag_errors
-                    .into_iter()
-                    .map(|e| ConfigError::at(spans, &e.path, e.message)),
-            );
+            for e in flag_errors {
+                err.push(e.path, e.message);
+            }
         }
     }
 }
@@ -1095,14 +1123,27 @@ fn check_flag_route(
     let Some(variants) = def.get("variants").and_then(Value::as_object) else {
         return out;
     };
+    // The variants, named once and at most a few of them: the message repeats for every
+    // unknown mapping.
+    let mut names = String::new();
     for v in upstreams.keys() {
+        if out.len() >= MAX_ERRORS {
+            break;
+        }
         if !variants.contains_key(v) {
-            let names: Vec<&str> = variants.keys().map(String::as_str).collect();
+            if names.is_empty() {
+                let shown: Vec<_> = variants.keys().take(8).map(|n| shorten(n)).collect();
+                names = shown.join(", ");
+                if variants.len() > shown.len() {
+                    names.push_str(&format!(", … ({} in all)", variants.len()));
+                }
+            }
             out.push((
                 format!("to.upstreams.{v}"),
                 format!(
-                    "flag `{key}` has no variant `{v}` (variants: {})",
-                    names.join(", ")
+                    "flag `{}` has no variant `{}` (variants: {names})",
+                    shorten(key),
+                    shorten(v)
                 ),
             ));
         }
@@ -1159,6 +1200,44 @@ fn check_source(s: &ContextSource) -> Result<(), String> {
         return Err(format!("`{h}` is not a valid header name"));
     }
     Ok(())
+}
+
+/// What a name (upstream, route, rollout) must be.
+const NAME_RULE: &str = "must be 1 to 128 letters, digits, `-`, `_` or `.`";
+
+/// A value quoted in an error, cut to a readable length: a message never repeats a long
+/// input (which could make the error list much larger than the document).
+fn shorten(s: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 64;
+    if s.len() <= KEEP {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut cut = KEEP;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..cut], s.len()))
+}
+
+/// Collects the errors of [`TrafficDoc::check`], positioned, up to [`MAX_ERRORS`].
+struct Sink<'e> {
+    errors: &'e mut Vec<ConfigError>,
+    spans: &'e yaml::Spans,
+}
+
+// === impl Sink ===
+
+impl Sink<'_> {
+    fn push(&mut self, path: String, msg: String) {
+        if !self.full() {
+            self.errors.push(ConfigError::at(self.spans, &path, msg));
+        }
+    }
+
+    /// Enough errors to act on: the checks stop looking.
+    fn full(&self) -> bool {
+        self.errors.len() >= MAX_ERRORS
+    }
 }
 
 fn check_endpoint(e: &str) -> Result<(), String> {
@@ -1230,6 +1309,9 @@ fn entries<T: serde::de::DeserializeOwned>(
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
                 match from_node(v, &format!("{key}.{k}"), spans) {
                     Ok(t) => {
                         out.insert(k.clone(), t);
@@ -1255,6 +1337,9 @@ fn items<T: serde::de::DeserializeOwned>(
         None | Some(Value::Null) => {}
         Some(Value::Array(a)) => {
             for (i, v) in a.iter().enumerate() {
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
                 match from_node(v, &format!("{key}[{i}]"), spans) {
                     Ok(t) => out.push(t),
                     Err(e) => errors.push(e),
