@@ -323,13 +323,20 @@ impl Gate {
             reported_files: HashSet::new(),
             last_recheck: None,
         };
-        gate.state.set_high_water(&gate.hw)?;
+        // A full disk must not keep the approved state from serving (SPEC §2): what cannot
+        // be written at start is logged, and changes are refused (`state_unwritable`) until
+        // it can be. The mark is re-derived from the log at every start anyway.
+        if let Err(e) = gate.state.set_high_water(&gate.hw) {
+            tracing::error!(error = %e, "Could not persist the high-water mark at start.");
+        }
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;
         let mut f = Map::new();
         f.insert("actor".into(), json!("sluice"));
         f.insert("trust_digest".into(), json!(store::digest(&trust)));
         f.insert("pid".into(), json!(std::process::id()));
-        gate.audit.append(gate.clock.now(), "sluice.started", f)?;
+        if let Err(e) = gate.audit.append(gate.clock.now(), "sluice.started", f) {
+            tracing::error!(error = %e, "Could not audit the start; serving what the log says is active.");
+        }
         for (name, help) in [
             (
                 telemetry::CONFIG_PENDING,
@@ -381,7 +388,10 @@ impl Gate {
         let mut f = Map::new();
         f.insert("actor".into(), json!("sluice"));
         f.insert("change".into(), change.clone());
-        self.audit.append(self.clock.now(), "change.restored", f)?;
+        // Not a commit point (the activation is): a restore that cannot be audited still serves.
+        if let Err(e) = self.audit.append(self.clock.now(), "change.restored", f) {
+            tracing::error!(digest, error = %e, "Could not audit the restore; serving the last activated document anyway.");
+        }
         self.install(parsed, digest, class, approvers, activated_at, snap);
         tracing::info!(
             version = self.active.as_ref().map(|a| a.doc.version),
@@ -410,8 +420,13 @@ impl Gate {
                 let mut f = Map::new();
                 f.insert("actor".into(), json!("sluice"));
                 f.insert("change".into(), change);
-                self.audit.append(self.clock.now(), "change.pending", f)?;
-                p.audited = true;
+                // Audited when it is next judged, if not now.
+                match self.audit.append(self.clock.now(), "change.pending", f) {
+                    Ok(_) => p.audited = true,
+                    Err(e) => {
+                        tracing::error!(digest, error = %e, "Could not audit a restored pending change.")
+                    }
+                }
             }
             self.pending.insert(digest, p);
         }
