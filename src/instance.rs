@@ -135,6 +135,7 @@ impl Instance {
             access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
                 .map_err(StartError::Runtime)?,
             ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
+            client_errors: crate::proxy::ClientErrors::new(&registry),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
@@ -284,6 +285,10 @@ fn describe(r: &Registry) {
             "Time from request start to response headers.",
         ),
         (telemetry::UPSTREAM_ERRORS, "Upstream failures by kind."),
+        (
+            telemetry::CLIENT_ERRORS,
+            "Requests failed by the client (aborted, malformed body, body timeout), by kind.",
+        ),
         (
             telemetry::ACTIVE_CONNECTIONS,
             "Open client connections per listener.",

@@ -24,6 +24,9 @@ pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
 pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
 /// `sluice_upstream_errors_total{upstream,kind}`.
 pub const UPSTREAM_ERRORS: &str = "sluice_upstream_errors_total";
+/// `sluice_client_errors_total{kind}`: requests failed by the client (aborted, malformed,
+/// timeout), apart from upstream errors.
+pub const CLIENT_ERRORS: &str = "sluice_client_errors_total";
 /// `sluice_active_connections{listener}`.
 pub const ACTIVE_CONNECTIONS: &str = "sluice_active_connections";
 /// `sluice_rollout_weight{rollout}`.

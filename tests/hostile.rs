@@ -504,3 +504,327 @@ async fn a_fifo_in_the_approvals_folder_does_not_freeze_the_gate() {
     assert!(body.contains("activated"), "{body}");
     s.wait_version(2);
 }
+
+// --- raw sockets and in-process upstreams -------------------------------------------------
+
+mod raw {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An application upstream: reads the whole request body, then answers `read <n>`
+    /// (as most applications do); counts the connections it accepted.
+    pub struct App {
+        pub addr: SocketAddr,
+        pub conns: Arc<AtomicU64>,
+    }
+
+    impl App {
+        pub fn start() -> App {
+            let conns = Arc::new(AtomicU64::new(0));
+            let c = conns.clone();
+            let addr = crate::common::spawn_server(move |s| {
+                c.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    let svc = service_fn(|req: Request<Incoming>| async move {
+                        let n = match req.into_body().collect().await {
+                            Ok(b) => b.to_bytes().len(),
+                            Err(_) => return Err("body failed"),
+                        };
+                        Ok(Response::new(Full::new(Bytes::from(format!("read {n}")))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                }
+            });
+            App { addr, conns }
+        }
+
+        pub fn conns(&self) -> u64 {
+            self.conns.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Writes `bytes`, then reads one response head (and a short body); returns the text.
+    pub async fn exchange(s: &mut tokio::net::TcpStream, bytes: &[u8]) -> String {
+        s.write_all(bytes).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf))
+                .await
+                .expect("no answer within 60 s")
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_string)
+                    })
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
+fn settings_one_worker(dir: &std::path::Path) -> String {
+    common::settings_yaml(dir, "trust: { require_approvals: false }\n")
+        .replace("workers: 2", "workers: 1")
+}
+
+fn start_one_worker(
+    traffic: &str,
+    manual_ticks: bool,
+) -> (tempfile::TempDir, sluice::instance::Instance) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
+    std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
+    let settings = sluice::config::Settings::parse(&settings_one_worker(dir.path())).unwrap();
+    let inst = sluice::instance::Instance::start(
+        settings,
+        sluice::instance::StartOptions {
+            manual_rollout_ticks: manual_ticks,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (dir, inst)
+}
+
+fn metric(inst: &sluice::instance::Instance, series: &str) -> Option<f64> {
+    inst.registry
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+// --- item 3: a connection is reused only when both directions are complete ---------------
+
+/// An upstream answers before reading the body (as nginx does for some errors) while the
+/// client keeps its upload open. Before the fix the connection went back to the pool when
+/// the response ended, and the next request — another user's — waited behind the upload
+/// until `request_timeout` (504). Now that connection is closed and the next request gets a
+/// fresh one at once; a POST whose body did complete still reuses its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_upload_never_stalls_the_next_request() {
+    use tokio::io::AsyncWriteExt;
+    let early = common::edge::RawUp::start();
+    let app = raw::App::start();
+    let doc = format!(
+        "version: 1\nchange: {{ id: C1, author: alice }}\n\
+         upstreams:\n  early: {{ endpoints: [\"{}\"], request_timeout: 10s }}\n  app: {{ endpoints: [\"{}\"] }}\n\
+         routes:\n  - {{ name: app, match: {{ path_prefix: /app }}, to: {{ upstream: app }} }}\n  - {{ name: early, to: {{ upstream: early }} }}\n",
+        early.addr, app.addr
+    );
+    let (_dir, inst) = start_one_worker(&doc, false);
+    let proxy = inst.listeners[0];
+    // A: an upload the upstream answers at once; the rest of the body never comes.
+    let mut a = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let got = raw::exchange(
+        &mut a,
+        b"POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 1000000\r\n\r\n0123456789",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // B: another user, another connection, the same upstream.
+    let started = std::time::Instant::now();
+    let mut b = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let got = raw::exchange(&mut b, b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    let waited = started.elapsed();
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "the next request waited {waited:?} behind the upload and got:\n{got}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(8),
+        "waited {waited:?}"
+    );
+    let _ = a.write_all(b"more").await;
+    // Complete bodies: both POSTs go out on one upstream connection.
+    let mut c = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    for _ in 0..2 {
+        let got = raw::exchange(
+            &mut c,
+            b"POST /app/x HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert!(got.contains("read 5"), "{got}");
+    }
+    let got = raw::exchange(
+        &mut c,
+        b"POST /app/x HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(got.contains("read 5"), "{got}");
+    assert_eq!(
+        app.conns(),
+        1,
+        "complete requests must keep reusing their connection"
+    );
+}
+
+// --- item 4: client faults are the client's ---------------------------------------------
+
+/// Sixty uploads with the tester header that the client aborts or garbles, then healthy
+/// canary traffic. Before the fix each was a 502 `upstream_reset`: an upstream error, a
+/// passive-health failure and a canary error, and the verdict aborted a healthy rollout.
+/// Now they are 499/400 client errors, counted in `sluice_client_errors_total{kind}` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_faults_never_fail_a_canary_or_eject_an_endpoint() {
+    use tokio::io::AsyncWriteExt;
+    let stable = raw::App::start();
+    let canary = raw::App::start();
+    let doc = format!(
+        "version: 1\nchange: {{ id: C1, author: alice }}\n\
+         upstreams:\n  stable: {{ endpoints: [\"{}\"] }}\n  canary:\n    endpoints: [\"{}\"]\n    passive_health: {{ consecutive_failures: 3, eject_for: 1h }}\n\
+         routes: [{{ name: web, to: {{ rollout: web }} }}]\n\
+         rollouts:\n  web:\n    strategy: canary\n    stable: stable\n    canary: canary\n\
+         \x20   canary_match: {{ headers: {{ x-canary: always }} }}\n\
+         \x20   steps: [{{ weight: 10, hold: 1h }}, {{ weight: 50 }}]\n\
+         \x20   analysis: {{ interval: 1s, window: 5m, min_requests: 20, max_error_rate: 0.05 }}\n",
+        stable.addr, canary.addr
+    );
+    let (_dir, inst) = start_one_worker(&doc, true);
+    let proxy = inst.listeners[0];
+    for i in 0..60 {
+        let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        if i % 2 == 0 {
+            // Aborted: half the announced body, then the client is gone.
+            s.write_all(b"POST /up HTTP/1.1\r\nhost: t\r\nx-canary: always\r\ncontent-length: 100\r\n\r\n0123456789")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            drop(s);
+        } else {
+            // Malformed: a chunk size that is not hex.
+            let got = raw::exchange(
+                &mut s,
+                b"POST /up HTTP/1.1\r\nhost: t\r\nx-canary: always\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+            )
+            .await;
+            assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+            assert!(got.contains("client_body_invalid"), "{got}");
+        }
+    }
+    let aborted = "sluice_client_errors_total{kind=\"aborted\"}";
+    for _ in 0..200 {
+        if metric(&inst, aborted) == Some(30.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Healthy canary traffic.
+    let mut c = common::Client::connect(proxy).await;
+    for _ in 0..30 {
+        let r = c.get("/ok", &[("x-canary", "always")]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "read 0");
+    }
+    for _ in 0..3 {
+        inst.rollouts.tick_now();
+    }
+    let status = inst.rollouts.status_json();
+    let web = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "web")
+        .unwrap();
+    assert_ne!(
+        web["phase"], "aborted",
+        "a healthy canary was aborted: {web}"
+    );
+    assert!(
+        web["last_verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("passed: canary 0/30"),
+        "{web}"
+    );
+    assert_eq!(metric(&inst, aborted), Some(30.0));
+    assert_eq!(
+        metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
+        Some(30.0)
+    );
+    for kind in ["reset", "connect", "timeout"] {
+        assert_eq!(
+            metric(
+                &inst,
+                &format!("sluice_upstream_errors_total{{upstream=\"canary\",kind=\"{kind}\"}}")
+            ),
+            Some(0.0),
+            "{kind}"
+        );
+    }
+    let snap = inst.shared.snapshot.load_full().unwrap();
+    let up = snap
+        .upstreams
+        .iter()
+        .find(|u| &*u.name == "canary")
+        .unwrap();
+    assert!(
+        up.endpoints().iter().all(|e| !e.health.is_ejected()),
+        "client faults ejected a healthy endpoint"
+    );
+}
+
+/// A client that stops sending its body: the upstream waits for it until `request_timeout`.
+/// That is 408 `client_timeout`, not a 504 against the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_a_client_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let app = raw::App::start();
+    let doc = format!(
+        "version: 1\nchange: {{ id: C1, author: alice }}\n\
+         upstreams:\n  app:\n    endpoints: [\"{}\"]\n    request_timeout: 1s\n    passive_health: {{ consecutive_failures: 1, eject_for: 1h }}\n\
+         routes: [{{ name: app, to: {{ upstream: app }} }}]\n",
+        app.addr
+    );
+    let (_dir, inst) = start_one_worker(&doc, false);
+    let mut s = tokio::net::TcpStream::connect(inst.listeners[0])
+        .await
+        .unwrap();
+    let got = raw::exchange(
+        &mut s,
+        b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("client_timeout"), "{got}");
+    let _ = s.write_all(b"late").await;
+    assert_eq!(
+        metric(&inst, "sluice_client_errors_total{kind=\"timeout\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &inst,
+            "sluice_upstream_errors_total{upstream=\"app\",kind=\"timeout\"}"
+        ),
+        Some(0.0)
+    );
+    let r = common::get(inst.listeners[0], "/", &[]).await;
+    assert_eq!(r.status, 200, "the endpoint was ejected: {}", r.text());
+}

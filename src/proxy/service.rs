@@ -11,7 +11,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::Shared;
-use super::body::{DownBody, UpBody};
+use super::body::{BodyWatch, DownBody, UpBody};
 use super::error::ProxyError;
 use super::flags::{self, RequestFacts};
 use super::headers::{
@@ -246,11 +246,15 @@ async fn proxy<'s>(
         seen.flags = h.get(&X_SLUICE_FLAGS).cloned();
     }
 
+    let (parts, body) = req.into_parts();
+    let (body, watch) = UpBody::client(body);
+    let req = Request::from_parts(parts, body);
     let result = match client_upgrade {
-        Some(on) => Box::pin(upgrade::forward(upstream, req.map(UpBody::Stream), on)).await,
-        None => forward(upstream, &route.retry, req.map(UpBody::Stream)).await,
+        Some(on) => Box::pin(upgrade::forward(upstream, req, on)).await,
+        None => forward(upstream, &route.retry, req, watch.as_deref()).await,
     };
     let sluice_generated = result.is_err();
+    let client_fault = result.as_ref().err().and_then(|e| e.client_fault());
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.response(),
@@ -271,6 +275,11 @@ async fn proxy<'s>(
     }
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     metrics.requests[class].increment(1);
+    if let Some(f) = client_fault {
+        // The client's doing says nothing of the variant: no latency, no verdict input.
+        shared.client_errors.of(f).increment(1);
+        return resp;
+    }
     // One clock read serves the histogram and the rollout window.
     let end = Instant::now();
     metrics
@@ -283,11 +292,13 @@ async fn proxy<'s>(
 }
 
 /// Sends to a pool with the route's retry policy; maps failures to sluice's errors and
-/// feeds passive health.
+/// feeds passive health. A failure the client caused (`body` says so) is answered as the
+/// client's error at once: not retried, not counted against the upstream or its health.
 async fn forward(
     up: &Upstream,
     policy: &RetryPolicy,
     req: Request<UpBody>,
+    body: Option<&BodyWatch>,
 ) -> Result<Response<DownBody>, ProxyError> {
     // A bodiless idempotent request can be rebuilt for a retry after it was sent; its head
     // is copied only when the route would use the copy.
@@ -315,59 +326,69 @@ async fn forward(
             return Err(ProxyError::UpstreamReset);
         };
         let passive = up.passive_health.as_ref();
-        let (err, retry) =
-            match tokio::time::timeout(up.request_timeout, pool::send(&ep, &up.connector, r)).await
-            {
-                Err(_) => {
-                    up.errors.timeout.increment(1);
-                    ep.health.failure(passive, ep.addr);
-                    (
-                        ProxyError::UpstreamTimeout,
-                        policy.timeout && replay.is_some(),
-                    )
-                }
-                Ok(Err(f)) => {
-                    ep.health.failure(passive, ep.addr);
-                    let unsent = f.req.is_some();
-                    req = f.req;
-                    match f.kind {
-                        SendError::Connect => {
-                            up.errors.connect.increment(1);
-                            (ProxyError::UpstreamConnect, policy.connect_failure)
-                        }
-                        SendError::Tls => {
-                            up.errors.tls.increment(1);
-                            (ProxyError::UpstreamTls, policy.connect_failure)
-                        }
-                        SendError::Reset => {
-                            up.errors.reset.increment(1);
-                            // Unsent and bodiless: as good as a connect failure.
-                            let ok = (policy.reset && replay.is_some())
-                                || (policy.connect_failure && unsent);
-                            (ProxyError::UpstreamReset, ok)
-                        }
+        let sent =
+            tokio::time::timeout(up.request_timeout, pool::send(&ep, &up.connector, r)).await;
+        let failed = match &sent {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some(false),
+            Err(_) => Some(true),
+        };
+        if let Some(timed_out) = failed
+            && let Some(fault) = body.and_then(|b| b.fault(timed_out))
+        {
+            return Err(ProxyError::Client(fault));
+        }
+        let (err, retry) = match sent {
+            Err(_) => {
+                up.errors.timeout.increment(1);
+                ep.health.failure(passive, ep.addr);
+                (
+                    ProxyError::UpstreamTimeout,
+                    policy.timeout && replay.is_some(),
+                )
+            }
+            Ok(Err(f)) => {
+                ep.health.failure(passive, ep.addr);
+                let unsent = f.req.is_some();
+                req = f.req;
+                match f.kind {
+                    SendError::Connect => {
+                        up.errors.connect.increment(1);
+                        (ProxyError::UpstreamConnect, policy.connect_failure)
+                    }
+                    SendError::Tls => {
+                        up.errors.tls.increment(1);
+                        (ProxyError::UpstreamTls, policy.connect_failure)
+                    }
+                    SendError::Reset => {
+                        up.errors.reset.increment(1);
+                        // Unsent and bodiless: as good as a connect failure.
+                        let ok = (policy.reset && replay.is_some())
+                            || (policy.connect_failure && unsent);
+                        (ProxyError::UpstreamReset, ok)
                     }
                 }
-                Ok(Ok((resp, returner))) => {
-                    ep.health.success();
-                    let again = resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
-                        && policy.status_503
-                        && replay.is_some()
-                        && tries < policy.attempts
-                        && up.retry_budget.withdraw();
-                    if again {
-                        tries += 1;
-                        last = Some(ep);
-                        continue;
-                    }
-                    let (mut parts, body) = resp.into_parts();
-                    headers::remove_hop_by_hop(&mut parts.headers);
-                    return Ok(Response::from_parts(
-                        parts,
-                        DownBody::Upstream(body, Some(returner)),
-                    ));
+            }
+            Ok(Ok((resp, returner))) => {
+                ep.health.success();
+                let again = resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                    && policy.status_503
+                    && replay.is_some()
+                    && tries < policy.attempts
+                    && up.retry_budget.withdraw();
+                if again {
+                    tries += 1;
+                    last = Some(ep);
+                    continue;
                 }
-            };
+                let (mut parts, body) = resp.into_parts();
+                headers::remove_hop_by_hop(&mut parts.headers);
+                return Ok(Response::from_parts(
+                    parts,
+                    DownBody::Upstream(body, Some(returner)),
+                ));
+            }
+        };
         let can = retry
             && tries < policy.attempts
             && (req.is_some() || replay.is_some())
