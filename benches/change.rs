@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use change_support::*;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use sluice::change::gate::{Gate, Outcome, Source};
+use sluice::change::gate::{Candidate, Gate, Outcome, Source};
 use sluice::change::token::{Act, verify};
 use sluice::change::{ChangeInput, HighWater, TrustStore, Verdict, assess, classify, digest};
 use sluice::clock::Clock;
@@ -146,6 +146,7 @@ fn bench_gate(c: &mut Criterion) {
         access_log: None,
         ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
         client_errors: sluice::proxy::ClientErrors::new(&Registry::new()),
+        drain: Default::default(),
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(
@@ -176,7 +177,11 @@ fn bench_gate(c: &mut Criterion) {
         text.len() as f64 / (1 << 20) as f64
     );
     let t = std::time::Instant::now();
-    let first = gate.submit_with(text.as_bytes(), Source::Push, &tokens);
+    let submit = |gate: &mut Gate, text: String, tokens: &[String]| {
+        let candidate = Candidate::prepare(text.into_bytes(), gate.listeners());
+        gate.submit(candidate, Source::Push, tokens)
+    };
+    let first = submit(&mut gate, text, &tokens);
     assert!(matches!(first, Outcome::Activated { .. }), "{first:?}");
     println!(
         "first activation (nothing active before): {:.0} ms; {}",
@@ -189,7 +194,7 @@ fn bench_gate(c: &mut Criterion) {
         b.iter_batched(
             &next,
             |(text, tokens)| {
-                let o = gate.submit_with(text.as_bytes(), Source::Push, &tokens);
+                let o = submit(&mut gate, text, &tokens);
                 assert!(matches!(o, Outcome::Activated { .. }), "{o:?}");
             },
             BatchSize::PerIteration,

@@ -11,7 +11,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use sluice::config::traffic::{CheckContext, TrafficDoc};
 use sluice::proxy::flags::{self, RequestFacts};
-use sluice::snapshot::{BuildCtx, Snapshot};
+use sluice::snapshot::{Addresses, BuildCtx, Snapshot};
 use sluice::telemetry::Registry;
 
 fn bench(c: &mut Criterion) {
@@ -19,17 +19,21 @@ fn bench(c: &mut Criterion) {
         Ok(t) => t,
         Err(e) => panic!("run from the repository root: {e}"),
     };
-    let doc = match TrafficDoc::parse(&text, &CheckContext::default()) {
-        Ok(p) => p.doc,
+    let listeners = vec!["public".to_string()];
+    let check = CheckContext {
+        listeners: Some(listeners),
+    };
+    let parsed = match TrafficDoc::parse(&text, &check) {
+        Ok(p) => p,
         Err(e) => panic!("{e}"),
     };
     let registry = Registry::new();
-    let listeners = ["public".to_string()];
+    let addresses = Addresses::default();
     let ctx = BuildCtx {
-        listeners: &listeners,
         registry: &registry,
+        addresses: &addresses,
     };
-    let snap = match Snapshot::build(&doc, "sha256:bench", &ctx, None) {
+    let snap = match Snapshot::build(&parsed, "sha256:bench", &ctx, None) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     };

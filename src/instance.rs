@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,10 +18,11 @@ use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
-use crate::change::gate::{Gate, Outcome, Source};
+use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::inputs::{MAX_DOCUMENT_BYTES, read_regular};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::proxy::server::{self, wait_shutdown};
 use crate::proxy::{ListenerInfo, Shared};
@@ -43,16 +44,20 @@ pub struct Instance {
     pub listeners: Vec<SocketAddr>,
     /// Bound admin address.
     pub admin: SocketAddr,
+    /// Bound metrics listener address, when `metrics.bind` is set.
+    pub metrics: Option<SocketAddr>,
     /// The admin bearer token.
     pub admin_token: String,
     /// The data plane's shared state.
     pub shared: Arc<Shared>,
     /// The change gate.
-    pub gate: Arc<Mutex<Gate>>,
+    pub gate: GateHandle,
     /// Metrics.
     pub registry: Registry,
     /// The rollout runner.
     pub rollouts: Arc<Runner>,
+    /// The fleet, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -90,6 +95,9 @@ pub enum StartError {
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
+    /// This node cannot join its fleet (node-id collision, wrong prefix, TLS files).
+    #[error("cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
 }
 
 // === impl Instance ===
@@ -100,7 +108,15 @@ impl Instance {
     pub fn start(settings: Settings, opts: StartOptions) -> Result<Instance, StartError> {
         let settings = Arc::new(settings);
         let registry = Registry::new();
-        describe(&registry);
+        registry
+            .gauge(
+                telemetry::BUILD_INFO,
+                &[
+                    ("version", telemetry::VERSION),
+                    ("commit", telemetry::COMMIT),
+                ],
+            )
+            .set(1.0);
         let workers = match settings.runtime.workers {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -136,6 +152,7 @@ impl Instance {
                 .map_err(StartError::Runtime)?,
             ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
             client_errors: crate::proxy::ClientErrors::new(&registry),
+            drain: Default::default(),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
@@ -150,7 +167,7 @@ impl Instance {
             opts.clock.clone(),
         )
         .map_err(state_err)?;
-        let gate = Arc::new(Mutex::new(gate));
+        let gate = GateHandle::new(gate);
         let token = store::StateDir::open(&settings.paths.state_dir)
             .and_then(|s| s.admin_token(settings.admin.token_file.as_deref()))
             .map_err(state_err)?;
@@ -180,7 +197,33 @@ impl Instance {
             .set_nonblocking(true)
             .map_err(StartError::Runtime)?;
         let admin_addr = admin_sock.local_addr().map_err(StartError::Runtime)?;
+        let metrics_sock = match &settings.metrics {
+            None => None,
+            Some(m) => {
+                let sock =
+                    std::net::TcpListener::bind(m.bind).map_err(|source| StartError::Bind {
+                        addr: m.bind,
+                        source,
+                    })?;
+                sock.set_nonblocking(true).map_err(StartError::Runtime)?;
+                Some(sock)
+            }
+        };
+        let metrics_addr = metrics_sock
+            .as_ref()
+            .map(|s| s.local_addr())
+            .transpose()
+            .map_err(StartError::Runtime)?;
 
+        // In a fleet, the cluster joins (and adopts the fleet's document) before anything
+        // serves; the files on disk are then published to etcd rather than judged here.
+        let cluster = match &settings.cluster {
+            Some(_) => Some(
+                Cluster::start(settings.clone(), gate.clone(), &registry, admin_addr)
+                    .map_err(StartError::Cluster)?,
+            ),
+            None => None,
+        };
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
             gate.clone(),
@@ -188,6 +231,11 @@ impl Instance {
             registry.clone(),
             opts.clock.clone(),
         );
+        if let Some(c) = &cluster {
+            rollouts.set_fleet(c.clone());
+            c.attach_runner(rollouts.clone());
+            rollouts.follow_fleet();
+        }
 
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::new();
@@ -210,11 +258,11 @@ impl Instance {
         // Then pending changes are judged again with the approvals folder as it is now.
         let traffic = settings.paths.traffic.clone();
         let last_folder = Folder::read(&settings.paths.approvals).fingerprint;
-        let last_seen = submit_file(&gate, &traffic, Source::Start, None);
-        let _ = gate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .recheck(Source::Start);
+        let last_seen = match &cluster {
+            None => submit_file(&gate, &traffic, Source::Start, None),
+            Some(_) => None,
+        };
+        let _ = gate.lock().recheck(Source::Start);
         rollouts.sync_now();
         let ctx = Arc::new(AdminCtx {
             shared: shared.clone(),
@@ -223,17 +271,20 @@ impl Instance {
             token: token.clone(),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
             rollouts: rollouts.clone(),
+            cluster: cluster.clone(),
         });
         let control = Control {
             settings: settings.clone(),
             gate: gate.clone(),
             admin: ctx,
             admin_sock,
+            metrics_sock,
             shutdown: rx,
             last_seen,
             last_folder,
             cert_stores,
             rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
+            cluster: cluster.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -241,15 +292,17 @@ impl Instance {
                 .spawn(move || control.run())
                 .map_err(StartError::Runtime)?,
         );
-        tracing::info!(?listeners, admin = %admin_addr, workers, "sluice is serving.");
+        tracing::info!(?listeners, admin = %admin_addr, metrics = ?metrics_addr, workers, "sluice is serving.");
         Ok(Instance {
             listeners,
             admin: admin_addr,
+            metrics: metrics_addr,
             admin_token: token,
             shared,
             gate,
             registry,
             rollouts,
+            cluster,
             shutdown: tx,
             threads,
         })
@@ -260,7 +313,24 @@ impl Instance {
         self.stop();
     }
 
+    /// Starts draining (SIGTERM): `/readyz` answers 503 and connections are asked to
+    /// leave, while the listeners keep accepting. Returns false when already draining.
+    pub fn start_drain(&self) -> bool {
+        let started = self.shared.drain.start();
+        if started {
+            tracing::info!(
+                drain_delay = %self.shared.limits.drain_delay,
+                "Draining: /readyz answers 503; listeners keep accepting for drain_delay."
+            );
+        }
+        started
+    }
+
     fn stop(&mut self) {
+        // Leave the fleet first: the lease goes, and leadership passes on at once.
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
         let _ = self.shutdown.send(true);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -274,46 +344,9 @@ impl Drop for Instance {
     }
 }
 
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::REQUESTS_TOTAL,
-            "Requests answered, by route, upstream, rollout, variant and status class.",
-        ),
-        (
-            telemetry::REQUEST_DURATION,
-            "Time from request start to response headers.",
-        ),
-        (telemetry::UPSTREAM_ERRORS, "Upstream failures by kind."),
-        (
-            telemetry::CLIENT_ERRORS,
-            "Requests failed by the client (aborted, malformed body, body timeout), by kind.",
-        ),
-        (
-            telemetry::ACTIVE_CONNECTIONS,
-            "Open client connections per listener.",
-        ),
-        (telemetry::ROLLOUT_WEIGHT, "Canary weight in percent."),
-        (
-            telemetry::CONFIG_VERSION,
-            "Version of the active traffic document (0 when none).",
-        ),
-        (
-            telemetry::CONFIG_ACTIVATIONS,
-            "Documents activated, by class.",
-        ),
-        (
-            telemetry::CONFIG_REJECTIONS,
-            "Documents or tokens refused, by reason.",
-        ),
-    ] {
-        r.describe(name, help);
-    }
-}
-
 /// Reads `path` and submits it unless its digest is `last_seen`; returns the digest read.
 fn submit_file(
-    gate: &Mutex<Gate>,
+    gate: &GateHandle,
     path: &std::path::Path,
     source: Source,
     last_seen: Option<&str>,
@@ -339,10 +372,7 @@ fn submit_file(
     if last_seen == Some(d.as_str()) {
         return Some(d);
     }
-    let outcome = gate
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .submit(&bytes, source);
+    let outcome = gate.submit(bytes, source, &[]);
     match &outcome {
         Outcome::Activated { version, .. } => {
             tracing::info!(version, path = %path.display(), "Traffic document activated.")
@@ -357,15 +387,17 @@ fn submit_file(
 /// The control thread: admin API, the file watch and the rollout timer.
 struct Control {
     settings: Arc<Settings>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     admin: Arc<AdminCtx>,
     admin_sock: std::net::TcpListener,
+    metrics_sock: Option<std::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
     last_seen: Option<String>,
     last_folder: String,
     cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
     /// `None` when rollouts tick by hand.
     rollouts: Option<Arc<Runner>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Control {
@@ -386,11 +418,13 @@ impl Control {
                 gate,
                 admin,
                 admin_sock,
+                metrics_sock,
                 shutdown,
                 last_seen,
                 last_folder,
                 cert_stores,
                 rollouts,
+                cluster,
             } = self;
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
                 cert_stores,
@@ -400,10 +434,20 @@ impl Control {
                 admin.shared.clone(),
                 shutdown.clone(),
             ));
-            let admin_task = tokio::spawn(serve_admin(admin_sock, admin, shutdown.clone()));
+            let metrics_task = metrics_sock.map(|sock| {
+                let registry = admin.registry.clone();
+                tokio::spawn(serve_http1(sock, shutdown.clone(), move |req| {
+                    admin::handle_metrics_only(registry.clone(), req)
+                }))
+            });
+            let admin_ctx = admin.clone();
+            let admin_task = tokio::spawn(serve_http1(admin_sock, shutdown.clone(), move |req| {
+                admin::handle(admin_ctx.clone(), req)
+            }));
             let watch_task = tokio::spawn(watch_files(
                 settings,
                 gate,
+                cluster,
                 last_seen,
                 last_folder,
                 shutdown.clone(),
@@ -417,19 +461,28 @@ impl Control {
                 let _ = t.await;
             }
             let _ = admin_task.await;
+            if let Some(t) = metrics_task {
+                let _ = t.await;
+            }
         });
     }
 }
 
-async fn serve_admin(
+/// Serves the admin or metrics listener: HTTP/1 on the control thread, off the data plane.
+async fn serve_http1<F, Fut>(
     sock: std::net::TcpListener,
-    ctx: Arc<AdminCtx>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    handler: F,
+) where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<admin::Resp, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
     let listener = match tokio::net::TcpListener::from_std(sock) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %e, "Admin listener failed.");
+            tracing::error!(error = %e, "Admin or metrics listener failed.");
             return;
         }
     };
@@ -439,13 +492,12 @@ async fn serve_admin(
             _ = wait_shutdown(&mut shutdown) => return,
         };
         let Ok((stream, _)) = accepted else { continue };
-        let ctx = ctx.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| admin::handle(ctx.clone(), req));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(stream), service_fn(handler))
                 .await;
         });
     }
@@ -457,7 +509,8 @@ async fn serve_admin(
 /// pending changes and emergency reviews (tokens expire and come due with time alone).
 async fn watch_files(
     settings: Arc<Settings>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
+    cluster: Option<Arc<Cluster>>,
     mut last_seen: Option<String>,
     mut last_folder: String,
     mut shutdown: watch::Receiver<bool>,
@@ -484,14 +537,22 @@ async fn watch_files(
         }
         let (g, p, a) = (gate.clone(), traffic.clone(), approvals.clone());
         let (seen, folder_seen) = (last_seen.clone(), last_folder.clone());
+        let fleet = cluster.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let folder = Folder::read(&a).fingerprint;
             let seen = if folder == folder_seen { seen } else { None };
-            let d = submit_file(&g, &p, Source::File, seen.as_deref());
-            let _ = g
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .recheck(Source::File);
+            let d = match &fleet {
+                None => submit_file(&g, &p, Source::File, seen.as_deref()),
+                Some(c) => {
+                    // A fleet member publishes what changed; the watch brings it back.
+                    let d = std::fs::read(&p).ok().map(|b| store::digest(&b));
+                    if d != seen {
+                        c.files_changed();
+                    }
+                    d
+                }
+            };
+            let _ = g.lock().recheck(Source::File);
             (d, folder)
         })
         .await;

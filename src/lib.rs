@@ -8,6 +8,8 @@
 //!   approval policy, anti-rollback (pure; the change gate wires them).
 //! - [`rollout`]: per-variant lock-free windows, the canary verdict, and the rollout state
 //!   machine (pure; the proxy, admin API and tick loop drive it).
+//! - [`shutdown`]: drain before stop — readiness fails, listeners keep accepting for
+//!   `drain_delay`, connections are told to go elsewhere.
 //! - [`flags`]: flagd flag definitions compiled for in-process evaluation (JsonLogic and
 //!   flagd's custom operators), SDK-less flag headers, and the OFREP core. Pure.
 
@@ -16,10 +18,12 @@ pub mod bucket;
 pub mod change;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod flags;
 pub mod instance;
 pub mod proxy;
 pub mod rollout;
+pub mod shutdown;
 pub mod snapshot;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Client, Sluice, Upstream, get, traffic};
+use common::{Client, Sluice, Upstream, get, promtool_check, traffic};
 use http::Request;
 use http_body_util::Full;
 
@@ -184,5 +184,28 @@ async fn oversized_heads_are_refused_by_hyper() {
     match c.send(req).await {
         Ok(r) => assert_eq!(r.status, 431),
         Err(e) => panic!("expected a 431, got {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_help_and_type_and_pass_promtool() {
+    let (_v1, _v2, s) = start();
+    for path in ["/api/x", "/web", "/api/status?code=503"] {
+        let _ = get(s.proxy(), path, &[("x-user-id", "u1")]).await;
+    }
+    let text = get(s.admin(), "/metrics", &[]).await.text();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap_or("");
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no # HELP:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE sluice_requests_total counter"),
+        "{text}"
+    );
+    if let Some(checked) = promtool_check(&text) {
+        checked.unwrap_or_else(|e| panic!("promtool check metrics: {e}\n{text}"));
     }
 }

@@ -4,7 +4,7 @@
 //! 400 not a document or not a JWS, 403 an invalid token or a policy refusal, 409 at or
 //! below the high-water mark or equivocation. Errors are `{"error": code, "detail": ...}`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::{AdminCtx, Resp, error, json_resp};
-use crate::change::gate::{Gate, Outcome, Source};
+use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::reason::{Reason, Refusal};
 use crate::change::token::MAX_TOKEN_BYTES;
 use crate::config::traffic::ChangeClass;
@@ -63,10 +63,16 @@ pub async fn handle(
                     return Ok(refusal(Reason::InvalidDocument, detail));
                 }
             };
-            blocking(gate, move |g| {
-                outcome_response(&g.submit_with(&body, Source::Push, &tokens))
-            })
-            .await
+            if let Some(c) = &ctx.cluster {
+                return Ok(answer(c.push(body.to_vec(), tokens).await));
+            }
+            // Parsed and resolved before the gate's lock is taken.
+            let submit =
+                move || outcome_response(&gate.submit(body.to_vec(), Source::Push, &tokens));
+            match tokio::task::spawn_blocking(submit).await {
+                Ok(r) => r,
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            }
         }
         (Method::POST, "/api/v1/approvals") => {
             let body = match read_body(req, MAX_SMALL_BODY).await {
@@ -82,6 +88,9 @@ pub async fn handle(
                     ));
                 }
             };
+            if let Some(c) = &ctx.cluster {
+                return Ok(answer(c.approve(token).await));
+            }
             blocking(gate, move |g| outcome_response(&g.approve(&token))).await
         }
         (Method::POST, "/api/v1/revert") => {
@@ -115,6 +124,9 @@ pub async fn handle(
                     "the body must be JSON `{\"version\": N}` with N a non-negative integer",
                 ));
             };
+            if let Some(c) = &ctx.cluster {
+                return Ok(answer(c.revert(version, token).await));
+            }
             blocking(gate, move |g| outcome_response(&g.revert(version, &token))).await
         }
         _ => return Err(req),
@@ -123,11 +135,8 @@ pub async fn handle(
 }
 
 /// Runs `f` on the gate off the async runtime (the gate fsyncs).
-async fn blocking(
-    gate: Arc<Mutex<Gate>>,
-    f: impl FnOnce(&mut Gate) -> Resp + Send + 'static,
-) -> Resp {
-    let run = move || f(&mut super::lock(&gate));
+async fn blocking(gate: GateHandle, f: impl FnOnce(&mut Gate) -> Resp + Send + 'static) -> Resp {
+    let run = move || f(&mut gate.lock());
     match tokio::task::spawn_blocking(run).await {
         Ok(r) => r,
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -176,6 +185,21 @@ fn class_str(c: ChangeClass) -> &'static str {
     crate::change::classify::class_name(c)
 }
 
+/// A cluster-mode answer (SPEC §12) as a response: this node's judgement, a token refused
+/// before publication, or why the fleet could not take the request.
+fn answer(a: crate::cluster::requests::Answer) -> Resp {
+    use crate::cluster::requests::Answer;
+    match a {
+        Answer::Judged(o) => outcome_response(&o),
+        Answer::Refused(r) => refusal(r.reason, r.detail),
+        Answer::Fleet(f) => error(
+            StatusCode::from_u16(f.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            f.code,
+            f.detail,
+        ),
+    }
+}
+
 /// Maps a gate outcome to the admin API's status codes (SPEC §8).
 pub fn outcome_response(o: &Outcome) -> Resp {
     match o {
@@ -218,7 +242,7 @@ pub fn outcome_response(o: &Outcome) -> Resp {
         ),
         Outcome::Rejected(r) => error(
             StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            r.reason,
+            r.reason.as_str(),
             r.detail.clone(),
         ),
     }

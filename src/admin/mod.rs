@@ -8,7 +8,7 @@ pub use changes::{MAX_DOCUMENT_BYTES, outcome_response};
 pub mod ofrep;
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::change::gate::Gate;
+use crate::change::gate::GateHandle;
 use crate::proxy::Shared;
 use crate::rollout::Runner;
 use crate::telemetry::Registry;
@@ -26,7 +26,7 @@ pub struct AdminCtx {
     /// The data plane's shared state (readiness).
     pub shared: Arc<Shared>,
     /// The change gate.
-    pub gate: Arc<Mutex<Gate>>,
+    pub gate: GateHandle,
     /// Metrics.
     pub registry: Registry,
     /// The bearer token.
@@ -35,9 +35,12 @@ pub struct AdminCtx {
     pub allowed_hosts: Vec<String>,
     /// The rollout runner (status and actions).
     pub rollouts: Arc<Runner>,
+    /// The fleet, in cluster mode (SPEC §12).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
-pub(crate) type Resp = Response<Full<Bytes>>;
+/// An admin response.
+pub type Resp = Response<Full<Bytes>>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
@@ -67,10 +70,31 @@ pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Resp 
     json_resp(status, &json!({ "error": code, "detail": detail.into() }))
 }
 
-/// Locks the change gate. A poisoned lock is taken over rather than failing every later
-/// admin call: what was committed is in the audit log, and a restart re-derives from it.
-pub fn lock(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
-    gate.lock().unwrap_or_else(|p| p.into_inner())
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics(registry: &Registry) -> Resp {
+    let mut r = text(StatusCode::OK, registry.exposition());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// The metrics listener (`metrics.bind`): `/metrics` and `/healthz`, nothing else, so that
+/// a Prometheus outside the pod never needs the admin API's port.
+pub async fn handle_metrics_only(
+    registry: Registry,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(&registry),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (_, p) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("the metrics listener serves /metrics and /healthz only, not {p}"),
+        ),
+    })
 }
 
 /// Handles one admin request.
@@ -79,7 +103,9 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            if ctx.shared.snapshot.load().is_some() {
+            if ctx.shared.drain.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if ctx.shared.snapshot.load().is_some() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(
@@ -88,14 +114,7 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
                 )
             }
         }
-        (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, ctx.registry.render());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::GET, "/metrics") => metrics(&ctx.registry),
         (_, p) if p.starts_with("/ofrep/") => {
             // Unauthenticated (SPEC §8): flag values are what applications read anyway.
             let snap = ctx.shared.snapshot.load_full();
@@ -124,20 +143,37 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
 
 async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
     if req.method() == Method::GET && path == "/api/v1/status" {
-        let (gate, runner) = (ctx.gate.clone(), ctx.rollouts.clone());
+        let (gate, runner, cluster) = (ctx.gate.clone(), ctx.rollouts.clone(), ctx.cluster.clone());
         let status = move || {
             // The gate and the runner are locked one after the other, never nested.
             let mut v = {
-                let mut g = lock(&gate);
+                let mut g = gate.lock();
                 g.tick();
                 g.status_json()
             };
             v["rollouts"] = runner.status_json();
+            if let Some(c) = &cluster {
+                let f = c.status_json();
+                v["cluster"] = serde_json::json!({
+                    "node_id": f["node_id"], "connected": f["connected"], "leading": f["leading"],
+                    "leader": f["leader"], "role": f["role"], "last_error": f["last_error"],
+                });
+            }
             v
         };
         return match tokio::task::spawn_blocking(status).await {
             Ok(v) => json_resp(StatusCode::OK, &v),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        };
+    }
+    if req.method() == Method::GET && path == "/api/v1/cluster" {
+        return match &ctx.cluster {
+            Some(c) => json_resp(StatusCode::OK, &c.status_json()),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_clustered",
+                "this node runs alone: sluice.yaml has no `cluster` section",
+            ),
         };
     }
     if path.starts_with(rollouts::PREFIX) {

@@ -10,14 +10,21 @@
 //! failed append left behind before sluice truncated them): the fragment is cut when the
 //! line after it continues the chain, and the original file is kept beside the log. A broken
 //! link anywhere else is tampering, and sluice refuses to start on it.
+//!
+//! - [`event`]: the event kinds, the one builder of a line, and lines read back.
 
+pub mod event;
+
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+pub use event::{Event, EventKind, Record};
 
 /// 64 zeros: the `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -42,6 +49,18 @@ pub struct Head {
     pub seq: u64,
     /// sha256 hex of the last line (64 zeros when empty).
     pub hash: String,
+}
+
+/// What the log says about documents, replayed on restart (and by `sluice validate`).
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// The last record that installed a document (activated, reverted to, restored): the
+    /// one that serves after a restart.
+    pub installed: Option<Record>,
+    /// `change.activated` records by version (versions only increase, so one each).
+    pub activations: BTreeMap<u64, Record>,
+    /// Digests audited as `change.pending`.
+    pub pending: HashSet<String>,
 }
 
 /// Why a log failed verification.
@@ -74,13 +93,15 @@ fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-/// Checks the chain of a log; returns its head and its entries.
-pub fn verify(path: &Path, expected_head: Option<&str>) -> Result<(Head, Vec<Value>), VerifyError> {
+/// Checks the chain of a log; returns its head and its records.
+pub fn verify(
+    path: &Path,
+    expected_head: Option<&str>,
+) -> Result<(Head, Vec<Record>), VerifyError> {
     let f = File::open(path).map_err(|e| VerifyError::Io(format!("{}: {e}", path.display())))?;
     let mut r = BufReader::new(f);
-    let mut prev = GENESIS.to_string();
+    let mut chain = Chain::new();
     let mut entries = Vec::new();
-    let mut n = 0u64;
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -90,11 +111,55 @@ pub fn verify(path: &Path, expected_head: Option<&str>) -> Result<(Head, Vec<Val
         if read == 0 {
             break;
         }
-        n += 1;
-        let broken = |reason: String| VerifyError::Broken { line: n, reason };
         let Some(line) = buf.strip_suffix(b"\n") else {
-            return Err(broken("the last line is incomplete (no newline)".into()));
+            return Err(VerifyError::Broken {
+                line: chain.head().seq + 1,
+                reason: "the last line is incomplete (no newline)".into(),
+            });
         };
+        entries.push(Record::new(chain.push(line)?));
+    }
+    let head = chain.head();
+    check_head(&head, expected_head)?;
+    Ok((head, entries))
+}
+
+/// Checks that `head` is the expected one, when one is expected.
+pub fn check_head(head: &Head, expected: Option<&str>) -> Result<(), VerifyError> {
+    match expected {
+        Some(exp) if exp != head.hash => Err(VerifyError::HeadMismatch {
+            seq: head.seq,
+            hash: head.hash.clone(),
+            expected: exp.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A chain checked one line at a time: `seq` counts from 1 and each `prev` is the sha256 of
+/// the line before (64 zeros for the first). The local log and the fleet chain in etcd
+/// (SPEC §12) are both checked with it.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    n: u64,
+    prev: String,
+}
+
+// === impl Chain ===
+
+impl Chain {
+    /// An empty chain.
+    pub fn new() -> Chain {
+        Chain {
+            n: 0,
+            prev: GENESIS.to_string(),
+        }
+    }
+
+    /// Checks the next line (its exact bytes, without the newline); returns it parsed.
+    pub fn push(&mut self, line: &[u8]) -> Result<Value, VerifyError> {
+        let n = self.n + 1;
+        let broken = |reason: String| VerifyError::Broken { line: n, reason };
         let v: Value =
             serde_json::from_slice(line).map_err(|e| broken(format!("not JSON: {e}")))?;
         if v.get("seq").and_then(Value::as_u64) != Some(n) {
@@ -104,33 +169,55 @@ pub fn verify(path: &Path, expected_head: Option<&str>) -> Result<(Head, Vec<Val
             )));
         }
         let p = v.get("prev").and_then(Value::as_str).unwrap_or("");
-        if p != prev {
+        if p != self.prev {
             return Err(broken(format!(
-                "prev is {p}, but the previous line hashes to {prev}"
+                "prev is {p}, but the previous line hashes to {}",
+                self.prev
             )));
         }
-        prev = sha_hex(line);
-        entries.push(v);
+        self.prev = sha_hex(line);
+        self.n = n;
+        Ok(v)
     }
-    let head = Head { seq: n, hash: prev };
-    if let Some(exp) = expected_head
-        && exp != head.hash
-    {
-        return Err(VerifyError::HeadMismatch {
-            seq: head.seq,
-            hash: head.hash,
-            expected: exp.to_string(),
-        });
+
+    /// Where the chain ends so far.
+    pub fn head(&self) -> Head {
+        Head {
+            seq: self.n,
+            hash: self.prev.clone(),
+        }
     }
-    Ok((head, entries))
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::new()
+    }
+}
+
+/// The bytes of line `seq` (without newline) of a chain whose last line hashes to `prev`,
+/// and their sha256 hex: the event's fields plus `seq`, `ts` and `prev`.
+pub fn render_line(
+    seq: u64,
+    prev: &str,
+    now: SystemTime,
+    event: Event,
+) -> io::Result<(Vec<u8>, String)> {
+    let mut obj = event.into_fields();
+    obj.insert("seq".into(), json!(seq));
+    obj.insert("ts".into(), json!(crate::clock::rfc3339(now)));
+    obj.insert("prev".into(), json!(prev));
+    let line = serde_json::to_vec(&Value::Object(obj)).map_err(io::Error::other)?;
+    let hash = sha_hex(&line);
+    Ok((line, hash))
 }
 
 // === impl AuditLog ===
 
 impl AuditLog {
     /// Opens (creating) the log, truncating a torn last line, and verifies the chain.
-    /// Returns the log and its entries.
-    pub fn open(path: &Path) -> io::Result<(AuditLog, Vec<Value>)> {
+    /// Returns the log and its records.
+    pub fn open(path: &Path) -> io::Result<(AuditLog, Vec<Record>)> {
         // Before the file is opened: a repair replaces it.
         repair_torn_appends(path)?;
         let mut file = OpenOptions::new()
@@ -175,26 +262,6 @@ impl AuditLog {
         ))
     }
 
-    /// The log as a writer that ignores its content (tests: to build broken logs).
-    #[cfg(test)]
-    fn open_unrepaired(path: &Path) -> (AuditLog, ()) {
-        let file = OpenOptions::new().append(true).open(path).unwrap();
-        let text = std::fs::read_to_string(path).unwrap();
-        let last = text.lines().filter(|l| l.starts_with("{\"actor")).count() as u64;
-        let first = text.lines().next().unwrap();
-        (
-            AuditLog {
-                path: path.to_path_buf(),
-                len: file.metadata().unwrap().len(),
-                file,
-                seq: last.min(1),
-                head: sha_hex(first.as_bytes()),
-                torn: false,
-            },
-            (),
-        )
-    }
-
     /// The current head.
     pub fn head(&self) -> Head {
         Head {
@@ -208,20 +275,9 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one event with its fields; durable when this returns.
-    pub fn append(
-        &mut self,
-        now: SystemTime,
-        event: &str,
-        fields: Map<String, Value>,
-    ) -> io::Result<Head> {
-        let mut obj = fields;
-        obj.insert("seq".into(), json!(self.seq + 1));
-        obj.insert("ts".into(), json!(crate::clock::rfc3339(now)));
-        obj.insert("event".into(), json!(event));
-        obj.insert("prev".into(), json!(self.head));
-        let mut line = serde_json::to_vec(&Value::Object(obj)).map_err(io::Error::other)?;
-        let hash = sha_hex(&line);
+    /// Appends one event; durable when this returns.
+    pub fn append(&mut self, now: SystemTime, event: Event) -> io::Result<Head> {
+        let (mut line, hash) = render_line(self.seq + 1, &self.head, now, event)?;
         line.push(b'\n');
         if self.torn {
             self.cut_back()?;
@@ -268,10 +324,10 @@ impl AuditLog {
     }
 }
 
-/// Cuts the fragments that failed appends left *between* good lines (sluice before 0.1
-/// appended after them): a line that is not JSON but ends in a line that continues the chain
-/// loses its head. The file is rewritten only when something was cut, and the original is
-/// kept as `audit.jsonl.torn-<unix seconds>`.
+/// Cuts the fragments that failed appends left *between* good lines (earlier versions of
+/// sluice appended after them): a line that is not JSON but ends in a line that continues
+/// the chain loses its head. The file is rewritten only when something was cut, and the
+/// original is kept as `audit.jsonl.torn-<unix seconds>`.
 fn repair_torn_appends(path: &Path) -> io::Result<()> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -289,6 +345,8 @@ fn repair_torn_appends(path: &Path) -> io::Result<()> {
         n += 1;
         let keep = if continues(line, n, &prev) {
             line
+        } else if !line.starts_with(b"{") {
+            return Ok(());
         } else {
             // The first `{` after which the line continues the chain ends the fragment.
             let found = line
@@ -297,7 +355,7 @@ fn repair_torn_appends(path: &Path) -> io::Result<()> {
                 .skip(1)
                 .filter(|(_, b)| **b == b'{')
                 .map(|(j, _)| j)
-                .find(|&j| line.starts_with(b"{") && continues(&line[j..], n, &prev));
+                .find(|&j| continues(&line[j..], n, &prev));
             match found {
                 Some(j) => {
                     cut += j;
@@ -339,14 +397,46 @@ fn continues(line: &[u8], seq: u64, prev: &str) -> bool {
         && v.get("prev").and_then(Value::as_str) == Some(prev)
 }
 
+// === impl Replay ===
+
+impl Replay {
+    /// Replays `records` in order.
+    pub fn of(records: &[Record]) -> Replay {
+        let mut r = Replay::default();
+        for e in records {
+            let Some(kind) = e.kind else { continue };
+            if kind.installs_document() {
+                r.installed = Some(e.clone());
+            }
+            match kind {
+                EventKind::ChangePending => {
+                    r.pending.insert(e.digest().to_string());
+                }
+                EventKind::ChangeActivated => {
+                    if let Some(v) = e.version() {
+                        r.activations.insert(v, e.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// The highest version activated, with its digest.
+    pub fn highest(&self) -> Option<(u64, &str)> {
+        self.activations
+            .last_key_value()
+            .map(|(v, e)| (*v, e.digest()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fields(k: &str) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("actor".into(), json!(k));
-        m
+    fn fields(kind: EventKind, actor: &str) -> Event {
+        Event::new(kind, actor)
     }
 
     #[test]
@@ -355,17 +445,18 @@ mod tests {
         let p = d.path().join("audit.jsonl");
         let (mut log, entries) = AuditLog::open(&p).unwrap();
         assert!(entries.is_empty());
-        log.append(SystemTime::now(), "sluice.started", fields("a"))
+        log.append(SystemTime::now(), fields(EventKind::Started, "a"))
             .unwrap();
-        log.append(SystemTime::now(), "change.activated", fields("b"))
+        log.append(SystemTime::now(), fields(EventKind::ChangeActivated, "b"))
             .unwrap();
         let head = log
-            .append(SystemTime::now(), "change.rejected", fields("c"))
+            .append(SystemTime::now(), fields(EventKind::ChangeRejected, "c"))
             .unwrap();
         let (h, e) = verify(&p, Some(&head.hash)).unwrap();
         assert_eq!(h.seq, 3);
-        assert_eq!(e[1]["event"], "change.activated");
-        assert_eq!(e[0]["prev"], GENESIS);
+        assert_eq!(e[1].line["event"], "change.activated");
+        assert!(e[1].is(EventKind::ChangeActivated));
+        assert_eq!(e[0].line["prev"], GENESIS);
 
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replacen("\"actor\":\"b\"", "\"actor\":\"x\"", 1)).unwrap();
@@ -381,7 +472,7 @@ mod tests {
         let p = d.path().join("audit.jsonl");
         {
             let (mut log, _) = AuditLog::open(&p).unwrap();
-            log.append(SystemTime::now(), "sluice.started", fields("a"))
+            log.append(SystemTime::now(), fields(EventKind::Started, "a"))
                 .unwrap();
         }
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
@@ -390,7 +481,7 @@ mod tests {
         assert!(verify(&p, None).is_err());
         let (mut log, entries) = AuditLog::open(&p).unwrap();
         assert_eq!(entries.len(), 1);
-        log.append(SystemTime::now(), "sluice.started", fields("b"))
+        log.append(SystemTime::now(), fields(EventKind::Started, "b"))
             .unwrap();
         assert_eq!(verify(&p, None).unwrap().0.seq, 2);
     }
@@ -400,35 +491,41 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("audit.jsonl");
         let (mut log, _) = AuditLog::open(&p).unwrap();
-        log.append(SystemTime::now(), "sluice.started", fields("a"))
+        log.append(SystemTime::now(), fields(EventKind::Started, "a"))
             .unwrap();
+        drop(log);
         let good = std::fs::read(&p).unwrap();
-        // What a failed append left before: a fragment, then the next append after it.
+        // What a failed append left before the fix: a fragment, then the next append after
+        // it (line 2 of the chain).
+        let (line2, _) = render_line(
+            2,
+            &sha_hex(good.strip_suffix(b"\n").unwrap()),
+            SystemTime::now(),
+            fields(EventKind::ChangeActivated, "c"),
+        )
+        .unwrap();
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"actor\":\"b\",\"change\":{\"dig").unwrap();
+        f.write_all(&line2).unwrap();
+        f.write_all(b"\n").unwrap();
         drop(f);
-        drop(log);
-        let (mut log, _) = AuditLog::open_unrepaired(&p);
-        log.append(SystemTime::now(), "change.activated", fields("c"))
-            .unwrap();
-        drop(log);
         assert!(matches!(
             verify(&p, None),
             Err(VerifyError::Broken { line: 2, .. })
         ));
         let (mut log, entries) = AuditLog::open(&p).unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[1]["actor"], "c");
-        log.append(SystemTime::now(), "sluice.started", fields("d"))
+        assert_eq!(entries[1].line["actor"], "c");
+        log.append(SystemTime::now(), fields(EventKind::Started, "d"))
             .unwrap();
         assert_eq!(verify(&p, None).unwrap().0.seq, 3);
         assert!(std::fs::read(&p).unwrap().starts_with(&good));
-        let kept: Vec<_> = std::fs::read_dir(d.path())
+        let kept = std::fs::read_dir(d.path())
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
-            .collect();
-        assert_eq!(kept.len(), 1, "the original is kept beside the log");
+            .count();
+        assert_eq!(kept, 1, "the original is kept beside the log");
         // Anything else that breaks the chain is still refused.
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replacen("\"actor\":\"c\"", "\"actor\":\"x\"", 1)).unwrap();

@@ -9,21 +9,24 @@
 //! log's last activation names its digest, and the high-water mark, the open emergency
 //! reviews and the activation history are all re-derived from the log at start.
 //!
+//! - [`handle`]: the gate as the control plane shares it; reading and resolving a
+//!   candidate ([`Candidate::prepare`]) happen before its lock is taken.
 //! - [`approvals`]: tokens arriving later (API, folder), re-checks, emergency reviews.
 //! - [`revert`]: re-activating an earlier document; single-use tokens.
 //! - [`status`]: the status document.
 
 mod approvals;
+mod handle;
 mod revert;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::assess::{ChangeInput, Verdict, assess};
-use super::audit::{AuditLog, Head};
+use super::audit::{AuditLog, Event, EventKind, Head, Record, Replay};
 use super::classify::{Classification, class_name};
 use super::folder::Folder;
 use super::pending::{self, PendingChange, Shortfalls};
@@ -37,10 +40,11 @@ use crate::clock::{self, Clock};
 use crate::config::Settings;
 use crate::config::traffic::{ChangeClass, CheckContext, ParsedTraffic, TrafficDoc};
 use crate::proxy::Shared;
-use crate::snapshot::{BuildCtx, Snapshot};
+use crate::snapshot::{Addresses, BuildCtx, Snapshot};
 use crate::telemetry::{self, Registry};
 
 pub use approvals::REJUDGE_EVERY_SECS;
+pub use handle::GateHandle;
 
 /// Where a candidate (or a token) came from; recorded as the audit `actor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,8 @@ pub enum Source {
     Revert,
     /// sluice itself (dropping what can never activate).
     Sluice,
+    /// A candidate or token delivered by the fleet's etcd watch (SPEC §12).
+    Cluster,
 }
 
 /// What happened to a candidate, a token or a revert.
@@ -111,16 +117,18 @@ pub enum Outcome {
         detail: String,
     },
     /// Refused; the active document keeps serving.
-    Rejected(Rejection),
+    Rejected(Refusal),
 }
 
-/// A refusal with its reason code (SPEC §5) and a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// snake_case reason code (a [`Reason`], or `state_unwritable`).
-    pub reason: &'static str,
-    /// What exactly is wrong.
-    pub detail: String,
+/// A candidate document, parsed and its hostnames resolved before the gate's lock is
+/// taken ([`Candidate::prepare`]); the gate then judges it without doing I/O for it.
+#[derive(Debug)]
+pub struct Candidate {
+    bytes: Vec<u8>,
+    digest: String,
+    parsed: Result<ParsedTraffic, Refusal>,
+    /// `None` for a pending change judged again: the gate uses what it resolved at submission.
+    addresses: Option<Addresses>,
 }
 
 /// The active document.
@@ -138,6 +146,8 @@ pub struct Active {
     pub approvers: Vec<Value>,
     /// RFC 3339 activation time.
     pub activated_at: String,
+    /// Accepted departures from the flagd schema (SPEC §4), shown in status.
+    pub warnings: Vec<crate::config::ConfigError>,
 }
 
 /// A document activated at some point (from `change.activated` records): what a revert may
@@ -170,46 +180,58 @@ pub struct Gate {
     reviews: Vec<Review>,
     /// Replay keys of spent single-use tokens (`revert`, `promote`).
     used: BTreeSet<String>,
-    last_rejected: Option<(String, &'static str)>,
+    last_rejected: Option<(String, Reason)>,
     /// Approval files already reported as unusable (file name + content digest).
     reported_files: HashSet<String>,
     /// The folder fingerprint and time of the last full re-check.
     last_recheck: Option<(String, u64)>,
+    /// Whether the approvals folder feeds the gate. In cluster mode it does not: the folder's
+    /// tokens are published to etcd and reach every node through the watch.
+    folder_tokens: bool,
+    /// Hostnames of pending changes, resolved when they were submitted, by digest.
+    resolved: HashMap<String, Addresses>,
 }
 
 const USED_TOKENS: &str = "used_tokens.json";
-const STATE_UNWRITABLE: &str = "state_unwritable";
 
-// === impl Rejection ===
+// === impl Candidate ===
 
-impl Rejection {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Rejection {
-            reason: reason.as_str(),
-            detail: detail.into(),
+impl Candidate {
+    /// Parses `bytes` against the listener names of `sluice.yaml` and resolves the
+    /// hostnames of its upstreams. Blocking (DNS): call it before taking the gate's lock.
+    pub fn prepare(bytes: Vec<u8>, listeners: &[String]) -> Candidate {
+        let parsed = parse_doc(&bytes, listeners);
+        let addresses = Some(match &parsed {
+            Ok(p) => Addresses::resolve(&p.doc),
+            Err(_) => Addresses::default(),
+        });
+        Candidate {
+            digest: store::digest(&bytes),
+            bytes,
+            parsed,
+            addresses,
         }
     }
 
-    fn unwritable(e: std::io::Error) -> Self {
-        Rejection {
-            reason: STATE_UNWRITABLE,
-            detail: format!("the state directory could not be written: {e}"),
+    /// A pending change judged again under the lock: parsed (CPU only), not resolved.
+    fn pending(bytes: Vec<u8>, listeners: &[String]) -> Candidate {
+        Candidate {
+            digest: store::digest(&bytes),
+            parsed: parse_doc(&bytes, listeners),
+            bytes,
+            addresses: None,
         }
-    }
-
-    /// The admin API status for this refusal (SPEC §8); 500 when state could not be written.
-    pub fn http_status(&self) -> u16 {
-        Reason::from_code(self.reason).map_or(500, Reason::http_status)
     }
 }
 
-impl From<Refusal> for Rejection {
-    fn from(r: Refusal) -> Self {
-        Rejection {
-            reason: r.reason.as_str(),
-            detail: r.detail,
-        }
-    }
+/// Parses and checks a document against the listener names of `sluice.yaml`.
+fn parse_doc(bytes: &[u8], listeners: &[String]) -> Result<ParsedTraffic, Refusal> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Reason::InvalidDocument.because(format!("the document is not UTF-8: {e}")))?;
+    let ctx = CheckContext {
+        listeners: Some(listeners.to_vec()),
+    };
+    TrafficDoc::parse(text, &ctx).map_err(|errs| Reason::InvalidDocument.because(errs.to_string()))
 }
 
 /// The `change` object of an audit record (SPEC §11).
@@ -240,6 +262,7 @@ fn source_actor(s: Source) -> &'static str {
         Source::File => "file",
         Source::Push | Source::Approval | Source::Revert => "admin",
         Source::Sluice => "sluice",
+        Source::Cluster => "cluster",
     }
 }
 
@@ -257,46 +280,42 @@ impl Gate {
     ) -> std::io::Result<Gate> {
         let state = StateDir::open(&settings.paths.state_dir)?;
         let (audit, entries) = AuditLog::open(&state.audit_path())?;
+        // Every reason at zero from the start: an alert on `increase()` sees the first
+        // refusal too (a series born at 1 shows no increase).
+        for r in Reason::ALL {
+            let _ = registry.counter(telemetry::CONFIG_REJECTIONS, &[("reason", r.as_str())]);
+        }
         let listeners = settings.listeners.iter().map(|l| l.name.clone()).collect();
         let mut hw = state.high_water()?.unwrap_or(HighWater {
             version: 0,
             digest: String::new(),
         });
         // The log is the commit record: the high-water mark can lag it after a crash, never lead it.
-        let mut last: Option<&Value> = None;
-        let mut history = BTreeMap::new();
-        let mut audited_pending = HashSet::new();
-        for e in &entries {
-            let ev = e["event"].as_str().unwrap_or("");
-            if matches!(
-                ev,
-                "change.activated" | "change.reverted" | "change.restored"
-            ) {
-                last = Some(e);
-            }
-            let digest = e["change"]["digest"].as_str().unwrap_or("");
-            if ev == "change.pending" {
-                audited_pending.insert(digest.to_string());
-            }
-            if ev == "change.activated"
-                && let Some(v) = e["change"]["version"].as_u64()
-            {
-                history.insert(
-                    v,
-                    Activated {
-                        digest: digest.to_string(),
-                        change: e["change"].clone(),
-                    },
-                );
-                if v > hw.version {
-                    hw = HighWater {
-                        version: v,
-                        digest: digest.to_string(),
-                    };
-                }
-            }
+        let replay = Replay::of(&entries);
+        if let Some((v, digest)) = replay.highest()
+            && v > hw.version
+        {
+            hw = HighWater {
+                version: v,
+                digest: digest.to_string(),
+            };
         }
-        let restore = last.cloned();
+        let history = replay
+            .activations
+            .iter()
+            .map(|(v, e)| {
+                let a = Activated {
+                    digest: e.digest().to_string(),
+                    change: e.change().clone(),
+                };
+                (*v, a)
+            })
+            .collect();
+        let Replay {
+            installed: restore,
+            pending: audited_pending,
+            ..
+        } = replay;
         let mut open_reviews = reviews::open_from_audit(&entries);
         let mut pushed_reviews = reviews::load_tokens(&state);
         for r in &mut open_reviews {
@@ -322,6 +341,8 @@ impl Gate {
             last_rejected: None,
             reported_files: HashSet::new(),
             last_recheck: None,
+            folder_tokens: true,
+            resolved: HashMap::new(),
         };
         // A full disk must not keep the approved state from serving (SPEC §2): what cannot
         // be written at start is logged, and changes are refused (`state_unwritable`) until
@@ -330,24 +351,12 @@ impl Gate {
             tracing::error!(error = %e, "Could not persist the high-water mark at start.");
         }
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;
-        let mut f = Map::new();
-        f.insert("actor".into(), json!("sluice"));
-        f.insert("trust_digest".into(), json!(store::digest(&trust)));
-        f.insert("pid".into(), json!(std::process::id()));
-        if let Err(e) = gate.audit.append(gate.clock.now(), "sluice.started", f) {
+        if let Err(e) = gate.record(
+            Event::new(EventKind::Started, "sluice")
+                .with("trust_digest", store::digest(&trust))
+                .with("pid", std::process::id()),
+        ) {
             tracing::error!(error = %e, "Could not audit the start; serving what the log says is active.");
-        }
-        for (name, help) in [
-            (
-                telemetry::CONFIG_PENDING,
-                "Valid changes waiting for approvals.",
-            ),
-            (
-                telemetry::EMERGENCY_OVERDUE,
-                "Emergency changes whose review is overdue.",
-            ),
-        ] {
-            gate.registry.describe(name, help);
         }
         gate.registry.gauge(telemetry::CONFIG_VERSION, &[]).set(0.0);
         if let Some(e) = restore {
@@ -358,9 +367,9 @@ impl Gate {
         Ok(gate)
     }
 
-    fn restore(&mut self, entry: &Value) -> std::io::Result<()> {
-        let change = &entry["change"];
-        let digest = change["digest"].as_str().unwrap_or("").to_string();
+    fn restore(&mut self, entry: &Record) -> std::io::Result<()> {
+        let change = entry.change();
+        let digest = entry.digest().to_string();
         let bytes = match self.state.get_doc(&digest) {
             Ok(b) => b,
             Err(e) => {
@@ -371,25 +380,26 @@ impl Gate {
         let parsed = match self.parse(&bytes) {
             Ok(p) => p,
             Err(r) => {
-                tracing::error!(digest, reason = r.reason, detail = %r.detail, "The last activated document no longer validates; nothing is active.");
+                tracing::error!(digest, reason = %r.reason, detail = %r.detail, "The last activated document no longer validates; nothing is active.");
                 return Ok(());
             }
         };
         let class = serde_json::from_value(change["class"].clone()).unwrap_or(ChangeClass::Normal);
         let approvers = change["approvers"].as_array().cloned().unwrap_or_default();
-        let snap = match Snapshot::build(&parsed.doc, &digest, &self.build_ctx(), None) {
+        // At start the gate is not shared yet: resolving here holds no lock.
+        let addresses = Addresses::resolve(&parsed.doc);
+        let snap = match Snapshot::build(&parsed, &digest, &self.build_ctx(&addresses), None) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(digest, error = %e, "The last activated document cannot be compiled; nothing is active.");
                 return Ok(());
             }
         };
-        let activated_at = entry["ts"].as_str().unwrap_or("").to_string();
-        let mut f = Map::new();
-        f.insert("actor".into(), json!("sluice"));
-        f.insert("change".into(), change.clone());
+        let activated_at = entry.get("ts").as_str().unwrap_or("").to_string();
+        let change = change.clone();
         // Not a commit point (the activation is): a restore that cannot be audited still serves.
-        if let Err(e) = self.audit.append(self.clock.now(), "change.restored", f) {
+        if let Err(e) = self.record(Event::new(EventKind::ChangeRestored, "sluice").change(change))
+        {
             tracing::error!(digest, error = %e, "Could not audit the restore; serving the last activated document anyway.");
         }
         self.install(parsed, digest, class, approvers, activated_at, snap);
@@ -417,11 +427,8 @@ impl Gate {
                     }
                     Err(_) => json!({ "digest": digest, "version": p.version }),
                 };
-                let mut f = Map::new();
-                f.insert("actor".into(), json!("sluice"));
-                f.insert("change".into(), change);
                 // Audited when it is next judged, if not now.
-                match self.audit.append(self.clock.now(), "change.pending", f) {
+                match self.record(Event::new(EventKind::ChangePending, "sluice").change(change)) {
                     Ok(_) => p.audited = true,
                     Err(e) => {
                         tracing::error!(digest, error = %e, "Could not audit a restored pending change.")
@@ -434,25 +441,20 @@ impl Gate {
         Ok(())
     }
 
-    fn build_ctx(&self) -> BuildCtx<'_> {
+    fn build_ctx<'a>(&'a self, addresses: &'a Addresses) -> BuildCtx<'a> {
         BuildCtx {
-            listeners: &self.listeners,
             registry: &self.registry,
+            addresses,
         }
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<ParsedTraffic, Rejection> {
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            Rejection::new(
-                Reason::InvalidDocument,
-                format!("the document is not UTF-8: {e}"),
-            )
-        })?;
-        let ctx = CheckContext {
-            listeners: Some(self.listeners.clone()),
-        };
-        TrafficDoc::parse(text, &ctx)
-            .map_err(|errs| Rejection::new(Reason::InvalidDocument, errs.to_string()))
+    fn parse(&self, bytes: &[u8]) -> Result<ParsedTraffic, Refusal> {
+        parse_doc(bytes, &self.listeners)
+    }
+
+    /// The listener names of `sluice.yaml`, which a candidate is checked against.
+    pub fn listeners(&self) -> &[String] {
+        &self.listeners
     }
 
     /// The compiled trust section (keys, roles, policy).
@@ -465,14 +467,10 @@ impl Gate {
         &self.state
     }
 
-    /// Appends an event that is not a change (rollout transitions, admin actions) to the
-    /// audit log; durable when this returns.
-    pub fn audit_event(
-        &mut self,
-        event: &str,
-        fields: Map<String, Value>,
-    ) -> std::io::Result<Head> {
-        self.audit.append(self.clock.now(), event, fields)
+    /// Appends an event to the audit log (the gate's own, and rollout transitions and
+    /// admin actions); durable when this returns.
+    pub fn record(&mut self, event: Event) -> std::io::Result<Head> {
+        self.audit.append(self.clock.now(), event)
     }
 
     /// The active document, if any.
@@ -500,51 +498,82 @@ impl Gate {
         &self.clock
     }
 
-    /// Submits a candidate document with no tokens of its own (the approvals folder is
-    /// still read).
-    pub fn submit(&mut self, bytes: &[u8], source: Source) -> Outcome {
-        self.submit_with(bytes, source, &[])
+    /// Turns reading the approvals folder on or off (off in cluster mode, where the folder's
+    /// tokens arrive through etcd like every other token).
+    pub fn set_folder_tokens(&mut self, on: bool) {
+        self.folder_tokens = on;
     }
 
-    /// Submits a candidate document with tokens pushed alongside it (`Sluice-Approval`
-    /// headers); tokens in the approvals folder that name it are added.
-    pub fn submit_with(&mut self, bytes: &[u8], source: Source, pushed: &[String]) -> Outcome {
-        let folder = Folder::read(&self.settings.paths.approvals);
-        self.consider(bytes, source, pushed, &folder)
+    /// The approvals folder as it is now (empty when folder tokens are off).
+    fn folder(&self) -> Folder {
+        if self.folder_tokens {
+            Folder::read(&self.settings.paths.approvals)
+        } else {
+            Folder::default()
+        }
+    }
+
+    /// Submits a prepared candidate with tokens pushed alongside it (`Sluice-Approval`
+    /// headers; none for the file); tokens in the approvals folder that name it are added.
+    pub fn submit(&mut self, candidate: Candidate, source: Source, pushed: &[String]) -> Outcome {
+        let folder = self.folder();
+        self.consider(candidate, source, pushed, &folder)
+    }
+
+    /// Judges a pending change again (a token arrived, or time passed).
+    fn reconsider(
+        &mut self,
+        text: &str,
+        source: Source,
+        pushed: &[String],
+        folder: &Folder,
+    ) -> Outcome {
+        let candidate = Candidate::pending(text.as_bytes().to_vec(), &self.listeners);
+        self.consider(candidate, source, pushed, folder)
     }
 
     /// The gate proper: every candidate, new or pending, is judged and acted on here.
     fn consider(
         &mut self,
-        bytes: &[u8],
+        candidate: Candidate,
         source: Source,
         pushed: &[String],
         folder: &Folder,
     ) -> Outcome {
-        let digest = store::digest(bytes);
+        let digest = candidate.digest.clone();
         if self.active.as_ref().is_some_and(|a| a.digest == digest) {
             return Outcome::NoOp {
                 detail: "this document is already active".into(),
             };
         }
-        match self.judge(bytes, &digest, source, pushed, folder) {
+        let outcome = match self.judge(candidate, source, pushed, folder) {
             Ok(o) => o,
             Err(r) => {
                 self.reject(&digest, source, &r);
                 Outcome::Rejected(r)
             }
+        };
+        if !self.pending.contains_key(&digest) {
+            self.resolved.remove(&digest);
         }
+        outcome
     }
 
     fn judge(
         &mut self,
-        bytes: &[u8],
-        digest: &str,
+        candidate: Candidate,
         source: Source,
         pushed: &[String],
         folder: &Folder,
-    ) -> Result<Outcome, Rejection> {
-        let parsed = self.parse(bytes).inspect_err(|_| self.forget(digest))?;
+    ) -> Result<Outcome, Refusal> {
+        let Candidate {
+            bytes,
+            digest,
+            parsed,
+            addresses,
+        } = candidate;
+        let (bytes, digest) = (&bytes[..], &digest[..]);
+        let parsed = parsed.inspect_err(|_| self.forget(digest))?;
         let now = self.clock.unix_secs();
         // Pushed tokens first, so their positions tell which refusals the caller sent.
         let mut tokens: Vec<String> = Vec::new();
@@ -575,7 +604,7 @@ impl Gate {
         // the answer, rather than a change kept waiting on a token that will never help or
         // a policy refusal that hides the cause.
         if let Some(bad) = a.rejected.iter().find(|t| t.index < n_pushed) {
-            return Err(bad.refusal.clone().into());
+            return Err(bad.refusal.clone());
         }
         let decision = match a.verdict {
             Verdict::NoOp => {
@@ -590,7 +619,7 @@ impl Gate {
             }
             Verdict::Refused(r) => {
                 self.forget(digest);
-                return Err(r.into());
+                return Err(r);
             }
             Verdict::Pending(d) | Verdict::Activate(d) => d,
         };
@@ -598,7 +627,7 @@ impl Gate {
             .filter(|i| !a.rejected.iter().any(|r| r.index == *i))
             .count();
         if let Some(r) = not_counting(&a.accepted[..accepted_pushed], &decision) {
-            return Err(r.into());
+            return Err(r);
         }
         let classification = a.classification.unwrap_or_else(|| Classification {
             class: decision.class,
@@ -609,8 +638,22 @@ impl Gate {
             not_standard: Vec::new(),
         });
         if decision.satisfied() {
-            self.commit(parsed, digest, bytes, source, decision, classification)
+            let addresses = addresses
+                .or_else(|| self.resolved.get(digest).cloned())
+                .unwrap_or_default();
+            self.commit(
+                parsed,
+                digest,
+                bytes,
+                source,
+                decision,
+                classification,
+                &addresses,
+            )
         } else {
+            if let Some(a) = addresses {
+                self.resolved.insert(digest.to_string(), a);
+            }
             self.keep_pending(
                 parsed,
                 digest,
@@ -634,7 +677,7 @@ impl Gate {
         pushed: &[String],
         d: Decision,
         classification: &Classification,
-    ) -> Result<Outcome, Rejection> {
+    ) -> Result<Outcome, Refusal> {
         let missing = d.detail();
         let approvers: Vec<Value> = d
             .approvers
@@ -673,19 +716,16 @@ impl Gate {
                 if is_new {
                     self.pending.remove(digest);
                 }
-                return Err(Rejection::unwritable(e));
+                return Err(Refusal::unwritable(e));
             }
         }
         let entry_audited = self.pending.get(digest).is_some_and(|p| p.audited);
         if !entry_audited {
             let change = change_json(&parsed.doc, digest, d.class, &d.author_kid, &approvers);
-            let mut f = Map::new();
-            f.insert("actor".into(), json!(source_actor(source)));
-            f.insert("change".into(), change);
-            f.insert("missing".into(), json!(missing));
-            self.audit
-                .append(self.clock.now(), "change.pending", f)
-                .map_err(Rejection::unwritable)?;
+            let event = Event::new(EventKind::ChangePending, source_actor(source))
+                .change(change)
+                .with("missing", &missing);
+            self.record(event).map_err(Refusal::unwritable)?;
             if let Some(p) = self.pending.get_mut(digest) {
                 p.audited = true;
             }
@@ -709,6 +749,7 @@ impl Gate {
     }
 
     /// Activates a judged document: build, persist, audit (the commit point), swap.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         parsed: ParsedTraffic,
@@ -717,18 +758,19 @@ impl Gate {
         source: Source,
         d: Decision,
         classification: Classification,
-    ) -> Result<Outcome, Rejection> {
+        addresses: &Addresses,
+    ) -> Result<Outcome, Refusal> {
         let v = parsed.doc.version;
         let class = d.class;
         let prev = self.shared.snapshot.load_full();
-        let snap = Snapshot::build(&parsed.doc, digest, &self.build_ctx(), prev.as_deref())
+        let snap = Snapshot::build(&parsed, digest, &self.build_ctx(addresses), prev.as_deref())
             .map_err(|e| {
                 self.forget(digest);
-                Rejection::new(Reason::InvalidDocument, e)
+                Reason::InvalidDocument.because(e)
             })?;
         self.state
             .put_doc(digest, bytes)
-            .map_err(Rejection::unwritable)?;
+            .map_err(Refusal::unwritable)?;
         let approvers: Vec<Value> = d
             .approvers
             .iter()
@@ -739,17 +781,14 @@ impl Gate {
         let review_due = (class == ChangeClass::Emergency && rules.review_required())
             .then(|| rules.review_due(clock::unix_secs(now)));
         let change = change_json(&parsed.doc, digest, class, &d.author_kid, &approvers);
-        let mut f = Map::new();
-        f.insert("actor".into(), json!(source_actor(source)));
-        f.insert("change".into(), change.clone());
+        let mut event =
+            Event::new(EventKind::ChangeActivated, source_actor(source)).change(change.clone());
         let due_text = review_due
             .map(|due| clock::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(due)));
         if let Some(t) = &due_text {
-            f.insert("review_due".into(), json!(t));
+            event = event.with("review_due", t);
         }
-        self.audit
-            .append(now, "change.activated", f)
-            .map_err(Rejection::unwritable)?;
+        self.audit.append(now, event).map_err(Refusal::unwritable)?;
         // Committed. What follows is derived from the log if a crash interrupts it.
         let prev_digest = self.active.as_ref().map(|a| a.digest.clone());
         self.hw = HighWater {
@@ -845,6 +884,15 @@ impl Gate {
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
         self.shared.snapshot.store(Some(Arc::new(snap)));
+        for w in &parsed.warnings {
+            tracing::warn!(
+                version = parsed.doc.version,
+                path = %w.path,
+                line = w.line,
+                detail = %w.message,
+                "Flag definition does not conform to the flagd schema; loaded as flagd loads it."
+            );
+        }
         self.active = Some(Active {
             doc: parsed.doc,
             json: parsed.json,
@@ -852,6 +900,7 @@ impl Gate {
             class,
             approvers,
             activated_at,
+            warnings: parsed.warnings,
         });
     }
 
@@ -867,9 +916,7 @@ impl Gate {
 
     /// Drops a pending change the high-water mark has passed; audited as a refusal.
     fn drop_stale(&mut self, p: &PendingChange) {
-        let r = Rejection::new(
-            Reason::VersionNotIncreasing,
-            format!(
+        let r = Reason::VersionNotIncreasing.because(format!(
                 "pending version {} is at or below the high-water mark {}; it can never activate and is dropped",
                 p.version, self.hw.version
             ),
@@ -896,16 +943,19 @@ impl Gate {
     }
 
     /// Reports a refusal: log, metric, and (once per digest and reason) the audit log.
-    fn reject(&mut self, digest: &str, source: Source, r: &Rejection) {
+    fn reject(&mut self, digest: &str, source: Source, r: &Refusal) {
         tracing::warn!(
-            reason = r.reason,
+            reason = r.reason.as_str(),
             digest,
             source = source_actor(source),
             detail = %r.detail,
             "Change refused; the active configuration keeps serving."
         );
         self.registry
-            .counter(telemetry::CONFIG_REJECTIONS, &[("reason", r.reason)])
+            .counter(
+                telemetry::CONFIG_REJECTIONS,
+                &[("reason", r.reason.as_str())],
+            )
             .increment(1);
         // The watcher may see the same bad file many times: audit each refusal once.
         let key = (digest.to_string(), r.reason);
@@ -913,12 +963,10 @@ impl Gate {
             return;
         }
         self.last_rejected = Some(key);
-        let mut f = Map::new();
-        f.insert("actor".into(), json!(source_actor(source)));
-        f.insert("reason".into(), json!(r.reason));
-        f.insert("detail".into(), json!(r.detail));
-        f.insert("change".into(), json!({ "digest": digest }));
-        if let Err(e) = self.audit.append(self.clock.now(), "change.rejected", f) {
+        let event = Event::new(EventKind::ChangeRejected, source_actor(source))
+            .refusal(r.reason.as_str(), &r.detail)
+            .change(json!({ "digest": digest }));
+        if let Err(e) = self.record(event) {
             tracing::error!(error = %e, "Could not append to the audit log.");
         }
     }

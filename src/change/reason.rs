@@ -65,6 +65,8 @@ pub enum Reason {
     NotActivated,
     /// An approval names no pending or active change.
     UnknownChange,
+    /// sluice could not write its state directory (or audit log); nothing changed.
+    StateUnwritable,
 }
 
 /// A refusal: the reason code and a sentence a person can act on.
@@ -82,7 +84,7 @@ pub struct Refusal {
 
 impl Reason {
     /// Every reason, for metric pre-registration and tests.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::BadSignature,
         Reason::UnknownKey,
         Reason::IssuerMismatch,
@@ -111,6 +113,7 @@ impl Reason {
         Reason::TokenReused,
         Reason::NotActivated,
         Reason::UnknownChange,
+        Reason::StateUnwritable,
     ];
 
     /// The snake_case code.
@@ -144,14 +147,17 @@ impl Reason {
             Reason::TokenReused => "token_reused",
             Reason::NotActivated => "not_activated",
             Reason::UnknownChange => "unknown_change",
+            Reason::StateUnwritable => "state_unwritable",
         }
     }
 
     /// The admin API status for this refusal (SPEC §8): 400 when the input is not a document
     /// or not a JWS, 409 for anti-rollback conflicts, else 403 — a well-formed token that
-    /// names nothing it may act on (`not_activated`, `unknown_change`) is an invalid token.
+    /// names nothing it may act on (`not_activated`, `unknown_change`) is an invalid token;
+    /// 500 when sluice could not write its state.
     pub const fn http_status(self) -> u16 {
         match self {
+            Reason::StateUnwritable => 500,
             Reason::MalformedToken | Reason::TokenTooLarge | Reason::InvalidDocument => 400,
             Reason::VersionNotIncreasing | Reason::Equivocation => 409,
             _ => 403,
@@ -169,6 +175,20 @@ impl Reason {
             reason: self,
             detail: detail.into(),
         }
+    }
+}
+
+// === impl Refusal ===
+
+impl Refusal {
+    /// The state directory or audit log could not be written: nothing was changed.
+    pub fn unwritable(e: std::io::Error) -> Refusal {
+        Reason::StateUnwritable.because(format!("the state directory could not be written: {e}"))
+    }
+
+    /// The admin API status for this refusal (SPEC §8).
+    pub fn http_status(&self) -> u16 {
+        self.reason.http_status()
     }
 }
 

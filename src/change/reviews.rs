@@ -11,6 +11,7 @@ use std::io;
 
 use serde_json::Value;
 
+use super::audit::{EventKind, Record};
 use super::classify::Classification;
 use super::policy::Approver;
 use super::store::StateDir;
@@ -54,14 +55,14 @@ impl Review {
 }
 
 /// The open reviews recorded in the audit log's `entries`, oldest first.
-pub fn open_from_audit(entries: &[Value]) -> Vec<Review> {
+pub fn open_from_audit(entries: &[Record]) -> Vec<Review> {
     let mut open: Vec<Review> = Vec::new();
     let mut current: Option<String> = None;
-    for e in entries {
-        let event = e["event"].as_str().unwrap_or("");
-        let digest = e["change"]["digest"].as_str().unwrap_or("").to_string();
-        match event {
-            "change.activated" => {
+    for r in entries {
+        let Some(kind) = r.kind else { continue };
+        let (e, digest) = (&r.line, r.digest().to_string());
+        match kind {
+            EventKind::ChangeActivated => {
                 if let Some(due_text) = e["review_due"].as_str()
                     && let Some(due) = parse_rfc3339(due_text)
                 {
@@ -88,9 +89,9 @@ pub fn open_from_audit(entries: &[Value]) -> Vec<Review> {
                 }
                 current = Some(digest);
             }
-            "change.reverted" | "change.restored" => current = Some(digest),
-            "emergency.reviewed" => open.retain(|r| r.digest != digest),
-            "review.overdue" => {
+            EventKind::ChangeReverted | EventKind::ChangeRestored => current = Some(digest),
+            EventKind::EmergencyReviewed => open.retain(|r| r.digest != digest),
+            EventKind::ReviewOverdue => {
                 if let Some(r) = open.iter_mut().find(|r| r.digest == digest) {
                     r.overdue_audited = true;
                 }
@@ -160,6 +161,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::audit::Event;
     use serde_json::json;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -175,19 +177,21 @@ mod tests {
 
     #[test]
     fn open_reviews_follow_the_log() {
+        let line = |e: Event| Record::new(serde_json::Value::Object(e.into_fields()));
         let act = |d: &str, due: Option<&str>| {
-            let mut e = json!({"event": "change.activated", "change": {"digest": d, "version": 1, "author": "alice", "approvers": [{"principal": "ivan"}]}});
-            if let Some(due) = due {
-                e["review_due"] = json!(due);
-            }
-            e
+            let e = Event::new(EventKind::ChangeActivated, "admin").change(json!({"digest": d, "version": 1, "author": "alice", "approvers": [{"principal": "ivan"}]}));
+            line(match due {
+                Some(due) => e.with("review_due", due),
+                None => e,
+            })
         };
+        let about = |kind, d: &str| line(Event::new(kind, "sluice").change(json!({ "digest": d })));
         let entries = vec![
             act("sha256:a", None),
             act("sha256:e1", Some("2026-01-02T00:00:00.000Z")),
             act("sha256:e2", Some("2026-01-03T00:00:00.000Z")),
-            json!({"event": "review.overdue", "change": {"digest": "sha256:e2"}}),
-            json!({"event": "emergency.reviewed", "change": {"digest": "sha256:e1"}}),
+            about(EventKind::ReviewOverdue, "sha256:e2"),
+            about(EventKind::EmergencyReviewed, "sha256:e1"),
         ];
         let open = open_from_audit(&entries);
         assert_eq!(open.len(), 1);

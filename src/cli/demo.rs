@@ -29,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::{EXIT_OK, EXIT_REFUSED};
+use crate::change::audit::{EventKind, Record};
 use crate::config::Settings;
 use crate::instance::{Instance, StartOptions};
 
@@ -95,13 +96,7 @@ pub async fn spawn_upstream(
 
 /// Runs the demo.
 pub fn demo(a: DemoArgs) -> i32 {
-    // Warnings only unless RUST_LOG says otherwise; rollout transitions are in the table.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sluice::rollout=error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Logging is set up by `cli::main` (warnings only by default: the table tells the story).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -367,10 +362,14 @@ fn print_audit(path: &Path) {
         let Ok(v) = serde_json::from_str::<Value>(l) else {
             continue;
         };
-        let event = v["event"].as_str().unwrap_or("");
-        if !event.starts_with("rollout.") && event != "change.activated" {
+        let record = Record::new(v);
+        let Some(event) = record
+            .kind
+            .filter(|k| k.is_rollout() || *k == EventKind::ChangeActivated)
+        else {
             continue;
-        }
+        };
+        let v = &record.line;
         let mut s = format!("  #{} {} {event}", v["seq"], v["ts"].as_str().unwrap_or(""));
         if let Some(w) = v["weight"].as_f64() {
             s.push_str(&format!(" weight {w}%"));

@@ -93,10 +93,12 @@ fn strict_set(text: &str) -> Result<FlagSet, String> {
     let opts = Options {
         fractional: doc.fractional,
     };
-    FlagSet::compile(&doc.flags, &doc.evaluators, opts).map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-        lines.join("\n")
-    })
+    FlagSet::compile_with_metadata(&doc.flags, &doc.evaluators, &doc.metadata, opts).map_err(
+        |errs| {
+            let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+            lines.join("\n")
+        },
+    )
 }
 
 /// The flags of any YAML document with a `flags` mapping, defective ones included.
@@ -116,9 +118,11 @@ fn lenient_set(text: &str) -> Result<FlagSet, String> {
             serde_json::from_value(v.clone()).map_err(|e| format!("fractional: {e} (v2 or v3)"))?
         }
     };
-    Ok(FlagSet::compile_lenient(
-        section("flags")?,
-        section("$evaluators")?,
+    section("flags")?;
+    section("$evaluators")?;
+    section("metadata")?;
+    Ok(FlagSet::compile_document_lenient(
+        &parsed.value,
         Options { fractional },
     ))
 }

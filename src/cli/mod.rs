@@ -5,6 +5,7 @@ pub mod audit;
 pub mod client;
 pub mod demo;
 pub mod eval;
+pub mod fleet;
 pub mod keygen;
 pub mod revert;
 pub mod rollout;
@@ -39,6 +40,38 @@ pub struct Cli {
         global = true
     )]
     pub config: PathBuf,
+    /// Log format: `text` or `json` (default: `SLUICE_LOG_FORMAT`, else text).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    /// Log level or filter, e.g. `info`, `debug,hyper=warn` (default: `SLUICE_LOG`,
+    /// else `RUST_LOG`, else info).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+/// Logging as `--log-format`/`--log-level` or their environment variables say; an error
+/// names the setting.
+fn init_logging(cli: &Cli, default_filter: &str) -> Result<(), String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (format, from) = match &cli.log_format {
+        Some(f) => (Some(f.clone()), "--log-format"),
+        None => (env("SLUICE_LOG_FORMAT"), "SLUICE_LOG_FORMAT"),
+    };
+    let format = match format {
+        None => crate::telemetry::LogFormat::Text,
+        Some(f) => f.parse().map_err(|e| format!("{from}: {e}"))?,
+    };
+    let (filter, from) = match &cli.log_level {
+        Some(l) => (l.clone(), "--log-level"),
+        None => match env("SLUICE_LOG") {
+            Some(l) => (l, "SLUICE_LOG"),
+            None => match env("RUST_LOG") {
+                Some(l) => (l, "RUST_LOG"),
+                None => (default_filter.to_string(), "the default"),
+            },
+        },
+    };
+    crate::telemetry::init_logging(format, &filter).map_err(|e| format!("{from}: {e}"))
 }
 
 /// Subcommands.
@@ -82,6 +115,19 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // Serving logs; the demo shows its own table (warnings only unless asked otherwise);
+    // the other commands print their results and log nothing.
+    let default_filter = match cli.command {
+        None | Some(Command::Run) => Some("info"),
+        Some(Command::Demo(_)) => Some("warn,sluice::rollout=error"),
+        _ => None,
+    };
+    if let Some(f) = default_filter
+        && let Err(e) = init_logging(&cli, f)
+    {
+        eprintln!("sluice: {e}");
+        return EXIT_INVALID;
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run::run(&cli.config),
         Command::Demo(a) => demo::demo(a),

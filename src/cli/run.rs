@@ -1,4 +1,4 @@
-//! `sluice run`: serve until SIGTERM or SIGINT, then drain.
+//! `sluice run`: serve until SIGTERM or SIGINT, drain, then stop.
 
 use std::path::Path;
 
@@ -8,7 +8,6 @@ use crate::instance::{Instance, StartOptions};
 
 /// Serves with the settings at `config`.
 pub fn run(config: &Path) -> i32 {
-    crate::telemetry::init_tracing(std::env::var_os("SLUICE_LOG_JSON").is_some());
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -23,37 +22,71 @@ pub fn run(config: &Path) -> i32 {
             return EXIT_REFUSED;
         }
     };
-    wait_for_signal();
-    tracing::info!("Shutting down: draining connections.");
-    instance.shutdown();
-    EXIT_OK
-}
-
-/// Blocks until SIGTERM or SIGINT.
-pub fn wait_for_signal() {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
-        return;
+        eprintln!("sluice: cannot start the signal runtime");
+        return EXIT_REFUSED;
     };
+    let delay = instance.shared.limits.drain_delay.0;
     rt.block_on(async {
+        let mut signals = Signals::new();
+        signals.next().await;
+        instance.start_drain();
+        // A second signal cuts the delay short (an operator who means "now").
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = signals.next() => {
+                tracing::info!("Second signal: skipping the rest of drain_delay.");
+            }
+        }
+    });
+    tracing::info!(
+        drain_timeout = %instance.shared.limits.drain_timeout,
+        "Listeners stopped; finishing in-flight requests."
+    );
+    instance.shutdown();
+    tracing::info!("Stopped.");
+    EXIT_OK
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    #[cfg(unix)]
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+// === impl Signals ===
+
+impl Signals {
+    fn new() -> Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
+            let unix = match (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
-            ) else {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+            ) {
+                (Ok(t), Ok(i)) => Some((t, i)),
+                _ => None,
             };
+            Signals { unix }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.unix {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            return;
         }
-        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-    });
+    }
 }

@@ -10,10 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::Value;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, EXIT_REFUSED};
 use crate::change::assess::{ChangeInput, Verdict, assess};
+use crate::change::audit::{Record, Replay};
 use crate::change::classify::class_name;
 use crate::change::folder::Folder;
 use crate::change::inputs::{MAX_DOCUMENT_BYTES, read_regular};
@@ -37,7 +37,7 @@ pub struct ValidateArgs {
 struct Persisted {
     active: Option<(String, ParsedTraffic)>,
     high_water: Option<HighWater>,
-    entries: Vec<Value>,
+    entries: Vec<Record>,
 }
 
 /// Validates settings and a traffic document; prints every error with path and line, then
@@ -76,6 +76,7 @@ pub fn validate(config: &Path, a: ValidateArgs) -> i32 {
         parsed.doc.change.author,
         digest(&bytes)
     );
+    print_warnings(&parsed);
     let Some(settings) = settings else {
         println!("no settings at {}: approvals not checked", config.display());
         return EXIT_OK;
@@ -188,6 +189,20 @@ pub fn validate(config: &Path, a: ValidateArgs) -> i32 {
     }
 }
 
+/// Prints what is accepted but departs from the flagd schema (SPEC §4), one line each.
+fn print_warnings(parsed: &ParsedTraffic) {
+    if parsed.warnings.is_empty() {
+        return;
+    }
+    println!(
+        "{} warning(s) (flagd loads these too; they resolve at evaluation time):",
+        parsed.warnings.len()
+    );
+    for w in &parsed.warnings {
+        println!("  warning  {w}");
+    }
+}
+
 /// Reads and checks a document; on failure prints why and returns the exit status.
 fn read_doc(path: &Path, ctx: &CheckContext) -> Result<(Vec<u8>, ParsedTraffic), i32> {
     let bytes = read_regular(path, MAX_DOCUMENT_BYTES).map_err(|e| {
@@ -218,25 +233,15 @@ fn read_state(state_dir: &Path) -> Persisted {
     let mut hw: Option<HighWater> = std::fs::read(state_dir.join("high_water.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut last: Option<String> = None;
-    for e in &entries {
-        let ev = e["event"].as_str().unwrap_or("");
-        let d = e["change"]["digest"].as_str().unwrap_or("").to_string();
-        if matches!(
-            ev,
-            "change.activated" | "change.reverted" | "change.restored"
-        ) {
-            last = Some(d.clone());
-        }
-        if ev == "change.activated"
-            && let Some(v) = e["change"]["version"].as_u64()
-            && hw.as_ref().is_none_or(|h| v > h.version)
-        {
-            hw = Some(HighWater {
-                version: v,
-                digest: d,
-            });
-        }
+    let replay = Replay::of(&entries);
+    let last = replay.installed.as_ref().map(|r| r.digest().to_string());
+    if let Some((v, d)) = replay.highest()
+        && hw.as_ref().is_none_or(|h| v > h.version)
+    {
+        hw = Some(HighWater {
+            version: v,
+            digest: d.to_string(),
+        });
     }
     let active = last.and_then(|d| {
         let hex = d.strip_prefix("sha256:").unwrap_or(&d);

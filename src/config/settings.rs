@@ -27,6 +27,19 @@ pub struct Settings {
     pub trust: Trust,
     /// JSON access log (off by default).
     pub access_log: AccessLog,
+    /// Cluster mode (SPEC §12); absent: a single instance.
+    pub cluster: Option<super::cluster::Cluster>,
+    /// A listener for `/metrics` and `/healthz` only (off by default).
+    pub metrics: Option<MetricsListener>,
+}
+
+/// The metrics listener: `/metrics` and `/healthz`, apart from the admin API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsListener {
+    /// Address to bind.
+    #[serde(deserialize_with = "de_bind")]
+    pub bind: SocketAddr,
 }
 
 /// A data-plane listener.
@@ -36,6 +49,7 @@ pub struct Listener {
     /// Name routes refer to with `match.listener`.
     pub name: String,
     /// Address to bind.
+    #[serde(deserialize_with = "de_bind")]
     pub bind: SocketAddr,
     /// TLS termination, when present.
     #[serde(default)]
@@ -65,6 +79,7 @@ pub struct CertPair {
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Address to bind.
+    #[serde(deserialize_with = "de_bind")]
     pub bind: SocketAddr,
     /// File holding the bearer token; absent: sluice generates `state/admin.token`.
     pub token_file: Option<PathBuf>,
@@ -98,6 +113,8 @@ pub struct Limits {
     pub handshake_timeout: Dur,
     /// Idle HTTP/2 connections.
     pub idle_timeout: Dur,
+    /// SIGTERM: time `/readyz` fails while listeners keep accepting.
+    pub drain_delay: Dur,
     /// SIGTERM: time to finish in-flight work.
     pub drain_timeout: Dur,
     /// Largest request head (and HTTP/2 header list).
@@ -244,6 +261,8 @@ impl Settings {
                 "paths",
                 "trust",
                 "access_log",
+                "cluster",
+                "metrics",
             ],
             spans,
             &mut errors,
@@ -257,6 +276,8 @@ impl Settings {
             paths: field(map, "paths", "", spans, &mut errors),
             trust: field(map, "trust", "", spans, &mut errors),
             access_log: field(map, "access_log", "", spans, &mut errors),
+            cluster: field(map, "cluster", "", spans, &mut errors),
+            metrics: field(map, "metrics", "", spans, &mut errors),
         };
         s.check(spans, &mut errors);
         if errors.is_empty() {
@@ -267,6 +288,9 @@ impl Settings {
     }
 
     fn check(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
+        if let Some(c) = &self.cluster {
+            c.check(spans, errors);
+        }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !names.insert(l.name.as_str()) {
@@ -367,6 +391,7 @@ impl Default for Limits {
             header_read_timeout: Dur::secs(10),
             handshake_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(60),
+            drain_delay: Dur::secs(5),
             drain_timeout: Dur::secs(30),
             max_header_bytes: 65536,
             max_connections: 10_000,
@@ -419,6 +444,23 @@ impl Default for Emergency {
     }
 }
 
+/// Parses a bind address: `IP:port`, `[IPv6]:port`, or `:port` (every IPv4 interface).
+pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{s}` is not an address: the port must be 0 to 65535"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address: write `IP:port`, `[IPv6]:port` or `:port`"))
+}
+
+fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_bind(&s).map_err(serde::de::Error::custom)
+}
+
 /// An allowed CORS origin: `*`, or `http(s)://host[:port]` exactly as browsers send it.
 fn check_origin(o: &str) -> Result<(), String> {
     if o == "*" {
@@ -464,6 +506,9 @@ mod tests {
         let s = Settings::parse("listeners: [{name: public, bind: \"127.0.0.1:8080\"}]\n").unwrap();
         assert!(s.trust.require_approvals);
         assert_eq!(s.limits.max_header_bytes, 65536);
+        assert_eq!(s.limits.drain_delay, Dur::secs(5));
+        let s = Settings::parse("limits: { drain_delay: 0s }\n").unwrap();
+        assert_eq!(s.limits.drain_delay, Dur::secs(0));
         let e = Settings::parse(
             "listeners: [{name: a, bind: nope}]\nlimits: {drain_timeout: 5}\nbogus: 1\n",
         )
@@ -473,6 +518,27 @@ mod tests {
         assert!(text.contains("listeners[0].bind (line 1:"), "{text}");
         assert!(text.contains("limits.drain_timeout (line 2:"), "{text}");
         assert!(text.contains("bogus (line 3:1): unknown field"), "{text}");
+    }
+
+    #[test]
+    fn bind_forms() {
+        let s = Settings::parse(
+            "listeners:\n  - { name: a, bind: \":8080\" }\n  - { name: b, bind: \"[::]:8081\" }\nmetrics: { bind: \"127.0.0.1:9090\" }\n",
+        )
+        .unwrap();
+        assert_eq!(s.listeners[0].bind, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.listeners[1].bind, "[::]:8081".parse().unwrap());
+        assert_eq!(
+            s.metrics.map(|m| m.bind),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let e =
+            Settings::parse("admin: { bind: \"localhost:99999\" }\nmetrics: { bind: \":x\" }\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("admin.bind (line 1:"), "{e}");
+        assert!(e.contains("metrics.bind (line 2:"), "{e}");
+        assert!(e.contains("`:port`"), "{e}");
     }
 
     #[test]

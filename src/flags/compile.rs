@@ -1,6 +1,7 @@
-//! Building a [`FlagSet`] from flagd JSON: strictly (refuse with every error and its path)
-//! or leniently (load defective flags so that they resolve to `ERROR`/`PARSE_ERROR`, as
-//! flagd does when it serves a file it could not fully validate).
+//! Building a [`FlagSet`] from flagd JSON: strictly (refuse what flagd could not load, with
+//! every error and its path; departures from the flagd schema become warnings, as flagd only
+//! logs them) or leniently (load defective flags so that they resolve to
+//! `ERROR`/`PARSE_ERROR`, as flagd does when it serves a file it could not fully validate).
 
 use std::collections::HashMap;
 
@@ -22,9 +23,11 @@ pub enum Layout {
 // === impl FlagSet (construction) ===
 
 impl FlagSet {
-    /// Compiles `flags` and `$evaluators` strictly: any schema violation, unknown operator,
-    /// undefined or cyclic `$ref`, or `defaultVariant` that is not a variant refuses the
-    /// whole set, with every error found.
+    /// Compiles `flags` and `$evaluators` strictly: a flag flagd could not load (not an
+    /// object with a valid `state`, `variants`, `defaultVariant` and `metadata`), an unknown
+    /// operator, an undefined or cyclic `$ref`, or a `defaultVariant` that is not a variant
+    /// refuses the whole set, with every error found. Departures from the flagd schema that
+    /// flagd loads anyway are kept as [`FlagSet::warnings`] and resolve at evaluation time.
     pub fn compile(
         flags: &Map<String, Value>,
         evaluators: &Map<String, Value>,
@@ -32,6 +35,29 @@ impl FlagSet {
     ) -> Result<FlagSet, Vec<FlagError>> {
         let entries: Vec<(&str, &Value)> = flags.iter().map(|(k, v)| (k.as_str(), v)).collect();
         build(&entries, evaluators, Map::new(), opts)
+    }
+
+    /// [`FlagSet::compile`] with flag-set `metadata` (a flagd file's top-level `metadata`,
+    /// merged under each flag's own); values that are not scalars are dropped with a warning.
+    pub fn compile_with_metadata(
+        flags: &Map<String, Value>,
+        evaluators: &Map<String, Value>,
+        metadata: &Map<String, Value>,
+        opts: Options,
+    ) -> Result<FlagSet, Vec<FlagError>> {
+        let entries: Vec<(&str, &Value)> = flags.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut warnings = Vec::new();
+        let md = Value::Object(metadata.clone());
+        schema::check_metadata(&md, "metadata", &mut warnings);
+        let kept = metadata
+            .iter()
+            .filter(|(_, v)| is_metadata_value(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut set = build(&entries, evaluators, kept, opts)?;
+        warnings.append(&mut set.warnings);
+        set.warnings = warnings;
+        Ok(set)
     }
 
     /// Compiles leniently: every flag loads; defective ones resolve to `ERROR` with
@@ -45,21 +71,26 @@ impl FlagSet {
         lenient(&entries, evaluators, Map::new(), opts)
     }
 
-    /// Compiles a whole flagd document (`{"flags": ..., "$evaluators": ..., "metadata": ...}`)
-    /// strictly.
+    /// Compiles a whole flagd document (`{"$schema": ..., "flags": ..., "$evaluators": ...,
+    /// "metadata": ...}`) strictly.
     pub fn compile_document(
         doc: &Value,
         layout: Layout,
         opts: Options,
     ) -> Result<FlagSet, Vec<FlagError>> {
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         let parts = document_parts(doc, layout, &mut errors);
         if let Some(m) = doc.get("metadata") {
-            schema::check_metadata(m, "metadata", &mut errors);
+            check_set_metadata(m, &mut errors, &mut warnings);
         }
         let built = build(&parts.flags, parts.evaluators, parts.metadata, opts);
         match (built, errors.is_empty()) {
-            (Ok(set), true) => Ok(set),
+            (Ok(mut set), true) => {
+                warnings.append(&mut set.warnings);
+                set.warnings = warnings;
+                Ok(set)
+            }
             (Ok(_), false) => Err(errors),
             (Err(mut more), _) => {
                 errors.append(&mut more);
@@ -158,7 +189,24 @@ fn is_metadata_value(v: &Value) -> bool {
     matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
 }
 
-/// Strict build: schema first, then compilation of what passed.
+/// Flag-set metadata: an object (else flagd cannot load the file); values that are not
+/// strings, numbers or booleans are schema departures (dropped, with a warning).
+pub(crate) fn check_set_metadata(
+    m: &Value,
+    errors: &mut Vec<FlagError>,
+    warnings: &mut Vec<FlagError>,
+) {
+    match m {
+        Value::Null => {}
+        Value::Object(_) => schema::check_metadata(m, "metadata", warnings),
+        _ => errors.push(FlagError::new(
+            "metadata",
+            "flag-set metadata must be an object of strings, numbers and booleans",
+        )),
+    }
+}
+
+/// Strict build: refuse what flagd could not load; the schema only warns.
 fn build(
     entries: &[(&str, &Value)],
     evaluators: &Map<String, Value>,
@@ -166,6 +214,7 @@ fn build(
     opts: Options,
 ) -> Result<FlagSet, Vec<FlagError>> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let mut compiler = Compiler::new(evaluators);
     let mut path = String::new();
     for (name, rule) in evaluators {
@@ -176,19 +225,12 @@ fn build(
         path.push_str("$evaluators.");
         path.push_str(name);
         if name.is_empty() {
-            errors.push(FlagError::new(
+            warnings.push(FlagError::new(
                 "$evaluators",
-                "an evaluator name must not be empty",
+                "an evaluator name should not be empty",
             ));
         }
-        let before = errors.len();
-        schema::check_targeting(rule, &mut path, &mut errors);
-        if errors.len() > before {
-            compiler.mark_invalid(
-                name,
-                format!("evaluator `{name}` is invalid (see $evaluators.{name})"),
-            );
-        }
+        schema::check_targeting(rule, &mut path, &mut warnings);
     }
     compiler.compile_all_evaluators(&mut errors);
 
@@ -201,13 +243,14 @@ fn build(
         path.push_str("flags.");
         path.push_str(key);
         if key.is_empty() {
-            errors.push(FlagError::new("flags", "a flag key must not be empty"));
+            warnings.push(FlagError::new("flags", "a flag key should not be empty"));
         }
-        let before = errors.len();
-        schema::check_flag(def, &mut path, &mut errors);
-        if errors.len() > before {
+        schema::check_flag(def, &mut path, &mut warnings);
+        if let Some((suffix, message)) = structural_defect(def) {
+            errors.push(FlagError::new(format!("{path}{suffix}"), message));
             continue;
         }
+        let before = errors.len();
         let flag = compile_flag(
             key,
             def,
@@ -221,7 +264,9 @@ fn build(
         }
     }
     if errors.is_empty() {
-        Ok(assemble(flags, set_metadata, opts))
+        let mut set = assemble(flags, set_metadata, opts);
+        set.warnings = warnings;
+        Ok(set)
     } else {
         Err(errors)
     }
@@ -243,10 +288,10 @@ fn lenient(
         path.push_str("flags.");
         path.push_str(key);
         let flag = match structural_defect(def) {
-            Some(defect) => Flag {
+            Some((suffix, defect)) => Flag {
                 key: (*key).into(),
                 enabled: true,
-                defect: Some(format!("{path}: {defect}").into()),
+                defect: Some(format!("{path}{suffix}: {defect}").into()),
                 variants: Box::new([]),
                 default: DefaultVariant::None,
                 targeting: Targeting::None,
@@ -273,33 +318,41 @@ fn lenient(
     assemble(flags, set_metadata, opts)
 }
 
-/// What makes flagd refuse to load a flag at all (it then fails every evaluation).
-fn structural_defect(def: &Value) -> Option<&'static str> {
+/// What makes flagd refuse to load a flag at all (it then fails every evaluation): the
+/// path suffix below the flag and why.
+fn structural_defect(def: &Value) -> Option<(&'static str, &'static str)> {
     let Value::Object(f) = def else {
-        return Some("a flag must be an object");
+        return Some(("", "a flag must be an object with `state` and `variants`"));
     };
     if !matches!(
         f.get("state").and_then(Value::as_str),
         Some("ENABLED" | "DISABLED")
     ) {
-        return Some("`state` must be \"ENABLED\" or \"DISABLED\"");
+        return Some((".state", "`state` must be \"ENABLED\" or \"DISABLED\""));
     }
     if f.get("variants")
         .and_then(Value::as_object)
         .is_none_or(Map::is_empty)
     {
-        return Some("`variants` must be a non-empty object");
+        return Some((".variants", "`variants` must be a non-empty object"));
     }
     if !matches!(
         f.get("defaultVariant"),
         None | Some(Value::Null | Value::String(_) | Value::Bool(_))
     ) {
-        return Some("`defaultVariant` must be a variant name or null");
+        return Some((
+            ".defaultVariant",
+            "`defaultVariant` must be a variant name or null",
+        ));
     }
-    match f.get("metadata") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) if m.values().all(is_metadata_value) => {}
-        Some(_) => return Some("`metadata` must be an object of strings, numbers and booleans"),
+    if !matches!(
+        f.get("metadata"),
+        None | Some(Value::Null | Value::Object(_))
+    ) {
+        return Some((
+            ".metadata",
+            "`metadata` must be an object of strings, numbers and booleans",
+        ));
     }
     None
 }
@@ -349,7 +402,9 @@ fn compile_flag<'d>(
     let targeting = match get("targeting") {
         None | Some(Value::Null) => Targeting::None,
         Some(Value::Object(m)) if m.is_empty() => Targeting::None,
-        Some(t @ Value::Object(_)) => {
+        // Anything else is JsonLogic, a rule object or (a schema departure, warned about) a
+        // literal that names its variant, as flagd's JsonLogic reads it.
+        Some(t) => {
             let len = path.len();
             path.push_str(".targeting");
             let r = compiler.compile(t, path, errors);
@@ -359,18 +414,12 @@ fn compile_flag<'d>(
                 Err(m) => Targeting::Broken(m.into()),
             }
         }
-        Some(_) => {
-            let m = format!("{path}.targeting: must be a JsonLogic rule object");
-            errors.push(FlagError::new(
-                format!("{path}.targeting"),
-                "must be a JsonLogic rule object",
-            ));
-            Targeting::Broken(m.into())
-        }
     };
     let mut metadata = set_metadata.clone();
     if let Some(Value::Object(m)) = get("metadata") {
-        for (k, v) in m {
+        // Values other than scalars are schema departures (warned about): OFREP and flagd's
+        // gRPC metadata carry only strings, numbers and booleans.
+        for (k, v) in m.iter().filter(|(_, v)| is_metadata_value(v)) {
             metadata.insert(k.clone(), v.clone());
         }
     }
@@ -396,6 +445,7 @@ fn assemble(flags: Vec<Flag>, metadata: Map<String, Value>, opts: Options) -> Fl
         index,
         metadata,
         empty: Map::new(),
+        warnings: Vec::new(),
         opts,
     }
 }

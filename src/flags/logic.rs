@@ -180,11 +180,6 @@ impl<'d> Compiler<'d> {
         }
     }
 
-    /// Records that evaluator `name` failed validation, so `$ref`s to it fail with `message`.
-    pub(crate) fn mark_invalid(&mut self, name: &'d str, message: String) {
-        self.shared.insert(name, Err(message));
-    }
-
     /// Compiles every evaluator (so that a defective one is reported even when unused).
     pub(crate) fn compile_all_evaluators(&mut self, errors: &mut Vec<FlagError>) {
         for name in self.evaluators.keys() {

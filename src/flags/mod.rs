@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! FlagSet::compile(&flags, &evaluators, Options) -> Result<FlagSet, Vec<FlagError>>  // strict
+//! set.warnings() -> &[FlagError]                       // schema departures flagd loads anyway
 //! FlagSet::compile_lenient(&flags, &evaluators, Options) -> FlagSet                    // defects resolve to ERROR
 //! FlagSet::compile_document(&doc, Layout, Options) / compile_document_lenient(&doc, Options)
 //!                                                       // a whole flagd file: flags, $evaluators, metadata
@@ -32,10 +33,12 @@
 //! Semantics are flagd's (reference: PyPI `openfeature-flagd-core`): reasons `STATIC`,
 //! `TARGETING_MATCH`, `DEFAULT`, `DISABLED`, `ERROR`; a flag without a default variant, or
 //! whose targeting returns null without one, resolves to the caller's code default
-//! (`value: None`). Strict compilation refuses what the flagd schemas refuse, unknown
-//! operators, `$ref`s to undefined evaluators (and cycles) and a `defaultVariant` that is
-//! not a variant; everything else (a custom operator's bad arguments, targeting that names
-//! an unknown variant) resolves at evaluation time, as in flagd.
+//! (`value: None`). Strict compilation refuses what flagd could not load (a flag that is
+//! not an object with a valid `state`, `variants`, `defaultVariant`), unknown operators,
+//! `$ref`s to undefined evaluators (and cycles) and a `defaultVariant` that is not a
+//! variant; departures from the flagd schema are [`FlagSet::warnings`] and everything they
+//! touch (odd versions, a custom operator's bad arguments, targeting that names an unknown
+//! variant) resolves at evaluation time, as in flagd.
 //!
 //! flagd's evaluator never requires a targeting key, so `TARGETING_KEY_MISSING` is never
 //! produced (a `fractional` shorthand without one resolves to the default, as in flagd).
@@ -76,6 +79,8 @@ pub struct FlagSet {
     index: HashMap<Box<str>, FlagId>,
     metadata: Map<String, Value>,
     empty: Map<String, Value>,
+    /// Departures from the flagd schema found by a strict compilation (flagd warns too).
+    warnings: Vec<FlagError>,
     opts: Options,
 }
 
@@ -208,6 +213,12 @@ impl FlagSet {
     /// Flag-set metadata (a flagd document's top-level `metadata`).
     pub fn metadata(&self) -> &Map<String, Value> {
         &self.metadata
+    }
+
+    /// Departures from the flagd schema that a strict compilation loaded anyway (flagd logs
+    /// them as "flag definition does not conform to the schema"), each with its path.
+    pub fn warnings(&self) -> &[FlagError] {
+        &self.warnings
     }
 
     /// The options this set was compiled with.

@@ -1,6 +1,8 @@
-//! Strict validation against the flagd schemas (`flags.json`, `targeting.json` of
-//! open-feature/flagd-schemas), written out by hand so every refusal names its path and
-//! says what to write instead.
+//! Checks against the flagd schemas (`flags.json`, `targeting.json` of
+//! open-feature/flagd-schemas), written out by hand so every finding names its path and
+//! says what to write instead. Like flagd ("flag definition does not conform to the
+//! schema"), sluice reports these as warnings and loads the flags anyway; what flagd could
+//! not load at all is refused by the compiler (`compile.rs`), not here.
 //!
 //! Deliberate differences from a generic JSON-schema validator, all stricter and all about
 //! rules that JsonLogic would silently read as data: a rule object must have exactly one

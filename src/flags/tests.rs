@@ -275,7 +275,6 @@ fn strict_compile_reports_every_error_with_its_path() {
         "flags.c.targeting.if[0].$ref",
         "flags.d.targeting.if[0].$ref",
         "flags.e.state",
-        "flags.e.variants.on",
     ] {
         assert!(paths.contains(&want), "{want} missing from {errors:#?}");
     }
@@ -289,6 +288,53 @@ fn strict_compile_reports_every_error_with_its_path() {
             .any(|e| e.message.contains("undefined evaluator `missing`")),
         "{errors:#?}"
     );
+}
+
+#[test]
+fn schema_departures_are_warnings_and_resolve_at_evaluation() {
+    // flagd loads all of these and only logs that they do not conform to its schema.
+    let flags = map(json!({
+        "mixed": {"state": "ENABLED", "variants": {"on": true, "off": "no"}, "defaultVariant": "on"},
+        "vprefix": {"state": "ENABLED", "variants": {"yes": "y", "no": "n"}, "defaultVariant": "no",
+                    "targeting": {"if": [{"sem_ver": [{"var": "v"}, ">=", "v1.0"]}, "yes", "no"]}},
+        "arity": {"state": "ENABLED", "variants": {"yes": "y", "no": "n"}, "defaultVariant": "no",
+                  "targeting": {"if": [{"starts_with": [{"var": "id"}]}, "yes", null]}},
+        "negative": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+                     "targeting": {"fractional": [{"var": "id"}, ["a", -5], ["b", 10]]}},
+        "literal": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+                    "targeting": "b"},
+        "whole-ref": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+                      "targeting": {"$ref": "pick-b"}},
+        "md": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "a",
+               "metadata": {"team": "x", "nested": {"no": 1}}},
+    }));
+    let evaluators = map(json!({"pick-b": {"if": [true, "b", "a"]}}));
+    let s = FlagSet::compile(&flags, &evaluators, Options::default()).unwrap();
+    let paths: Vec<&str> = s.warnings().iter().map(|w| w.path.as_str()).collect();
+    for want in [
+        "flags.mixed.variants.on",
+        "flags.vprefix.targeting.if[0].sem_ver[2]",
+        "flags.arity.targeting.if[0].starts_with",
+        "flags.negative.targeting.fractional[1][1]",
+        "flags.literal.targeting",
+        "flags.whole-ref.targeting",
+        "flags.md.metadata.nested",
+    ] {
+        assert!(
+            paths.contains(&want),
+            "{want} missing from {:#?}",
+            s.warnings()
+        );
+    }
+    let ctx_map = map(json!({"v": "1.2", "id": "abc"}));
+    let ctx = Context::from_json(&ctx_map).unwrap();
+    let variant = |k: &str| s.evaluate_key(k, &ctx, 0).variant.map(str::to_string);
+    assert_eq!(variant("vprefix").as_deref(), Some("yes"));
+    assert_eq!(variant("arity").as_deref(), Some("no"));
+    assert_eq!(variant("literal").as_deref(), Some("b"));
+    assert_eq!(variant("whole-ref").as_deref(), Some("b"));
+    let md = s.evaluate_key("md", &ctx, 0);
+    assert_eq!(Value::Object(md.metadata.clone()), json!({"team": "x"}));
 }
 
 #[test]
@@ -454,10 +500,14 @@ fn document_metadata_is_merged_into_flags() {
         json!({"flagSetId": "shop", "version": "3", "team": "b", "n": 1})
     );
     assert_eq!(s.metadata().get("team"), Some(&json!("a")));
-    let bad = json!({"metadata": {"version": 3}, "flags": {}});
+    // A departure from the schema warns (flagd loads it); metadata that is no object refuses.
+    let odd = json!({"metadata": {"version": 3}, "flags": {}});
+    let s = FlagSet::compile_document(&odd, Layout::Map, Options::default()).unwrap();
+    assert_eq!(s.warnings()[0].path, "metadata.version");
+    let bad = json!({"metadata": "v3", "flags": {}});
     assert_eq!(
         FlagSet::compile_document(&bad, Layout::Map, Options::default()).unwrap_err()[0].path,
-        "metadata.version"
+        "metadata"
     );
 }
 

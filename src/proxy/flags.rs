@@ -140,10 +140,11 @@ impl FlagRuntime {
         let opts = Options {
             fractional: doc.fractional,
         };
-        let set = FlagSet::compile(&doc.flags, &doc.evaluators, opts).map_err(|errs| {
-            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
-            lines.join("; ")
-        })?;
+        let set = FlagSet::compile_with_metadata(&doc.flags, &doc.evaluators, &doc.metadata, opts)
+            .map_err(|errs| {
+                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                lines.join("; ")
+            })?;
         let context = ContextPlan::build(doc)?;
         let metrics = FlagMetrics::new(&set, registry);
         Ok(FlagRuntime {
@@ -379,28 +380,29 @@ impl FlagMetrics {
 // === impl FlagTarget ===
 
 impl FlagTarget {
-    /// Compiles `to: { flag: key, upstreams }` for a route injecting `headers`; `arm`
-    /// resolves an upstream name to its index and metrics.
-    pub fn build<'u>(
+    /// Compiles `to: { flag: key, upstreams }` for a route injecting `headers`: `upstreams`
+    /// maps variants to upstream indexes (validation guarantees the default variant is
+    /// mapped); `arm` builds the arm of an upstream.
+    pub fn build(
         rt: &FlagRuntime,
         key: &str,
-        upstreams: &'u std::collections::BTreeMap<String, String>,
+        upstreams: &std::collections::BTreeMap<String, usize>,
         headers: &RouteHeaders,
-        mut arm: impl FnMut(&str) -> Result<Arm, String>,
+        mut arm: impl FnMut(usize) -> Arm,
     ) -> Result<FlagTarget, String> {
         let flag = rt
             .set
             .get(key)
             .ok_or_else(|| format!("unknown flag `{key}`"))?;
         rt.metrics.resolve(&rt.set, flag);
-        let mut names: Vec<&str> = Vec::new();
+        let mut ids: Vec<usize> = Vec::new();
         let mut arms = Vec::new();
-        let mut arm_of = |upstream: &'u str| -> Result<u16, String> {
-            if let Some(i) = names.iter().position(|n| *n == upstream) {
+        let mut arm_of = |upstream: usize| -> Result<u16, String> {
+            if let Some(i) = ids.iter().position(|n| *n == upstream) {
                 return Ok(i as u16);
             }
-            names.push(upstream);
-            arms.push(arm(upstream)?);
+            ids.push(upstream);
+            arms.push(arm(upstream));
             u16::try_from(arms.len() - 1).map_err(|_| "too many upstreams".to_string())
         };
         // The default variant's arm first: validation guarantees it is mapped.
@@ -410,7 +412,7 @@ impl FlagTarget {
             .and_then(|v| rt.set.variants(flag).nth(v as usize))
             .map(|(name, _)| name);
         let fallback = match default.and_then(|d| upstreams.get(d)) {
-            Some(u) => arm_of(u)?,
+            Some(u) => arm_of(*u)?,
             None => {
                 return Err(format!(
                     "flag `{key}` routes requests but its default variant has no upstream"
@@ -421,7 +423,7 @@ impl FlagTarget {
             .set
             .variants(flag)
             .map(|(name, _)| match upstreams.get(name) {
-                Some(u) => arm_of(u),
+                Some(u) => arm_of(*u),
                 None => Ok(fallback),
             })
             .collect::<Result<Box<[u16]>, String>>()?;

@@ -7,7 +7,7 @@
 //! new endpoint list only when the addresses changed. Endpoints are shared across
 //! snapshots, so health survives a config reload.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -21,6 +21,7 @@ use super::Shared;
 use super::body::UpBody;
 use super::connect::Conn;
 use crate::config::traffic::{ActiveHealth, PassiveHealth};
+use crate::snapshot::addresses::resolve;
 use crate::snapshot::{Endpoint, Upstream};
 
 /// How often hostnames in `endpoints` are resolved again.
@@ -121,6 +122,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PROBE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_resolve = Instant::now();
+    let mut seen: Option<Arc<crate::snapshot::Snapshot>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -136,23 +138,34 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
-        if last_resolve.elapsed() >= RESOLVE_EVERY {
+        // A new snapshot may hold hostnames the gate could not resolve before its lock
+        // (a revert, a change restored pending): resolve those at once.
+        let fresh = !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snap));
+        let due = last_resolve.elapsed() >= RESOLVE_EVERY;
+        if due {
             last_resolve = Instant::now();
-            for up in snap.upstreams.iter().filter(|u| u.has_hostnames()) {
-                let up = up.clone();
-                tokio::spawn(async move {
-                    let specs = up.endpoint_specs.clone();
-                    let resolved = tokio::task::spawn_blocking(move || {
-                        specs.iter().map(|s| resolve(s)).collect::<Vec<_>>()
-                    })
-                    .await;
-                    if let Ok(r) = resolved {
-                        up.apply_resolved(&r);
-                    }
-                });
+        }
+        for up in snap.upstreams.iter() {
+            if (due && up.has_hostnames()) || (fresh && up.has_unresolved()) {
+                re_resolve(up.clone());
             }
         }
+        seen = Some(snap);
     }
+}
+
+/// Looks the pool's hostnames up again on the blocking pool and stores what changed.
+fn re_resolve(up: Arc<Upstream>) {
+    tokio::spawn(async move {
+        let specs = up.endpoint_specs.clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            specs.iter().map(|s| resolve(s)).collect::<Vec<_>>()
+        })
+        .await;
+        if let Ok(r) = resolved {
+            up.apply_resolved(&r);
+        }
+    });
 }
 
 fn schedule_probe(up: &Arc<Upstream>, ep: &Arc<Endpoint>, a: &ActiveHealth) {
@@ -213,29 +226,6 @@ async fn probe(up: &Upstream, ep: &Endpoint, path: &str) -> bool {
     }
 }
 
-/// Resolves `host:port`; IP literals without a lookup. Blocking.
-pub fn resolve(endpoint: &str) -> Vec<SocketAddr> {
-    if let Ok(a) = endpoint.parse::<SocketAddr>() {
-        return vec![a];
-    }
-    match endpoint.to_socket_addrs() {
-        Ok(it) => it.collect(),
-        Err(e) => {
-            tracing::warn!(endpoint, error = %e, "Endpoint did not resolve.");
-            Vec::new()
-        }
-    }
-}
-
-/// The host part of `host:port` (brackets of an IPv6 literal removed).
-pub fn host_of(endpoint: &str) -> &str {
-    let host = endpoint
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(endpoint);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,12 +277,5 @@ mod tests {
         assert!(!h.is_healthy());
         h.probe_result(true, &a, addr);
         assert!(h.is_healthy());
-    }
-
-    #[test]
-    fn hosts() {
-        assert_eq!(host_of("a.internal:80"), "a.internal");
-        assert_eq!(host_of("[::1]:80"), "::1");
-        assert_eq!(host_of("10.0.0.1:80"), "10.0.0.1");
     }
 }

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod body;
 pub mod connect;
+pub mod deadline;
 pub mod detect;
 pub mod error;
 pub mod flags;
@@ -25,6 +26,7 @@ use metrics::{Counter, Gauge};
 
 use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
+use crate::shutdown::Drain;
 use crate::snapshot::Snapshot;
 
 /// What every worker shares: the active snapshot and per-listener bookkeeping.
@@ -44,6 +46,8 @@ pub struct Shared {
     pub ofrep_cors: Cors,
     /// `sluice_client_errors_total{kind}`.
     pub client_errors: ClientErrors,
+    /// Set on SIGTERM: readiness fails, connections are asked to leave.
+    pub drain: Drain,
 }
 
 /// `sluice_client_errors_total{kind}` handles: faults of the client, kept apart from the

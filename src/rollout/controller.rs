@@ -25,6 +25,7 @@ use thiserror::Error;
 
 use super::analysis::{Outcome, Verdict};
 use super::progress::{PauseReason, PauseState, Phase, Progress, RollbackReason};
+use crate::change::audit::EventKind;
 use crate::config::Weight;
 use crate::config::traffic::{OnFailure, Rollout, Step, Strategy};
 
@@ -114,14 +115,14 @@ pub enum ActionError {
 
 impl Event {
     /// The audit event (SPEC §11) this event is recorded as, if any.
-    pub fn audit_event(&self) -> Option<&'static str> {
+    pub fn audit_event(&self) -> Option<EventKind> {
         match self {
-            Event::StepAdvanced { .. } => Some("rollout.step"),
-            Event::Promoted { .. } => Some("rollout.promoted"),
-            Event::Paused { .. } => Some("rollout.paused"),
-            Event::Resumed { .. } => Some("rollout.resumed"),
-            Event::RolledBack { .. } | Event::SwappedBack { .. } => Some("rollout.aborted"),
-            Event::Completed => Some("rollout.completed"),
+            Event::StepAdvanced { .. } => Some(EventKind::RolloutStep),
+            Event::Promoted { .. } => Some(EventKind::RolloutPromoted),
+            Event::Paused { .. } => Some(EventKind::RolloutPaused),
+            Event::Resumed { .. } => Some(EventKind::RolloutResumed),
+            Event::RolledBack { .. } | Event::SwappedBack { .. } => Some(EventKind::RolloutAborted),
+            Event::Completed => Some(EventKind::RolloutCompleted),
             Event::WeightChanged { .. } | Event::WaitingForPromotion { .. } => None,
         }
     }

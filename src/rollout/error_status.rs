@@ -24,19 +24,30 @@ pub struct InvalidErrorStatus(pub String);
 impl ErrorStatuses {
     /// Compiles entries such as `5xx`, `429`.
     pub fn compile<S: AsRef<str>>(entries: &[S]) -> Result<Self, InvalidErrorStatus> {
+        let ranges = entries
+            .iter()
+            .map(|e| {
+                let e = e.as_ref();
+                parse_status_class(e).ok_or_else(|| InvalidErrorStatus(e.to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_ranges(&ranges))
+    }
+
+    /// From inclusive status ranges already checked (`5xx` is `(500, 599)`).
+    pub fn from_ranges(ranges: &[(u16, u16)]) -> Self {
         let mut me = ErrorStatuses {
             bits: [0; SPAN / 64],
         };
-        for e in entries {
-            let e = e.as_ref();
-            let (low, high) =
-                parse_status_class(e).ok_or_else(|| InvalidErrorStatus(e.to_owned()))?;
+        for &(low, high) in ranges {
             for code in low..=high {
                 let c = code as usize;
-                me.bits[c / 64] |= 1 << (c % 64);
+                if c < SPAN {
+                    me.bits[c / 64] |= 1 << (c % 64);
+                }
             }
         }
-        Ok(me)
+        me
     }
 
     /// Whether a response with `status` counts as an error. `sluice_generated` marks a response

@@ -25,23 +25,26 @@
 //! resumed — a rollout restarted after a rollback must not fail on the errors that caused it.
 
 mod actions;
+mod fleet;
 mod persist;
 mod report;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
-use serde_json::{Map, Value};
+
 use tokio::sync::watch;
 
 use super::analysis::{Verdict, judge};
 use super::controller::{self, Event};
+use super::fleet::{Fleet, Role};
 use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
-use crate::change::gate::Gate;
+use crate::change::audit::{Event as AuditEvent, EventKind};
+use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
 use crate::config::traffic::{Rollout, Strategy};
@@ -65,12 +68,14 @@ const HOLD_INTERVAL: Duration = Duration::from_secs(1);
 /// Drives every rollout of the active document.
 pub struct Runner {
     inner: Mutex<Inner>,
-    gate: Arc<Mutex<Gate>>,
+    gate: GateHandle,
     shared: Arc<Shared>,
     registry: Registry,
     clock: Clock,
     state: StateDir,
     trust: Arc<TrustStore>,
+    /// The fleet this node belongs to (SPEC §12); unset for a single instance.
+    fleet: OnceLock<Arc<dyn Fleet>>,
 }
 
 /// Which document the rollouts belong to.
@@ -108,6 +113,8 @@ struct Tracked {
     metrics: Handles,
     /// What was last written to `state/` (streaks excluded: they are cheap to rebuild).
     saved: Option<persist::Key>,
+    /// Fleet: the progress last written to (or read from) etcd.
+    committed: Option<String>,
 }
 
 /// A verdict and when it was computed.
@@ -125,12 +132,6 @@ struct Handles {
     verdicts: [Counter; 3],
 }
 
-/// An audit line waiting for the gate's lock.
-struct AuditLine {
-    event: &'static str,
-    fields: Map<String, Value>,
-}
-
 // === impl Runner ===
 
 impl Runner {
@@ -138,16 +139,15 @@ impl Runner {
     /// rollout's weight up to date before returning, so an instance starts serving at the
     /// step it stopped at.
     pub fn start(
-        gate: Arc<Mutex<Gate>>,
+        gate: GateHandle,
         shared: Arc<Shared>,
         registry: Registry,
         clock: Clock,
     ) -> Arc<Runner> {
         // Fix the monotonic origin before the data plane records anything.
         let _ = clock::mono_secs(Instant::now());
-        describe(&registry);
         let (state, trust) = {
-            let g = lock(&gate);
+            let g = gate.lock();
             (g.state().clone(), g.trust().clone())
         };
         let saved = persist::load(&state);
@@ -166,6 +166,7 @@ impl Runner {
             clock,
             state,
             trust,
+            fleet: OnceLock::new(),
         });
         runner.tick(Which::SyncOnly);
         runner
@@ -242,6 +243,7 @@ impl Runner {
     }
 
     fn tick(&self, which: Which) {
+        let role = self.role();
         let mut inner = self.lock();
         let now_ms = self.clock.unix_millis();
         let now_sec = clock::mono_secs(Instant::now());
@@ -265,10 +267,30 @@ impl Runner {
                     now + t.interval()
                 };
             }
+            match role {
+                // The leader decides; a follower applies, a node cut off waits.
+                Some(Role::Follow) => {
+                    self.adopt(name, t, document.as_ref(), now_sec, &mut audit);
+                    continue;
+                }
+                Some(Role::Frozen) => continue,
+                // A leader whose rollout ended while it was cut off tells the fleet now.
+                Some(Role::Lead) if t.progress.phase.is_final() => {
+                    if let Err(e) = self.commit(name, t, document.as_ref(), None, now_ms) {
+                        tracing::debug!(rollout = %name, error = %e, "Could not write rollout progress to the fleet.");
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             // A new document is ticked at once, without a verdict: `paused` and gates apply
             // before the first interval passes.
             if due || synced {
-                self.tick_one(name, t, due, now_ms, now_sec, document.as_ref(), &mut audit);
+                let at = Now {
+                    ms: now_ms,
+                    sec: now_sec,
+                };
+                self.tick_one(name, t, due, at, document.as_ref(), role, &mut audit);
             }
         }
         self.persist(&mut inner);
@@ -289,7 +311,7 @@ impl Runner {
         // The gate installs the snapshot and the active document together under its lock;
         // read both under it so they agree.
         let (snap, doc) = {
-            let g = lock(&self.gate);
+            let g = self.gate.lock();
             let snap = self.shared.snapshot.load_full();
             let doc = g.active().map(|a| {
                 (
@@ -329,7 +351,7 @@ impl Runner {
                     .remove(&name)
                     .map(|e| (e.spec, e.progress, None)),
             };
-            let (progress, history) = match prior {
+            let (mut progress, mut history) = match prior {
                 Some((old_spec, old_progress, history)) => {
                     let p = carry(&old_spec, &spec, &old_progress, now_ms);
                     let kept = p == old_progress;
@@ -342,6 +364,20 @@ impl Runner {
                 }
                 None => (Progress::new(now_ms), None),
             };
+            // In a fleet, the leader's progress for this document wins over anything local
+            // (a joining node and a new leader continue where the fleet stands) — except
+            // that a rollback made here is never undone: aborted is final for a document.
+            let fleet_p = self.fleet_progress(&name, &docref);
+            let committed = fleet_p.as_ref().map(|fp| {
+                let undoes_rollback =
+                    progress.phase == Phase::Aborted && fp.progress.phase != Phase::Aborted;
+                if fp.progress != progress && !undoes_rollback {
+                    progress = fp.progress.clone();
+                    history = None;
+                }
+                // What etcd holds: a leader writes its own progress when it differs.
+                fleet::committed_key(&docref, &fp.progress)
+            });
             // Frequent reloads must not keep postponing a kept rollout's next tick.
             let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {
                 (
@@ -361,6 +397,7 @@ impl Runner {
                 verdicts,
                 metrics,
                 saved,
+                committed,
             };
             t.publish();
             inner.rollouts.insert(name, t);
@@ -379,16 +416,18 @@ impl Runner {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn tick_one(
         &self,
         name: &str,
         t: &mut Tracked,
         judge_now: bool,
-        now_ms: u64,
-        now_sec: u64,
+        now: Now,
         document: Option<&DocRef>,
-        audit: &mut Vec<AuditLine>,
+        role: Option<Role>,
+        audit: &mut Vec<AuditEvent>,
     ) {
+        let (now_ms, now_sec) = (now.ms, now.sec);
         if t.progress.phase.is_final() {
             return;
         }
@@ -396,8 +435,7 @@ impl Runner {
             (Some(a), true) => {
                 let span = Duration::from_secs(now_sec.saturating_sub(t.evidence_from) + 1);
                 let window = a.window.0.min(span);
-                let canary = t.rt.windows.canary.snapshot(now_sec, window);
-                let stable = t.rt.windows.stable.snapshot(now_sec, window);
+                let (stable, canary) = self.window_stats(name, &t.rt.windows, now_sec, window);
                 Some(judge(a, &canary, &stable))
             }
             _ => None,
@@ -411,7 +449,20 @@ impl Runner {
             t.verdicts.truncate(KEPT_VERDICTS);
             tracing::debug!(rollout = name, outcome = v.outcome.as_str(), summary = %verdict_summary(v), "Rollout verdict.");
         }
+        if role == Some(Role::CutOff) {
+            self.tick_alone(name, t, verdict.as_ref(), now_ms, now_sec, document, audit);
+            return;
+        }
+        let before = t.progress.clone();
         let events = controller::tick(&mut t.progress, &t.spec, verdict.as_ref(), now_ms);
+        if role == Some(Role::Lead)
+            && let Err(e) = self.commit(name, t, document, verdict.as_ref(), now_ms)
+        {
+            // Not written fleet-wide, so not applied here either: the next tick tries again.
+            tracing::warn!(rollout = name, error = %e, "Could not write rollout progress to the fleet; it does not take effect.");
+            t.progress = before;
+            return;
+        }
         self.apply(
             name,
             t,
@@ -436,7 +487,7 @@ impl Runner {
         document: Option<&DocRef>,
         actor: &str,
         verdict: Option<&Verdict>,
-        audit: &mut Vec<AuditLine>,
+        audit: &mut Vec<AuditEvent>,
     ) {
         t.publish();
         let mut prev: Option<&Event> = None;
@@ -460,15 +511,14 @@ impl Runner {
                 Event::WaitingForPromotion { .. }
                     if !matches!(prev, Some(Event::StepAdvanced { .. })) =>
                 {
-                    Some("rollout.step")
+                    Some(EventKind::RolloutStep)
                 }
                 _ => e.audit_event(),
             };
-            if let Some(event) = event {
-                audit.push(AuditLine {
-                    event,
-                    fields: report::audit_fields(name, t, e, document, actor, verdict),
-                });
+            if let Some(kind) = event {
+                audit.push(report::audit_event(
+                    kind, name, t, e, document, actor, verdict,
+                ));
             }
             prev = Some(e);
         }
@@ -496,17 +546,26 @@ impl Runner {
         }
     }
 
-    fn audit(&self, lines: Vec<AuditLine>) {
-        if lines.is_empty() {
+    fn audit(&self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
             return;
         }
-        let mut g = lock(&self.gate);
-        for l in lines {
-            if let Err(e) = g.audit_event(l.event, l.fields) {
-                tracing::error!(event = l.event, error = %e, "Could not append a rollout event to the audit log.");
+        self.audit_fleet(&events);
+        let mut g = self.gate.lock();
+        for event in events {
+            let kind = event.kind();
+            if let Err(e) = g.record(event) {
+                tracing::error!(event = %kind, error = %e, "Could not append a rollout event to the audit log.");
             }
         }
     }
+}
+
+/// The two clocks of one tick: wall (unix ms, holds) and monotonic seconds (windows).
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    ms: u64,
+    sec: u64,
 }
 
 /// Which rollouts a tick judges.
@@ -617,10 +676,6 @@ fn interval_of(spec: &Rollout) -> Duration {
         .map_or(HOLD_INTERVAL, |a| a.interval.0)
 }
 
-fn lock(gate: &Mutex<Gate>) -> MutexGuard<'_, Gate> {
-    gate.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
     let step = t.progress.step;
     let weight = t.weight_percent();
@@ -693,25 +748,6 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
         Event::Completed => {
             tracing::info!(rollout = name, weight, "Rollout completed.")
         }
-    }
-}
-
-fn describe(r: &Registry) {
-    for (name, help) in [
-        (
-            telemetry::ROLLOUT_PHASE,
-            "1 for the current phase of each rollout, 0 for the others.",
-        ),
-        (
-            telemetry::ROLLOUT_VERDICTS,
-            "Rollout analysis verdicts, by outcome.",
-        ),
-        (
-            telemetry::ROLLBACKS,
-            "Rollouts rolled back or swapped back, by reason.",
-        ),
-    ] {
-        r.describe(name, help);
     }
 }
 

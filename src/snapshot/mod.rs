@@ -6,6 +6,7 @@
 //! metric handles. State that must outlive a reload (endpoint in-flight counts, rollout
 //! weights) is carried over from the previous snapshot by name.
 
+pub mod addresses;
 mod recording;
 pub mod routes;
 
@@ -15,19 +16,22 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue};
 use metrics::{Counter, Histogram};
 
+use crate::config::traffic::model::{self, CheckedRollout, CheckedRoute, ListenerRef, Model};
 use crate::config::traffic::{
-    ActiveHealth, Balance, Builtin, Gate, HeaderMatch, PassiveHealth, Rollout, Strategy, TrafficDoc,
+    self as config, ActiveHealth, Balance, Builtin, ParsedTraffic, PassiveHealth, Rollout,
+    StepGate, Strategy, TrafficDoc,
 };
 use crate::flags::headers::RouteHeaders;
 use crate::proxy::connect::Connector;
 use crate::proxy::flags::{Arm, FlagRuntime, FlagTarget};
-use crate::proxy::health::{self, EndpointHealth};
+use crate::proxy::health::EndpointHealth;
 use crate::proxy::retry::{RetryBudget, RetryPolicy};
 use crate::rollout::{ErrorStatuses, RolloutWindows};
 use crate::telemetry::{self, Registry};
+pub use addresses::Addresses;
 pub use routes::{HostMatch, RouteMatcher, RouteTable};
 
 /// An active document, compiled.
@@ -195,202 +199,53 @@ pub struct RolloutRt {
 
 /// What building a snapshot needs besides the document.
 pub struct BuildCtx<'a> {
-    /// Listener names in `sluice.yaml` order (route `match.listener` → index).
-    pub listeners: &'a [String],
     /// Where metric handles are registered.
     pub registry: &'a Registry,
+    /// Hostname endpoints, resolved before the build (which does no lookup).
+    pub addresses: &'a Addresses,
 }
 
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// Compiles a validated document. `prev` carries endpoint and rollout state over.
+    /// Compiles a checked document. `prev` carries endpoint and rollout state over.
+    /// Fails only when an upstream's TLS files do not load.
     pub fn build(
-        doc: &TrafficDoc,
+        traffic: &ParsedTraffic,
         digest: &str,
         ctx: &BuildCtx<'_>,
         prev: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
-        let mut upstream_index = std::collections::HashMap::new();
-        let mut upstreams = Vec::with_capacity(doc.upstreams.len());
-        for (name, u) in &doc.upstreams {
-            let old = prev.and_then(|p| p.upstreams.iter().find(|x| *x.name == **name));
-            let resolved: Vec<Vec<SocketAddr>> =
-                u.endpoints.iter().map(|e| health::resolve(e)).collect();
-            let endpoints = merge_endpoints(
-                &u.endpoints,
-                &resolved,
-                old.map(|o| o.endpoints()).as_deref().map(|v| &v[..]),
-            );
-            let connector =
-                Connector::build(u).map_err(|e| format!("upstreams.{name}.tls: {e}"))?;
-            if endpoints.is_empty() {
-                tracing::warn!(upstream = %name, "No endpoint of this upstream resolved; requests to it get 503.");
-            }
-            let err = |kind: &str| {
-                ctx.registry.counter(
-                    telemetry::UPSTREAM_ERRORS,
-                    &[("upstream", name), ("kind", kind)],
-                )
-            };
-            upstream_index.insert(name.as_str(), upstreams.len());
-            upstreams.push(Arc::new(Upstream {
-                name: name.as_str().into(),
-                endpoints: ArcSwap::from_pointee(endpoints),
-                endpoint_specs: u.endpoints.clone(),
-                balance: u.balance,
-                rr: AtomicUsize::new(0),
-                connect_timeout: u.connect_timeout.0,
-                request_timeout: u.request_timeout.0,
-                errors: UpstreamErrors {
-                    connect: err("connect"),
-                    timeout: err("timeout"),
-                    reset: err("reset"),
-                    tls: err("tls"),
-                },
-                connector,
-                passive_health: u.passive_health.clone(),
-                active_health: u.active_health.clone(),
-                retry_budget: RetryBudget::default(),
-            }));
-        }
-        let up = |n: &str| {
-            upstream_index
-                .get(n)
-                .copied()
-                .ok_or_else(|| format!("unknown upstream `{n}`"))
-        };
-
-        let mut rollout_index = std::collections::HashMap::new();
-        let mut rollouts = Vec::with_capacity(doc.rollouts.len());
-        for (name, r) in &doc.rollouts {
-            let (stable, canary, force) = match r.strategy {
-                Strategy::Canary => (&r.stable, &r.canary, &r.canary_match),
-                Strategy::BlueGreen => (&r.active, &r.preview, &r.preview_match),
-            };
-            let (Some(stable), Some(canary)) = (stable, canary) else {
-                return Err(format!("rollout `{name}` lacks its two upstreams"));
-            };
-            let old = prev.and_then(|p| p.rollouts.iter().find(|x| *x.name == **name));
-            let kept = old.filter(|o| same_progress_spec(&o.state.spec, r));
-            let state = match kept {
-                Some(o) => o.state.clone(),
-                None => Arc::new(RolloutState {
-                    weight_bp: AtomicU32::new(initial_weight(r)),
-                    spec: r.clone(),
-                }),
-            };
-            ctx.registry
-                .gauge(telemetry::ROLLOUT_WEIGHT, &[("rollout", name)])
-                .set(state.weight_bp.load(Ordering::Relaxed) as f64 / 100.0);
-            rollout_index.insert(name.as_str(), rollouts.len());
-            rollouts.push(Arc::new(RolloutRt {
-                name: name.as_str().into(),
-                state,
-                stable: up(stable)?,
-                canary: up(canary)?,
-                sticky_header: r
-                    .sticky
-                    .header
-                    .as_deref()
-                    .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|e| e.to_string()))
-                    .transpose()?,
-                sticky_cookie: r.sticky.cookie.as_deref().map(Into::into),
-                set_cookie: r.sticky.set_cookie,
-                cookie_max_age: r.sticky.cookie_max_age.0.as_secs(),
-                force_canary: header_pairs(force.as_ref())?,
-                windows: recording::windows(kept, r),
-                errors: recording::error_statuses(r)?,
-            }));
-        }
-
+        let (doc, model) = (&traffic.doc, &traffic.model);
+        let upstreams = doc
+            .upstreams
+            .iter()
+            .map(|(name, u)| build_upstream(name, u, ctx, prev))
+            .collect::<Result<Vec<_>, String>>()?;
+        let rollouts: Vec<Arc<RolloutRt>> = doc
+            .rollouts
+            .iter()
+            .zip(&model.rollouts)
+            .map(|((name, r), m)| build_rollout(name, r, m, ctx, prev))
+            .collect();
         let flags = FlagRuntime::build(doc, ctx.registry)?;
-        let mut compiled = Vec::with_capacity(doc.routes.len());
-        for r in &doc.routes {
-            let listener = match &r.matches.listener {
-                Some(l) => Some(
-                    ctx.listeners
-                        .iter()
-                        .position(|x| x == l)
-                        .ok_or_else(|| format!("route `{}`: unknown listener `{l}`", r.name))?,
-                ),
-                None => None,
-            };
-            let host = match r.matches.host.as_deref() {
-                None => HostMatch::Any,
-                Some(h) => match h.strip_prefix('*') {
-                    Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase().into()),
-                    None => HostMatch::Exact(h.to_ascii_lowercase().into()),
-                },
-            };
-            let matcher = RouteMatcher {
-                listener,
-                host,
-                path_prefix: r.matches.path_prefix.as_deref().map(Into::into),
-                headers: header_pairs(Some(&HeaderMatch {
-                    headers: r.matches.headers.clone(),
-                }))?,
-                methods: r
-                    .matches
-                    .methods
-                    .iter()
-                    .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()?,
-            };
-            let vm = |upstream: &str, rollout: &str, variant: &str| {
-                variant_metrics(ctx.registry, &r.name, upstream, rollout, variant)
-            };
-            let route_flags = flags.route_headers(&r.name, &r.flags)?;
-            let target = if let Some(u) = &r.to.upstream {
-                Target::Upstream {
-                    upstream: up(u)?,
-                    metrics: vm(u, "", u)?,
-                }
-            } else if let Some(ro) = &r.to.rollout {
-                let idx = *rollout_index
-                    .get(ro.as_str())
-                    .ok_or_else(|| format!("unknown rollout `{ro}`"))?;
-                let rt = &rollouts[idx];
-                Target::Rollout {
-                    rollout: idx,
-                    stable: vm(&upstreams[rt.stable].name, ro, "stable")?,
-                    canary: vm(&upstreams[rt.canary].name, ro, "canary")?,
-                }
-            } else if let Some(key) = &r.to.flag {
-                Target::Flag(FlagTarget::build(
-                    &flags,
-                    key,
-                    &r.to.upstreams,
-                    &route_flags,
-                    |u| {
-                        Ok(Arm {
-                            upstream: up(u)?,
-                            metrics: vm(u, "", u)?,
-                        })
-                    },
-                )?)
-            } else if r.to.builtin == Some(Builtin::Ofrep) {
-                Target::Ofrep {
-                    metrics: vm("", "", "ofrep")?,
-                }
-            } else {
-                return Err(format!("route `{}`: no target", r.name));
-            };
-            compiled.push((
-                matcher,
-                Route {
-                    name: r.name.as_str().into(),
-                    name_header: HeaderValue::from_str(&r.name).map_err(|e| e.to_string())?,
-                    target,
-                    retry: RetryPolicy::new(r.retries.as_ref()),
-                    flags: route_flags,
-                },
-            ));
-        }
+        let built = Built {
+            model,
+            upstreams: &upstreams,
+            rollouts: &rollouts,
+            flags: &flags,
+            registry: ctx.registry,
+        };
+        let routes = doc
+            .routes
+            .iter()
+            .zip(&model.routes)
+            .map(|(r, m)| built.route(doc, r, m))
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Snapshot {
             version: doc.version,
             digest: digest.to_string(),
-            routes: RouteTable::new(compiled),
+            routes: RouteTable::new(routes),
             upstreams,
             rollouts,
             flags,
@@ -398,12 +253,191 @@ impl Snapshot {
     }
 }
 
+/// What routes are compiled against: the pools and rollouts built so far.
+struct Built<'a> {
+    model: &'a Model,
+    upstreams: &'a [Arc<Upstream>],
+    rollouts: &'a [Arc<RolloutRt>],
+    flags: &'a FlagRuntime,
+    registry: &'a Registry,
+}
+
+// === impl Built ===
+
+impl Built<'_> {
+    fn route(
+        &self,
+        doc: &TrafficDoc,
+        r: &config::Route,
+        m: &CheckedRoute,
+    ) -> Result<(RouteMatcher, Route), String> {
+        let host = match r.matches.host.as_deref() {
+            None => HostMatch::Any,
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase().into()),
+                None => HostMatch::Exact(h.to_ascii_lowercase().into()),
+            },
+        };
+        let matcher = RouteMatcher {
+            listener: match m.listener {
+                ListenerRef::Any => None,
+                ListenerRef::At(i) => Some(i),
+                // Checked without sluice.yaml: no listener has this index.
+                ListenerRef::Unchecked => Some(usize::MAX),
+            },
+            host,
+            path_prefix: r.matches.path_prefix.as_deref().map(Into::into),
+            headers: m.headers.clone(),
+            methods: m.methods.clone(),
+        };
+        let upstream_metrics = |u: usize| {
+            let name = &doc.upstreams.keys().nth(u).map_or("", String::as_str);
+            let header = &self.model.upstreams[u].name_header;
+            variant_metrics(self.registry, &r.name, name, "", header.clone())
+        };
+        let route_flags = self.flags.route_headers(&r.name, &r.flags)?;
+        let target = match &m.target {
+            model::Target::Upstream(u) => Target::Upstream {
+                upstream: *u,
+                metrics: upstream_metrics(*u),
+            },
+            model::Target::Rollout(i) => {
+                let rt = &self.rollouts[*i];
+                let side = |u: usize, variant: &'static str| {
+                    variant_metrics(
+                        self.registry,
+                        &r.name,
+                        &self.upstreams[u].name,
+                        &rt.name,
+                        HeaderValue::from_static(variant),
+                    )
+                };
+                Target::Rollout {
+                    rollout: *i,
+                    stable: side(rt.stable, "stable"),
+                    canary: side(rt.canary, "canary"),
+                }
+            }
+            model::Target::Flag { flag, arms } => Target::Flag(FlagTarget::build(
+                self.flags,
+                flag,
+                arms,
+                &route_flags,
+                |u| Arm {
+                    upstream: u,
+                    metrics: upstream_metrics(u),
+                },
+            )?),
+            model::Target::Builtin(Builtin::Ofrep) => Target::Ofrep {
+                metrics: variant_metrics(
+                    self.registry,
+                    &r.name,
+                    "",
+                    "",
+                    HeaderValue::from_static("ofrep"),
+                ),
+            },
+        };
+        Ok((
+            matcher,
+            Route {
+                name: r.name.as_str().into(),
+                name_header: m.name_header.clone(),
+                target,
+                retry: RetryPolicy::new(r.retries.as_ref()),
+                flags: route_flags,
+            },
+        ))
+    }
+}
+
+/// An upstream pool; endpoints and in-flight counts carry over from `prev`'s pool of the
+/// same name.
+fn build_upstream(
+    name: &str,
+    u: &config::Upstream,
+    ctx: &BuildCtx<'_>,
+    prev: Option<&Snapshot>,
+) -> Result<Arc<Upstream>, String> {
+    let old = prev.and_then(|p| p.upstreams.iter().find(|x| *x.name == *name));
+    let resolved: Vec<Vec<SocketAddr>> = u.endpoints.iter().map(|e| ctx.addresses.get(e)).collect();
+    let endpoints = merge_endpoints(
+        &u.endpoints,
+        &resolved,
+        old.map(|o| o.endpoints()).as_deref().map(|v| &v[..]),
+    );
+    let connector = Connector::build(u).map_err(|e| format!("upstreams.{name}.tls: {e}"))?;
+    if endpoints.is_empty() {
+        tracing::warn!(upstream = %name, "No endpoint of this upstream resolved; requests to it get 503.");
+    }
+    let err = |kind: &str| {
+        ctx.registry.counter(
+            telemetry::UPSTREAM_ERRORS,
+            &[("upstream", name), ("kind", kind)],
+        )
+    };
+    Ok(Arc::new(Upstream {
+        name: name.into(),
+        endpoints: ArcSwap::from_pointee(endpoints),
+        endpoint_specs: u.endpoints.clone(),
+        balance: u.balance,
+        rr: AtomicUsize::new(0),
+        connect_timeout: u.connect_timeout.0,
+        request_timeout: u.request_timeout.0,
+        errors: UpstreamErrors {
+            connect: err("connect"),
+            timeout: err("timeout"),
+            reset: err("reset"),
+            tls: err("tls"),
+        },
+        connector,
+        passive_health: u.passive_health.clone(),
+        active_health: u.active_health.clone(),
+        retry_budget: RetryBudget::default(),
+    }))
+}
+
+/// A rollout; its weight and windows carry over from `prev` when its progress does.
+fn build_rollout(
+    name: &str,
+    r: &Rollout,
+    m: &CheckedRollout,
+    ctx: &BuildCtx<'_>,
+    prev: Option<&Snapshot>,
+) -> Arc<RolloutRt> {
+    let old = prev.and_then(|p| p.rollouts.iter().find(|x| *x.name == *name));
+    let kept = old.filter(|o| same_progress_spec(&o.state.spec, r));
+    let state = match kept {
+        Some(o) => o.state.clone(),
+        None => Arc::new(RolloutState {
+            weight_bp: AtomicU32::new(initial_weight(r)),
+            spec: r.clone(),
+        }),
+    };
+    ctx.registry
+        .gauge(telemetry::ROLLOUT_WEIGHT, &[("rollout", name)])
+        .set(state.weight_bp.load(Ordering::Relaxed) as f64 / 100.0);
+    Arc::new(RolloutRt {
+        name: name.into(),
+        state,
+        stable: m.stable,
+        canary: m.canary,
+        sticky_header: m.sticky_header.clone(),
+        sticky_cookie: r.sticky.cookie.as_deref().map(Into::into),
+        set_cookie: r.sticky.set_cookie,
+        cookie_max_age: r.sticky.cookie_max_age.0.as_secs(),
+        force_canary: m.force_canary.clone(),
+        windows: recording::windows(kept, r),
+        errors: ErrorStatuses::from_ranges(&m.error_statuses),
+    })
+}
+
 /// The weight a rollout starts at: the first step's (0 if it is a gate); blue-green starts at 0.
 pub fn initial_weight(r: &Rollout) -> u32 {
     match r.strategy {
         Strategy::BlueGreen => 0,
         Strategy::Canary => match r.steps.first() {
-            Some(s) if s.gate == Some(Gate::Manual) => 0,
+            Some(s) if s.gate == Some(StepGate::Manual) => 0,
             Some(s) => s.weight.map(|w| w.0).unwrap_or(0),
             None => 0,
         },
@@ -420,26 +454,14 @@ fn same_progress_spec(old: &Rollout, new: &Rollout) -> bool {
         && old.steps == new.steps
 }
 
-fn header_pairs(m: Option<&HeaderMatch>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let Some(m) = m else { return Ok(Vec::new()) };
-    m.headers
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header `{k}`: {e}"))?,
-                HeaderValue::from_str(v).map_err(|e| format!("header `{k}` value: {e}"))?,
-            ))
-        })
-        .collect()
-}
-
 fn variant_metrics(
     registry: &Registry,
     route: &str,
     upstream: &str,
     rollout: &str,
-    variant: &str,
-) -> Result<VariantMetrics, String> {
+    variant_header: HeaderValue,
+) -> VariantMetrics {
+    let variant = variant_header.to_str().unwrap_or("");
     let class = |c: &str| {
         registry.counter(
             telemetry::REQUESTS_TOTAL,
@@ -452,8 +474,7 @@ fn variant_metrics(
             ],
         )
     };
-    Ok(VariantMetrics {
-        variant_header: HeaderValue::from_str(variant).map_err(|e| e.to_string())?,
+    VariantMetrics {
         requests: [
             class("1xx"),
             class("2xx"),
@@ -465,7 +486,8 @@ fn variant_metrics(
             telemetry::REQUEST_DURATION,
             &[("route", route), ("rollout", rollout), ("variant", variant)],
         ),
-    })
+        variant_header,
+    }
 }
 
 /// Endpoints from resolved addresses (one list per spec entry), reusing `old` endpoints
@@ -479,7 +501,7 @@ fn merge_endpoints(
 ) -> Vec<Arc<Endpoint>> {
     let mut out: Vec<Arc<Endpoint>> = Vec::new();
     for (spec, addrs) in specs.iter().zip(resolved) {
-        let host = health::host_of(spec);
+        let host = addresses::host_of(spec);
         let kept: Vec<SocketAddr>;
         let addrs = if addrs.is_empty() {
             kept = old
@@ -526,6 +548,19 @@ impl Upstream {
         self.endpoint_specs
             .iter()
             .any(|s| s.parse::<SocketAddr>().is_err())
+    }
+
+    /// Whether some hostname endpoint has no address yet (it was not resolved before the
+    /// build, or its lookups have failed so far).
+    pub fn has_unresolved(&self) -> bool {
+        let eps = self.endpoints.load();
+        self.endpoint_specs
+            .iter()
+            .filter(|s| s.parse::<SocketAddr>().is_err())
+            .any(|s| {
+                let host = addresses::host_of(s);
+                !eps.iter().any(|e| &*e.host == host)
+            })
     }
 
     /// Stores re-resolved addresses (one list per spec entry) if they differ.
@@ -619,6 +654,40 @@ impl RolloutRt {
 #[cfg(test)]
 mod endpoint_tests {
     use super::*;
+    use crate::config::traffic::CheckContext;
+
+    #[test]
+    fn the_build_looks_nothing_up() {
+        let text = r#"
+version: 1
+change: { id: C-1, author: alice }
+upstreams:
+  named: { endpoints: ["localhost:8080", "10.0.0.1:8080"] }
+routes:
+  - { name: all, to: { upstream: named } }
+"#;
+        let parsed = TrafficDoc::parse(text, &CheckContext::default()).unwrap();
+        let registry = Registry::new();
+        // Nothing resolved beforehand: the hostname stays unresolved, the literal is used.
+        let none = Addresses::default();
+        let ctx = BuildCtx {
+            registry: &registry,
+            addresses: &none,
+        };
+        let snap = Snapshot::build(&parsed, "sha256:x", &ctx, None).unwrap();
+        let up = &snap.upstreams[0];
+        assert_eq!(up.endpoints().len(), 1);
+        assert!(up.has_unresolved());
+        // Resolved before the build (as the gate does before its lock): both are there.
+        let resolved = Addresses::resolve(&parsed.doc);
+        let ctx = BuildCtx {
+            registry: &registry,
+            addresses: &resolved,
+        };
+        let snap = Snapshot::build(&parsed, "sha256:x", &ctx, None).unwrap();
+        assert!(snap.upstreams[0].endpoints().len() >= 2);
+        assert!(!snap.upstreams[0].has_unresolved());
+    }
 
     fn addrs(v: &[&str]) -> Vec<SocketAddr> {
         v.iter().map(|a| a.parse().unwrap()).collect()

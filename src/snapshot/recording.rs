@@ -15,7 +15,7 @@ use super::RolloutRt;
 use crate::clock;
 use crate::config::traffic::Rollout;
 use crate::proxy::split::Side;
-use crate::rollout::{ErrorStatuses, RolloutWindows, Variant};
+use crate::rollout::{RolloutWindows, Variant};
 
 /// The ring length of a rollout without `analysis`: enough for status to show recent traffic.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -63,13 +63,5 @@ pub(super) fn windows(kept: Option<&Arc<RolloutRt>>, r: &Rollout) -> Arc<Rollout
             old.windows.clone()
         }
         _ => Arc::new(RolloutWindows::new(want)),
-    }
-}
-
-/// `analysis.error_statuses` compiled (the default `5xx` without analysis).
-pub(super) fn error_statuses(r: &Rollout) -> Result<ErrorStatuses, String> {
-    match &r.analysis {
-        Some(a) => ErrorStatuses::compile(&a.error_statuses).map_err(|e| e.to_string()),
-        None => Ok(ErrorStatuses::default()),
     }
 }

@@ -375,3 +375,43 @@ rollouts:
 "#
     )
 }
+
+/// `promtool check metrics` on an exposition: `None` (after saying why) when promtool is not
+/// installed, unless `SLUICE_REQUIRE_PROMTOOL=1` (CI), which makes its absence a failure.
+pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("SLUICE_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+                "SLUICE_REQUIRE_PROMTOOL=1 but promtool cannot run: {e}"
+            );
+            eprintln!("SKIPPED: promtool not found (apt-get install prometheus): {e}");
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .expect("promtool reads its input");
+    let out = child.wait_with_output().expect("promtool runs");
+    Some(if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
+}

@@ -2,9 +2,10 @@
 //! and the periodic re-check that activates a pending change as soon as its tokens suffice,
 //! closes emergency reviews, and notices overdue ones.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Gate, Outcome, Rejection, Source};
+use super::{Gate, Outcome, Refusal, Source};
+use crate::change::audit::{Event, EventKind};
 use crate::change::classify::{Classification, classify};
 use crate::change::folder::Folder;
 use crate::change::policy::evaluate_review;
@@ -27,20 +28,15 @@ impl Gate {
         let named = crate::change::folder::peek_sub(token).unwrap_or_default();
         let t = match verify(token, &self.trust, now) {
             Ok(t) => t,
-            Err(r) => return self.refuse(&named, Source::Approval, r.into()),
+            Err(r) => return self.refuse(&named, Source::Approval, r),
         };
         match t.act {
             Act::Review => self.attach_review(&t, token),
             Act::Author | Act::Approve => {
                 if let Some(p) = self.pending.get(&t.sub) {
                     let text = p.text.clone();
-                    let folder = Folder::read(&self.settings.paths.approvals);
-                    return self.consider(
-                        text.as_bytes(),
-                        Source::Approval,
-                        &[token.to_string()],
-                        &folder,
-                    );
+                    let folder = self.folder();
+                    return self.reconsider(&text, Source::Approval, &[token.to_string()], &folder);
                 }
                 if self.active.as_ref().is_some_and(|a| a.digest == t.sub) {
                     return Outcome::NoOp {
@@ -63,19 +59,16 @@ impl Gate {
                 self.refuse(
                     &t.sub,
                     Source::Approval,
-                    Rejection::new(Reason::UnknownChange, detail),
+                    Reason::UnknownChange.because(detail),
                 )
             }
             Act::Promote | Act::Revert => self.refuse(
                 &t.sub,
                 Source::Approval,
-                Rejection::new(
-                    Reason::WrongAction,
-                    format!(
-                        "a `{}` token is not an approval; use the rollout or revert endpoint",
-                        t.act
-                    ),
-                ),
+                Reason::WrongAction.because(format!(
+                    "a `{}` token is not an approval; use the rollout or revert endpoint",
+                    t.act
+                )),
             ),
         }
     }
@@ -87,7 +80,7 @@ impl Gate {
     /// large document should not be re-parsed every poll).
     pub fn recheck(&mut self, source: Source) -> Vec<Outcome> {
         self.tick();
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.report_folder(&folder);
         let now = self.clock.unix_secs();
         let fresh = self.last_recheck.as_ref().is_some_and(|(fp, at)| {
@@ -109,7 +102,7 @@ impl Gate {
             let Some(text) = self.pending.get(&digest).map(|p| p.text.clone()) else {
                 continue;
             };
-            let o = self.consider(text.as_bytes(), source, &[], &folder);
+            let o = self.reconsider(&text, source, &[], &folder);
             if !matches!(o, Outcome::Pending { .. }) {
                 out.push(o);
             }
@@ -135,10 +128,9 @@ impl Gate {
         }
         for i in due {
             let r = &self.reviews[i];
-            let mut f = Map::new();
-            f.insert("actor".into(), json!("sluice"));
-            f.insert("change".into(), r.change.clone());
-            f.insert("review_due".into(), json!(r.review_due));
+            let event = Event::new(EventKind::ReviewOverdue, "sluice")
+                .change(r.change.clone())
+                .with("review_due", &r.review_due);
             tracing::warn!(
                 version = r.version,
                 digest = %r.digest,
@@ -146,7 +138,7 @@ impl Gate {
                 review_due = %r.review_due,
                 "The review of an emergency change is overdue; its author's next emergency change will be refused."
             );
-            match self.audit.append(self.clock.now(), "review.overdue", f) {
+            match self.record(event) {
                 Ok(_) => self.reviews[i].overdue_audited = true,
                 Err(e) => tracing::error!(error = %e, "Could not append to the audit log."),
             }
@@ -179,7 +171,7 @@ impl Gate {
             return self.refuse(
                 &t.sub,
                 Source::Approval,
-                Rejection::new(Reason::UnknownChange, detail),
+                Reason::UnknownChange.because(detail),
             );
         };
         let r = &self.reviews[i];
@@ -190,7 +182,7 @@ impl Gate {
             target: None,
         };
         if let Err(refusal) = t.check_use(&expected) {
-            return self.refuse(&t.sub, Source::Approval, refusal.into());
+            return self.refuse(&t.sub, Source::Approval, refusal);
         }
         // A review that cannot count (the author's, an approver's, or one without the role)
         // is refused rather than kept.
@@ -205,17 +197,17 @@ impl Gate {
         );
         if let Some(ig) = d.ignored.iter().find(|x| x.principal == t.principal) {
             let refusal = ig.reason.because(ig.detail.clone());
-            return self.refuse(&t.sub, Source::Approval, refusal.into());
+            return self.refuse(&t.sub, Source::Approval, refusal);
         }
         if !r.tokens.iter().any(|x| x == token) {
             self.reviews[i].tokens.push(token.to_string());
             if let Err(e) = crate::change::reviews::save_tokens(&self.state, &self.reviews) {
                 self.reviews[i].tokens.pop();
-                return self.refuse(&t.sub, Source::Approval, Rejection::unwritable(e));
+                return self.refuse(&t.sub, Source::Approval, Refusal::unwritable(e));
             }
         }
         let digest = t.sub.clone();
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.judge_review(&digest, &folder, Source::Approval)
     }
 
@@ -300,14 +292,13 @@ impl Gate {
             .iter()
             .filter_map(|a| serde_json::to_value(a).ok())
             .collect();
-        let mut f = Map::new();
-        f.insert("actor".into(), json!(super::source_actor(source)));
-        f.insert("change".into(), r.change.clone());
-        f.insert("reviewers".into(), json!(reviewers));
-        f.insert("review_due".into(), json!(r.review_due));
-        f.insert("late".into(), json!(r.overdue(now)));
-        if let Err(e) = self.audit.append(self.clock.now(), "emergency.reviewed", f) {
-            return self.refuse(digest, source, Rejection::unwritable(e));
+        let event = Event::new(EventKind::EmergencyReviewed, super::source_actor(source))
+            .change(r.change.clone())
+            .with("reviewers", reviewers)
+            .with("review_due", &r.review_due)
+            .with("late", r.overdue(now));
+        if let Err(e) = self.record(event) {
+            return self.refuse(digest, source, Refusal::unwritable(e));
         }
         let names: Vec<&str> = d.approvers.iter().map(|a| a.principal.as_str()).collect();
         tracing::info!(version, digest, reviewers = ?names, "Emergency change reviewed.");
@@ -350,15 +341,13 @@ impl Gate {
                     &[("reason", r.reason.as_str())],
                 )
                 .increment(1);
-            let mut f = Map::new();
-            f.insert("actor".into(), json!("file"));
-            f.insert("reason".into(), json!(r.reason.as_str()));
-            f.insert("detail".into(), json!(r.detail));
-            f.insert("token_file".into(), json!(t.file));
+            let mut event = Event::new(EventKind::ChangeRejected, "file")
+                .refusal(r.reason.as_str(), &r.detail)
+                .with("token_file", &t.file);
             if let Some(sub) = &t.sub {
-                f.insert("change".into(), json!({ "digest": sub }));
+                event = event.change(json!({ "digest": sub }));
             }
-            if let Err(e) = self.audit.append(self.clock.now(), "change.rejected", f) {
+            if let Err(e) = self.record(event) {
                 tracing::error!(error = %e, "Could not append to the audit log.");
             }
         }
@@ -366,7 +355,7 @@ impl Gate {
     }
 
     /// Reports a refusal of something other than a whole document and returns it.
-    pub(super) fn refuse(&mut self, digest: &str, source: Source, r: Rejection) -> Outcome {
+    pub(super) fn refuse(&mut self, digest: &str, source: Source, r: Refusal) -> Outcome {
         self.reject(digest, source, &r);
         Outcome::Rejected(r)
     }

@@ -23,6 +23,14 @@ impl Gate {
                 "approvers": a.approvers,
                 "activated_at": a.activated_at,
             });
+            if !a.warnings.is_empty() {
+                let w: Vec<Value> = a
+                    .warnings
+                    .iter()
+                    .map(|w| json!({"path": w.path, "line": w.line, "message": w.message}))
+                    .collect();
+                v["warnings"] = Value::Array(w);
+            }
             if let Some(r) = self.reviews.iter().find(|r| r.digest == a.digest) {
                 v["review_due"] = json!(r.review_due);
             }

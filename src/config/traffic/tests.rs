@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Weight;
 
 const GOOD: &str = r#"
 version: 7
@@ -37,7 +38,7 @@ fn good_document_parses() {
     assert_eq!(p.doc.version, 7);
     let ro = &p.doc.rollouts["checkout"];
     assert_eq!(ro.steps[0].weight, Some(Weight(525)));
-    assert_eq!(ro.steps[1].gate, Some(Gate::Manual));
+    assert_eq!(ro.steps[1].gate, Some(StepGate::Manual));
     assert_eq!(p.doc.upstreams["v2"].balance, Balance::LeastRequest);
     assert_eq!(p.json["routes"][0]["name"], "checkout");
 }

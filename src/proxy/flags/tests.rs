@@ -172,17 +172,14 @@ fn arm(upstream: usize) -> Arm {
 #[test]
 fn flag_targets_map_variants_and_fall_back_to_the_default() {
     let (rt, _) = runtime(DOC);
-    let upstreams: BTreeMap<String, String> = [("old", "u-old"), ("new", "u-new")]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
     let names = ["u-old", "u-new"];
+    let upstreams: BTreeMap<String, usize> = [("old", "u-old"), ("new", "u-new")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), names.iter().position(|n| *n == b).unwrap()))
+        .collect();
     let none: [&str; 0] = [];
     let headers = RouteHeaders::new(&rt.set, &none).unwrap();
-    let t = FlagTarget::build(&rt, "backend", &upstreams, &headers, |u| {
-        Ok(arm(names.iter().position(|n| *n == u).unwrap()))
-    })
-    .unwrap();
+    let t = FlagTarget::build(&rt, "backend", &upstreams, &headers, arm).unwrap();
     assert_eq!(t.arms().len(), 2);
     let pick = |plan: Option<&'static str>| {
         let mut h = HeaderMap::new();
@@ -215,9 +212,6 @@ fn flag_targets_map_variants_and_fall_back_to_the_default() {
     );
     assert_eq!(names[t.pick(None).upstream], "u-old");
 
-    let unmapped_default: BTreeMap<String, String> =
-        [("new".to_string(), "u-new".to_string())].into();
-    assert!(
-        FlagTarget::build(&rt, "backend", &unmapped_default, &headers, |_| Ok(arm(0))).is_err()
-    );
+    let unmapped_default: BTreeMap<String, usize> = [("new".to_string(), 1)].into();
+    assert!(FlagTarget::build(&rt, "backend", &unmapped_default, &headers, |_| arm(0)).is_err());
 }

@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
+use crate::change::audit::EventKind;
 use crate::config::Dur;
-use crate::config::traffic::{Analysis, Gate, Promote, Sticky};
+use crate::config::traffic::{Analysis, Promote, StepGate, Sticky};
 use crate::rollout::analysis::{Rule, judge_windows};
 use crate::rollout::window::{RolloutWindows, Variant};
 
@@ -24,7 +25,7 @@ fn gate() -> Step {
     Step {
         weight: None,
         hold: None,
-        gate: Some(Gate::Manual),
+        gate: Some(StepGate::Manual),
     }
 }
 
@@ -817,7 +818,10 @@ fn blue_green_swaps_back_at_once_on_a_failure_after_promotion() {
         ]
     );
     assert_eq!((p.phase, weight_of(&p, &spec)), (Phase::Aborted, 0));
-    assert_eq!(ev[1].audit_event(), Some("rollout.aborted"));
+    assert_eq!(
+        ev[1].audit_event().map(EventKind::name),
+        Some("rollout.aborted")
+    );
 }
 
 #[test]
@@ -1028,38 +1032,51 @@ fn events_name_their_audit_records() {
                 step: 1,
                 weight: Weight(1),
             }
-            .audit_event(),
+            .audit_event()
+            .map(EventKind::name),
         ),
-        ("promoted", Event::Promoted { step: 1 }.audit_event()),
+        (
+            "promoted",
+            Event::Promoted { step: 1 }
+                .audit_event()
+                .map(EventKind::name),
+        ),
         (
             "paused",
             Event::Paused {
                 reason: PauseReason::Operator,
             }
-            .audit_event(),
+            .audit_event()
+            .map(EventKind::name),
         ),
         (
             "resumed",
             Event::Resumed {
                 reason: PauseReason::Operator,
             }
-            .audit_event(),
+            .audit_event()
+            .map(EventKind::name),
         ),
         (
             "rolled_back",
             Event::RolledBack {
                 reason: RollbackReason::P99,
             }
-            .audit_event(),
+            .audit_event()
+            .map(EventKind::name),
         ),
-        ("completed", Event::Completed.audit_event()),
+        (
+            "completed",
+            Event::Completed.audit_event().map(EventKind::name),
+        ),
         (
             "weight",
             Event::WeightChanged {
                 from: Weight(0),
                 to: Weight(1),
             }
-            .audit_event(),
+            .audit_event()
+            .map(EventKind::name),
         ),
     ]
     .into_iter()

@@ -6,13 +6,15 @@
 
 use std::time::Instant;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{AuditLine, Runner};
+use super::Runner;
+use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::token::{self, Act, Expected, VerifiedToken};
 use crate::change::{Reason, Refusal};
 use crate::clock;
 use crate::rollout::controller;
+use crate::rollout::fleet::Role;
 
 /// An operator action on one rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,36 +104,42 @@ impl Runner {
         approval: Option<&str>,
     ) -> Result<Value, ActionRefused> {
         let mut audit = Vec::new();
-        let result = self.act_inner(name, action, approval, &mut audit);
-        let mut f = Map::new();
-        match &result {
+        let role = self.role();
+        let result = match role {
+            // Only the leader acts; the admin API forwards to it.
+            Some(Role::Follow) => Err(ActionRefused::new(
+                409,
+                "not_leader",
+                "this node follows the fleet's leader; rollout actions are carried out by the leader",
+            )),
+            // Cut off from etcd, an operator may still stop a rollout on this node.
+            Some(Role::Frozen | Role::CutOff) if action != Action::Abort => {
+                Err(ActionRefused::new(
+                    503,
+                    crate::rollout::fleet::CLUSTER_UNAVAILABLE,
+                    "etcd is unreachable: no rollout advances, pauses or resumes until it is back (abort still works on this node)",
+                ))
+            }
+            _ => self.act_inner(name, action, approval, role, &mut audit),
+        };
+        let event = match &result {
             Ok((principal, token, _)) => {
-                f.insert("actor".into(), json!(principal));
-                f.insert("outcome".into(), json!("ok"));
-                if let Some(t) = token {
-                    f.insert(
-                        "approval".into(),
+                let e = AuditEvent::new(EventKind::AdminAction, principal).with("outcome", "ok");
+                match token {
+                    Some(t) => e.with(
+                        "approval",
                         json!({ "principal": t.principal, "kid": t.kid, "jti": t.jti, "iat": t.iat, "step": t.step }),
-                    );
+                    ),
+                    None => e,
                 }
             }
-            Err(r) => {
-                f.insert("actor".into(), json!("admin"));
-                f.insert("outcome".into(), json!("refused"));
-                f.insert("reason".into(), json!(r.code));
-                f.insert("detail".into(), json!(r.detail));
-            }
-        }
-        f.insert("action".into(), json!(action.as_str()));
-        f.insert("rollout".into(), json!(name));
+            Err(r) => AuditEvent::new(EventKind::AdminAction, "admin")
+                .with("outcome", "refused")
+                .refusal(r.code, &r.detail),
+        };
+        let event = event.with("action", action.as_str()).with("rollout", name);
         // The admin action first, then what it caused.
-        audit.insert(
-            0,
-            AuditLine {
-                event: "admin.action",
-                fields: f,
-            },
-        );
+        audit.insert(0, event);
         self.audit(audit);
         match result {
             Ok((_, _, status)) => Ok(status),
@@ -148,7 +156,8 @@ impl Runner {
         name: &str,
         action: Action,
         approval: Option<&str>,
-        audit: &mut Vec<AuditLine>,
+        role: Option<Role>,
+        audit: &mut Vec<AuditEvent>,
     ) -> Result<(String, Option<VerifiedToken>, Value), ActionRefused> {
         let mut guard = self.lock();
         let now_ms = self.clock.unix_millis();
@@ -156,8 +165,12 @@ impl Runner {
         // Act on the document that is active now, not the one last ticked.
         if self.sync(&mut guard, now_ms, now_sec) {
             let document = guard.document.clone();
+            let at = super::Now {
+                ms: now_ms,
+                sec: now_sec,
+            };
             for (n, t) in guard.rollouts.iter_mut() {
-                self.tick_one(n, t, false, now_ms, now_sec, document.as_ref(), audit);
+                self.tick_one(n, t, false, at, document.as_ref(), role, audit);
             }
         }
         let inner = &mut *guard;
@@ -219,7 +232,7 @@ impl Runner {
                 inner.promotions_used.remove(&v.replay_key());
                 return Err(ActionRefused::new(
                     503,
-                    "state_unwritable",
+                    Reason::StateUnwritable.as_str(),
                     format!(
                         "the promote token could not be recorded as used, so it was not applied: {e}"
                     ),
@@ -237,7 +250,19 @@ impl Runner {
                 format!("the active document has no rollout `{name}`"),
             ));
         };
-        t.progress = p;
+        let before = std::mem::replace(&mut t.progress, p);
+        if role == Some(Role::Lead)
+            && let Err(e) = self.commit(name, t, document.as_ref(), None, now_ms)
+        {
+            t.progress = before;
+            return Err(ActionRefused::new(
+                503,
+                crate::rollout::fleet::CLUSTER_UNAVAILABLE,
+                format!(
+                    "the action could not be written to the fleet, so it was not carried out: {e}"
+                ),
+            ));
+        }
         self.apply(
             name,
             t,
@@ -248,6 +273,11 @@ impl Runner {
             None,
             audit,
         );
+        if matches!(role, Some(Role::Frozen | Role::CutOff))
+            && let (Some(f), Some(doc)) = (self.fleet.get(), document.as_ref())
+        {
+            f.rolled_back_alone(name, doc, "operator");
+        }
         let status = super::report::status_of(name, t, now_ms, now_sec);
         self.persist(inner);
         Ok((actor, verified, status))

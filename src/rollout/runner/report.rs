@@ -3,9 +3,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{DocRef, Runner, Stamped, Tracked, strategy_str};
+use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::clock;
 use crate::config::traffic::Strategy;
 use crate::rollout::analysis::{Outcome, Verdict};
@@ -61,62 +62,50 @@ fn rfc3339_ms(ms: u64) -> String {
     clock::rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-/// The audit fields of one transition (SPEC §11): actor, the document, the rollout's place
-/// afterwards, why, and the verdict that decided it.
-pub(super) fn audit_fields(
+/// The audit event of transition `e` of rollout `name`, as `kind`.
+pub(super) fn audit_event(
+    kind: EventKind,
     name: &str,
     t: &Tracked,
     e: &Event,
     document: Option<&DocRef>,
     actor: &str,
     verdict: Option<&Verdict>,
-) -> Map<String, Value> {
-    let mut f = Map::new();
-    f.insert("actor".into(), json!(actor));
-    f.insert("rollout".into(), json!(name));
+) -> AuditEvent {
+    let mut a = AuditEvent::new(kind, actor).with("rollout", name);
     if let Some(d) = document {
-        f.insert(
-            "change".into(),
-            json!({ "version": d.version, "digest": d.digest }),
-        );
+        a = a.change(json!({ "version": d.version, "digest": d.digest }));
     }
-    f.insert("phase".into(), json!(t.progress.phase.as_str()));
-    f.insert("step".into(), json!(t.progress.step));
-    f.insert("weight".into(), json!(t.weight_percent()));
-    match e {
-        Event::StepAdvanced { step, .. } => {
-            f.insert("step".into(), json!(step));
-        }
-        Event::Promoted { step } => {
-            f.insert("promoted_step".into(), json!(step));
-        }
+    a = a
+        .with("phase", t.progress.phase.as_str())
+        .with("step", t.progress.step)
+        .with("weight", t.weight_percent());
+    a = match e {
+        Event::StepAdvanced { step, .. } => a.with("step", step),
+        Event::Promoted { step } => a.with("promoted_step", step),
         Event::Paused { reason } => {
-            f.insert("reason".into(), json!(reason.as_str()));
-            if let PauseReason::Failed { rule } = reason {
-                f.insert("rule".into(), json!(rule.as_str()));
+            let a = a.with("reason", reason.as_str());
+            match reason {
+                PauseReason::Failed { rule } => a.with("rule", rule.as_str()),
+                _ => a,
             }
         }
-        Event::Resumed { reason } => {
-            f.insert("paused_by".into(), json!(reason.as_str()));
-        }
-        Event::RolledBack { reason } => {
-            f.insert("reason".into(), json!(reason.as_str()));
-        }
+        Event::Resumed { reason } => a.with("paused_by", reason.as_str()),
+        Event::RolledBack { reason } => a.with("reason", reason.as_str()),
         Event::SwappedBack { reason } => {
-            f.insert("reason".into(), json!(reason.as_str()));
-            f.insert("swapped_back".into(), json!(true));
+            a.with("reason", reason.as_str()).with("swapped_back", true)
         }
-        Event::Completed | Event::WeightChanged { .. } | Event::WaitingForPromotion { .. } => {}
-    }
+        Event::Completed | Event::WeightChanged { .. } | Event::WaitingForPromotion { .. } => a,
+    };
     let latest = verdict.or_else(|| t.verdicts.front().map(|s| &s.verdict));
     if let Some(v) = latest {
         let mut vj = serde_json::to_value(v).unwrap_or(Value::Null);
         if let Some(m) = vj.as_object_mut() {
             m.insert("summary".into(), json!(verdict_summary(v)));
         }
-        f.insert("verdict".into(), vj);
+        a = a.with("verdict", vj);
     }
-    f
+    a
 }
 
 // === impl Runner ===

@@ -1,0 +1,489 @@
+//! The raw types of `traffic.yaml`: what serde reads, field for field, with defaults and
+//! `deny_unknown_fields`. Nothing here is checked; [`super::validation`] does that, and
+//! [`super::model`] holds what it resolved.
+//!
+//! To add a field: declare it here (with its serde default and a `///` line), check it in
+//! the `check_*` function of its section in `validation.rs`, and, if the data plane needs
+//! it in another form, resolve it into `model.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Dur, Weight};
+
+/// The `change` header of a document.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeHeader {
+    /// Change identifier, e.g. `CHG-1042`.
+    pub id: String,
+    /// The principal of the author token.
+    pub author: String,
+    /// The class the author claims.
+    #[serde(default)]
+    pub class: ChangeClass,
+    /// One line on what and why.
+    #[serde(default)]
+    pub summary: String,
+    /// Optional ticket reference.
+    #[serde(default)]
+    pub ticket: Option<String>,
+}
+
+/// The class a change is handled as.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeClass {
+    /// Pre-approved: the author token alone.
+    Standard,
+    /// Reviewed.
+    #[default]
+    Normal,
+    /// Immediate, reviewed afterwards.
+    Emergency,
+    /// Activated without approvals (`require_approvals: false`); never claimed by a document.
+    Unapproved,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `host:port` endpoints; hostnames are re-resolved periodically.
+    pub endpoints: Vec<String>,
+    /// Load-balancing policy.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Upstream protocol.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Upstream TLS.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    /// TCP (and TLS) connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Request start to response headers.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    /// Passive health checking.
+    #[serde(default)]
+    pub passive_health: Option<PassiveHealth>,
+    /// Active health checking.
+    #[serde(default)]
+    pub active_health: Option<ActiveHealth>,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn default_request_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// Power of two choices on in-flight requests.
+    LeastRequest,
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext (prior knowledge).
+    H2c,
+    /// ALPN over TLS.
+    Auto,
+}
+
+/// Upstream TLS.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// SNI and verified name.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// CA bundle (PEM); absent: the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Client certificate for mTLS (PEM).
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// Client key for mTLS (PEM).
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+/// Passive health: eject an endpoint after consecutive failures.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    /// Consecutive connect/reset/timeout failures before ejection.
+    pub consecutive_failures: u32,
+    /// How long an ejected endpoint stays out.
+    pub eject_for: Dur,
+}
+
+/// Active health probes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealth {
+    /// Path probed with GET.
+    pub path: String,
+    /// Time between probes.
+    #[serde(default = "default_probe_interval")]
+    pub interval: Dur,
+    /// Failed probes before unhealthy.
+    #[serde(default = "default_three")]
+    pub unhealthy_after: u32,
+    /// Passed probes before healthy again.
+    #[serde(default = "default_two")]
+    pub healthy_after: u32,
+}
+
+fn default_probe_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_three() -> u32 {
+    3
+}
+fn default_two() -> u32 {
+    2
+}
+
+/// A route.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name used in headers and metrics.
+    pub name: String,
+    /// What requests it takes.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Where they go.
+    pub to: RouteTarget,
+    /// Flags evaluated and injected upstream, in order; `["*"]` = all.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retries: Option<Retries>,
+}
+
+/// The match part of a route.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Only requests arriving on this listener.
+    #[serde(default)]
+    pub listener: Option<String>,
+    /// Host, case-insensitive, port ignored; `*.example.com` excludes the apex.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix on whole segments.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Exact header values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Methods accepted.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// Where a route sends.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    /// A rollout.
+    #[serde(default)]
+    pub rollout: Option<String>,
+    /// A single upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// A flag whose variant picks the upstream.
+    #[serde(default)]
+    pub flag: Option<String>,
+    /// Variant → upstream (with `flag`).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, String>,
+    /// A built-in service (`ofrep`).
+    #[serde(default)]
+    pub builtin: Option<Builtin>,
+}
+
+/// Built-in services a route can serve.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// The OpenFeature Remote Evaluation Protocol.
+    Ofrep,
+}
+
+/// Retry policy of a route.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Extra tries.
+    pub attempts: u32,
+    /// Conditions that allow a retry.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure]
+}
+
+/// A retry condition.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The connection could not be made (any method).
+    ConnectFailure,
+    /// The connection broke (idempotent methods only).
+    Reset,
+    /// No response headers in time (idempotent methods only).
+    Timeout,
+    /// The upstream answered 503 (idempotent methods only).
+    #[serde(rename = "status_503")]
+    Status503,
+}
+
+/// A rollout (canary or blue-green).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// canary or blue_green.
+    pub strategy: Strategy,
+    /// Canary: the current version.
+    #[serde(default)]
+    pub stable: Option<String>,
+    /// Canary: the new version.
+    #[serde(default)]
+    pub canary: Option<String>,
+    /// Blue-green: the serving pool (plays stable).
+    #[serde(default)]
+    pub active: Option<String>,
+    /// Blue-green: the pool being previewed (plays canary).
+    #[serde(default)]
+    pub preview: Option<String>,
+    /// How users are kept on one side.
+    #[serde(default)]
+    pub sticky: Sticky,
+    /// Testers sent to canary at any weight.
+    #[serde(default)]
+    pub canary_match: Option<HeaderMatch>,
+    /// Testers sent to preview before promotion.
+    #[serde(default)]
+    pub preview_match: Option<HeaderMatch>,
+    /// Freeze progress.
+    #[serde(default)]
+    pub paused: bool,
+    /// Canary steps.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Verdict settings; absent: steps advance on `hold` alone.
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
+    /// What a failed analysis does.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Blue-green promotion.
+    #[serde(default)]
+    pub promote: Option<Promote>,
+    /// Blue-green: analysis after promotion; a failure swaps back.
+    #[serde(default)]
+    pub post_promotion_window: Option<Dur>,
+}
+
+/// Rollout strategy.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Weighted steps.
+    Canary,
+    /// Preview, then a full swap.
+    BlueGreen,
+}
+
+/// Sticky-key sources.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sticky {
+    /// Header carrying the user key.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Cookie carrying the user key.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Set the cookie when the key had to be drawn.
+    #[serde(default)]
+    pub set_cookie: bool,
+    /// Max-Age of that cookie.
+    #[serde(default = "default_cookie_max_age")]
+    pub cookie_max_age: Dur,
+}
+
+fn default_cookie_max_age() -> Dur {
+    Dur::secs(365 * 86400)
+}
+
+/// Exact header values that select a request.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header → exact value.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One canary step: a weight with an optional hold, or a manual gate.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Canary share.
+    #[serde(default)]
+    pub weight: Option<Weight>,
+    /// Minimum time at this step.
+    #[serde(default)]
+    pub hold: Option<Dur>,
+    /// `manual`: wait for promote.
+    #[serde(default)]
+    pub gate: Option<StepGate>,
+}
+
+/// A step gate.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepGate {
+    /// Wait for a promote action.
+    Manual,
+}
+
+/// Analysis settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Analysis {
+    /// How often the verdict is computed.
+    pub interval: Dur,
+    /// Trailing window the verdict looks at.
+    pub window: Dur,
+    /// Canary requests in the window below which the verdict is inconclusive.
+    pub min_requests: u64,
+    /// Highest canary error rate.
+    pub max_error_rate: Option<f64>,
+    /// Highest significant excess of canary over stable error rate.
+    pub max_error_rate_increase: Option<f64>,
+    /// Confidence of the one-sided test.
+    pub confidence: f64,
+    /// Highest canary p99.
+    pub max_p99: Option<Dur>,
+    /// Statuses counted as errors (`5xx`, `429`, ...).
+    pub error_statuses: Vec<String>,
+    /// Consecutive failing verdicts before `on_failure`.
+    pub failure_limit: u32,
+    /// Consecutive inconclusive verdicts before pausing.
+    pub inconclusive_limit: u32,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval: Dur::secs(1),
+            window: Dur::secs(30),
+            min_requests: 50,
+            max_error_rate: None,
+            max_error_rate_increase: None,
+            confidence: 0.99,
+            max_p99: None,
+            error_statuses: vec!["5xx".into()],
+            failure_limit: 1,
+            inconclusive_limit: 600,
+        }
+    }
+}
+
+/// What a failed analysis does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Weight 0 at once, phase aborted.
+    #[default]
+    Rollback,
+    /// Phase paused.
+    Pause,
+}
+
+/// Blue-green promotion.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// Promote automatically after preview has passed analysis this long.
+    #[serde(default)]
+    pub after: Option<Dur>,
+    /// Wait for a promote action.
+    #[serde(default)]
+    pub manual: bool,
+}
+
+/// How a request becomes an OpenFeature evaluation context.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FlagContext {
+    /// Sources of `targetingKey`, first present wins.
+    #[serde(default)]
+    pub targeting_key: Vec<ContextSource>,
+    /// Context attributes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, ContextSource>,
+}
+
+/// Where a context value comes from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSource {
+    /// A request header.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A cookie.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// A request attribute.
+    #[serde(default)]
+    pub request: Option<RequestAttr>,
+}
+
+/// Request attributes available to `flag_context`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestAttr {
+    /// The normalized path.
+    Path,
+    /// The method.
+    Method,
+    /// The host, without port.
+    Host,
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// flagd fractional hashing version.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fractional {
+    /// `flagKey + targetingKey` as a string.
+    V2,
+    /// Canonical CBOR (default).
+    #[default]
+    V3,
+}
