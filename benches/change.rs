@@ -146,6 +146,7 @@ fn bench_gate(c: &mut Criterion) {
         access_log: None,
         flag_services: std::sync::Arc::new(sluice::flagsvc::FlagServices::open()),
         activations: tokio::sync::watch::channel(0).0,
+        client_errors: sluice::proxy::ClientErrors::new(&Registry::new()),
         drain: Default::default(),
     });
     let clock = Clock::manual(NOW * 1000);
