@@ -145,7 +145,14 @@ async fn proxy<'s>(
 
     let Some(route) = snap
         .routes
-        .find(conn.listener, host, &path, req.method(), req.headers())
+        .find(
+            conn.listener,
+            host,
+            &path,
+            req.method(),
+            req.headers(),
+            req.uri().query(),
+        )
     else {
         return ProxyError::NoRoute.response();
     };
@@ -174,7 +181,7 @@ async fn proxy<'s>(
     let split = match &route.target {
         Target::Rollout { rollout, .. } => {
             let ro = &snap.rollouts[*rollout];
-            Some((ro, split::decide(ro, req.headers())))
+            Some((ro, split::decide(ro, req.headers(), req.uri().query())))
         }
         _ => None,
     };

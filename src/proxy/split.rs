@@ -63,13 +63,13 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     None
 }
 
-/// Decides the side: `canary_match`/`preview_match` first, then the sticky key's bucket.
-pub fn decide(ro: &RolloutRt, headers: &HeaderMap) -> Decision {
-    let forced = !ro.force_canary.is_empty()
-        && ro
-            .force_canary
-            .iter()
-            .all(|(n, want)| headers.get_all(n).iter().any(|v| v == want));
+/// Decides the side: `canary_match`/`preview_match` first (headers, cookies, `query`: the
+/// request's query string), then the sticky key's bucket.
+pub fn decide(ro: &RolloutRt, headers: &HeaderMap, query: Option<&str>) -> Decision {
+    let forced = ro
+        .force_canary
+        .as_ref()
+        .is_some_and(|m| m.matches(headers, query));
     let header_key = ro
         .sticky_header
         .as_ref()
