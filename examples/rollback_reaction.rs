@@ -53,9 +53,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    println!(
-        "rollback reaction time, {method}, interval 1s, canary at 10%, {trials} trials each"
-    );
+    println!("rollback reaction time, {method}, interval 1s, canary at 10%, {trials} trials each");
     println!(
         "{:<8} {:<8} {:>9} {:>9} {:>9} {:>16} {:>8}",
         "window", "failing", "min", "median", "max", "canary failures", "req/s"

@@ -108,12 +108,10 @@ impl Cond {
                 .get_all(name)
                 .iter()
                 .any(|v| self.test.accepts(v.as_bytes())),
-            Source::Cookie(name) => {
-                cookies(headers, name).any(|v| self.test.accepts(v))
+            Source::Cookie(name) => cookies(headers, name).any(|v| self.test.accepts(v)),
+            Source::Query(name) => {
+                query.is_some_and(|q| query_values(q, name).any(|v| self.test.accepts(&v)))
             }
-            Source::Query(name) => query.is_some_and(|q| {
-                query_values(q, name).any(|v| self.test.accepts(&v))
-            }),
         }
     }
 }
@@ -224,7 +222,10 @@ mod tests {
             Source::Header(HeaderName::from_static("x-canary")),
             ValueTest::Exact((*b"always").into()),
         );
-        assert!(m.matches(&headers(&[("x-canary", "no"), ("x-canary", "always")]), None));
+        assert!(m.matches(
+            &headers(&[("x-canary", "no"), ("x-canary", "always")]),
+            None
+        ));
         assert!(!m.matches(&headers(&[("x-canary", "always!")]), None));
         assert!(!m.matches(&headers(&[]), None));
         let p = one(
@@ -253,7 +254,9 @@ mod tests {
         let q = Some("x=1&canary&name=J%C3%B6rg&a%20b=c+d");
         assert!(m("canary", ValueTest::Present).matches(&HeaderMap::new(), q));
         assert!(m("canary", ValueTest::Exact((*b"").into())).matches(&HeaderMap::new(), q));
-        assert!(m("name", ValueTest::Exact("Jörg".as_bytes().into())).matches(&HeaderMap::new(), q));
+        assert!(
+            m("name", ValueTest::Exact("Jörg".as_bytes().into())).matches(&HeaderMap::new(), q)
+        );
         assert!(m("a b", ValueTest::Exact((*b"c+d").into())).matches(&HeaderMap::new(), q));
         assert!(!m("x", ValueTest::Exact((*b"2").into())).matches(&HeaderMap::new(), q));
         assert!(!m("canary", ValueTest::Present).matches(&HeaderMap::new(), None));
@@ -285,7 +288,10 @@ mod tests {
             ValueTest::regex("a{1000}{1000}"),
             Err(PatternError::Invalid(_))
         ));
-        assert!(matches!(ValueTest::regex("("), Err(PatternError::Invalid(_))));
+        assert!(matches!(
+            ValueTest::regex("("),
+            Err(PatternError::Invalid(_))
+        ));
         // Linear time: a pathological pattern for backtracking engines on a long input.
         let re = ValueTest::regex("(a+)+b").unwrap();
         let input = "a".repeat(100_000);

@@ -143,17 +143,14 @@ async fn proxy<'s>(
         .unwrap_or("");
     let path = headers::remove_dot_segments(req.uri().path());
 
-    let Some(route) = snap
-        .routes
-        .find(
-            conn.listener,
-            host,
-            &path,
-            req.method(),
-            req.headers(),
-            req.uri().query(),
-        )
-    else {
+    let Some(route) = snap.routes.find(
+        conn.listener,
+        host,
+        &path,
+        req.method(),
+        req.headers(),
+        req.uri().query(),
+    ) else {
         return ProxyError::NoRoute.response();
     };
     if let Target::Ofrep { metrics } = &route.target {

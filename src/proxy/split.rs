@@ -1,7 +1,6 @@
 //! Sticky traffic splitting (SPEC §3): which side of a rollout a request goes to.
 
 use http::HeaderMap;
-use http::header::COOKIE;
 
 use crate::bucket;
 use crate::snapshot::RolloutRt;
@@ -48,19 +47,9 @@ impl DrawnId {
     }
 }
 
-/// The value of cookie `name` among the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    for v in headers.get_all(COOKIE) {
-        for pair in v.as_bytes().split(|b| *b == b';') {
-            let pair = pair.trim_ascii();
-            if let Some(rest) = pair.strip_prefix(name.as_bytes())
-                && let Some(value) = rest.strip_prefix(b"=")
-            {
-                return Some(value);
-            }
-        }
-    }
-    None
+/// The value of cookie `name` among the request's `Cookie` headers (the first, when several).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a [u8]> {
+    crate::request_match::cookies(headers, name).next()
 }
 
 /// Decides the side: `canary_match`/`preview_match` first (headers, cookies, `query`: the
@@ -115,6 +104,7 @@ pub fn decide(ro: &RolloutRt, headers: &HeaderMap, query: Option<&str>) -> Decis
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http::header::COOKIE;
 
     #[test]
     fn cookies_by_name() {

@@ -25,11 +25,11 @@ use crate::config::traffic::{
     StepGate, Strategy, TrafficDoc,
 };
 use crate::flags::headers::RouteHeaders;
-use crate::request_match::RequestMatcher;
 use crate::proxy::connect::Connector;
 use crate::proxy::flags::{Arm, FlagRuntime, FlagTarget};
 use crate::proxy::health::EndpointHealth;
 use crate::proxy::retry::{RetryBudget, RetryPolicy};
+use crate::request_match::RequestMatcher;
 use crate::rollout::{ErrorStatuses, RolloutWindows};
 use crate::telemetry::{self, Registry};
 pub use addresses::Addresses;

@@ -314,8 +314,14 @@ mod tests {
         ]);
         let h = HeaderMap::new();
         let get = Method::GET;
-        assert_eq!(t.find(0, "Shop.Example.com", "/", &get, &h, None), Some(&"wild"));
-        assert_eq!(t.find(0, "example.com", "/", &get, &h, None), Some(&"default"));
+        assert_eq!(
+            t.find(0, "Shop.Example.com", "/", &get, &h, None),
+            Some(&"wild")
+        );
+        assert_eq!(
+            t.find(0, "example.com", "/", &get, &h, None),
+            Some(&"default")
+        );
         assert_eq!(
             t.find(0, "x.example.com", "/health", &get, &h, None),
             Some(&"health")
@@ -328,7 +334,10 @@ mod tests {
             t.find(0, "apex.com", "/checkouts", &get, &h, None),
             Some(&"default")
         );
-        assert_eq!(t.find(0, "other.org", "/", &get, &h, None), Some(&"default"));
+        assert_eq!(
+            t.find(0, "other.org", "/", &get, &h, None),
+            Some(&"default")
+        );
     }
 
     /// The path index and the host index answer exactly as a scan of every route in order.
@@ -407,10 +416,14 @@ mod tests {
                     for method in [Method::GET, Method::POST] {
                         let want = scan.iter().find_map(|(rm, r)| {
                             (rm.host_matches(strip_port(host).as_bytes())
-                                && rm.rest_matches(0, path, &method, &h))
+                                && rm.rest_matches(0, path, &method, &h, None))
                             .then_some(r)
                         });
-                        assert_eq!(t.find(0, host, path, &method, &h, None), want, "{host} {path}");
+                        assert_eq!(
+                            t.find(0, host, path, &method, &h, None),
+                            want,
+                            "{host} {path}"
+                        );
                     }
                 }
             }
@@ -442,7 +455,10 @@ mod tests {
         assert_eq!(t.find(1, "a", "/", &Method::POST, &h, None), Some(&"r"));
         assert_eq!(t.find(0, "a", "/", &Method::POST, &h, None), None);
         assert_eq!(t.find(1, "a", "/", &Method::GET, &h, None), None);
-        assert_eq!(t.find(1, "a", "/", &Method::POST, &HeaderMap::new(), None), None);
+        assert_eq!(
+            t.find(1, "a", "/", &Method::POST, &HeaderMap::new(), None),
+            None
+        );
     }
 
     #[test]

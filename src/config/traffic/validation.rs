@@ -504,8 +504,7 @@ fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRol
         check_steps(&base, &ro.steps, r);
         let sticky_header = check_sticky(&base, &ro.sticky, r);
         let canary_match = check_force_match(&base, "canary_match", ro.canary_match.as_ref(), r);
-        let preview_match =
-            check_force_match(&base, "preview_match", ro.preview_match.as_ref(), r);
+        let preview_match = check_force_match(&base, "preview_match", ro.preview_match.as_ref(), r);
         let error_statuses = match &ro.analysis {
             Some(a) => check_analysis(&format!("{base}.analysis"), a, r),
             None => Some(vec![(500, 599)]),
@@ -917,9 +916,9 @@ fn request_matcher(
                     ValueTest::regex(regex).map_err(|e| format!("invalid regex: {e}"))
                 }
                 ValueMatch::Present { present: true } => Ok(ValueTest::Present),
-                ValueMatch::Present { present: false } => Err(
-                    "`present: false` is not supported; leave the condition out".to_string(),
-                ),
+                ValueMatch::Present { present: false } => {
+                    Err("`present: false` is not supported; leave the condition out".to_string())
+                }
             };
             match (source, test) {
                 (Ok(source), Ok(test)) => {
