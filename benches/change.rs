@@ -146,6 +146,7 @@ fn bench_gate(c: &mut Criterion) {
         access_log: None,
         ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
         drain: Default::default(),
+        tracer: None,
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(

@@ -145,6 +145,18 @@ impl Instance {
                 .map_err(StartError::Runtime)?,
             ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
             drain: Default::default(),
+            tracer: match &settings.tracing {
+                None => None,
+                Some(t) => {
+                    let exporter = t
+                        .otlp
+                        .as_ref()
+                        .map(|o| crate::telemetry::otlp::Exporter::start(o, &registry))
+                        .transpose()
+                        .map_err(StartError::Runtime)?;
+                    Some(crate::proxy::trace::Tracer::new(t, exporter))
+                }
+            },
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
