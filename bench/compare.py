@@ -35,7 +35,8 @@ Usage:
   cargo build --release --bin sluice --example hyper_floor
   python3 bench/compare.py [--scenarios plain,https1,h2,h2c,hs-new,hs-resume] [--rounds 3]
                            [--secs 6] [--conns 64] [--target-dir target] [--install]
-  python3 bench/compare.py --instructions [--secs 4]   # callgrind: instructions per request
+  python3 bench/compare.py --instructions --scenarios plain,https1,hs-new,hs-resume --secs 4
+      # callgrind: user-space instructions per request (per connection for hs-*)
 `--install` installs the peers from Debian (apt-get: nginx-light haproxy wrk nghttp2-client
 valgrind). Prints 'RESULT key=value' lines last.
 """
@@ -425,8 +426,9 @@ trust: {{ require_approvals: false }}
     # --- instructions ----------------------------------------------------------------------
 
     def instructions(self):
-        """User-space instructions per proxied request under callgrind (deterministic; no
-        kernel work): counters are zeroed after a warm-up, then one wrk load runs."""
+        """User-space instructions per request (per connection in the handshake scenarios)
+        under callgrind: deterministic, and blind to the kernel's share. Counters are zeroed
+        after a warm-up, then one load runs and the counters are dumped."""
         a = self.a
         self.make_cert()
         self.configs()
@@ -442,25 +444,31 @@ trust: {{ require_approvals: false }}
                 print(self.log_tail(name))
                 print(f"RESULT error={name}_did_not_listen")
                 return 1
-            port = PORTS[name][0]
-            self.load("plain", port, 3, warm=True)
-            pids = [pid for pid in os.listdir("/proc") if pid.isdigit() and self.in_group(pid, p.pid)]
-            subprocess.run(["callgrind_control", "-z", *pids], capture_output=True)
-            nreq = self.load("plain", port, a.secs)[0]
-            subprocess.run(["callgrind_control", "-d", *pids], capture_output=True)
-            total = 0
-            for f in os.listdir(self.d):
-                if f.startswith(f"{name}.callgrind") and f != f"{name}.callgrind":
-                    for line in open(os.path.join(self.d, f)):
-                        if line.startswith("totals:") or line.startswith("summary:"):
-                            total += int(line.split()[1])
-                            break
-            out[name] = total / max(nreq, 1)
-            print(f"instructions {name:13s} {out[name]:9.0f} per request ({nreq} requests)", flush=True)
+            seen = set()
+            for sc in a.scenarios:
+                port = self.port(name, sc)
+                if not port or sc in ("h2", "h2c") or (name == "sluice-flags" and sc != "plain"):
+                    continue
+                self.load(sc, port, 2, warm=True)
+                pids = [pid for pid in os.listdir("/proc") if pid.isdigit() and self.in_group(pid, p.pid)]
+                subprocess.run(["callgrind_control", "-z", *pids], capture_output=True)
+                nreq = self.load(sc, port, a.secs)[0]
+                subprocess.run(["callgrind_control", "-d", *pids], capture_output=True)
+                total = 0
+                for f in sorted(os.listdir(self.d)):
+                    if f.startswith(f"{name}.callgrind.") and f not in seen:
+                        seen.add(f)
+                        for line in open(os.path.join(self.d, f)):
+                            if line.startswith("totals:") or line.startswith("summary:"):
+                                total += int(line.split()[1])
+                                break
+                out[(sc, name)] = total / max(nreq, 1)
+                print(f"instructions {sc:9s} {name:13s} {out[(sc, name)]:10.0f} per request ({nreq} requests)",
+                      flush=True)
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(30)
             del self.procs[name]
-        print("RESULT " + " ".join(f"{n}_instructions_per_req={v:.0f}" for n, v in out.items()))
+        print("RESULT " + " ".join(f"{sc}_{n}_instructions={v:.0f}" for (sc, n), v in out.items()))
         return 0
 
     @staticmethod
