@@ -153,6 +153,27 @@ pub const EMERGENCY_OVERDUE: Family = gauge(
     "sluice_emergency_reviews_overdue",
     "Emergency changes whose review is overdue.",
 );
+/// `sluice_cluster_connected` (SPEC §12).
+pub const CLUSTER_CONNECTED: Family = gauge(
+    "sluice_cluster_connected",
+    "1 while this node is connected to etcd with a live lease.",
+);
+/// `sluice_cluster_leader` (SPEC §12).
+pub const CLUSTER_LEADER: Family = gauge(
+    "sluice_cluster_leader",
+    "1 while this node leads the fleet.",
+);
+/// `sluice_cluster_nodes` (SPEC §12).
+pub const CLUSTER_NODES: Family = gauge(
+    "sluice_cluster_nodes",
+    "Live nodes registered in the fleet, as this node sees it.",
+);
+/// `sluice_cluster_sync_seconds` (SPEC §12).
+pub const CLUSTER_SYNC: Family = histogram(
+    "sluice_cluster_sync_seconds",
+    DURATION_BUCKETS,
+    "Time from a candidate's etcd revision being seen to its local activation.",
+);
 
 /// `sluice_tracing_spans_exported_total`: spans an OTLP collector accepted.
 pub const SPANS_EXPORTED: Family = counter(
@@ -212,6 +233,10 @@ pub const FAMILIES: &[Family] = &[
     EMERGENCY_OVERDUE,
     SPANS_EXPORTED,
     SPANS_DROPPED,
+    CLUSTER_CONNECTED,
+    CLUSTER_LEADER,
+    CLUSTER_NODES,
+    CLUSTER_SYNC,
     PROCESS_CPU,
     PROCESS_RESIDENT,
     PROCESS_VIRTUAL,
