@@ -23,9 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use arc_swap::ArcSwapOption;
-use metrics::Gauge;
+use metrics::{Counter, Gauge};
 
-use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
 use crate::shutdown::Drain;
 use crate::snapshot::Snapshot;
@@ -43,12 +42,52 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// The JSON access log, when enabled.
     pub access_log: Option<access_log::AccessLog>,
-    /// Browser origins allowed to call OFREP (`ofrep.cors_origins`).
-    pub ofrep_cors: Cors,
+    /// OFREP, its event streams and API keys (`builtin: ofrep` routes and the admin listener).
+    pub flag_services: Arc<crate::flagsvc::FlagServices>,
+    /// Bumped after every activation (snapshot stored); control-plane followers (flag
+    /// event streams) wait on it instead of polling the snapshot.
+    pub activations: tokio::sync::watch::Sender<u64>,
+    /// `sluice_client_errors_total{kind}`.
+    pub client_errors: ClientErrors,
     /// Set on SIGTERM: readiness fails, connections are asked to leave.
     pub drain: Drain,
     /// W3C trace context and span export (`tracing`), when configured.
     pub tracer: Option<trace::Tracer>,
+}
+
+/// `sluice_client_errors_total{kind}` handles: faults of the client, kept apart from the
+/// upstream's errors, health and rollout analysis.
+#[derive(Debug, Clone)]
+pub struct ClientErrors {
+    /// kind="aborted": the client went away before its body ended.
+    pub aborted: Counter,
+    /// kind="malformed": invalid body framing.
+    pub malformed: Counter,
+    /// kind="timeout": the upstream waited on the client's body past `request_timeout`.
+    pub timeout: Counter,
+}
+
+// === impl ClientErrors ===
+
+impl ClientErrors {
+    /// Registers the handles in `registry`.
+    pub fn new(registry: &crate::telemetry::Registry) -> Self {
+        let c = |kind| registry.counter(crate::telemetry::CLIENT_ERRORS, &[("kind", kind)]);
+        ClientErrors {
+            aborted: c("aborted"),
+            malformed: c("malformed"),
+            timeout: c("timeout"),
+        }
+    }
+
+    /// The counter of `fault`.
+    pub fn of(&self, fault: body::ClientFault) -> &Counter {
+        match fault {
+            body::ClientFault::Aborted => &self.aborted,
+            body::ClientFault::Malformed => &self.malformed,
+            body::ClientFault::Timeout => &self.timeout,
+        }
+    }
 }
 
 /// A listener's name and gauges.
