@@ -206,6 +206,9 @@ impl Instance {
         )
         .map_err(state_err)?;
         let gate = GateHandle::new(gate);
+        // Notifications: every audit line from here on is offered to a bounded queue.
+        let (notifier, deliveries) = crate::notify::Notifier::new(&registry);
+        gate.lock().set_notifier(notifier);
         let token = store::StateDir::open(&settings.paths.state_dir)
             .and_then(|s| s.admin_token(settings.admin.token_file.as_deref()))
             .map_err(state_err)?;
@@ -337,6 +340,7 @@ impl Instance {
             cert_stores,
             rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
             cluster: cluster.clone(),
+            deliveries,
         };
         threads.push(
             std::thread::Builder::new()
@@ -451,6 +455,8 @@ struct Control {
     /// `None` when rollouts tick by hand.
     rollouts: Option<Arc<Runner>>,
     cluster: Option<Arc<Cluster>>,
+    /// The notification queue's delivery side.
+    deliveries: crate::notify::Deliveries,
 }
 
 impl Control {
@@ -478,7 +484,9 @@ impl Control {
                 cert_stores,
                 rollouts,
                 cluster,
+                deliveries,
             } = self;
+            let notify_task = tokio::spawn(deliveries.run(admin.shared.clone(), shutdown.clone()));
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
                 cert_stores,
                 shutdown.clone(),
@@ -515,6 +523,7 @@ impl Control {
                 t.abort();
             }
             health_task.abort();
+            notify_task.abort();
             if let Some(t) = rollout_task {
                 let _ = t.await;
             }

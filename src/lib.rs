@@ -4,6 +4,8 @@
 //! - [`config`]: `sluice.yaml` and `traffic.yaml` — YAML with positions, raw types, validation.
 //! - [`bucket`]: the one bucketing primitive (canonical CBOR → murmur3 → bucket), shared by
 //!   rollout splitting and flagd `fractional`.
+//! - [`notify`]: notifications — audit events POSTed (signed, retried) through a bounded
+//!   queue that never blocks.
 //! - [`request_match`]: header, cookie and query conditions (exact, prefix, linear-time
 //!   regex, present), compiled once, shared by route `match`, `canary_match` and
 //!   `preview_match`.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod flags;
 pub mod flagsvc;
 pub mod instance;
+pub mod notify;
 pub mod proxy;
 pub mod request_match;
 pub mod rollout;

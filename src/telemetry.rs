@@ -129,6 +129,16 @@ pub const ROLLBACKS: Family = counter(
     "sluice_rollbacks_total",
     "Rollouts rolled back or swapped back, by reason.",
 );
+/// `sluice_notifications_total{result}`.
+pub const NOTIFICATIONS: Family = counter(
+    "sluice_notifications_total",
+    "Notifications delivered (sent) or given up after every retry (failed).",
+);
+/// `sluice_notifications_dropped_total`.
+pub const NOTIFICATIONS_DROPPED: Family = counter(
+    "sluice_notifications_dropped_total",
+    "Audit events not queued for notification because the queue was full.",
+);
 /// `sluice_flag_evaluations_total{flag,variant,reason}`.
 pub const FLAG_EVALUATIONS: Family = counter(
     "sluice_flag_evaluations_total",
@@ -240,6 +250,8 @@ pub const FAMILIES: &[Family] = &[
     EMERGENCY_OVERDUE,
     SPANS_EXPORTED,
     SPANS_DROPPED,
+    NOTIFICATIONS,
+    NOTIFICATIONS_DROPPED,
     CLUSTER_CONNECTED,
     CLUSTER_LEADER,
     CLUSTER_NODES,

@@ -473,6 +473,11 @@ impl Gate {
         self.audit.append(self.clock.now(), event)
     }
 
+    /// Offers every audit line appended from now on to `n` (notifications).
+    pub fn set_notifier(&mut self, n: crate::notify::Notifier) {
+        self.audit.set_tap(n);
+    }
+
     /// The active document, if any.
     pub fn active(&self) -> Option<&Active> {
         self.active.as_ref()

@@ -25,6 +25,7 @@ pub mod controller;
 pub mod error_status;
 pub mod fleet;
 pub mod histogram;
+pub mod metric_check;
 pub mod normal;
 pub mod progress;
 pub mod runner;

@@ -96,6 +96,8 @@ pub enum RollbackReason {
     ErrorRateIncrease,
     /// Canary p99 above `max_p99`.
     P99,
+    /// An `analysis.metrics` check.
+    Metric,
     /// An operator's abort action.
     Operator,
 }
@@ -178,6 +180,7 @@ impl RollbackReason {
             RollbackReason::ErrorRate => "error_rate",
             RollbackReason::ErrorRateIncrease => "error_rate_increase",
             RollbackReason::P99 => "p99",
+            RollbackReason::Metric => "metric",
             RollbackReason::Operator => "operator",
         }
     }
@@ -189,6 +192,7 @@ impl From<Rule> for RollbackReason {
             Rule::ErrorRate => RollbackReason::ErrorRate,
             Rule::ErrorRateIncrease => RollbackReason::ErrorRateIncrease,
             Rule::P99 => RollbackReason::P99,
+            Rule::Metric => RollbackReason::Metric,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub rollouts: Vec<Arc<RolloutRt>>,
     /// Compiled flags, `flag_context` and flag metric handles (data plane and OFREP).
     pub flags: FlagRuntime,
+    /// `notifications`, with their secrets read.
+    pub notifications: Arc<[crate::notify::Target]>,
 }
 
 /// A compiled route.
@@ -211,7 +213,7 @@ pub struct BuildCtx<'a> {
 
 impl Snapshot {
     /// Compiles a checked document. `prev` carries endpoint and rollout state over.
-    /// Fails only when an upstream's TLS files do not load.
+    /// Fails only when an upstream's TLS files or a notification's secret file do not load.
     pub fn build(
         traffic: &ParsedTraffic,
         digest: &str,
@@ -231,6 +233,11 @@ impl Snapshot {
             .map(|((name, r), m)| build_rollout(name, r, m, ctx, prev))
             .collect();
         let flags = FlagRuntime::build(doc, ctx.registry)?;
+        let notifications = doc
+            .notifications
+            .iter()
+            .map(crate::notify::Target::build)
+            .collect::<Result<Vec<_>, String>>()?;
         let built = Built {
             model,
             upstreams: &upstreams,
@@ -251,6 +258,7 @@ impl Snapshot {
             upstreams,
             rollouts,
             flags,
+            notifications: notifications.into(),
         })
     }
 }

@@ -60,6 +60,9 @@ pub struct TrafficDoc {
     /// flagd flag-set `metadata`, merged under each flag's own (OFREP and gRPC return it).
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    /// Where audit events are POSTed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
 }
 
 /// What validation needs to know from `sluice.yaml`.
@@ -144,6 +147,7 @@ fn read_sections(
             "$evaluators",
             "$schema",
             "metadata",
+            "notifications",
         ],
         spans,
         errors,
@@ -165,6 +169,7 @@ fn read_sections(
         evaluators: field(map, "$evaluators", "", spans, errors),
         schema: field(map, "$schema", "", spans, errors),
         metadata: field(map, "metadata", "", spans, errors),
+        notifications: items(map, "notifications", spans, errors),
     }
 }
 
