@@ -377,7 +377,7 @@ fn big_doc(version: u64, routes: usize, ups: &Ups, steps: &str, analysis: &str) 
     );
     for i in 0..routes {
         // One route changes with every version, so each push is a real change.
-        let to = if i == 0 && version % 2 == 0 {
+        let to = if i == 0 && version.is_multiple_of(2) {
             "v2"
         } else {
             "v1"

@@ -560,3 +560,35 @@ fn without_etcd_nodes_serve_refuse_changes_and_still_roll_back_then_reconcile() 
     let (code, out, err) = cli(&["audit", "verify", "--etcd", &etcd.url, "--prefix", prefix]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// The Kubernetes example's ConfigMaps carry settings and documents sluice accepts
+/// (CI also validates every manifest against the Kubernetes schemas).
+#[test]
+fn the_kubernetes_examples_config_is_valid() {
+    use sluice::config::traffic::{CheckContext, TrafficDoc};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    for (file, name) in [
+        ("configmap.yaml", "sluice-config"),
+        ("sidecar.yaml", "checkout-sluice"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let doc = text
+            .split("\n---\n")
+            .find(|d| d.contains("kind: ConfigMap"))
+            .unwrap();
+        let cm = sluice::config::yaml::parse(doc).unwrap().value;
+        assert_eq!(cm["metadata"]["name"], name);
+        let settings = sluice::config::Settings::parse(cm["data"]["sluice.yaml"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{file}: sluice.yaml: {e}"));
+        let c = settings.cluster.expect("cluster mode");
+        assert!(
+            c.node_id.is_none(),
+            "{file}: node_id comes from SLUICE_NODE_ID"
+        );
+        let ctx = CheckContext {
+            listeners: Some(settings.listeners.iter().map(|l| l.name.clone()).collect()),
+        };
+        TrafficDoc::parse(cm["data"]["traffic.yaml"].as_str().unwrap(), &ctx)
+            .unwrap_or_else(|e| panic!("{file}: traffic.yaml: {e}"));
+    }
+}
