@@ -34,13 +34,15 @@ const PREFIX: &str = "/sluice/demo";
 /// Seconds of healthy traffic before the canary starts failing.
 const HEALTHY_SECS: u64 = 4;
 
-/// An etcd child process, killed on drop.
-struct Etcd(Child);
+/// An etcd child process, killed on drop; its data dir (64 MiB of preallocated WAL) goes
+/// with it, the nodes' state stays for inspection.
+struct Etcd(Child, std::path::PathBuf);
 
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -299,6 +301,8 @@ fn summary(l: &serde_json::Value) -> String {
     }
 }
 
+/// Starts etcd on two free loopback ports and waits until it is healthy. A port taken by
+/// someone else between the pick and etcd's bind makes etcd exit at once: then other ports.
 async fn start_etcd(dir: &Path) -> Result<(String, Etcd), String> {
     let port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -306,52 +310,71 @@ async fn start_etcd(dir: &Path) -> Result<(String, Etcd), String> {
             .map(|a| a.port())
             .map_err(|e| e.to_string())
     };
-    let (client, peer) = (port()?, port()?);
-    let url = format!("http://127.0.0.1:{client}");
-    let peer = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
-        .args(["--name", "demo"])
-        .arg("--data-dir")
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("demo={peer}")])
-        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-        .args(["--logger", "zap", "--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "demo --cluster needs `etcd` on PATH (Debian: apt-get install etcd-server): {e}"
-            )
-        })?;
-    let etcd = Etcd(child);
-    let addr: SocketAddr = format!("127.0.0.1:{client}")
-        .parse()
-        .map_err(|e: std::net::AddrParseError| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok((200, body)) = get(addr, "/health").await
-            && body.contains("true")
-        {
-            return Ok((url, etcd));
+    let log_path = dir.join("etcd.log");
+    for attempt in 1..=5 {
+        let (client, peer) = (port()?, port()?);
+        if client == peer {
+            continue;
         }
-        if Instant::now() > deadline {
-            return Err(format!("etcd did not become healthy at {url}"));
+        let url = format!("http://127.0.0.1:{client}");
+        let peer = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let child = Command::new("etcd")
+            .args(["--name", "demo"])
+            .arg("--data-dir")
+            .arg(dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("demo={peer}")])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "demo --cluster needs `etcd` on PATH (Debian: apt-get install etcd-server): {e}"
+                )
+            })?;
+        let mut etcd = Etcd(child, dir.join("etcd"));
+        let addr: SocketAddr = format!("127.0.0.1:{client}")
+            .parse()
+            .map_err(|e: std::net::AddrParseError| e.to_string())?;
+        // Generous: etcd's first start fsyncs its WAL, and the machine may be busy.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = etcd.0.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("address already in use") && attempt < 5 {
+                    break; // dropping `etcd` removes its data dir
+                }
+                return Err(format!("etcd exited with {status}: {}", log.trim()));
+            }
+            if let Ok((200, body)) = get(addr, "/health").await
+                && body.contains("true")
+            {
+                return Ok((url, etcd));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "etcd did not become healthy at {url} within 60 s (log: {})",
+                    log_path.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Err("etcd could not bind a free port in 5 attempts".into())
 }
 
 /// Throwaway keys for alice (developer, the author), bob and carol (release managers): the
