@@ -563,22 +563,35 @@ fn without_etcd_nodes_serve_refuse_changes_and_still_roll_back_then_reconcile() 
     assert_eq!(code, 0, "{out}{err}");
 }
 
-/// The Kubernetes example's ConfigMaps carry settings and documents sluice accepts
-/// (CI also validates every manifest against the Kubernetes schemas).
+/// The Kubernetes example's ConfigMaps carry settings and documents sluice accepts, and its
+/// workloads run sluice as those settings say: ports, probes, node id, volumes (CI also
+/// validates every manifest against the Kubernetes schemas).
 #[test]
 fn the_kubernetes_examples_config_is_valid() {
     use sluice::config::traffic::{CheckContext, TrafficDoc};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    for (file, name) in [
-        ("configmap.yaml", "sluice-config"),
-        ("sidecar.yaml", "checkout-sluice"),
-    ] {
+    let kind = |file: &str, kind: &str| {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let doc = text
             .split("\n---\n")
-            .find(|d| d.contains("kind: ConfigMap"))
-            .unwrap();
-        let cm = sluice::config::yaml::parse(doc).unwrap().value;
+            .find(|d| d.contains(&format!("kind: {kind}\n")))
+            .unwrap_or_else(|| panic!("{file}: no {kind}"))
+            .to_string();
+        sluice::config::yaml::parse(&doc).unwrap().value
+    };
+    for (file, name, workload) in [
+        (
+            "configmap.yaml",
+            "sluice-config",
+            ("gateway.yaml", "StatefulSet"),
+        ),
+        (
+            "sidecar.yaml",
+            "checkout-sluice",
+            ("sidecar.yaml", "Deployment"),
+        ),
+    ] {
+        let cm = kind(file, "ConfigMap");
         assert_eq!(cm["metadata"]["name"], name);
         let settings = sluice::config::Settings::parse(cm["data"]["sluice.yaml"].as_str().unwrap())
             .unwrap_or_else(|e| panic!("{file}: sluice.yaml: {e}"));
@@ -592,5 +605,69 @@ fn the_kubernetes_examples_config_is_valid() {
         };
         TrafficDoc::parse(cm["data"]["traffic.yaml"].as_str().unwrap(), &ctx)
             .unwrap_or_else(|e| panic!("{file}: traffic.yaml: {e}"));
+
+        let (wfile, wkind) = workload;
+        let w = kind(wfile, wkind);
+        let pod = &w["spec"]["template"]["spec"];
+        let c = pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sluice")
+            .unwrap_or_else(|| panic!("{wfile}: no sluice container"));
+        let port = |name: &str| {
+            c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .and_then(|p| p["containerPort"].as_u64())
+                .unwrap_or_else(|| panic!("{wfile}: no port {name}"))
+        };
+        assert_eq!(port("http"), u64::from(settings.listeners[0].bind.port()));
+        assert_eq!(port("admin"), u64::from(settings.admin.bind.port()));
+        let metrics = settings.metrics.as_ref().expect("a metrics listener");
+        assert_eq!(port("metrics"), u64::from(metrics.bind.port()));
+        // Readiness on the admin listener's /readyz, liveness on /healthz.
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["port"], "admin");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        // The image's entrypoint is `sluice run`; the config is the mounted ConfigMap.
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &args[..2],
+            ["-c", "/etc/sluice/config/sluice.yaml"],
+            "{wfile}"
+        );
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        let mounted = |path: &std::path::Path| {
+            mounts
+                .iter()
+                .any(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+        };
+        for p in [
+            std::path::Path::new(args[1]),
+            settings.paths.traffic.as_path(),
+            settings.paths.approvals.as_path(),
+            settings.paths.state_dir.as_path(),
+            settings.admin.token_file.as_deref().unwrap(),
+        ] {
+            assert!(mounted(p), "{wfile}: {} is on no volume", p.display());
+        }
+        let node_id = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "SLUICE_NODE_ID")
+            .unwrap_or_else(|| panic!("{wfile}: no SLUICE_NODE_ID"));
+        assert_eq!(
+            node_id["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
     }
 }
