@@ -329,6 +329,9 @@ mod tests {
             v["text"],
             "sluice: rollout.aborted rollout=web weight=0.0 reason=metric version=3"
         );
-        assert_eq!(&body(NotifyFormat::Json, b"{\"a\":1}", &e)[..], b"{\"a\":1}");
+        assert_eq!(
+            &body(NotifyFormat::Json, b"{\"a\":1}", &e)[..],
+            b"{\"a\":1}"
+        );
     }
 }

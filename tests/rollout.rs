@@ -1571,12 +1571,9 @@ async fn notifications_are_signed_and_a_dead_receiver_blocks_nothing() {
     }
     // The dead receiver: given up after its retries, counted.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !rig
-        .metrics()
-        .await
-        .lines()
-        .any(|l| l.starts_with("sluice_notifications_total{result=\"failed\"}") && !l.ends_with(" 0"))
-    {
+    while !rig.metrics().await.lines().any(|l| {
+        l.starts_with("sluice_notifications_total{result=\"failed\"}") && !l.ends_with(" 0")
+    }) {
         assert!(Instant::now() < deadline, "{}", rig.metrics().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
