@@ -21,6 +21,7 @@ use crate::change::folder::Folder;
 use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::proxy::server::{self, wait_shutdown};
 use crate::proxy::{ListenerInfo, Shared};
@@ -54,6 +55,8 @@ pub struct Instance {
     pub registry: Registry,
     /// The rollout runner.
     pub rollouts: Arc<Runner>,
+    /// The fleet, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -91,6 +94,9 @@ pub enum StartError {
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
+    /// This node cannot join its fleet (node-id collision, wrong prefix, TLS files).
+    #[error("cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
 }
 
 // === impl Instance ===
@@ -207,11 +213,23 @@ impl Instance {
             .transpose()
             .map_err(StartError::Runtime)?;
 
+        // In a fleet, the cluster joins (and adopts the fleet's document) before anything
+        // serves; the files on disk are then published to etcd rather than judged here.
+        let cluster = match &settings.cluster {
+            Some(_) => Some(
+                Cluster::start(settings.clone(), gate.clone(), &registry, admin_addr)
+                    .map_err(StartError::Cluster)?,
+            ),
+            None => None,
+        };
         // The document on disk is a candidate like any other; then pending changes are
         // judged again with the approvals folder as it is now.
         let traffic = settings.paths.traffic.clone();
         let last_folder = Folder::read(&settings.paths.approvals).fingerprint;
-        let last_seen = submit_file(&gate, &traffic, Source::Start, None);
+        let last_seen = match &cluster {
+            None => submit_file(&gate, &traffic, Source::Start, None),
+            Some(_) => None,
+        };
         let _ = gate.lock().recheck(Source::Start);
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
@@ -220,6 +238,11 @@ impl Instance {
             registry.clone(),
             opts.clock.clone(),
         );
+        if let Some(c) = &cluster {
+            rollouts.set_fleet(c.clone());
+            c.attach_runner(rollouts.clone());
+            rollouts.follow_fleet();
+        }
 
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::new();
@@ -244,6 +267,7 @@ impl Instance {
             token: token.clone(),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
             rollouts: rollouts.clone(),
+            cluster: cluster.clone(),
         });
         let control = Control {
             settings: settings.clone(),
@@ -256,6 +280,7 @@ impl Instance {
             last_folder,
             cert_stores,
             rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
+            cluster: cluster.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -273,6 +298,7 @@ impl Instance {
             gate,
             registry,
             rollouts,
+            cluster,
             shutdown: tx,
             threads,
         })
@@ -297,6 +323,10 @@ impl Instance {
     }
 
     fn stop(&mut self) {
+        // Leave the fleet first: the lease goes, and leadership passes on at once.
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
         let _ = self.shutdown.send(true);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -359,6 +389,7 @@ struct Control {
     cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
     /// `None` when rollouts tick by hand.
     rollouts: Option<Arc<Runner>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Control {
@@ -385,6 +416,7 @@ impl Control {
                 last_folder,
                 cert_stores,
                 rollouts,
+                cluster,
             } = self;
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
                 cert_stores,
@@ -407,6 +439,7 @@ impl Control {
             let watch_task = tokio::spawn(watch_files(
                 settings,
                 gate,
+                cluster,
                 last_seen,
                 last_folder,
                 shutdown.clone(),
@@ -469,6 +502,7 @@ async fn serve_http1<F, Fut>(
 async fn watch_files(
     settings: Arc<Settings>,
     gate: GateHandle,
+    cluster: Option<Arc<Cluster>>,
     mut last_seen: Option<String>,
     mut last_folder: String,
     mut shutdown: watch::Receiver<bool>,
@@ -495,10 +529,21 @@ async fn watch_files(
         }
         let (g, p, a) = (gate.clone(), traffic.clone(), approvals.clone());
         let (seen, folder_seen) = (last_seen.clone(), last_folder.clone());
+        let fleet = cluster.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let folder = Folder::read(&a).fingerprint;
             let seen = if folder == folder_seen { seen } else { None };
-            let d = submit_file(&g, &p, Source::File, seen.as_deref());
+            let d = match &fleet {
+                None => submit_file(&g, &p, Source::File, seen.as_deref()),
+                Some(c) => {
+                    // A fleet member publishes what changed; the watch brings it back.
+                    let d = std::fs::read(&p).ok().map(|b| store::digest(&b));
+                    if d != seen {
+                        c.files_changed();
+                    }
+                    d
+                }
+            };
             let _ = g.lock().recheck(Source::File);
             (d, folder)
         })

@@ -18,6 +18,7 @@ pub mod bucket;
 pub mod change;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod flags;
 pub mod instance;

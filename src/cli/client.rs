@@ -17,6 +17,12 @@ pub struct PushArgs {
     /// The admin API to talk to.
     #[command(flatten)]
     pub admin: AdminTarget,
+    /// Publish straight into a fleet's etcd instead (SPEC §12).
+    #[command(flatten)]
+    pub fleet: super::fleet::EtcdArgs,
+    /// With --etcd: how long to wait for every node's judgement.
+    #[arg(long, default_value = "30s", value_parser = crate::config::Dur::parse)]
+    pub wait: crate::config::Dur,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,
@@ -32,6 +38,9 @@ pub struct StatusArgs {
     /// The admin API to talk to.
     #[command(flatten)]
     pub admin: AdminTarget,
+    /// Read the fleet's table straight from its etcd instead (SPEC §12).
+    #[command(flatten)]
+    pub fleet: super::fleet::EtcdArgs,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,
@@ -231,6 +240,14 @@ pub fn push(a: PushArgs) -> i32 {
             }
         }
     }
+    if a.fleet.given() {
+        if a.admin.url.is_some() {
+            eprintln!("sluice push: give --admin or --etcd, not both");
+            return EXIT_INVALID;
+        }
+        let tokens: Vec<String> = headers.into_iter().map(|(_, t)| t).collect();
+        return super::fleet::push(&a.fleet, &doc, &tokens, a.wait);
+    }
     match admin_request(
         &a.admin,
         &a.token_file,
@@ -285,6 +302,13 @@ pub fn status(a: StatusArgs) -> i32 {
 }
 
 fn status_once(a: &StatusArgs) -> i32 {
+    if a.fleet.given() {
+        if a.admin.url.is_some() {
+            eprintln!("sluice status: give --admin or --etcd, not both");
+            return EXIT_INVALID;
+        }
+        return super::fleet::status(&a.fleet, a.json);
+    }
     match admin_request(
         &a.admin,
         &a.token_file,
