@@ -145,6 +145,7 @@ fn bench_gate(c: &mut Criterion) {
         connections: Default::default(),
         access_log: None,
         ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
+        client_errors: sluice::proxy::ClientErrors::new(&Registry::new()),
         drain: Default::default(),
     });
     let clock = Clock::manual(NOW * 1000);

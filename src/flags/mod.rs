@@ -95,6 +95,12 @@ pub struct Options {
     pub fractional: Fractional,
 }
 
+/// Whether enough errors were found: the strict checks stop looking (see
+/// [`crate::config::MAX_ERRORS`]).
+pub(crate) fn errors_full(errors: &[FlagError]) -> bool {
+    errors.len() >= crate::config::MAX_ERRORS
+}
+
 /// A refusal with the path of what is wrong (`flags.<key>.defaultVariant`, `$evaluators.x`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]

@@ -24,10 +24,13 @@ pub use model::Model;
 pub use raw::*;
 pub use validation::{is_header_token, is_tchar, parse_status_class};
 
-use super::{ConfigError, ConfigErrors, field, from_node, unknown_keys, yaml};
+use super::{ConfigError, ConfigErrors, MAX_ERRORS, field, from_node, unknown_keys, yaml};
 
 /// Most flags a single route may inject upstream.
 pub const MAX_ROUTE_FLAGS: usize = 64;
+
+/// Longest key of an injected flag: `x-sluice-flag-<key>` must fit a header name (64 KiB).
+pub const MAX_INJECTED_KEY_BYTES: usize = u16::MAX as usize - "x-sluice-flag-".len();
 
 /// The whole traffic document.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -95,7 +98,7 @@ impl TrafficDoc {
         let mut errors = Vec::new();
         let doc = read_sections(map, &spans, &mut errors);
         if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+            return Err(ConfigErrors::capped(errors));
         }
         let mut warnings = Vec::new();
         let model = validation::check(
@@ -116,7 +119,7 @@ impl TrafficDoc {
                 "the document passed its checks but a reference did not resolve",
             )
             .into()),
-            _ => Err(ConfigErrors(errors)),
+            _ => Err(ConfigErrors::capped(errors)),
         }
     }
 }
@@ -177,6 +180,9 @@ fn entries<T: serde::de::DeserializeOwned>(
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
                 match from_node(v, &format!("{key}.{k}"), spans) {
                     Ok(t) => {
                         out.insert(k.clone(), t);
@@ -202,6 +208,9 @@ fn items<T: serde::de::DeserializeOwned>(
         None | Some(Value::Null) => {}
         Some(Value::Array(a)) => {
             for (i, v) in a.iter().enumerate() {
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
                 match from_node(v, &format!("{key}[{i}]"), spans) {
                     Ok(t) => out.push(t),
                     Err(e) => errors.push(e),
