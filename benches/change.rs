@@ -26,7 +26,7 @@ use sluice::change::token::{Act, verify};
 use sluice::change::{ChangeInput, HighWater, TrustStore, Verdict, assess, classify, digest};
 use sluice::clock::Clock;
 use sluice::config::Settings;
-use sluice::proxy::Shared;
+use sluice::snapshot::Published;
 use sluice::telemetry::Registry;
 
 #[global_allocator]
@@ -138,20 +138,11 @@ fn bench_gate(c: &mut Criterion) {
     settings.paths.traffic = dir.path().join("traffic.yaml");
     settings.trust = trust();
     let trust_store = Arc::new(TrustStore::new(&settings.trust).expect("trust compiles"));
-    let shared = Arc::new(Shared {
-        snapshot: Default::default(),
-        listeners: Vec::new(),
-        limits: settings.limits.clone(),
-        connections: Default::default(),
-        access_log: None,
-        ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
-        drain: Default::default(),
-    });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(
         Arc::new(settings),
         trust_store,
-        shared,
+        Arc::new(Published::default()),
         Registry::new(),
         clock,
     )

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
@@ -22,9 +22,10 @@ use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::proxy::server::{self, wait_shutdown};
+use crate::proxy::server;
 use crate::proxy::{ListenerInfo, Shared};
 use crate::rollout::Runner;
+use crate::shutdown::{Shutdown, Stop};
 use crate::telemetry::{self, Registry};
 
 /// Options that tests and the demo set.
@@ -54,7 +55,7 @@ pub struct Instance {
     pub registry: Registry,
     /// The rollout runner.
     pub rollouts: Arc<Runner>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Stop,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -154,7 +155,7 @@ impl Instance {
         let gate = Gate::open(
             settings.clone(),
             trust,
-            shared.clone(),
+            shared.snapshot.clone(),
             registry.clone(),
             opts.clock.clone(),
         )
@@ -216,12 +217,12 @@ impl Instance {
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
             gate.clone(),
-            shared.clone(),
+            shared.snapshot.clone(),
             registry.clone(),
             opts.clock.clone(),
         );
 
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = crate::shutdown::channel();
         let mut threads = Vec::new();
         for (w, socks) in per_worker.into_iter().enumerate() {
             let shared = shared.clone();
@@ -297,7 +298,7 @@ impl Instance {
     }
 
     fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -353,7 +354,7 @@ struct Control {
     admin: Arc<AdminCtx>,
     admin_sock: std::net::TcpListener,
     metrics_sock: Option<std::net::TcpListener>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     last_seen: Option<String>,
     last_folder: String,
     cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
@@ -412,7 +413,7 @@ impl Control {
                 shutdown.clone(),
             ));
             let rollout_task = rollouts.map(|r| tokio::spawn(r.run(shutdown.clone())));
-            wait_shutdown(&mut shutdown.clone()).await;
+            shutdown.clone().wait().await;
             watch_task.abort();
             tls_task.abort();
             health_task.abort();
@@ -428,11 +429,8 @@ impl Control {
 }
 
 /// Serves the admin or metrics listener: HTTP/1 on the control thread, off the data plane.
-async fn serve_http1<F, Fut>(
-    sock: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-    handler: F,
-) where
+async fn serve_http1<F, Fut>(sock: std::net::TcpListener, mut shutdown: Shutdown, handler: F)
+where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<admin::Resp, std::convert::Infallible>>
         + Send
@@ -448,7 +446,7 @@ async fn serve_http1<F, Fut>(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         };
         let Ok((stream, _)) = accepted else { continue };
         let handler = handler.clone();
@@ -471,7 +469,7 @@ async fn watch_files(
     gate: GateHandle,
     mut last_seen: Option<String>,
     mut last_folder: String,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let (tx, mut rx) = mpsc::channel(1);
     let traffic = settings.paths.traffic.clone();
@@ -491,7 +489,7 @@ async fn watch_files(
                 while rx.try_recv().is_ok() {}
             }
             _ = poll.tick() => {}
-            _ = wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         }
         let (g, p, a) = (gate.clone(), traffic.clone(), approvals.clone());
         let (seen, folder_seen) = (last_seen.clone(), last_folder.clone());

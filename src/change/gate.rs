@@ -39,8 +39,7 @@ use super::trust::TrustStore;
 use crate::clock::{self, Clock};
 use crate::config::Settings;
 use crate::config::traffic::{ChangeClass, CheckContext, ParsedTraffic, TrafficDoc};
-use crate::proxy::Shared;
-use crate::snapshot::{Addresses, BuildCtx, Snapshot};
+use crate::snapshot::{Addresses, BuildCtx, Published, Snapshot};
 use crate::telemetry::{self, Registry};
 
 pub use approvals::REJUDGE_EVERY_SECS;
@@ -164,7 +163,7 @@ pub struct Gate {
     trust: Arc<TrustStore>,
     listeners: Vec<String>,
     registry: Registry,
-    shared: Arc<Shared>,
+    published: Arc<Published>,
     clock: Clock,
     state: StateDir,
     audit: AuditLog,
@@ -268,7 +267,7 @@ impl Gate {
     pub fn open(
         settings: Arc<Settings>,
         trust: Arc<TrustStore>,
-        shared: Arc<Shared>,
+        published: Arc<Published>,
         registry: Registry,
         clock: Clock,
     ) -> std::io::Result<Gate> {
@@ -317,7 +316,7 @@ impl Gate {
             trust,
             listeners,
             registry,
-            shared,
+            published,
             clock,
             state,
             audit,
@@ -719,7 +718,7 @@ impl Gate {
     ) -> Result<Outcome, Refusal> {
         let v = parsed.doc.version;
         let class = d.class;
-        let prev = self.shared.snapshot.load_full();
+        let prev = self.published.load_full();
         let snap = Snapshot::build(&parsed, digest, &self.build_ctx(addresses), prev.as_deref())
             .map_err(|e| {
                 self.forget(digest);
@@ -840,7 +839,7 @@ impl Gate {
         self.registry
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
-        self.shared.snapshot.store(Some(Arc::new(snap)));
+        self.published.publish(Arc::new(snap));
         for w in &parsed.warnings {
             tracing::warn!(
                 version = parsed.doc.version,

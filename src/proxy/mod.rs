@@ -20,19 +20,18 @@ pub mod upgrade;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use arc_swap::ArcSwapOption;
 use metrics::Gauge;
 
 use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
 use crate::shutdown::Drain;
-use crate::snapshot::Snapshot;
+use crate::snapshot::Published;
 
 /// What every worker shares: the active snapshot and per-listener bookkeeping.
 #[derive(Debug)]
 pub struct Shared {
-    /// The active snapshot; `None` until a document is active.
-    pub snapshot: ArcSwapOption<Snapshot>,
+    /// The active snapshot (`None` until a document is active), as the gate publishes it.
+    pub snapshot: Arc<Published>,
     /// Listeners, in `sluice.yaml` order.
     pub listeners: Vec<ListenerInfo>,
     /// Timeouts and limits.

@@ -23,11 +23,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use super::Shared;
 use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
+use crate::shutdown::Shutdown;
 
 /// Binds `addr` with `SO_REUSEPORT` so that each worker can hold its own socket.
 pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -59,7 +59,7 @@ pub fn run_worker(
     id: usize,
     shared: Arc<Shared>,
     sockets: Vec<(usize, std::net::TcpListener)>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -78,7 +78,7 @@ pub fn run_worker(
                 tracker.clone(),
             )));
         }
-        wait_shutdown(&mut shutdown.clone()).await;
+        shutdown.clone().wait().await;
         for a in &accepts {
             a.abort();
         }
@@ -98,7 +98,7 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     index: usize,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     tracker: Tracker,
 ) {
     loop {
@@ -143,7 +143,7 @@ async fn serve_conn(
     stream: TcpStream,
     info: ConnInfo,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     _guard: ConnGuard,
 ) {
     if shared.listeners[info.listener].tls.is_some() {
@@ -165,12 +165,7 @@ async fn serve_conn(
     }
 }
 
-async fn serve_tls(
-    stream: TcpStream,
-    info: ConnInfo,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn serve_tls(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, shutdown: Shutdown) {
     let Some(tls) = shared.listeners[info.listener].tls.clone() else {
         return;
     };
@@ -192,12 +187,8 @@ async fn serve_tls(
     }
 }
 
-async fn serve_h1<IO>(
-    io: IO,
-    info: ConnInfo,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn serve_h1<IO>(io: IO, info: ConnInfo, shared: Arc<Shared>, mut shutdown: Shutdown)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
@@ -224,19 +215,15 @@ async fn serve_h1<IO>(
         r = conn.as_mut() => {
             if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
         }
-        _ = wait_shutdown(&mut shutdown) => {
+        _ = shutdown.wait() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.as_mut().await;
         }
     }
 }
 
-async fn serve_h2<IO>(
-    io: IO,
-    info: ConnInfo,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn serve_h2<IO>(io: IO, info: ConnInfo, shared: Arc<Shared>, mut shutdown: Shutdown)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
@@ -287,7 +274,7 @@ async fn serve_h2<IO>(
                 graceful = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = wait_shutdown(&mut shutdown), if !graceful => {
+            _ = shutdown.wait(), if !graceful => {
                 graceful = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -361,11 +348,6 @@ impl Drop for Busy {
         self.0.touch();
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await.map(|_| ());
 }
 
 /// Counts a worker's open connections so drain can wait for them.

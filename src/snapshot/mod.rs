@@ -7,6 +7,7 @@
 //! weights) is carried over from the previous snapshot by name.
 
 pub mod addresses;
+mod published;
 mod recording;
 pub mod routes;
 
@@ -32,6 +33,7 @@ use crate::proxy::retry::{RetryBudget, RetryPolicy};
 use crate::rollout::{ErrorStatuses, RolloutWindows};
 use crate::telemetry::{self, Registry};
 pub use addresses::Addresses;
+pub use published::Published;
 pub use routes::{HostMatch, RouteMatcher, RouteTable};
 
 /// An active document, compiled.
@@ -174,6 +176,8 @@ pub struct RolloutState {
 pub struct RolloutRt {
     /// Rollout name.
     pub name: Box<str>,
+    /// Its definition in the active document (the rollout runner drives it from here).
+    pub spec: Rollout,
     /// Shared state (weight).
     pub state: Arc<RolloutState>,
     /// Index of the stable (blue-green: active) upstream.
@@ -419,6 +423,7 @@ fn build_rollout(
         .set(state.weight_bp.load(Ordering::Relaxed) as f64 / 100.0);
     Arc::new(RolloutRt {
         name: name.into(),
+        spec: r.clone(),
         state,
         stable: m.stable,
         canary: m.canary,
