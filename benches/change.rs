@@ -23,7 +23,7 @@ use change_support::*;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use sluice::change::gate::{Candidate, Gate, Outcome, Source};
 use sluice::change::token::{Act, verify};
-use sluice::change::{ChangeInput, HighWater, TrustStore, Verdict, assess, classify, digest};
+use sluice::change::{ChangeInput, HighWater, Ruling, TrustStore, assess, classify, digest};
 use sluice::clock::Clock;
 use sluice::config::Settings;
 use sluice::snapshot::Published;
@@ -58,10 +58,7 @@ fn bench(c: &mut Criterion) {
         author_review_overdue: false,
         now: NOW,
     };
-    assert!(matches!(
-        assess(&store, &input).verdict,
-        Verdict::Activate(_)
-    ));
+    assert!(matches!(assess(&store, &input).ruling, Ruling::Activate(_)));
 
     c.bench_function("change/assess_3_tokens", |b| {
         b.iter(|| assess(&store, black_box(&input)))

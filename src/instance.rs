@@ -14,7 +14,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::mpsc;
 
-use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
@@ -22,6 +21,7 @@ use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::proxy::ofrep::Cors;
 use crate::proxy::server;
 use crate::proxy::{ListenerInfo, Shared};
 use crate::rollout::Runner;

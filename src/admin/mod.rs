@@ -5,7 +5,6 @@ pub mod changes;
 pub mod rollouts;
 
 pub use changes::{MAX_DOCUMENT_BYTES, outcome_response};
-pub mod ofrep;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -116,7 +115,7 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
         (_, p) if p.starts_with("/ofrep/") => {
             // Unauthenticated (SPEC §8): flag values are what applications read anyway.
             let snap = ctx.shared.snapshot.load_full();
-            ofrep::serve(
+            crate::proxy::ofrep::serve(
                 snap.as_deref().map(|s| &s.flags),
                 &ctx.shared.ofrep_cors,
                 req,

@@ -3,7 +3,7 @@
 //! document through one function, [`Gate::consider`]'s judgement. There is no second way in.
 //!
 //! parse → anti-rollback → diff and classify → verify tokens → policy (the pure
-//! [`assess`]) → then, by verdict: activate (build snapshot → persist → audit → swap), keep
+//! [`assess`]) → then, by ruling: activate (build snapshot → persist → audit → swap), keep
 //! pending (`state/pending/`), or refuse (audit, metric, log — all with the reason code).
 //! The audit line is the commit point: a document is active after a restart only if the
 //! log's last activation names its digest, and the high-water mark, the open emergency
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::assess::{ChangeInput, Verdict, assess};
+use super::assess::{ChangeInput, Ruling, assess};
 use super::audit::{AuditLog, Event, EventKind, Head, Record, Replay};
 use super::classify::{Classification, class_name};
 use super::folder::Folder;
@@ -562,8 +562,8 @@ impl Gate {
         if let Some(bad) = a.rejected.iter().find(|t| t.index < n_pushed) {
             return Err(bad.refusal.clone());
         }
-        let decision = match a.verdict {
-            Verdict::NoOp => {
+        let decision = match a.ruling {
+            Ruling::NoOp => {
                 self.forget(digest);
                 let v = parsed.doc.version;
                 let detail = if a.classification.as_ref().is_some_and(|c| c.no_op) {
@@ -573,11 +573,11 @@ impl Gate {
                 };
                 return Ok(Outcome::NoOp { detail });
             }
-            Verdict::Refused(r) => {
+            Ruling::Refused(r) => {
                 self.forget(digest);
                 return Err(r);
             }
-            Verdict::Pending(d) | Verdict::Activate(d) => d,
+            Ruling::Pending(d) | Ruling::Activate(d) => d,
         };
         let accepted_pushed = (0..n_pushed)
             .filter(|i| !a.rejected.iter().any(|r| r.index == *i))

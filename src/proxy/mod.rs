@@ -9,6 +9,7 @@ pub mod error;
 pub mod flags;
 pub mod headers;
 pub mod health;
+pub mod ofrep;
 pub mod pool;
 pub mod retry;
 pub mod server;
@@ -22,10 +23,10 @@ use std::sync::atomic::AtomicUsize;
 
 use metrics::Gauge;
 
-use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
 use crate::shutdown::Drain;
 use crate::snapshot::Published;
+use ofrep::Cors;
 
 /// What every worker shares: the active snapshot and per-listener bookkeeping.
 #[derive(Debug)]

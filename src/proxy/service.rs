@@ -147,7 +147,7 @@ async fn proxy<'s>(
         if seen.wanted {
             seen.route = Some(&route.name);
         }
-        let resp = crate::admin::ofrep::serve(Some(&snap.flags), &shared.ofrep_cors, req)
+        let resp = super::ofrep::serve(Some(&snap.flags), &shared.ofrep_cors, req)
             .await
             .map(DownBody::full);
         let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;

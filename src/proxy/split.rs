@@ -17,7 +17,7 @@ pub enum Side {
 
 /// A split decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Assignment {
     /// Where the request goes.
     pub side: Side,
     /// The sticky key drawn for a keyless client, to be set as a cookie.
@@ -64,7 +64,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 }
 
 /// Decides the side: `canary_match`/`preview_match` first, then the sticky key's bucket.
-pub fn decide(ro: &RolloutRt, headers: &HeaderMap) -> Decision {
+pub fn decide(ro: &RolloutRt, headers: &HeaderMap) -> Assignment {
     let forced = !ro.force_canary.is_empty()
         && ro
             .force_canary
@@ -108,7 +108,7 @@ pub fn decide(ro: &RolloutRt, headers: &HeaderMap) -> Decision {
             Side::Stable
         }
     };
-    Decision { side, drawn }
+    Assignment { side, drawn }
 }
 
 #[cfg(test)]

@@ -567,11 +567,11 @@ impl Handles {
     }
 
     fn count(&self, v: &Verdict) {
-        use super::analysis::Outcome;
+        use super::analysis::VerdictOutcome;
         let i = match v.outcome {
-            Outcome::Passed => 0,
-            Outcome::Failed => 1,
-            Outcome::Inconclusive => 2,
+            VerdictOutcome::Passed => 0,
+            VerdictOutcome::Failed => 1,
+            VerdictOutcome::Inconclusive => 2,
         };
         self.verdicts[i].increment(1);
     }

@@ -20,6 +20,7 @@ use super::raw::{
 };
 use super::{CheckContext, MAX_ROUTE_FLAGS, TrafficDoc};
 use crate::config::{ConfigError, yaml};
+use crate::flags::headers::{is_lowercase_token, is_tchar};
 
 /// Where errors go: each at its path, positioned through the document's spans.
 pub(super) struct Report<'a> {
@@ -425,7 +426,7 @@ fn check_route_flags(doc: &TrafficDoc, base: &str, flags: &[String], r: &mut Rep
         if !star && !doc.flags.contains_key(f.as_str()) {
             r.err(&path, format!("unknown flag `{f}`"));
         }
-        if !is_header_token(f) {
+        if !is_lowercase_token(f) {
             r.err(
                 &path,
                 format!(
@@ -925,14 +926,4 @@ fn is_name(s: &str) -> bool {
 /// A valid upstream, route or rollout name, as a header value (names appear in headers).
 fn name_header(s: &str) -> Option<HeaderValue> {
     is_name(s).then(|| HeaderValue::from_str(s).ok()).flatten()
-}
-
-/// RFC 9110 `tchar`.
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A lowercase RFC 9110 token: what a flag key must be to name a header.
-pub fn is_header_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| is_tchar(b) && !b.is_ascii_uppercase())
 }

@@ -24,8 +24,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::flags::FlagRuntime;
 use crate::flags::ofrep::{self, OfrepResponse};
-use crate::proxy::flags::FlagRuntime;
 
 /// Largest request body read (an evaluation context).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
