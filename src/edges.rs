@@ -1,7 +1,7 @@
 //! The module edges of the crate map (`lib.rs`), checked by reading the source: every
 //! `crate::…` path a file names is an edge from its module to that module.
 //!
-//! - the control plane (`change`, `rollout`, `config`, `flags`) never reaches into the data
+//! - the control plane (`change`, `rollout`, `cluster`, `config`, `flags`) never reaches into the data
 //!   plane's `proxy` or the `admin` listener: it publishes snapshots and is called by admin;
 //! - `proxy` and `snapshot` never name `admin`, `change`, `instance` or `cli`;
 //! - `flags` is a leaf: nothing of the crate but `bucket`;
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 const FORBIDDEN: &[(&str, &[&str])] = &[
     ("change", &["proxy", "admin", "instance", "cli"]),
     ("rollout", &["proxy", "admin", "instance", "cli"]),
+    ("cluster", &["proxy", "admin", "instance", "cli"]),
     (
         "config",
         &[

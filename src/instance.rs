@@ -20,6 +20,7 @@ use crate::change::folder::Folder;
 use crate::change::gate::{Gate, GateHandle, Outcome, Source};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::proxy::ofrep::Cors;
 use crate::proxy::server;
@@ -55,6 +56,8 @@ pub struct Instance {
     pub registry: Registry,
     /// The rollout runner.
     pub rollouts: Arc<Runner>,
+    /// The fleet, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
     shutdown: Stop,
     threads: Vec<JoinHandle<()>>,
 }
@@ -92,6 +95,9 @@ pub enum StartError {
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
+    /// This node cannot join its fleet (node-id collision, wrong prefix, TLS files).
+    #[error("cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
 }
 
 // === impl Instance ===
@@ -208,11 +214,23 @@ impl Instance {
             .transpose()
             .map_err(StartError::Runtime)?;
 
+        // In a fleet, the cluster joins (and adopts the fleet's document) before anything
+        // serves; the files on disk are then published to etcd rather than judged here.
+        let cluster = match &settings.cluster {
+            Some(_) => Some(
+                Cluster::start(settings.clone(), gate.clone(), &registry, admin_addr)
+                    .map_err(StartError::Cluster)?,
+            ),
+            None => None,
+        };
         // The document on disk is a candidate like any other; then pending changes are
         // judged again with the approvals folder as it is now.
         let traffic = settings.paths.traffic.clone();
         let last_folder = Folder::read(&settings.paths.approvals).fingerprint;
-        let last_seen = submit_file(&gate, &traffic, Source::Start, None);
+        let last_seen = match &cluster {
+            None => submit_file(&gate, &traffic, Source::Start, None),
+            Some(_) => None,
+        };
         let _ = gate.lock().recheck(Source::Start);
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
@@ -221,6 +239,11 @@ impl Instance {
             registry.clone(),
             opts.clock.clone(),
         );
+        if let Some(c) = &cluster {
+            rollouts.set_fleet(c.clone());
+            c.attach_runner(rollouts.clone());
+            rollouts.follow_fleet();
+        }
 
         let (tx, rx) = crate::shutdown::channel();
         let mut threads = Vec::new();
@@ -245,6 +268,7 @@ impl Instance {
             token: token.clone(),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
             rollouts: rollouts.clone(),
+            cluster: cluster.clone(),
         });
         let control = Control {
             settings: settings.clone(),
@@ -257,6 +281,7 @@ impl Instance {
             last_folder,
             cert_stores,
             rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
+            cluster: cluster.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -274,6 +299,7 @@ impl Instance {
             gate,
             registry,
             rollouts,
+            cluster,
             shutdown: tx,
             threads,
         })
@@ -298,6 +324,10 @@ impl Instance {
     }
 
     fn stop(&mut self) {
+        // Leave the fleet first: the lease goes, and leadership passes on at once.
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
         self.shutdown.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -360,6 +390,7 @@ struct Control {
     cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
     /// `None` when rollouts tick by hand.
     rollouts: Option<Arc<Runner>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Control {
@@ -386,6 +417,7 @@ impl Control {
                 last_folder,
                 cert_stores,
                 rollouts,
+                cluster,
             } = self;
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
                 cert_stores,
@@ -408,6 +440,7 @@ impl Control {
             let watch_task = tokio::spawn(watch_files(
                 settings,
                 gate,
+                cluster,
                 last_seen,
                 last_folder,
                 shutdown.clone(),
@@ -467,6 +500,7 @@ where
 async fn watch_files(
     settings: Arc<Settings>,
     gate: GateHandle,
+    cluster: Option<Arc<Cluster>>,
     mut last_seen: Option<String>,
     mut last_folder: String,
     mut shutdown: Shutdown,
@@ -493,10 +527,21 @@ async fn watch_files(
         }
         let (g, p, a) = (gate.clone(), traffic.clone(), approvals.clone());
         let (seen, folder_seen) = (last_seen.clone(), last_folder.clone());
+        let fleet = cluster.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let folder = Folder::read(&a).fingerprint;
             let seen = if folder == folder_seen { seen } else { None };
-            let d = submit_file(&g, &p, Source::File, seen.as_deref());
+            let d = match &fleet {
+                None => submit_file(&g, &p, Source::File, seen.as_deref()),
+                Some(c) => {
+                    // A fleet member publishes what changed; the watch brings it back.
+                    let d = std::fs::read(&p).ok().map(|b| store::digest(&b));
+                    if d != seen {
+                        c.files_changed();
+                    }
+                    d
+                }
+            };
             let _ = g.lock().recheck(Source::File);
             (d, folder)
         })

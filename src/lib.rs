@@ -18,6 +18,8 @@
 //! - [`rollout`]: per-variant windows, the verdict, the rollout state machine and runner.
 //! - [`change`]: the change gate — tokens, trust, classification, policy, anti-rollback,
 //!   the audit log and the state directory.
+//! - [`cluster`]: a fleet on etcd — publication, watch, leader election, fleet windows,
+//!   the fleet audit chain; it feeds the same change gate and rollout runner.
 //! - [`admin`]: the admin listener — health, readiness, metrics, the `/api/v1` endpoints.
 //! - [`instance`]: a running sluice: binds, starts the planes, wires them, shuts down.
 //! - [`cli`]: the `sluice` subcommands.
@@ -34,9 +36,10 @@
 //! - a rollout rule or phase: `rollout/analysis.rs`, `rollout/controller.rs`.
 //! - an admin endpoint: `admin/`; a subcommand: a file in `cli/`.
 //!
-//! Edges (checked by the tests in `src/edges.rs`): the control plane (`change`, `rollout`, `config`,
-//! `flags`) never imports the data plane's `proxy` or the `admin` listener; `proxy` never
-//! names `admin`; `flags` imports no other module but `bucket`; `change/` has no cycle.
+//! Edges (checked by the tests in `src/edges.rs`): the control plane (`change`, `rollout`,
+//! `cluster`, `config`, `flags`) never imports the data plane's `proxy` or the `admin`
+//! listener; `proxy` never names `admin`; `flags` imports nothing of the crate but
+//! `bucket`; `change/` has no import cycle.
 
 #![deny(unsafe_code)]
 
@@ -45,6 +48,7 @@ pub mod bucket;
 pub mod change;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod flags;
 pub mod instance;

@@ -152,6 +152,27 @@ pub const EMERGENCY_OVERDUE: Family = gauge(
     "sluice_emergency_reviews_overdue",
     "Emergency changes whose review is overdue.",
 );
+/// `sluice_cluster_connected` (SPEC §12).
+pub const CLUSTER_CONNECTED: Family = gauge(
+    "sluice_cluster_connected",
+    "1 while this node is connected to etcd with a live lease.",
+);
+/// `sluice_cluster_leader` (SPEC §12).
+pub const CLUSTER_LEADER: Family = gauge(
+    "sluice_cluster_leader",
+    "1 while this node leads the fleet.",
+);
+/// `sluice_cluster_nodes` (SPEC §12).
+pub const CLUSTER_NODES: Family = gauge(
+    "sluice_cluster_nodes",
+    "Live nodes registered in the fleet, as this node sees it.",
+);
+/// `sluice_cluster_sync_seconds` (SPEC §12).
+pub const CLUSTER_SYNC: Family = histogram(
+    "sluice_cluster_sync_seconds",
+    DURATION_BUCKETS,
+    "Time from a candidate's etcd revision being seen to its local activation.",
+);
 
 /// `process_cpu_seconds_total` (read from `/proc` at scrape time, see [`process`]).
 pub const PROCESS_CPU: Family = counter(
@@ -198,6 +219,10 @@ pub const FAMILIES: &[Family] = &[
     CONFIG_REJECTIONS,
     CONFIG_PENDING,
     EMERGENCY_OVERDUE,
+    CLUSTER_CONNECTED,
+    CLUSTER_LEADER,
+    CLUSTER_NODES,
+    CLUSTER_SYNC,
     PROCESS_CPU,
     PROCESS_RESIDENT,
     PROCESS_VIRTUAL,

@@ -317,3 +317,116 @@ print(json.dumps(claims))
         7200
     );
 }
+
+/// The admin CLI over `https://` (here: sluice's own TLS listener in front of its admin
+/// API, verified with `--admin-ca`), its address from `SLUICE_ADMIN`, and `status --watch`.
+#[test]
+fn admin_cli_over_https_from_sluice_admin_and_status_watch() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("approvals")).unwrap();
+    let ca = common::edge::Ca::new("admin test CA");
+    let leaf = ca.leaf(&["localhost"]);
+    let cert = common::edge::write(dir, "admin.pem", &leaf.cert);
+    let key = common::edge::write(dir, "admin.key", &leaf.key);
+    common::edge::write(dir, "ca.pem", &ca.pem);
+    let yaml = settings_yaml(dir, "trust: { require_approvals: false }\n").replace(
+        "bind: \"127.0.0.1:0\" }]",
+        &format!(
+            "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let inst = Instance::start(Settings::parse(&yaml).unwrap(), StartOptions::default()).unwrap();
+    // The TLS listener routes everything to the admin listener.
+    std::fs::write(
+        dir.join("traffic.yaml"),
+        format!(
+            "version: 1\nchange: {{ id: CHG-1, author: alice, summary: admin }}\n\
+             upstreams: {{ admin: {{ endpoints: [\"{}\"] }} }}\n\
+             routes: [{{ name: admin, to: {{ upstream: admin }} }}]\n",
+            inst.admin
+        ),
+    )
+    .unwrap();
+    common::wait_version(&inst, 1);
+    let url = format!("https://localhost:{}", inst.listeners[0].port());
+    let token_file = dir.join("state/admin.token");
+    let token_file = token_file.to_str().unwrap();
+
+    let status = |env: Option<&str>, args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.arg("status").args(args).current_dir(dir);
+        c.env_remove("SLUICE_ADMIN");
+        if let Some(u) = env {
+            c.env("SLUICE_ADMIN", u);
+        }
+        c.output().unwrap()
+    };
+    expect(
+        &status(
+            None,
+            &[
+                "--admin",
+                &url,
+                "--admin-ca",
+                "ca.pem",
+                "--token-file",
+                token_file,
+            ],
+        ),
+        0,
+        "active   version 1",
+    );
+    expect(
+        &status(
+            Some(&url),
+            &["--admin-ca", "ca.pem", "--token-file", token_file],
+        ),
+        0,
+        "active   version 1",
+    );
+    // Without the private CA the Web PKI roots do not vouch for it.
+    expect(
+        &status(Some(&url), &["--token-file", token_file]),
+        1,
+        "UnknownIssuer",
+    );
+    expect(
+        &status(None, &["--admin", "ftp://x", "--token-file", token_file]),
+        1,
+        "must start with http:// or https://",
+    );
+
+    // --watch prints again and again until interrupted.
+    let admin = format!("http://{}", inst.admin);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "status",
+            "--watch",
+            "--interval",
+            "100ms",
+            "--admin",
+            &admin,
+        ])
+        .args(["--token-file", token_file])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut frames = 0;
+    for line in out.lines().map_while(Result::ok) {
+        if line.starts_with("active   version 1") {
+            frames += 1;
+            if frames == 3 {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(frames, 3);
+    inst.shutdown();
+}

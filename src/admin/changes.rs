@@ -64,6 +64,9 @@ pub async fn handle(
                     return Ok(refusal(Reason::InvalidDocument, detail));
                 }
             };
+            if let Some(c) = &ctx.cluster {
+                return Ok(answer(c.push(body.to_vec(), tokens).await));
+            }
             // Parsed and resolved before the gate's lock is taken.
             let submit =
                 move || outcome_response(&gate.submit(body.to_vec(), Source::Push, &tokens));
@@ -86,6 +89,9 @@ pub async fn handle(
                     ));
                 }
             };
+            if let Some(c) = &ctx.cluster {
+                return Ok(answer(c.approve(token).await));
+            }
             blocking(gate, move |g| outcome_response(&g.approve(&token))).await
         }
         (Method::POST, "/api/v1/revert") => {
@@ -119,6 +125,9 @@ pub async fn handle(
                     "the body must be JSON `{\"version\": N}` with N a non-negative integer",
                 ));
             };
+            if let Some(c) = &ctx.cluster {
+                return Ok(answer(c.revert(version, token).await));
+            }
             blocking(gate, move |g| outcome_response(&g.revert(version, &token))).await
         }
         _ => return Err(req),
@@ -175,6 +184,21 @@ fn refusal(reason: Reason, detail: impl Into<String>) -> Resp {
 
 fn class_str(c: ChangeClass) -> &'static str {
     crate::change::classify::class_name(c)
+}
+
+/// A cluster-mode answer (SPEC §12) as a response: this node's judgement, a token refused
+/// before publication, or why the fleet could not take the request.
+fn answer(a: crate::cluster::requests::Answer) -> Resp {
+    use crate::cluster::requests::Answer;
+    match a {
+        Answer::Judged(o) => outcome_response(&o),
+        Answer::Refused(r) => refusal(r.reason, r.detail),
+        Answer::Fleet(f) => error(
+            StatusCode::from_u16(f.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            f.code,
+            f.detail,
+        ),
+    }
 }
 
 /// Maps a gate outcome to the admin API's status codes (SPEC §8).

@@ -34,6 +34,8 @@ pub struct AdminCtx {
     pub allowed_hosts: Vec<String>,
     /// The rollout runner (status and actions).
     pub rollouts: Arc<Runner>,
+    /// The fleet, in cluster mode (SPEC §12).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// An admin response.
@@ -140,7 +142,7 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
 
 async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
     if req.method() == Method::GET && path == "/api/v1/status" {
-        let (gate, runner) = (ctx.gate.clone(), ctx.rollouts.clone());
+        let (gate, runner, cluster) = (ctx.gate.clone(), ctx.rollouts.clone(), ctx.cluster.clone());
         let status = move || {
             // The gate and the runner are locked one after the other, never nested.
             let mut v = {
@@ -149,11 +151,28 @@ async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {
                 g.status_json()
             };
             v["rollouts"] = runner.status_json();
+            if let Some(c) = &cluster {
+                let f = c.status_json();
+                v["cluster"] = serde_json::json!({
+                    "node_id": f["node_id"], "connected": f["connected"], "leading": f["leading"],
+                    "leader": f["leader"], "role": f["role"], "last_error": f["last_error"],
+                });
+            }
             v
         };
         return match tokio::task::spawn_blocking(status).await {
             Ok(v) => json_resp(StatusCode::OK, &v),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        };
+    }
+    if req.method() == Method::GET && path == "/api/v1/cluster" {
+        return match &ctx.cluster {
+            Some(c) => json_resp(StatusCode::OK, &c.status_json()),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_clustered",
+                "this node runs alone: sluice.yaml has no `cluster` section",
+            ),
         };
     }
     if path.starts_with(rollouts::PREFIX) {

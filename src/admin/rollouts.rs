@@ -65,6 +65,25 @@ pub async fn action(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> R
             );
         }
     };
+    if let Some(c) = &ctx.cluster {
+        // In a fleet only the leader acts; a follower forwards through etcd.
+        match c.forward_action(&name, action, approval.clone()).await {
+            Ok(Some((status, body))) => {
+                return json_resp(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &body,
+                );
+            }
+            Ok(None) => {}
+            Err(f) => {
+                return error(
+                    StatusCode::from_u16(f.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    f.code,
+                    f.detail,
+                );
+            }
+        }
+    }
     let runner = ctx.rollouts.clone();
     let done =
         tokio::task::spawn_blocking(move || runner.act(&name, action, approval.as_deref())).await;

@@ -91,9 +91,8 @@ pub fn verify(
 ) -> Result<(Head, Vec<Record>), VerifyError> {
     let f = File::open(path).map_err(|e| VerifyError::Io(format!("{}: {e}", path.display())))?;
     let mut r = BufReader::new(f);
-    let mut prev = GENESIS.to_string();
+    let mut chain = Chain::new();
     let mut entries = Vec::new();
-    let mut n = 0u64;
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -103,11 +102,55 @@ pub fn verify(
         if read == 0 {
             break;
         }
-        n += 1;
-        let broken = |reason: String| VerifyError::Broken { line: n, reason };
         let Some(line) = buf.strip_suffix(b"\n") else {
-            return Err(broken("the last line is incomplete (no newline)".into()));
+            return Err(VerifyError::Broken {
+                line: chain.head().seq + 1,
+                reason: "the last line is incomplete (no newline)".into(),
+            });
         };
+        entries.push(Record::new(chain.push(line)?));
+    }
+    let head = chain.head();
+    check_head(&head, expected_head)?;
+    Ok((head, entries))
+}
+
+/// Checks that `head` is the expected one, when one is expected.
+pub fn check_head(head: &Head, expected: Option<&str>) -> Result<(), VerifyError> {
+    match expected {
+        Some(exp) if exp != head.hash => Err(VerifyError::HeadMismatch {
+            seq: head.seq,
+            hash: head.hash.clone(),
+            expected: exp.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A chain checked one line at a time: `seq` counts from 1 and each `prev` is the sha256 of
+/// the line before (64 zeros for the first). The local log and the fleet chain in etcd
+/// (SPEC §12) are both checked with it.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    n: u64,
+    prev: String,
+}
+
+// === impl Chain ===
+
+impl Chain {
+    /// An empty chain.
+    pub fn new() -> Chain {
+        Chain {
+            n: 0,
+            prev: GENESIS.to_string(),
+        }
+    }
+
+    /// Checks the next line (its exact bytes, without the newline); returns it parsed.
+    pub fn push(&mut self, line: &[u8]) -> Result<Value, VerifyError> {
+        let n = self.n + 1;
+        let broken = |reason: String| VerifyError::Broken { line: n, reason };
         let v: Value =
             serde_json::from_slice(line).map_err(|e| broken(format!("not JSON: {e}")))?;
         if v.get("seq").and_then(Value::as_u64) != Some(n) {
@@ -117,25 +160,47 @@ pub fn verify(
             )));
         }
         let p = v.get("prev").and_then(Value::as_str).unwrap_or("");
-        if p != prev {
+        if p != self.prev {
             return Err(broken(format!(
-                "prev is {p}, but the previous line hashes to {prev}"
+                "prev is {p}, but the previous line hashes to {}",
+                self.prev
             )));
         }
-        prev = sha_hex(line);
-        entries.push(Record::new(v));
+        self.prev = sha_hex(line);
+        self.n = n;
+        Ok(v)
     }
-    let head = Head { seq: n, hash: prev };
-    if let Some(exp) = expected_head
-        && exp != head.hash
-    {
-        return Err(VerifyError::HeadMismatch {
-            seq: head.seq,
-            hash: head.hash,
-            expected: exp.to_string(),
-        });
+
+    /// Where the chain ends so far.
+    pub fn head(&self) -> Head {
+        Head {
+            seq: self.n,
+            hash: self.prev.clone(),
+        }
     }
-    Ok((head, entries))
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::new()
+    }
+}
+
+/// The bytes of line `seq` (without newline) of a chain whose last line hashes to `prev`,
+/// and their sha256 hex: the event's fields plus `seq`, `ts` and `prev`.
+pub fn render_line(
+    seq: u64,
+    prev: &str,
+    now: SystemTime,
+    event: Event,
+) -> io::Result<(Vec<u8>, String)> {
+    let mut obj = event.into_fields();
+    obj.insert("seq".into(), json!(seq));
+    obj.insert("ts".into(), json!(crate::clock::rfc3339(now)));
+    obj.insert("prev".into(), json!(prev));
+    let line = serde_json::to_vec(&Value::Object(obj)).map_err(io::Error::other)?;
+    let hash = sha_hex(&line);
+    Ok((line, hash))
 }
 
 // === impl AuditLog ===
@@ -198,12 +263,7 @@ impl AuditLog {
 
     /// Appends one event; durable when this returns.
     pub fn append(&mut self, now: SystemTime, event: Event) -> io::Result<Head> {
-        let mut obj = event.into_fields();
-        obj.insert("seq".into(), json!(self.seq + 1));
-        obj.insert("ts".into(), json!(crate::clock::rfc3339(now)));
-        obj.insert("prev".into(), json!(self.head));
-        let mut line = serde_json::to_vec(&Value::Object(obj)).map_err(io::Error::other)?;
-        let hash = sha_hex(&line);
+        let (mut line, hash) = render_line(self.seq + 1, &self.head, now, event)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.sync_data()?;

@@ -60,6 +60,8 @@ pub enum Source {
     Revert,
     /// sluice itself (dropping what can never activate).
     Sluice,
+    /// A candidate or token delivered by the fleet's etcd watch (SPEC §12).
+    Cluster,
 }
 
 /// What happened to a candidate, a token or a revert.
@@ -182,6 +184,9 @@ pub struct Gate {
     reported_files: HashSet<String>,
     /// The folder fingerprint and time of the last full re-check.
     last_recheck: Option<(String, u64)>,
+    /// Whether the approvals folder feeds the gate. In cluster mode it does not: the folder's
+    /// tokens are published to etcd and reach every node through the watch.
+    folder_tokens: bool,
     /// Hostnames of pending changes, resolved when they were submitted, by digest.
     resolved: HashMap<String, Addresses>,
 }
@@ -256,6 +261,7 @@ fn source_actor(s: Source) -> &'static str {
         Source::File => "file",
         Source::Push | Source::Approval | Source::Revert => "admin",
         Source::Sluice => "sluice",
+        Source::Cluster => "cluster",
     }
 }
 
@@ -273,6 +279,11 @@ impl Gate {
     ) -> std::io::Result<Gate> {
         let state = StateDir::open(&settings.paths.state_dir)?;
         let (audit, entries) = AuditLog::open(&state.audit_path())?;
+        // Every reason at zero from the start: an alert on `increase()` sees the first
+        // refusal too (a series born at 1 shows no increase).
+        for r in Reason::ALL {
+            let _ = registry.counter(telemetry::CONFIG_REJECTIONS, &[("reason", r.as_str())]);
+        }
         let listeners = settings.listeners.iter().map(|l| l.name.clone()).collect();
         let mut hw = state.high_water()?.unwrap_or(HighWater {
             version: 0,
@@ -329,6 +340,7 @@ impl Gate {
             last_rejected: None,
             reported_files: HashSet::new(),
             last_recheck: None,
+            folder_tokens: true,
             resolved: HashMap::new(),
         };
         gate.state.set_high_water(&gate.hw)?;
@@ -469,10 +481,25 @@ impl Gate {
         &self.clock
     }
 
+    /// Turns reading the approvals folder on or off (off in cluster mode, where the folder's
+    /// tokens arrive through etcd like every other token).
+    pub fn set_folder_tokens(&mut self, on: bool) {
+        self.folder_tokens = on;
+    }
+
+    /// The approvals folder as it is now (empty when folder tokens are off).
+    fn folder(&self) -> Folder {
+        if self.folder_tokens {
+            Folder::read(&self.settings.paths.approvals)
+        } else {
+            Folder::default()
+        }
+    }
+
     /// Submits a prepared candidate with tokens pushed alongside it (`Sluice-Approval`
     /// headers; none for the file); tokens in the approvals folder that name it are added.
     pub fn submit(&mut self, candidate: Candidate, source: Source, pushed: &[String]) -> Outcome {
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.consider(candidate, source, pushed, &folder)
     }
 

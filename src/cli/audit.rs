@@ -26,13 +26,19 @@ pub enum AuditCommand {
         /// Expected sha256 hex of the last line.
         #[arg(long)]
         head: Option<String>,
+        /// Check the fleet chain in etcd instead (SPEC §12).
+        #[command(flatten)]
+        fleet: super::fleet::EtcdArgs,
     },
 }
 
 /// Runs `sluice audit`.
 pub fn audit(a: AuditArgs) -> i32 {
     match a.command {
-        AuditCommand::Verify { file, head } => match audit::verify(&file, head.as_deref()) {
+        AuditCommand::Verify { fleet, head, .. } if fleet.given() => {
+            super::fleet::verify(&fleet, head.as_deref())
+        }
+        AuditCommand::Verify { file, head, .. } => match audit::verify(&file, head.as_deref()) {
             Ok((h, _)) => {
                 println!("ok: {} lines, chain intact, head {}", h.seq, h.hash);
                 EXIT_OK

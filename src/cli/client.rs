@@ -14,9 +14,15 @@ use super::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, EXIT_REFUSED};
 /// `sluice push` arguments.
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Admin URL, e.g. http://127.0.0.1:9901.
-    #[arg(long)]
-    pub admin: String,
+    /// The admin API to talk to.
+    #[command(flatten)]
+    pub admin: AdminTarget,
+    /// Publish straight into a fleet's etcd instead (SPEC §12).
+    #[command(flatten)]
+    pub fleet: super::fleet::EtcdArgs,
+    /// With --etcd: how long to wait for every node's judgement.
+    #[arg(long, default_value = "30s", value_parser = crate::config::Dur::parse)]
+    pub wait: crate::config::Dur,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,
@@ -29,20 +35,125 @@ pub struct PushArgs {
 /// `sluice status` arguments.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Admin URL, e.g. http://127.0.0.1:9901.
-    #[arg(long)]
-    pub admin: String,
+    /// The admin API to talk to.
+    #[command(flatten)]
+    pub admin: AdminTarget,
+    /// Read the fleet's table straight from its etcd instead (SPEC §12).
+    #[command(flatten)]
+    pub fleet: super::fleet::EtcdArgs,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print again every `--interval` until interrupted (admin errors are shown, not fatal).
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between two prints with `--watch`.
+    #[arg(long, default_value = "2s", value_parser = crate::config::Dur::parse)]
+    pub interval: crate::config::Dur,
+}
+
+/// Where the admin API is: `--admin` (else `SLUICE_ADMIN`, else the default admin bind)
+/// and, for `https://`, the CA that verifies it.
+#[derive(Debug, Clone, Args)]
+pub struct AdminTarget {
+    /// Admin URL, `http://` or `https://` (default: `SLUICE_ADMIN`, else
+    /// http://127.0.0.1:9901).
+    #[arg(long = "admin")]
+    pub url: Option<String>,
+    /// PEM CA certificates that verify an `https://` admin URL (default: the Web PKI roots).
+    #[arg(long = "admin-ca")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The admin listener's default address (`admin.bind`'s default).
+pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
+
+/// A parsed admin URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AdminUrl {
+    tls: bool,
+    /// `host:port`, as connected to and sent as `Host`.
+    authority: String,
+    /// The host alone, for SNI and certificate checks.
+    host: String,
+}
+
+// === impl AdminTarget ===
+
+impl AdminTarget {
+    fn url(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| std::env::var("SLUICE_ADMIN").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string())
+    }
+}
+
+// === impl AdminUrl ===
+
+impl AdminUrl {
+    fn parse(url: &str) -> Result<AdminUrl, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "admin URL `{url}` must start with http:// or https://"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "admin URL `{url}`: scheme, host and port only, no path"
+            ));
+        }
+        let uri: http::uri::Authority = rest
+            .parse()
+            .map_err(|e| format!("admin URL `{url}`: {e}"))?;
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let host = uri.host().trim_start_matches('[').trim_end_matches(']');
+        let authority = match uri.port_u16() {
+            Some(_) => rest.to_string(),
+            None if host.contains(':') => format!("[{host}]:{port}"),
+            None => format!("{host}:{port}"),
+        };
+        Ok(AdminUrl {
+            tls,
+            authority,
+            host: host.to_string(),
+        })
+    }
+}
+
+/// A TLS client config for an `https://` admin URL.
+fn tls_config(ca_file: Option<&Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(p) => {
+            let certs = crate::proxy::tls::read_certs(p).map_err(|e| format!("--admin-ca: {e}"))?;
+            for c in certs {
+                roots.add(c).map_err(|e| {
+                    format!("--admin-ca {}: unusable CA certificate: {e}", p.display())
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(crate::proxy::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
 }
 
 /// Sends one request to the admin API; returns status and body.
 pub fn admin_request(
-    admin: &str,
+    admin: &AdminTarget,
     token_file: &Path,
     method: Method,
     path: &str,
@@ -51,11 +162,12 @@ pub fn admin_request(
 ) -> Result<(StatusCode, Bytes), String> {
     let token = std::fs::read_to_string(token_file)
         .map_err(|e| format!("cannot read the admin token {}: {e}", token_file.display()))?;
-    let authority = admin
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("admin URL `{admin}` must start with http://"))?
-        .trim_end_matches('/')
-        .to_string();
+    let url = AdminUrl::parse(&admin.url())?;
+    let tls = match url.tls {
+        true => Some(tls_config(admin.ca_file.as_deref())?),
+        false => None,
+    };
+    let authority = url.authority.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,10 +176,28 @@ pub fn admin_request(
         let stream = tokio::net::TcpStream::connect(&authority)
             .await
             .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        let mut tx = match tls {
+            None => {
+                let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                tx
+            }
+            Some(cfg) => {
+                let name = rustls_pki_types::ServerName::try_from(url.host.clone())
+                    .map_err(|e| format!("admin URL host `{}`: {e}", url.host))?;
+                let stream = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS with {authority}: {e}"))?;
+                let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                tx
+            }
+        };
         let mut b = Request::builder()
             .method(method)
             .uri(path)
@@ -110,6 +240,14 @@ pub fn push(a: PushArgs) -> i32 {
             }
         }
     }
+    if a.fleet.given() {
+        if a.admin.url.is_some() {
+            eprintln!("sluice push: give --admin or --etcd, not both");
+            return EXIT_INVALID;
+        }
+        let tokens: Vec<String> = headers.into_iter().map(|(_, t)| t).collect();
+        return super::fleet::push(&a.fleet, &doc, &tokens, a.wait);
+    }
     match admin_request(
         &a.admin,
         &a.token_file,
@@ -140,8 +278,37 @@ pub fn exit_for(status: StatusCode) -> i32 {
     }
 }
 
-/// Runs `sluice status`.
+/// Runs `sluice status` (once, or with `--watch` until interrupted).
 pub fn status(a: StatusArgs) -> i32 {
+    if !a.watch {
+        return status_once(&a);
+    }
+    use std::io::{IsTerminal as _, Write as _};
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        if tty {
+            // Home and clear: the table redraws in place, as `watch` does.
+            print!("\x1b[H\x1b[2J");
+        } else {
+            println!(
+                "--- {}",
+                httpdate::fmt_http_date(std::time::SystemTime::now())
+            );
+        }
+        status_once(&a);
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(a.interval.0);
+    }
+}
+
+fn status_once(a: &StatusArgs) -> i32 {
+    if a.fleet.given() {
+        if a.admin.url.is_some() {
+            eprintln!("sluice status: give --admin or --etcd, not both");
+            return EXIT_INVALID;
+        }
+        return super::fleet::status(&a.fleet, a.json);
+    }
     match admin_request(
         &a.admin,
         &a.token_file,
@@ -251,4 +418,25 @@ pub fn render_status(v: &serde_json::Value) -> String {
         v["audit"]["head"].as_str().unwrap_or("")
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_urls() {
+        let u = AdminUrl::parse("https://sluice.internal/").unwrap();
+        assert_eq!((u.tls, u.authority.as_str()), (true, "sluice.internal:443"));
+        let u = AdminUrl::parse("http://127.0.0.1:9901").unwrap();
+        assert_eq!((u.tls, u.authority.as_str()), (false, "127.0.0.1:9901"));
+        let u = AdminUrl::parse("https://[::1]:8443").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.authority.as_str()),
+            ("::1", "[::1]:8443")
+        );
+        for bad in ["127.0.0.1:9901", "http://", "https://h/api", "http://u@h"] {
+            assert!(AdminUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

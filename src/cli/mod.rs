@@ -5,6 +5,7 @@ pub mod audit;
 pub mod client;
 pub mod demo;
 pub mod eval;
+pub mod fleet;
 pub mod keygen;
 pub mod revert;
 pub mod rollout;

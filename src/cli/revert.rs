@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use http::Method;
 
-use super::client::{admin_request, exit_for};
+use super::client::{AdminTarget, admin_request, exit_for};
 use super::{EXIT_INVALID, EXIT_REFUSED};
 
 /// `sluice revert` arguments.
@@ -14,9 +14,9 @@ pub struct RevertArgs {
     /// The version to serve again (it must have been activated before).
     #[arg(long)]
     pub to_version: u64,
-    /// Admin URL, e.g. http://127.0.0.1:9901.
-    #[arg(long)]
-    pub admin: String,
+    /// The admin API to talk to.
+    #[command(flatten)]
+    pub admin: AdminTarget,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,

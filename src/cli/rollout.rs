@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use http::Method;
 
-use super::client::admin_request;
+use super::client::{AdminTarget, admin_request};
 use super::{EXIT_INVALID, EXIT_OK, EXIT_REFUSED};
 
 /// `sluice rollout` arguments.
@@ -15,9 +15,9 @@ pub struct RolloutArgs {
     pub action: RolloutAction,
     /// The rollout's name.
     pub name: String,
-    /// Admin URL, e.g. http://127.0.0.1:9901.
-    #[arg(long)]
-    pub admin: String,
+    /// The admin API to talk to.
+    #[command(flatten)]
+    pub admin: AdminTarget,
     /// Admin bearer token file.
     #[arg(long, default_value = "state/admin.token")]
     pub token_file: PathBuf,

@@ -27,6 +27,8 @@ pub struct Settings {
     pub trust: Trust,
     /// JSON access log (off by default).
     pub access_log: AccessLog,
+    /// Cluster mode (SPEC §12); absent: a single instance.
+    pub cluster: Option<super::cluster::Cluster>,
     /// A listener for `/metrics` and `/healthz` only (off by default).
     pub metrics: Option<MetricsListener>,
 }
@@ -259,6 +261,7 @@ impl Settings {
                 "paths",
                 "trust",
                 "access_log",
+                "cluster",
                 "metrics",
             ],
             spans,
@@ -273,6 +276,7 @@ impl Settings {
             paths: field(map, "paths", "", spans, &mut errors),
             trust: field(map, "trust", "", spans, &mut errors),
             access_log: field(map, "access_log", "", spans, &mut errors),
+            cluster: field(map, "cluster", "", spans, &mut errors),
             metrics: field(map, "metrics", "", spans, &mut errors),
         };
         s.check(spans, &mut errors);
@@ -284,6 +288,9 @@ impl Settings {
     }
 
     fn check(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
+        if let Some(c) = &self.cluster {
+            c.check(spans, errors);
+        }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !names.insert(l.name.as_str()) {

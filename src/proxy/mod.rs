@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod body;
 pub mod connect;
+pub mod deadline;
 pub mod detect;
 pub mod error;
 pub mod flags;

@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -25,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::Shared;
+use super::deadline::{ConnClock, Deadline, Fired, Tracked};
 use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
 use crate::shutdown::Shutdown;
@@ -187,37 +189,60 @@ async fn serve_tls(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, shutd
     }
 }
 
-async fn serve_h1<IO>(io: IO, info: ConnInfo, shared: Arc<Shared>, mut shutdown: Shutdown)
+/// Serves HTTP/1 on an accepted (and, for TLS, handshaken) connection until the peer leaves
+/// or `shutdown`; public for the in-process request bench (`benches/proxy.rs`).
+pub async fn serve_h1<IO>(io: IO, info: ConnInfo, shared: Arc<Shared>, mut shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
+    // One timer for the connection: header read / idle keep-alive and the upstream
+    // timeout of the request in flight (see `deadline`), none per request.
+    let clock = Arc::new(ConnClock::new(limits.header_read_timeout.0));
     let svc_shared = shared.clone();
+    let svc_clock = clock.clone();
     // hyper keeps room for one service future per HTTP/1 connection for as long as the
     // connection lives; boxing it per request keeps that room at a pointer, so an idle
     // keep-alive connection does not hold a request's worth of state.
     let svc = service_fn(move |req| {
         let s = svc_shared.clone();
-        let fut = Box::pin(service::handle(s, info, req));
-        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        let c = svc_clock.clone();
+        c.begin();
+        let fut = Box::pin(service::handle(s, info, req, Deadline::Conn(c.clone())));
+        async move { Ok::<_, std::convert::Infallible>(fut.await.map(|b| Tracked::new(b, c))) }
     });
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.0)
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
-        }
-        _ = shutdown.wait() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.as_mut().await;
+    let timer = tokio::time::sleep_until(clock.first().into());
+    tokio::pin!(timer);
+    let mut graceful = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => {
+                if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
+                return;
+            }
+            () = &mut timer => match clock.fired(std::time::Instant::now()) {
+                Fired::Close => {
+                    tracing::debug!(peer = %info.peer, "No request head within header_read_timeout.");
+                    return;
+                }
+                Fired::Until(at) => timer.as_mut().reset(at.into()),
+            },
+            _ = shutdown.wait(), if !graceful => {
+                graceful = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = std::future::poll_fn(|_| if clock.take_rearm() { Poll::Ready(()) } else { Poll::Pending }) => {
+                timer.as_mut().reset(clock.armed_at().into());
+            }
         }
     }
 }
@@ -234,7 +259,7 @@ where
         let s = svc_shared.clone();
         let busy = Busy::enter(&act);
         async move {
-            let r = service::handle(s, info, req).await;
+            let r = service::handle(s, info, req, Deadline::Own).await;
             drop(busy);
             Ok::<_, std::convert::Infallible>(r)
         }

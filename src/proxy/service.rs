@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::Shared;
 use super::body::{DownBody, UpBody};
+use super::deadline::Deadline;
 use super::error::ProxyError;
 use super::flags::{self, RequestFacts};
 use super::headers::{
@@ -43,14 +44,16 @@ static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
-/// Handles one request; never fails (errors become sluice's own responses).
+/// Handles one request; never fails (errors become sluice's own responses). `deadline`
+/// bounds the upstream attempts by their `request_timeout`.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
+    deadline: Deadline,
 ) -> Response<DownBody> {
     let h1 = req.version() < Version::HTTP_2;
-    let mut resp = respond(&shared, conn, req).await;
+    let mut resp = respond(&shared, conn, req, &deadline).await;
     // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
     // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
     if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -63,44 +66,46 @@ async fn respond(
     shared: &Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
+    deadline: &Deadline,
 ) -> Response<DownBody> {
     let start = Instant::now();
-    let Some(log) = &shared.access_log else {
-        let Some(snap) = shared.snapshot.load_full() else {
-            return ProxyError::NoConfig.response();
-        };
-        return proxy(shared, &snap, conn, req, start, &mut Seen::default()).await;
-    };
-    // Logged: note what the log needs before the request moves on.
-    let started = std::time::SystemTime::now();
-    let method = req.method().clone();
-    let path: Box<str> = headers::remove_dot_segments(req.uri().path()).into();
+    // One call site for `proxy`: its future is most of this one's size, and a second
+    // site would double it (the future is copied into place for every request).
+    let logged = shared.access_log.as_ref().map(|_| {
+        (
+            std::time::SystemTime::now(),
+            req.method().clone(),
+            Box::<str>::from(headers::remove_dot_segments(req.uri().path())),
+        )
+    });
     let mut seen = Seen {
-        wanted: true,
+        wanted: logged.is_some(),
         ..Seen::default()
     };
     let snap = shared.snapshot.load_full();
     let resp = match &snap {
         None => ProxyError::NoConfig.response(),
-        Some(snap) => proxy(shared, snap, conn, req, start, &mut seen).await,
+        Some(snap) => proxy(shared, snap, conn, req, start, deadline, &mut seen).await,
     };
-    log.record(access_log::Entry {
-        start: started,
-        route: seen.route.unwrap_or("").into(),
-        variant: seen.variant,
-        upstream: seen.upstream.unwrap_or("").into(),
-        status: resp.status().as_u16(),
-        duration: start.elapsed(),
-        method,
-        path,
-        client: conn.peer.ip(),
-        flags: seen.flags,
-        error: resp
-            .headers()
-            .get(&X_SLUICE_ERROR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(ProxyError::static_code),
-    });
+    if let (Some(log), Some((started, method, path))) = (&shared.access_log, logged) {
+        log.record(access_log::Entry {
+            start: started,
+            route: seen.route.unwrap_or("").into(),
+            variant: seen.variant,
+            upstream: seen.upstream.unwrap_or("").into(),
+            status: resp.status().as_u16(),
+            duration: start.elapsed(),
+            method,
+            path,
+            client: conn.peer.ip(),
+            flags: seen.flags,
+            error: resp
+                .headers()
+                .get(&X_SLUICE_ERROR)
+                .and_then(|v| v.to_str().ok())
+                .and_then(ProxyError::static_code),
+        });
+    }
     resp
 }
 
@@ -121,6 +126,7 @@ async fn proxy<'s>(
     conn: ConnInfo,
     mut req: Request<Incoming>,
     start: Instant,
+    deadline: &Deadline,
     seen: &mut Seen<'s>,
 ) -> Response<DownBody> {
     headers::remove_sluice_headers(req.headers_mut());
@@ -147,9 +153,14 @@ async fn proxy<'s>(
         if seen.wanted {
             seen.route = Some(&route.name);
         }
-        let resp = super::ofrep::serve(Some(&snap.flags), &shared.ofrep_cors, req)
-            .await
-            .map(DownBody::full);
+        // Boxed: OFREP's future is large and rare on a proxy route.
+        let resp = Box::pin(super::ofrep::serve(
+            Some(&snap.flags),
+            &shared.ofrep_cors,
+            req,
+        ))
+        .await
+        .map(DownBody::full);
         let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
         metrics.requests[class].increment(1);
         metrics.duration.record(start.elapsed().as_secs_f64());
@@ -265,7 +276,16 @@ async fn proxy<'s>(
 
     let result = match client_upgrade {
         Some(on) => Box::pin(upgrade::forward(upstream, req.map(UpBody::Stream), on)).await,
-        None => forward(upstream, &route.retry, req.map(UpBody::Stream)).await,
+        None => {
+            forward(
+                upstream,
+                &route.retry,
+                req.map(UpBody::Stream),
+                start,
+                deadline,
+            )
+            .await
+        }
     };
     let sluice_generated = result.is_err();
     let mut resp = match result {
@@ -305,6 +325,8 @@ async fn forward(
     up: &Upstream,
     policy: &RetryPolicy,
     req: Request<UpBody>,
+    start: Instant,
+    deadline: &Deadline,
 ) -> Result<Response<DownBody>, ProxyError> {
     // A bodiless idempotent request can be rebuilt for a retry after it was sent; its head
     // is copied only when the route would use the copy.
@@ -332,59 +354,60 @@ async fn forward(
             return Err(ProxyError::UpstreamReset);
         };
         let passive = up.passive_health.as_ref();
-        let (err, retry) =
-            match tokio::time::timeout(up.request_timeout, pool::send(&ep, &up.connector, r)).await
-            {
-                Err(_) => {
-                    up.errors.timeout.increment(1);
-                    ep.health.failure(passive, ep.addr);
-                    (
-                        ProxyError::UpstreamTimeout,
-                        policy.timeout && replay.is_some(),
-                    )
-                }
-                Ok(Err(f)) => {
-                    ep.health.failure(passive, ep.addr);
-                    let unsent = f.req.is_some();
-                    req = f.req;
-                    match f.kind {
-                        SendError::Connect => {
-                            up.errors.connect.increment(1);
-                            (ProxyError::UpstreamConnect, policy.connect_failure)
-                        }
-                        SendError::Tls => {
-                            up.errors.tls.increment(1);
-                            (ProxyError::UpstreamTls, policy.connect_failure)
-                        }
-                        SendError::Reset => {
-                            up.errors.reset.increment(1);
-                            // Unsent and bodiless: as good as a connect failure.
-                            let ok = (policy.reset && replay.is_some())
-                                || (policy.connect_failure && unsent);
-                            (ProxyError::UpstreamReset, ok)
-                        }
+        // The first attempt's clock started with the request (no clock read); a retry's now.
+        let began = if tries == 0 { start } else { Instant::now() };
+        let sent = pool::send(&ep, &up.connector, r);
+        let (err, retry) = match deadline.within(began, up.request_timeout, sent).await {
+            Err(_) => {
+                up.errors.timeout.increment(1);
+                ep.health.failure(passive, ep.addr);
+                (
+                    ProxyError::UpstreamTimeout,
+                    policy.timeout && replay.is_some(),
+                )
+            }
+            Ok(Err(f)) => {
+                ep.health.failure(passive, ep.addr);
+                let unsent = f.req.is_some();
+                req = f.req;
+                match f.kind {
+                    SendError::Connect => {
+                        up.errors.connect.increment(1);
+                        (ProxyError::UpstreamConnect, policy.connect_failure)
+                    }
+                    SendError::Tls => {
+                        up.errors.tls.increment(1);
+                        (ProxyError::UpstreamTls, policy.connect_failure)
+                    }
+                    SendError::Reset => {
+                        up.errors.reset.increment(1);
+                        // Unsent and bodiless: as good as a connect failure.
+                        let ok = (policy.reset && replay.is_some())
+                            || (policy.connect_failure && unsent);
+                        (ProxyError::UpstreamReset, ok)
                     }
                 }
-                Ok(Ok((resp, returner))) => {
-                    ep.health.success();
-                    let again = resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
-                        && policy.status_503
-                        && replay.is_some()
-                        && tries < policy.attempts
-                        && up.retry_budget.withdraw();
-                    if again {
-                        tries += 1;
-                        last = Some(ep);
-                        continue;
-                    }
-                    let (mut parts, body) = resp.into_parts();
-                    headers::remove_hop_by_hop(&mut parts.headers);
-                    return Ok(Response::from_parts(
-                        parts,
-                        DownBody::Upstream(body, Some(returner)),
-                    ));
+            }
+            Ok(Ok((resp, returner))) => {
+                ep.health.success();
+                let again = resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                    && policy.status_503
+                    && replay.is_some()
+                    && tries < policy.attempts
+                    && up.retry_budget.withdraw();
+                if again {
+                    tries += 1;
+                    last = Some(ep);
+                    continue;
                 }
-            };
+                let (mut parts, body) = resp.into_parts();
+                headers::remove_hop_by_hop(&mut parts.headers);
+                return Ok(Response::from_parts(
+                    parts,
+                    DownBody::Upstream(body, Some(returner)),
+                ));
+            }
+        };
         let can = retry
             && tries < policy.attempts
             && (req.is_some() || replay.is_some())

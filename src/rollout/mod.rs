@@ -23,6 +23,7 @@
 pub mod analysis;
 pub mod controller;
 pub mod error_status;
+pub mod fleet;
 pub mod histogram;
 pub mod normal;
 pub mod progress;
@@ -34,7 +35,7 @@ pub use controller::{ActionError, Event, carry_over, current_weight, tick};
 pub use error_status::ErrorStatuses;
 pub use progress::{PauseReason, Phase, Progress, RollbackReason};
 pub use runner::Runner;
-pub use window::{RolloutWindows, Variant, Window, WindowStats};
+pub use window::{Counts, RolloutWindows, Variant, Window, WindowStats};
 
 /// Serializes durations as (fractional) milliseconds, the unit status and audit speak.
 mod serde_millis {

@@ -27,18 +27,20 @@
 //! resumed — a rollout restarted after a rollback must not fail on the errors that caused it.
 
 mod actions;
+mod fleet;
 mod persist;
 mod report;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
 
 use super::analysis::{Verdict, judge};
 use super::controller::{self, Event};
+use super::fleet::{Fleet, Role};
 use super::progress::{PauseReason, Phase, Progress, RollbackReason};
 use crate::change::TrustStore;
 use crate::change::audit::{Event as AuditEvent, EventKind};
@@ -74,6 +76,8 @@ pub struct Runner {
     clock: Clock,
     state: StateDir,
     trust: Arc<TrustStore>,
+    /// The fleet this node belongs to (SPEC §12); unset for a single instance.
+    fleet: OnceLock<Arc<dyn Fleet>>,
 }
 
 /// Which document the rollouts belong to.
@@ -111,6 +115,8 @@ struct Tracked {
     metrics: Handles,
     /// What was last written to `state/` (streaks excluded: they are cheap to rebuild).
     saved: Option<persist::Key>,
+    /// Fleet: the progress last written to (or read from) etcd.
+    committed: Option<String>,
 }
 
 /// A verdict and when it was computed.
@@ -162,6 +168,7 @@ impl Runner {
             clock,
             state,
             trust,
+            fleet: OnceLock::new(),
         });
         runner.tick(Which::SyncOnly);
         runner
@@ -238,6 +245,7 @@ impl Runner {
     }
 
     fn tick(&self, which: Which) {
+        let role = self.role();
         let mut inner = self.lock();
         let now_ms = self.clock.unix_millis();
         let now_sec = clock::mono_secs(Instant::now());
@@ -261,10 +269,30 @@ impl Runner {
                     now + t.interval()
                 };
             }
+            match role {
+                // The leader decides; a follower applies, a node cut off waits.
+                Some(Role::Follow) => {
+                    self.adopt(name, t, document.as_ref(), now_sec, &mut audit);
+                    continue;
+                }
+                Some(Role::Frozen) => continue,
+                // A leader whose rollout ended while it was cut off tells the fleet now.
+                Some(Role::Lead) if t.progress.phase.is_final() => {
+                    if let Err(e) = self.commit(name, t, document.as_ref(), None, now_ms) {
+                        tracing::debug!(rollout = %name, error = %e, "Could not write rollout progress to the fleet.");
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             // A new document is ticked at once, without a verdict: `paused` and gates apply
             // before the first interval passes.
             if due || synced {
-                self.tick_one(name, t, due, now_ms, now_sec, document.as_ref(), &mut audit);
+                let at = Now {
+                    ms: now_ms,
+                    sec: now_sec,
+                };
+                self.tick_one(name, t, due, at, document.as_ref(), role, &mut audit);
             }
         }
         self.persist(&mut inner);
@@ -310,7 +338,7 @@ impl Runner {
                     .remove(&name)
                     .map(|e| (e.spec, e.progress, None)),
             };
-            let (progress, history) = match prior {
+            let (mut progress, mut history) = match prior {
                 Some((old_spec, old_progress, history)) => {
                     let p = carry(&old_spec, &spec, &old_progress, now_ms);
                     let kept = p == old_progress;
@@ -323,6 +351,20 @@ impl Runner {
                 }
                 None => (Progress::new(now_ms), None),
             };
+            // In a fleet, the leader's progress for this document wins over anything local
+            // (a joining node and a new leader continue where the fleet stands) — except
+            // that a rollback made here is never undone: aborted is final for a document.
+            let fleet_p = self.fleet_progress(&name, &docref);
+            let committed = fleet_p.as_ref().map(|fp| {
+                let undoes_rollback =
+                    progress.phase == Phase::Aborted && fp.progress.phase != Phase::Aborted;
+                if fp.progress != progress && !undoes_rollback {
+                    progress = fp.progress.clone();
+                    history = None;
+                }
+                // What etcd holds: a leader writes its own progress when it differs.
+                fleet::committed_key(&docref, &fp.progress)
+            });
             // Frequent reloads must not keep postponing a kept rollout's next tick.
             let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {
                 (
@@ -342,6 +384,7 @@ impl Runner {
                 verdicts,
                 metrics,
                 saved,
+                committed,
             };
             t.publish();
             inner.rollouts.insert(name, t);
@@ -360,16 +403,18 @@ impl Runner {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn tick_one(
         &self,
         name: &str,
         t: &mut Tracked,
         judge_now: bool,
-        now_ms: u64,
-        now_sec: u64,
+        now: Now,
         document: Option<&DocRef>,
+        role: Option<Role>,
         audit: &mut Vec<AuditEvent>,
     ) {
+        let (now_ms, now_sec) = (now.ms, now.sec);
         if t.progress.phase.is_final() {
             return;
         }
@@ -377,8 +422,7 @@ impl Runner {
             (Some(a), true) => {
                 let span = Duration::from_secs(now_sec.saturating_sub(t.evidence_from) + 1);
                 let window = a.window.0.min(span);
-                let canary = t.rt.windows.canary.snapshot(now_sec, window);
-                let stable = t.rt.windows.stable.snapshot(now_sec, window);
+                let (stable, canary) = self.window_stats(name, &t.rt.windows, now_sec, window);
                 Some(judge(a, &canary, &stable))
             }
             _ => None,
@@ -392,7 +436,20 @@ impl Runner {
             t.verdicts.truncate(KEPT_VERDICTS);
             tracing::debug!(rollout = name, outcome = v.outcome.as_str(), summary = %verdict_summary(v), "Rollout verdict.");
         }
+        if role == Some(Role::CutOff) {
+            self.tick_alone(name, t, verdict.as_ref(), now_ms, now_sec, document, audit);
+            return;
+        }
+        let before = t.progress.clone();
         let events = controller::tick(&mut t.progress, &t.spec, verdict.as_ref(), now_ms);
+        if role == Some(Role::Lead)
+            && let Err(e) = self.commit(name, t, document, verdict.as_ref(), now_ms)
+        {
+            // Not written fleet-wide, so not applied here either: the next tick tries again.
+            tracing::warn!(rollout = name, error = %e, "Could not write rollout progress to the fleet; it does not take effect.");
+            t.progress = before;
+            return;
+        }
         self.apply(
             name,
             t,
@@ -480,6 +537,7 @@ impl Runner {
         if events.is_empty() {
             return;
         }
+        self.audit_fleet(&events);
         let mut g = self.gate.lock();
         for event in events {
             let kind = event.kind();
@@ -488,6 +546,13 @@ impl Runner {
             }
         }
     }
+}
+
+/// The two clocks of one tick: wall (unix ms, holds) and monotonic seconds (windows).
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    ms: u64,
+    sec: u64,
 }
 
 /// Which rollouts a tick judges.

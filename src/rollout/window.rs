@@ -47,6 +47,18 @@ pub struct WindowStats {
     pub p99: Option<Duration>,
 }
 
+/// Raw counts of one second or a sum of seconds, histogram included: what a fleet node
+/// publishes and the leader adds up (SPEC §12) before judging the sum like any window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests.
+    pub requests: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Latency histogram ([`super::histogram`] layout).
+    pub latency: Box<[u64; BUCKETS]>,
+}
+
 /// Which side of a rollout a request went to (blue-green: active = stable, preview = canary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,6 +179,54 @@ impl Window {
         }
         stats.p99 = histogram::quantile(&counts, 0.99);
         stats
+    }
+
+    /// Adds the counts of second `sec` into `into` (nothing when the ring no longer holds it).
+    pub fn add_second(&self, sec: u64, into: &mut Counts) {
+        let slot = &self.slots[(sec % self.slots.len() as u64) as usize];
+        let tag = sec as u32;
+        into.requests += read(&slot.requests, tag);
+        into.errors += read(&slot.errors, tag);
+        for (sum, cell) in into.latency.iter_mut().zip(slot.latency.iter()) {
+            *sum += read(cell, tag);
+        }
+    }
+}
+
+// === impl Counts ===
+
+impl Counts {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The stats a verdict reads.
+    pub fn stats(&self) -> WindowStats {
+        WindowStats {
+            requests: self.requests,
+            errors: self.errors,
+            p99: histogram::quantile(&self.latency, 0.99),
+        }
+    }
+
+    /// True when nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.errors == 0
+    }
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            requests: 0,
+            errors: 0,
+            latency: Box::new([0; BUCKETS]),
+        }
     }
 }
 

@@ -43,6 +43,17 @@ pub enum EventKind {
     RolloutCompleted,
     /// `admin.action`: an operator action on a rollout, allowed or refused.
     AdminAction,
+    /// `cluster.joined`: this node joined its fleet (SPEC §12).
+    ClusterJoined,
+    /// `cluster.leader`: this node became the fleet's leader.
+    ClusterLeader,
+    /// `cluster.disconnected`: this node lost etcd.
+    ClusterDisconnected,
+    /// `cluster.reconnected`: this node is back in its fleet.
+    ClusterReconnected,
+    /// `cluster.rolled_back_alone`: cut off from etcd, this node rolled a rollout back on
+    /// its own traffic (published to the fleet when it reconnects).
+    ClusterRolledBackAlone,
 }
 
 /// An audit line being built: its kind and its fields. The log adds `seq`, `ts`, `event`
@@ -66,7 +77,7 @@ pub struct Record {
 
 impl EventKind {
     /// Every kind, in SPEC §11 order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Started,
         EventKind::ChangeActivated,
         EventKind::ChangeRestored,
@@ -82,6 +93,11 @@ impl EventKind {
         EventKind::RolloutAborted,
         EventKind::RolloutCompleted,
         EventKind::AdminAction,
+        EventKind::ClusterJoined,
+        EventKind::ClusterLeader,
+        EventKind::ClusterDisconnected,
+        EventKind::ClusterReconnected,
+        EventKind::ClusterRolledBackAlone,
     ];
 
     /// The name written in the `event` field.
@@ -102,6 +118,11 @@ impl EventKind {
             EventKind::RolloutAborted => "rollout.aborted",
             EventKind::RolloutCompleted => "rollout.completed",
             EventKind::AdminAction => "admin.action",
+            EventKind::ClusterJoined => "cluster.joined",
+            EventKind::ClusterLeader => "cluster.leader",
+            EventKind::ClusterDisconnected => "cluster.disconnected",
+            EventKind::ClusterReconnected => "cluster.reconnected",
+            EventKind::ClusterRolledBackAlone => "cluster.rolled_back_alone",
         }
     }
 

@@ -35,7 +35,7 @@ impl Gate {
             Act::Author | Act::Approve => {
                 if let Some(p) = self.pending.get(&t.sub) {
                     let text = p.text.clone();
-                    let folder = Folder::read(&self.settings.paths.approvals);
+                    let folder = self.folder();
                     return self.reconsider(&text, Source::Approval, &[token.to_string()], &folder);
                 }
                 if self.active.as_ref().is_some_and(|a| a.digest == t.sub) {
@@ -80,7 +80,7 @@ impl Gate {
     /// large document should not be re-parsed every poll).
     pub fn recheck(&mut self, source: Source) -> Vec<Outcome> {
         self.tick();
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.report_folder(&folder);
         let now = self.clock.unix_secs();
         let fresh = self.last_recheck.as_ref().is_some_and(|(fp, at)| {
@@ -207,7 +207,7 @@ impl Gate {
             }
         }
         let digest = t.sub.clone();
-        let folder = Folder::read(&self.settings.paths.approvals);
+        let folder = self.folder();
         self.judge_review(&digest, &folder, Source::Approval)
     }
 

@@ -14,6 +14,7 @@ use crate::change::token::{self, Act, Expected, VerifiedToken};
 use crate::change::{Reason, Refusal};
 use crate::clock;
 use crate::rollout::controller;
+use crate::rollout::fleet::Role;
 
 /// An operator action on one rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,24 @@ impl Runner {
         approval: Option<&str>,
     ) -> Result<Value, ActionRefused> {
         let mut audit = Vec::new();
-        let result = self.act_inner(name, action, approval, &mut audit);
+        let role = self.role();
+        let result = match role {
+            // Only the leader acts; the admin API forwards to it.
+            Some(Role::Follow) => Err(ActionRefused::new(
+                409,
+                "not_leader",
+                "this node follows the fleet's leader; rollout actions are carried out by the leader",
+            )),
+            // Cut off from etcd, an operator may still stop a rollout on this node.
+            Some(Role::Frozen | Role::CutOff) if action != Action::Abort => {
+                Err(ActionRefused::new(
+                    503,
+                    crate::rollout::fleet::CLUSTER_UNAVAILABLE,
+                    "etcd is unreachable: no rollout advances, pauses or resumes until it is back (abort still works on this node)",
+                ))
+            }
+            _ => self.act_inner(name, action, approval, role, &mut audit),
+        };
         let event = match &result {
             Ok((principal, token, _)) => {
                 let e = AuditEvent::new(EventKind::AdminAction, principal).with("outcome", "ok");
@@ -138,6 +156,7 @@ impl Runner {
         name: &str,
         action: Action,
         approval: Option<&str>,
+        role: Option<Role>,
         audit: &mut Vec<AuditEvent>,
     ) -> Result<(String, Option<VerifiedToken>, Value), ActionRefused> {
         let mut guard = self.lock();
@@ -146,8 +165,12 @@ impl Runner {
         // Act on the document that is active now, not the one last ticked.
         if self.sync(&mut guard, now_ms, now_sec) {
             let document = guard.document.clone();
+            let at = super::Now {
+                ms: now_ms,
+                sec: now_sec,
+            };
             for (n, t) in guard.rollouts.iter_mut() {
-                self.tick_one(n, t, false, now_ms, now_sec, document.as_ref(), audit);
+                self.tick_one(n, t, false, at, document.as_ref(), role, audit);
             }
         }
         let inner = &mut *guard;
@@ -227,7 +250,19 @@ impl Runner {
                 format!("the active document has no rollout `{name}`"),
             ));
         };
-        t.progress = p;
+        let before = std::mem::replace(&mut t.progress, p);
+        if role == Some(Role::Lead)
+            && let Err(e) = self.commit(name, t, document.as_ref(), None, now_ms)
+        {
+            t.progress = before;
+            return Err(ActionRefused::new(
+                503,
+                crate::rollout::fleet::CLUSTER_UNAVAILABLE,
+                format!(
+                    "the action could not be written to the fleet, so it was not carried out: {e}"
+                ),
+            ));
+        }
         self.apply(
             name,
             t,
@@ -238,6 +273,11 @@ impl Runner {
             None,
             audit,
         );
+        if matches!(role, Some(Role::Frozen | Role::CutOff))
+            && let (Some(f), Some(doc)) = (self.fleet.get(), document.as_ref())
+        {
+            f.rolled_back_alone(name, doc, "operator");
+        }
         let status = super::report::status_of(name, t, now_ms, now_sec);
         self.persist(inner);
         Ok((actor, verified, status))
