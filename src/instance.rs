@@ -18,6 +18,7 @@ use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
 use crate::change::gate::{Gate, GateHandle, Outcome, Source};
+use crate::change::inputs::{MAX_DOCUMENT_BYTES, read_regular};
 use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
@@ -151,6 +152,7 @@ impl Instance {
             access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
                 .map_err(StartError::Runtime)?,
             ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
+            client_errors: crate::proxy::ClientErrors::new(&registry),
             drain: Default::default(),
         });
         let state_err = |source| StartError::State {
@@ -223,15 +225,6 @@ impl Instance {
             ),
             None => None,
         };
-        // The document on disk is a candidate like any other; then pending changes are
-        // judged again with the approvals folder as it is now.
-        let traffic = settings.paths.traffic.clone();
-        let last_folder = Folder::read(&settings.paths.approvals).fingerprint;
-        let last_seen = match &cluster {
-            None => submit_file(&gate, &traffic, Source::Start, None),
-            Some(_) => None,
-        };
-        let _ = gate.lock().recheck(Source::Start);
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
             gate.clone(),
@@ -261,6 +254,17 @@ impl Instance {
                     .map_err(StartError::Runtime)?,
             );
         }
+        // The restored document serves while the one on disk is judged: a candidate, like
+        // any other, that can be refused but never keep the approved state from serving.
+        // Then pending changes are judged again with the approvals folder as it is now.
+        let traffic = settings.paths.traffic.clone();
+        let last_folder = Folder::read(&settings.paths.approvals).fingerprint;
+        let last_seen = match &cluster {
+            None => submit_file(&gate, &traffic, Source::Start, None),
+            Some(_) => None,
+        };
+        let _ = gate.lock().recheck(Source::Start);
+        rollouts.sync_now();
         let ctx = Arc::new(AdminCtx {
             shared: shared.clone(),
             gate: gate.clone(),
@@ -348,17 +352,21 @@ fn submit_file(
     source: Source,
     last_seen: Option<&str>,
 ) -> Option<String> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_regular(path, MAX_DOCUMENT_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             if source == Source::Start {
                 tracing::info!(path = %path.display(), "No traffic document on disk yet.");
             }
             return last_seen.map(str::to_string);
         }
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "Cannot read the traffic document.");
-            return last_seen.map(str::to_string);
+            // Said once per kind of failure, not at every poll.
+            let seen = format!("unreadable: {e}");
+            if last_seen != Some(seen.as_str()) {
+                tracing::warn!(path = %path.display(), error = %e, "Cannot read the traffic document; the active configuration keeps serving.");
+            }
+            return Some(seen);
         }
     };
     let d = store::digest(&bytes);

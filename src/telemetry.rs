@@ -100,6 +100,12 @@ pub const REQUEST_DURATION: Family = histogram(
 /// `sluice_upstream_errors_total{upstream,kind}`.
 pub const UPSTREAM_ERRORS: Family =
     counter("sluice_upstream_errors_total", "Upstream failures by kind.");
+/// `sluice_client_errors_total{kind}`: requests that failed by the client's doing, kept apart
+/// from upstream errors, endpoint health and rollout analysis.
+pub const CLIENT_ERRORS: Family = counter(
+    "sluice_client_errors_total",
+    "Requests failed by the client (aborted, malformed body, body timeout), by kind.",
+);
 /// `sluice_active_connections{listener}`.
 pub const ACTIVE_CONNECTIONS: Family = gauge(
     "sluice_active_connections",
@@ -208,6 +214,7 @@ pub const FAMILIES: &[Family] = &[
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     UPSTREAM_ERRORS,
+    CLIENT_ERRORS,
     ACTIVE_CONNECTIONS,
     ROLLOUT_WEIGHT,
     ROLLOUT_PHASE,

@@ -18,8 +18,7 @@ use crate::change::reason::{Reason, Refusal};
 use crate::change::token::MAX_TOKEN_BYTES;
 use crate::config::traffic::ChangeClass;
 
-/// Largest document accepted by `PUT /api/v1/traffic`.
-pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+pub use crate::change::inputs::MAX_DOCUMENT_BYTES;
 
 /// The header that carries approval tokens, one token per header.
 pub const APPROVAL_HEADER: &str = "sluice-approval";

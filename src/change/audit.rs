@@ -2,9 +2,14 @@
 //!
 //! One JSON object a line; `prev` is the sha256 of the previous line's exact bytes (64 zeros
 //! for the first). Each append is one `write` of the whole line plus its newline, then
-//! `fsync`: a crash can only leave a torn last line without its newline, which `open`
-//! truncates (and logs) before appending again. A broken link anywhere else is tampering,
-//! and sluice refuses to start on it.
+//! `fsync`. An append that fails (a full disk, an I/O error) truncates the file back to its
+//! length before the append, so the log is exactly as it was and the next append follows the
+//! last good line; until that truncation succeeds nothing else is appended. A crash can only
+//! leave a torn last line without its newline, which `open` truncates (and logs) before
+//! appending again. `open` also repairs a torn append *followed* by good lines (what a
+//! failed append left behind before sluice truncated them): the fragment is cut when the
+//! line after it continues the chain, and the original file is kept beside the log. A broken
+//! link anywhere else is tampering, and sluice refuses to start on it.
 //!
 //! - [`event`]: the event kinds, the one builder of a line, and lines read back.
 
@@ -31,6 +36,10 @@ pub struct AuditLog {
     file: File,
     seq: u64,
     head: String,
+    /// Length of the file up to the last good line.
+    len: u64,
+    /// A failed append left bytes after `len` that could not be cut yet.
+    torn: bool,
 }
 
 /// The last line's sequence number and hash.
@@ -209,6 +218,8 @@ impl AuditLog {
     /// Opens (creating) the log, truncating a torn last line, and verifies the chain.
     /// Returns the log and its records.
     pub fn open(path: &Path) -> io::Result<(AuditLog, Vec<Record>)> {
+        // Before the file is opened: a repair replaces it.
+        repair_torn_appends(path)?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -237,12 +248,15 @@ impl AuditLog {
                 format!("audit log {}: {e}", path.display()),
             )
         })?;
+        let len = file.metadata()?.len();
         Ok((
             AuditLog {
                 path: path.to_path_buf(),
                 file,
                 seq: head.seq,
                 head: head.hash,
+                len,
+                torn: false,
             },
             entries,
         ))
@@ -265,11 +279,34 @@ impl AuditLog {
     pub fn append(&mut self, now: SystemTime, event: Event) -> io::Result<Head> {
         let (mut line, hash) = render_line(self.seq + 1, &self.head, now, event)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.file.sync_data()?;
+        if self.torn {
+            self.cut_back()?;
+        }
+        if let Err(e) = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+        {
+            // Some of the line may be on disk: take it back, or refuse every later append
+            // until it is taken back. Never append after a fragment.
+            self.torn = true;
+            if let Err(cut) = self.cut_back() {
+                tracing::error!(path = %self.path.display(), error = %cut, "A failed audit append could not be truncated yet; appends are refused until it is.");
+            }
+            return Err(e);
+        }
         self.seq += 1;
         self.head = hash;
+        self.len += line.len() as u64;
         Ok(self.head())
+    }
+
+    /// Truncates the file to its last good line (after a failed append).
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_all()?;
+        self.torn = false;
+        Ok(())
     }
 
     /// Lines with `seq > since`, parsed.
@@ -285,6 +322,79 @@ impl AuditLog {
         }
         Ok(out)
     }
+}
+
+/// Cuts the fragments that failed appends left *between* good lines (earlier versions of
+/// sluice appended after them): a line that is not JSON but ends in a line that continues
+/// the chain loses its head. The file is rewritten only when something was cut, and the
+/// original is kept as `audit.jsonl.torn-<unix seconds>`.
+fn repair_torn_appends(path: &Path) -> io::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut prev = GENESIS.to_string();
+    let mut n = 0u64;
+    let mut cut = 0usize;
+    let mut rest = &bytes[..];
+    while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+        let line = &rest[..i];
+        rest = &rest[i + 1..];
+        n += 1;
+        let keep = if continues(line, n, &prev) {
+            line
+        } else if !line.starts_with(b"{") {
+            return Ok(());
+        } else {
+            // The first `{` after which the line continues the chain ends the fragment.
+            let found = line
+                .iter()
+                .enumerate()
+                .skip(1)
+                .filter(|(_, b)| **b == b'{')
+                .map(|(j, _)| j)
+                .find(|&j| continues(&line[j..], n, &prev));
+            match found {
+                Some(j) => {
+                    cut += j;
+                    &line[j..]
+                }
+                // Not a torn append: left for `verify` to report.
+                None => return Ok(()),
+            }
+        };
+        prev = sha_hex(keep);
+        out.extend_from_slice(keep);
+        out.push(b'\n');
+    }
+    if cut == 0 {
+        return Ok(());
+    }
+    out.extend_from_slice(rest);
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("audit.jsonl");
+    let backup = path.with_file_name(format!("{name}.torn-{now}"));
+    super::store::write_atomic(&backup, &bytes, 0o644)?;
+    super::store::write_atomic(path, &out, 0o644)?;
+    tracing::warn!(path = %path.display(), dropped = cut, original = %backup.display(), "Audit log held fragments of failed appends between good lines; cut them (the chain verifies).");
+    Ok(())
+}
+
+/// Whether `line` is the chain's line `seq` after a line hashing to `prev`.
+fn continues(line: &[u8], seq: u64, prev: &str) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return false;
+    };
+    v.get("seq").and_then(Value::as_u64) == Some(seq)
+        && v.get("prev").and_then(Value::as_str) == Some(prev)
 }
 
 // === impl Replay ===
@@ -374,5 +484,51 @@ mod tests {
         log.append(SystemTime::now(), fields(EventKind::Started, "b"))
             .unwrap();
         assert_eq!(verify(&p, None).unwrap().0.seq, 2);
+    }
+
+    #[test]
+    fn torn_append_between_good_lines_is_cut_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.jsonl");
+        let (mut log, _) = AuditLog::open(&p).unwrap();
+        log.append(SystemTime::now(), fields(EventKind::Started, "a"))
+            .unwrap();
+        drop(log);
+        let good = std::fs::read(&p).unwrap();
+        // What a failed append left before the fix: a fragment, then the next append after
+        // it (line 2 of the chain).
+        let (line2, _) = render_line(
+            2,
+            &sha_hex(good.strip_suffix(b"\n").unwrap()),
+            SystemTime::now(),
+            fields(EventKind::ChangeActivated, "c"),
+        )
+        .unwrap();
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"actor\":\"b\",\"change\":{\"dig").unwrap();
+        f.write_all(&line2).unwrap();
+        f.write_all(b"\n").unwrap();
+        drop(f);
+        assert!(matches!(
+            verify(&p, None),
+            Err(VerifyError::Broken { line: 2, .. })
+        ));
+        let (mut log, entries) = AuditLog::open(&p).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].line["actor"], "c");
+        log.append(SystemTime::now(), fields(EventKind::Started, "d"))
+            .unwrap();
+        assert_eq!(verify(&p, None).unwrap().0.seq, 3);
+        assert!(std::fs::read(&p).unwrap().starts_with(&good));
+        let kept = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+            .count();
+        assert_eq!(kept, 1, "the original is kept beside the log");
+        // Anything else that breaks the chain is still refused.
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replacen("\"actor\":\"c\"", "\"actor\":\"x\"", 1)).unwrap();
+        assert!(AuditLog::open(&p).is_err());
     }
 }

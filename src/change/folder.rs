@@ -5,14 +5,18 @@
 //! offered to, and the candidate then verifies it fully (a lying `sub` is a bad signature or
 //! `wrong_digest`). Files that are not tokens at all are reported once by the gate.
 
-use std::io::Read;
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use super::inputs::read_prefix;
 use super::token::MAX_TOKEN_BYTES;
+
+/// Most bytes read from a token file: a little more than a token may be, so a huge file
+/// costs nothing and is still refused as `token_too_large`.
+const TOKEN_FILE_LIMIT: usize = MAX_TOKEN_BYTES * 2;
 
 /// A token file's content, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,7 @@ impl Folder {
         let mut names: Vec<(String, std::path::PathBuf)> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
                 .filter_map(Result::ok)
+                // Symlinks too (Kubernetes mounts): what they point to is checked when read.
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
                 .filter_map(|e| {
                     let name = e.file_name().into_string().ok()?;
@@ -58,13 +63,14 @@ impl Folder {
         let mut hash = Sha256::new();
         let mut tokens = Vec::with_capacity(names.len());
         for (name, path) in names {
-            let mut buf = Vec::new();
-            let read = std::fs::File::open(&path)
-                .and_then(|f| f.take(MAX_TOKEN_BYTES as u64 * 2).read_to_end(&mut buf));
-            if let Err(e) = read {
-                tracing::debug!(file = %path.display(), error = %e, "Cannot read an approval file; skipping it.");
-                continue;
-            }
+            // Never blocks: a FIFO here (or a symlink to one) is skipped, not waited on.
+            let buf = match read_prefix(&path, TOKEN_FILE_LIMIT) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(file = %path.display(), error = %e, "Cannot read an approval file; skipping it.");
+                    continue;
+                }
+            };
             hash.update((name.len() as u64).to_le_bytes());
             hash.update(name.as_bytes());
             hash.update((buf.len() as u64).to_le_bytes());

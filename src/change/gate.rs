@@ -343,13 +343,20 @@ impl Gate {
             folder_tokens: true,
             resolved: HashMap::new(),
         };
-        gate.state.set_high_water(&gate.hw)?;
+        // A full disk must not keep the approved state from serving (SPEC §2): what cannot
+        // be written at start is logged, and changes are refused (`state_unwritable`) until
+        // it can be. The mark is re-derived from the log at every start anyway.
+        if let Err(e) = gate.state.set_high_water(&gate.hw) {
+            tracing::error!(error = %e, "Could not persist the high-water mark at start.");
+        }
         let trust = serde_json::to_vec(&gate.settings.trust).map_err(std::io::Error::other)?;
-        gate.record(
+        if let Err(e) = gate.record(
             Event::new(EventKind::Started, "sluice")
                 .with("trust_digest", store::digest(&trust))
                 .with("pid", std::process::id()),
-        )?;
+        ) {
+            tracing::error!(error = %e, "Could not audit the start; serving what the log says is active.");
+        }
         gate.registry.gauge(telemetry::CONFIG_VERSION, &[]).set(0.0);
         if let Some(e) = restore {
             gate.restore(&e)?;
@@ -389,7 +396,11 @@ impl Gate {
         };
         let activated_at = entry.get("ts").as_str().unwrap_or("").to_string();
         let change = change.clone();
-        self.record(Event::new(EventKind::ChangeRestored, "sluice").change(change))?;
+        // Not a commit point (the activation is): a restore that cannot be audited still serves.
+        if let Err(e) = self.record(Event::new(EventKind::ChangeRestored, "sluice").change(change))
+        {
+            tracing::error!(digest, error = %e, "Could not audit the restore; serving the last activated document anyway.");
+        }
         self.install(parsed, digest, class, approvers, activated_at, snap);
         tracing::info!(
             version = self.active.as_ref().map(|a| a.doc.version),
@@ -415,8 +426,13 @@ impl Gate {
                     }
                     Err(_) => json!({ "digest": digest, "version": p.version }),
                 };
-                self.record(Event::new(EventKind::ChangePending, "sluice").change(change))?;
-                p.audited = true;
+                // Audited when it is next judged, if not now.
+                match self.record(Event::new(EventKind::ChangePending, "sluice").change(change)) {
+                    Ok(_) => p.audited = true,
+                    Err(e) => {
+                        tracing::error!(digest, error = %e, "Could not audit a restored pending change.")
+                    }
+                }
             }
             self.pending.insert(digest, p);
         }

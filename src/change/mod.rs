@@ -6,6 +6,7 @@
 //! - [`pending`]: changes short of approvals, kept in `state/pending/`.
 //! - [`reviews`]: post-facto reviews of emergency changes, read from the audit log.
 //! - [`folder`]: the approvals folder (`*.jwt`, one token per file).
+//! - [`inputs`]: reading operator files (`traffic.yaml`, tokens) without blocking, bounded.
 //! - [`watch`]: watching `traffic.yaml` and the approvals folder.
 //! - [`reason`]: the snake_case refusal codes.
 //! - [`keys`]: `ed25519:` public keys, `kid` fingerprints, `sluice keygen`.
@@ -27,6 +28,7 @@ pub mod diff;
 pub mod folder;
 pub mod gate;
 pub mod glob;
+pub mod inputs;
 mod json;
 pub mod keys;
 pub mod pending;

@@ -16,6 +16,7 @@ use crate::change::assess::{ChangeInput, Ruling, assess};
 use crate::change::audit::{Record, Replay};
 use crate::change::classify::class_name;
 use crate::change::folder::Folder;
+use crate::change::inputs::{MAX_DOCUMENT_BYTES, read_regular};
 use crate::change::reviews;
 use crate::change::{HighWater, TrustStore, audit, digest};
 use crate::config::Settings;
@@ -204,7 +205,7 @@ fn print_warnings(parsed: &ParsedTraffic) {
 
 /// Reads and checks a document; on failure prints why and returns the exit status.
 fn read_doc(path: &Path, ctx: &CheckContext) -> Result<(Vec<u8>, ParsedTraffic), i32> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = read_regular(path, MAX_DOCUMENT_BYTES).map_err(|e| {
         eprintln!("{}: {e}", path.display());
         EXIT_INVALID
     })?;

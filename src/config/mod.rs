@@ -20,6 +20,11 @@ pub use settings::Settings;
 pub use traffic::TrafficDoc;
 pub use types::{Dur, Weight};
 
+/// Errors reported for one document. Validation stops looking after this many: every error
+/// costs at most a bounded amount, so the list — and the work to build it — stays linear in
+/// the document however broken it is. The flag compiler (a leaf module) owns the number.
+pub const MAX_ERRORS: usize = crate::flags::MAX_ERRORS;
+
 /// One configuration error, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -80,6 +85,20 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 // === impl ConfigErrors ===
+
+impl ConfigErrors {
+    /// The first [`MAX_ERRORS`] of `errors`, with a last line saying when there were more.
+    pub fn capped(mut errors: Vec<ConfigError>) -> Self {
+        if errors.len() >= MAX_ERRORS {
+            errors.truncate(MAX_ERRORS);
+            errors.push(ConfigError::plain(
+                "",
+                format!("validation stopped after {MAX_ERRORS} errors; fix these first"),
+            ));
+        }
+        ConfigErrors(errors)
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

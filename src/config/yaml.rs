@@ -7,7 +7,6 @@
 //! allows but a reviewed config should not contain is refused here: duplicate keys, anchors
 //! and aliases, custom tags, several documents.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
@@ -33,7 +32,27 @@ pub struct Pos {
 pub struct Spans {
     /// The source, parsed again for positions on the first [`find`](Spans::find).
     text: Arc<str>,
-    by_path: OnceLock<HashMap<String, Pos>>,
+    by_path: OnceLock<PathIndex>,
+}
+
+/// The position of every node, keyed by a hash of its path as errors render it.
+///
+/// Paths are never rendered while indexing: a node's hash continues its parent's over the
+/// one segment it adds, so indexing is linear in the input (rendering every path costs the
+/// sum of all path lengths — key length × depth × node count, gigabytes for a small document
+/// of long nested keys). A hash collision can only give an error a wrong line number.
+#[derive(Debug, Default, Clone)]
+struct PathIndex {
+    /// (path hash, line, column), sorted by hash; the first recorded position of a path wins.
+    entries: Vec<(u64, u32, u32)>,
+}
+
+/// A polynomial hash of a path, extended one byte at a time (mod 2^61 - 1).
+#[derive(Debug, Clone, Copy, Default)]
+struct PathHash {
+    h: u64,
+    /// Length in bytes of the path hashed so far.
+    len: usize,
 }
 
 /// A parsed document and where each of its nodes came from.
@@ -50,29 +69,90 @@ pub struct Parsed {
 impl Spans {
     /// The position of `path`, or of its nearest recorded ancestor.
     pub fn find(&self, path: &str) -> Option<Pos> {
-        let by_path = self.by_path.get_or_init(|| positions(&self.text));
-        let mut p = path;
-        loop {
-            if let Some(pos) = by_path.get(p) {
-                return Some(*pos);
+        let index = self.by_path.get_or_init(|| positions(&self.text));
+        // The hash of every ancestor candidate (cut before each `.` and `[`), in one pass.
+        let mut cuts = Vec::new();
+        let mut h = PathHash::default();
+        for &b in path.as_bytes() {
+            if (b == b'.' || b == b'[') && h.len > 0 {
+                cuts.push(h.h);
             }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
-            if p.is_empty() {
-                return by_path.get("").copied();
-            }
+            h.push(b);
         }
+        cuts.push(h.h);
+        cuts.iter()
+            .rev()
+            .find_map(|c| index.get(*c))
+            .or_else(|| index.get(PathHash::default().h))
+    }
+}
+
+// === impl PathIndex ===
+
+impl PathIndex {
+    fn get(&self, hash: u64) -> Option<Pos> {
+        let i = self.entries.partition_point(|e| e.0 < hash);
+        self.entries
+            .get(i)
+            .filter(|e| e.0 == hash)
+            .map(|&(_, line, col)| Pos {
+                line: line as usize,
+                col: col as usize,
+            })
+    }
+}
+
+// === impl PathHash ===
+
+impl PathHash {
+    const P: u64 = (1 << 61) - 1;
+    const B: u64 = 0x1f3d_5b79_a2c4_e601 % Self::P;
+
+    fn push(&mut self, byte: u8) {
+        let v =
+            (u128::from(self.h) * u128::from(Self::B) + u128::from(byte) + 1) % u128::from(Self::P);
+        self.h = v as u64;
+        self.len += 1;
+    }
+
+    fn extend(mut self, bytes: &[u8]) -> Self {
+        bytes.iter().for_each(|b| self.push(*b));
+        self
+    }
+
+    /// The path of a mapping's child `key` (`parent.key`, or `key` under an empty path).
+    fn key(self, key: &str) -> Self {
+        let dotted = if self.len > 0 {
+            self.extend(b".")
+        } else {
+            self
+        };
+        dotted.extend(key.as_bytes())
+    }
+
+    /// The path of a sequence's item `i` (`parent[i]`).
+    fn index(self, i: usize) -> Self {
+        let mut buf = [0u8; 24];
+        let mut w = std::io::Cursor::new(&mut buf[..]);
+        let _ = std::io::Write::write_fmt(&mut w, format_args!("[{i}]"));
+        let n = w.position() as usize;
+        self.extend(&buf[..n])
     }
 }
 
 /// The position of every node of `text` (as far as it parses).
-fn positions(text: &str) -> HashMap<String, Pos> {
+fn positions(text: &str) -> PathIndex {
     let mut b = Builder {
         parser: Parser::new_from_str(text),
-        spans: Some(HashMap::new()),
+        spans: Some(Vec::new()),
     };
     let _ = b.document();
-    b.spans.unwrap_or_default()
+    let mut entries = b.spans.unwrap_or_default();
+    // Stable: of two records for one path, the first (a mapping key's own position) wins.
+    entries.sort_by_key(|e| e.0);
+    entries.dedup_by_key(|e| e.0);
+    entries.shrink_to_fit();
+    PathIndex { entries }
 }
 
 /// A node's path, rendered only when something needs it as text.
@@ -125,8 +205,8 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
 
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    /// Positions, when asked for.
-    spans: Option<HashMap<String, Pos>>,
+    /// Positions by path hash, when asked for.
+    spans: Option<Vec<(u64, u32, u32)>>,
 }
 
 fn pos(span: &Span) -> Pos {
@@ -134,6 +214,11 @@ fn pos(span: &Span) -> Pos {
         line: span.start.line(),
         col: span.start.col() + 1,
     }
+}
+
+fn record(h: PathHash, p: Pos) -> (u64, u32, u32) {
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    (h.h, clamp(p.line), clamp(p.col))
 }
 
 fn err_at(path: &NodePath<'_>, p: Pos, msg: impl Into<String>) -> ConfigError {
@@ -181,7 +266,7 @@ impl<'a> Builder<'a> {
                         ));
                     }
                     let (ev, span) = self.next()?;
-                    value = Some(self.node(ev, span, &NodePath::Root, 0)?);
+                    value = Some(self.node(ev, span, &NodePath::Root, PathHash::default(), 0)?);
                 }
                 Event::StreamEnd => break,
                 _ => return Err(err_at(&NodePath::Root, pos(&span), "unexpected YAML event")),
@@ -199,6 +284,7 @@ impl<'a> Builder<'a> {
         ev: Event<'a>,
         span: Span,
         path: &NodePath<'_>,
+        hash: PathHash,
         depth: usize,
     ) -> Result<Value, ConfigError> {
         let p = pos(&span);
@@ -210,7 +296,7 @@ impl<'a> Builder<'a> {
             ));
         }
         if let Some(spans) = &mut self.spans {
-            spans.entry(path.render()).or_insert(p);
+            spans.push(record(hash, p));
         }
         match ev {
             Event::Alias(_) => Err(err_at(path, p, "YAML aliases are not allowed")),
@@ -227,7 +313,11 @@ impl<'a> Builder<'a> {
                         break;
                     }
                     let child = NodePath::Index(path, items.len());
-                    items.push(self.node(ev, span, &child, depth + 1)?);
+                    let h = match self.spans {
+                        Some(_) => hash.index(items.len()),
+                        None => hash,
+                    };
+                    items.push(self.node(ev, span, &child, h, depth + 1)?);
                 }
                 Ok(Value::Array(items))
             }
@@ -261,11 +351,16 @@ impl<'a> Builder<'a> {
                             format!("duplicate key `{key}`"),
                         ));
                     }
-                    if let Some(spans) = &mut self.spans {
-                        spans.insert(child.render(), pos(&kspan));
-                    }
+                    let h = match &mut self.spans {
+                        Some(spans) => {
+                            let h = hash.key(&key);
+                            spans.push(record(h, pos(&kspan)));
+                            h
+                        }
+                        None => hash,
+                    };
                     let (ev, vspan) = self.next()?;
-                    let v = self.node(ev, vspan, &child, depth + 1)?;
+                    let v = self.node(ev, vspan, &child, h, depth + 1)?;
                     map.insert(key, v);
                 }
                 Ok(Value::Object(map))

@@ -218,6 +218,9 @@ fn build(
     let mut compiler = Compiler::new(evaluators);
     let mut path = String::new();
     for (name, rule) in evaluators {
+        if super::errors_full(&errors) {
+            break;
+        }
         path.clear();
         path.push_str("$evaluators.");
         path.push_str(name);
@@ -233,6 +236,9 @@ fn build(
 
     let mut flags = Vec::with_capacity(entries.len());
     for (key, def) in entries {
+        if super::errors_full(&errors) {
+            break;
+        }
         path.clear();
         path.push_str("flags.");
         path.push_str(key);

@@ -286,6 +286,9 @@ impl<'d> Compiler<'d> {
                 let mut nodes = Vec::with_capacity(items.len());
                 let mut ok = true;
                 for (i, item) in items.iter().enumerate() {
+                    if super::errors_full(errors) {
+                        return None;
+                    }
                     let len = path.len();
                     push_index(path, i);
                     match self.node(item, path, errors) {
@@ -350,6 +353,9 @@ impl<'d> Compiler<'d> {
         let mut nodes = Vec::with_capacity(list.len());
         let mut ok = true;
         for (i, a) in list.iter().enumerate() {
+            if super::errors_full(errors) {
+                return None;
+            }
             let len = path.len();
             push_index(path, i);
             match self.node(a, path, errors) {

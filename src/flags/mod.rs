@@ -105,6 +105,16 @@ pub struct Options {
     pub fractional: Fractional,
 }
 
+/// Errors a strict compile reports before it stops looking: each costs a bounded amount,
+/// so the work stays linear in the flags however broken they are. Validation of a whole
+/// document uses the same cap (`config::MAX_ERRORS` is this).
+pub const MAX_ERRORS: usize = 100;
+
+/// Whether enough errors were found: the strict checks stop looking.
+pub(crate) fn errors_full(errors: &[FlagError]) -> bool {
+    errors.len() >= MAX_ERRORS
+}
+
 /// A refusal with the path of what is wrong (`flags.<key>.defaultVariant`, `$evaluators.x`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]

@@ -73,6 +73,9 @@ fn check_variants(v: &Map<String, Value>, path: &str, errors: &mut Vec<FlagError
     }
     let mut first: Option<(&str, &'static str)> = None;
     for (name, value) in v {
+        if super::errors_full(errors) {
+            return;
+        }
         if name.is_empty() {
             errors.push(at(
                 path,
@@ -122,6 +125,9 @@ pub(crate) fn check_metadata(m: &Value, path: &str, errors: &mut Vec<FlagError>)
         return;
     };
     for (k, v) in m {
+        if super::errors_full(errors) {
+            return;
+        }
         if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
             errors.push(at(
                 path,
@@ -256,6 +262,9 @@ fn check_args(args: &Value, arity: Arity, path: &mut String, errors: &mut Vec<Fl
         errors.push(FlagError::new(path.clone(), m));
     }
     for (i, a) in list.iter().enumerate() {
+        if super::errors_full(errors) {
+            return;
+        }
         let len = path.len();
         push_index(path, i);
         check_arg(a, path, errors);

@@ -1,6 +1,14 @@
 //! Body types of the proxy: one enum each way, so no request boxes its body.
+//!
+//! A client's request body is watched on its way upstream ([`BodyWatch`]): whether it was
+//! sent to its end (only then may the upstream connection carry another request), and
+//! whether it failed by the client's doing (the client went away, garbled its framing, or
+//! stopped sending) — which is answered as a client error and never held against the
+//! upstream, its health or a rollout.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,11 +20,34 @@ use super::pool::Returner;
 /// A body sent upstream: the client's body streamed through, or nothing.
 #[derive(Debug)]
 pub enum UpBody {
-    /// The client's request body.
-    Stream(Incoming),
+    /// The client's request body, watched when it has one.
+    Stream(Incoming, Option<Arc<BodyWatch>>),
     /// No body.
     Empty,
 }
+
+/// How a client's request body is doing on its way upstream.
+#[derive(Debug, Default)]
+pub struct BodyWatch(AtomicU8);
+
+/// A request failure the client caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The client went away before its body ended.
+    Aborted,
+    /// The body's framing is invalid (a bad chunk, more data than announced).
+    Malformed,
+    /// No response in time while the upstream waited for the client's body.
+    Timeout,
+}
+
+/// `BodyWatch` states: the first two change as the body streams, the others are final.
+const STREAMING: u8 = 0;
+/// Streaming, and the last read waited for the client.
+const WAITING: u8 = 1;
+const DONE: u8 = 2;
+const ABORTED: u8 = 3;
+const MALFORMED: u8 = 4;
 
 /// A body sent to the client: an upstream's body streamed through, or sluice's own text.
 #[derive(Debug)]
@@ -35,6 +66,23 @@ const _: fn() = || {
 
 // === impl UpBody ===
 
+impl UpBody {
+    /// The client's body, with a watch when there is a body to watch (none for bodiless
+    /// requests: nothing is allocated for them).
+    pub fn client(body: Incoming) -> (UpBody, Option<Arc<BodyWatch>>) {
+        let watch = (!body.is_end_stream()).then(|| Arc::new(BodyWatch::default()));
+        (UpBody::Stream(body, watch.clone()), watch)
+    }
+
+    /// The watch of a client's body, if any.
+    pub fn watch(&self) -> Option<&Arc<BodyWatch>> {
+        match self {
+            UpBody::Stream(_, w) => w.as_ref(),
+            UpBody::Empty => None,
+        }
+    }
+}
+
 impl Body for UpBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -45,22 +93,86 @@ impl Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpBody::Stream(inner) => Pin::new(inner).poll_frame(cx),
+            UpBody::Stream(inner, None) => Pin::new(inner).poll_frame(cx),
+            UpBody::Stream(inner, Some(w)) => {
+                let r = Pin::new(&mut *inner).poll_frame(cx);
+                match &r {
+                    Poll::Pending => w.set(WAITING),
+                    Poll::Ready(None) => w.set(DONE),
+                    Poll::Ready(Some(Ok(_))) => w.set(if inner.is_end_stream() {
+                        DONE
+                    } else {
+                        STREAMING
+                    }),
+                    Poll::Ready(Some(Err(e))) => w.set(fault_of(e)),
+                }
+                r
+            }
             UpBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Stream(inner) => inner.is_end_stream(),
+            UpBody::Stream(inner, w) => {
+                let end = inner.is_end_stream();
+                if end && let Some(w) = w {
+                    w.set(DONE);
+                }
+                end
+            }
             UpBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpBody::Stream(inner) => inner.size_hint(),
+            UpBody::Stream(inner, _) => inner.size_hint(),
             UpBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Why reading a client's body failed: bad framing, or the client went away.
+fn fault_of(e: &hyper::Error) -> u8 {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => MALFORMED,
+                _ => ABORTED,
+            };
+        }
+        cur = err.source();
+    }
+    if e.is_parse() { MALFORMED } else { ABORTED }
+}
+
+// === impl BodyWatch ===
+
+impl BodyWatch {
+    fn set(&self, state: u8) {
+        // Final states stay: a later poll cannot undo an end or a fault.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s < DONE && s != state).then_some(state)
+            });
+    }
+
+    /// The body was sent to its end.
+    pub fn is_done(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == DONE
+    }
+
+    /// The client's fault, if the body failed by it. `timed_out`: no response came in time,
+    /// which is the client's fault when the upstream was waiting for its body.
+    pub fn fault(&self, timed_out: bool) -> Option<ClientFault> {
+        match self.0.load(Ordering::Relaxed) {
+            ABORTED => Some(ClientFault::Aborted),
+            MALFORMED => Some(ClientFault::Malformed),
+            WAITING if timed_out => Some(ClientFault::Timeout),
+            _ => None,
         }
     }
 }

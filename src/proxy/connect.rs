@@ -17,6 +17,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsConnector;
 
 use super::body::UpBody;
@@ -44,8 +45,8 @@ struct TlsSide {
 
 /// A connection ready to send requests on.
 pub enum Conn {
-    /// HTTP/1.1: one request at a time.
-    H1(http1::SendRequest<UpBody>),
+    /// HTTP/1.1: one request at a time; the handle closes the connection at once.
+    H1(http1::SendRequest<UpBody>, AbortHandle),
     /// HTTP/2: shared by concurrent requests.
     H2(http2::SendRequest<UpBody>),
 }
@@ -208,18 +209,18 @@ where
         .handshake(io)
         .await
         .map_err(|_| ConnectError::Connect)?;
-    if upgrade {
+    let task = if upgrade {
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "Upstream connection ended with an error.");
             }
-        });
+        })
     } else {
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "Upstream connection ended with an error.");
             }
-        });
-    }
-    Ok(Conn::H1(tx))
+        })
+    };
+    Ok(Conn::H1(tx, task.abort_handle()))
 }

@@ -1,8 +1,12 @@
 //! Responses sluice produces itself (SPEC §9), each with `x-sluice-error`.
+//!
+//! Two families: the upstream's side (502/503/504: counted against the upstream, its health
+//! and a rollout's variant) and the client's side (400/408/499, as Envoy and NGINX answer
+//! them: counted as `sluice_client_errors_total{kind}` and nothing else).
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::body::DownBody;
+use super::body::{ClientFault, DownBody};
 use super::headers::X_SLUICE_ERROR;
 
 /// Why sluice answered instead of an upstream.
@@ -22,7 +26,26 @@ pub enum ProxyError {
     UpstreamTls,
     /// No response head within `request_timeout`.
     UpstreamTimeout,
+    /// The request failed by the client's doing.
+    Client(ClientFault),
 }
+
+/// NGINX's "client closed request": logged, never seen by the client that left.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Every variant (for [`ProxyError::static_code`]).
+const ALL: [ProxyError; 10] = [
+    ProxyError::NoConfig,
+    ProxyError::NoRoute,
+    ProxyError::NoHealthyEndpoint,
+    ProxyError::UpstreamConnect,
+    ProxyError::UpstreamReset,
+    ProxyError::UpstreamTls,
+    ProxyError::UpstreamTimeout,
+    ProxyError::Client(ClientFault::Aborted),
+    ProxyError::Client(ClientFault::Malformed),
+    ProxyError::Client(ClientFault::Timeout),
+];
 
 // === impl ProxyError ===
 
@@ -36,6 +59,19 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Client(ClientFault::Aborted) => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            ProxyError::Client(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
+            ProxyError::Client(ClientFault::Timeout) => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The client's fault, when it is one.
+    pub fn client_fault(self) -> Option<ClientFault> {
+        match self {
+            ProxyError::Client(f) => Some(f),
+            _ => None,
         }
     }
 
@@ -49,23 +85,15 @@ impl ProxyError {
             ProxyError::UpstreamReset => "upstream_reset",
             ProxyError::UpstreamTls => "upstream_tls",
             ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::Client(ClientFault::Aborted) => "client_aborted",
+            ProxyError::Client(ClientFault::Malformed) => "client_body_invalid",
+            ProxyError::Client(ClientFault::Timeout) => "client_timeout",
         }
     }
 
     /// The code of a variant, from its text (the access log reads it off a response).
     pub fn static_code(code: &str) -> Option<&'static str> {
-        [
-            ProxyError::NoConfig,
-            ProxyError::NoRoute,
-            ProxyError::NoHealthyEndpoint,
-            ProxyError::UpstreamConnect,
-            ProxyError::UpstreamReset,
-            ProxyError::UpstreamTls,
-            ProxyError::UpstreamTimeout,
-        ]
-        .into_iter()
-        .map(ProxyError::code)
-        .find(|c| *c == code)
+        ALL.into_iter().map(ProxyError::code).find(|c| *c == code)
     }
 
     fn text(self) -> &'static str {
@@ -77,6 +105,11 @@ impl ProxyError {
             ProxyError::UpstreamReset => "the upstream connection broke before a response\n",
             ProxyError::UpstreamTls => "the upstream TLS handshake failed\n",
             ProxyError::UpstreamTimeout => "the upstream did not answer in time\n",
+            ProxyError::Client(ClientFault::Aborted) => {
+                "the client closed the request before its body ended\n"
+            }
+            ProxyError::Client(ClientFault::Malformed) => "the request body is malformed\n",
+            ProxyError::Client(ClientFault::Timeout) => "the request body did not arrive in time\n",
         }
     }
 

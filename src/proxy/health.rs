@@ -210,7 +210,7 @@ async fn probe(up: &Upstream, ep: &Endpoint, path: &str) -> bool {
         return false;
     };
     let resp = match conn {
-        Conn::H1(mut tx) => tx.send_request(req).await,
+        Conn::H1(mut tx, _) => tx.send_request(req).await,
         Conn::H2(mut tx) => {
             super::pool::to_h2_form(&mut req, up.connector.is_tls(), ep.addr);
             tx.send_request(req).await

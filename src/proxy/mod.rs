@@ -22,7 +22,7 @@ pub mod upgrade;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use metrics::Gauge;
+use metrics::{Counter, Gauge};
 
 use crate::config::settings::Limits;
 use crate::shutdown::Drain;
@@ -44,8 +44,45 @@ pub struct Shared {
     pub access_log: Option<access_log::AccessLog>,
     /// Browser origins allowed to call OFREP (`ofrep.cors_origins`).
     pub ofrep_cors: Cors,
+    /// `sluice_client_errors_total{kind}`.
+    pub client_errors: ClientErrors,
     /// Set on SIGTERM: readiness fails, connections are asked to leave.
     pub drain: Drain,
+}
+
+/// `sluice_client_errors_total{kind}` handles: faults of the client, kept apart from the
+/// upstream's errors, health and rollout analysis.
+#[derive(Debug, Clone)]
+pub struct ClientErrors {
+    /// kind="aborted": the client went away before its body ended.
+    pub aborted: Counter,
+    /// kind="malformed": invalid body framing.
+    pub malformed: Counter,
+    /// kind="timeout": the upstream waited on the client's body past `request_timeout`.
+    pub timeout: Counter,
+}
+
+// === impl ClientErrors ===
+
+impl ClientErrors {
+    /// Registers the handles in `registry`.
+    pub fn new(registry: &crate::telemetry::Registry) -> Self {
+        let c = |kind| registry.counter(crate::telemetry::CLIENT_ERRORS, &[("kind", kind)]);
+        ClientErrors {
+            aborted: c("aborted"),
+            malformed: c("malformed"),
+            timeout: c("timeout"),
+        }
+    }
+
+    /// The counter of `fault`.
+    pub fn of(&self, fault: body::ClientFault) -> &Counter {
+        match fault {
+            body::ClientFault::Aborted => &self.aborted,
+            body::ClientFault::Malformed => &self.malformed,
+            body::ClientFault::Timeout => &self.timeout,
+        }
+    }
 }
 
 /// A listener's name and gauges.

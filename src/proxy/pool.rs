@@ -2,8 +2,11 @@
 //!
 //! Each worker runs a single-threaded runtime, so its idle connections live in a
 //! thread-local map: checkout and check-in are a `RefCell` borrow, never a lock shared with
-//! other threads. A connection goes back to the pool when its response body has been read
-//! to the end; one dropped midway is closed. A pooled connection that the upstream closed
+//! other threads. A connection goes back to the pool only when both directions are complete:
+//! its response body read to the end *and* the request body sent to its end. An upstream
+//! may answer before it has read the body (an early error) while the client still trickles
+//! it; a connection reused then would make the next request wait behind that upload. Any
+//! other connection is closed at once (its task aborted). A pooled connection that the upstream closed
 //! at the instant it was reused gives the request back unsent (`try_send_request`), and the
 //! request goes out on another connection. HTTP/2 upstreams get one shared connection per
 //! endpoint and worker.
@@ -19,7 +22,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use rustc_hash::FxHashMap;
 
-use super::body::UpBody;
+use tokio::task::AbortHandle;
+
+use super::body::{BodyWatch, UpBody};
 use super::connect::{Conn, ConnectError, Connector};
 use crate::snapshot::Endpoint;
 
@@ -29,8 +34,11 @@ const MAX_IDLE_PER_ADDR: usize = 256;
 /// An endpoint's address and the connector's settings key.
 type Key = (SocketAddr, u64);
 
+/// An idle HTTP/1.1 connection and the handle that closes it.
+type Idle = (http1::SendRequest<UpBody>, AbortHandle);
+
 thread_local! {
-    static IDLE: RefCell<FxHashMap<Key, Vec<http1::SendRequest<UpBody>>>> = RefCell::new(FxHashMap::default());
+    static IDLE: RefCell<FxHashMap<Key, Vec<Idle>>> = RefCell::new(FxHashMap::default());
     /// One HTTP/2 connection per endpoint and worker, shared by its requests.
     static H2: RefCell<FxHashMap<Key, http2::SendRequest<UpBody>>> = RefCell::new(FxHashMap::default());
 }
@@ -55,11 +63,15 @@ pub struct Failure {
     pub req: Option<Request<UpBody>>,
 }
 
-/// Gives a connection back to its worker's pool when the response body ends.
+/// Gives a connection back to its worker's pool when the response body ends, if the
+/// request body ended too; closes it otherwise.
 #[derive(Debug)]
 pub struct Returner {
     key: Key,
-    tx: Option<http1::SendRequest<UpBody>>,
+    /// An HTTP/1.1 connection (none for HTTP/2 and upgrades).
+    conn: Option<Idle>,
+    /// The request body's progress (none: no body).
+    body: Option<Arc<BodyWatch>>,
     _flight: InFlight,
 }
 
@@ -86,19 +98,35 @@ impl Drop for InFlight {
 // === impl Returner ===
 
 impl Returner {
-    /// Puts the connection back in this thread's pool.
+    /// Puts the connection back in this thread's pool when both directions are complete;
+    /// closes it otherwise.
     pub fn give_back(mut self) {
-        if let Some(tx) = self.tx.take()
-            && !tx.is_closed()
-        {
+        let sent = self.body.as_ref().is_none_or(|b| b.is_done());
+        if let Some((tx, task)) = self.conn.take() {
+            if !sent || tx.is_closed() {
+                task.abort();
+                return;
+            }
             let key = self.key;
             IDLE.with(|p| {
                 let mut p = p.borrow_mut();
                 let idle = p.entry(key).or_default();
                 if idle.len() < MAX_IDLE_PER_ADDR {
-                    idle.push(tx);
+                    idle.push((tx, task));
+                } else {
+                    task.abort();
                 }
             });
+        }
+    }
+}
+
+impl Drop for Returner {
+    fn drop(&mut self) {
+        // Not given back (the response was dropped midway): the connection cannot carry
+        // another request, and a request body still streaming would keep it busy.
+        if let Some((_, task)) = self.conn.take() {
+            task.abort();
         }
     }
 }
@@ -111,7 +139,7 @@ fn checkout(key: Key) -> Option<Conn> {
         H2.with(|p| p.borrow_mut().remove(&key));
     }
     IDLE.with(|p| p.borrow_mut().get_mut(&key).and_then(Vec::pop))
-        .map(Conn::H1)
+        .map(|(tx, task)| Conn::H1(tx, task))
 }
 
 impl From<ConnectError> for SendError {
@@ -131,6 +159,7 @@ pub async fn send(
 ) -> Result<(Response<Incoming>, Returner), Failure> {
     let flight = InFlight::new(ep);
     let key = (ep.addr, connector.key);
+    let body = req.body().watch().cloned();
     loop {
         let (conn, reused) = match checkout(key) {
             Some(c) => (c, true),
@@ -147,8 +176,9 @@ pub async fn send(
             },
         };
         match conn {
-            Conn::H1(mut tx) => {
+            Conn::H1(mut tx, task) => {
                 if reused && (tx.is_closed() || tx.ready().await.is_err()) {
+                    task.abort();
                     continue;
                 }
                 match tx.try_send_request(req).await {
@@ -157,15 +187,20 @@ pub async fn send(
                             resp,
                             Returner {
                                 key,
-                                tx: Some(tx),
+                                conn: Some((tx, task)),
+                                body,
                                 _flight: flight,
                             },
                         ));
                     }
                     Err(mut e) => match e.take_message() {
                         // Never written: safe to send again on another connection, whatever the method.
-                        Some(back) if reused => req = back,
+                        Some(back) if reused => {
+                            task.abort();
+                            req = back;
+                        }
                         back => {
+                            task.abort();
                             tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream request failed.");
                             return Err(Failure {
                                 kind: failure_kind(e.error()),
@@ -196,7 +231,8 @@ pub async fn send(
                             resp,
                             Returner {
                                 key,
-                                tx: None,
+                                conn: None,
+                                body,
                                 _flight: flight,
                             },
                         ));
@@ -246,7 +282,8 @@ pub async fn send_upgrade(
 ) -> Result<(Response<Incoming>, Returner), Failure> {
     let flight = InFlight::new(ep);
     let mut tx = match Box::pin(connector.connect(ep, true)).await {
-        Ok(Conn::H1(tx)) => tx,
+        // The task ends by itself when the connection upgrades (or closes).
+        Ok(Conn::H1(tx, _)) => tx,
         Ok(Conn::H2(_)) => {
             return Err(Failure {
                 kind: SendError::Reset,
@@ -265,7 +302,8 @@ pub async fn send_upgrade(
             resp,
             Returner {
                 key: (ep.addr, connector.key),
-                tx: None,
+                conn: None,
+                body: None,
                 _flight: flight,
             },
         )),

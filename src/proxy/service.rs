@@ -11,7 +11,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::Shared;
-use super::body::{DownBody, UpBody};
+use super::body::{BodyWatch, DownBody, UpBody};
 use super::deadline::Deadline;
 use super::error::ProxyError;
 use super::flags::{self, RequestFacts};
@@ -274,13 +274,17 @@ async fn proxy<'s>(
         seen.flags = h.get(&X_SLUICE_FLAGS).cloned();
     }
 
+    let (parts, body) = req.into_parts();
+    let (body, watch) = UpBody::client(body);
+    let req = Request::from_parts(parts, body);
     let result = match client_upgrade {
-        Some(on) => Box::pin(upgrade::forward(upstream, req.map(UpBody::Stream), on)).await,
+        Some(on) => Box::pin(upgrade::forward(upstream, req, on)).await,
         None => {
             forward(
                 upstream,
                 &route.retry,
-                req.map(UpBody::Stream),
+                req,
+                watch.as_deref(),
                 start,
                 deadline,
             )
@@ -288,6 +292,7 @@ async fn proxy<'s>(
         }
     };
     let sluice_generated = result.is_err();
+    let client_fault = result.as_ref().err().and_then(|e| e.client_fault());
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.response(),
@@ -308,6 +313,11 @@ async fn proxy<'s>(
     }
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     metrics.requests[class].increment(1);
+    if let Some(f) = client_fault {
+        // The client's doing says nothing of the variant: no latency, no verdict input.
+        shared.client_errors.of(f).increment(1);
+        return resp;
+    }
     // One clock read serves the histogram and the rollout window.
     let end = Instant::now();
     metrics
@@ -320,11 +330,13 @@ async fn proxy<'s>(
 }
 
 /// Sends to a pool with the route's retry policy; maps failures to sluice's errors and
-/// feeds passive health.
+/// feeds passive health. A failure the client caused (`body` says so) is answered as the
+/// client's error at once: not retried, not counted against the upstream or its health.
 async fn forward(
     up: &Upstream,
     policy: &RetryPolicy,
     req: Request<UpBody>,
+    body: Option<&BodyWatch>,
     start: Instant,
     deadline: &Deadline,
 ) -> Result<Response<DownBody>, ProxyError> {
@@ -356,8 +368,20 @@ async fn forward(
         let passive = up.passive_health.as_ref();
         // The first attempt's clock started with the request (no clock read); a retry's now.
         let began = if tries == 0 { start } else { Instant::now() };
-        let sent = pool::send(&ep, &up.connector, r);
-        let (err, retry) = match deadline.within(began, up.request_timeout, sent).await {
+        let sent = deadline
+            .within(began, up.request_timeout, pool::send(&ep, &up.connector, r))
+            .await;
+        let failed = match &sent {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some(false),
+            Err(_) => Some(true),
+        };
+        if let Some(timed_out) = failed
+            && let Some(fault) = body.and_then(|b| b.fault(timed_out))
+        {
+            return Err(ProxyError::Client(fault));
+        }
+        let (err, retry) = match sent {
             Err(_) => {
                 up.errors.timeout.increment(1);
                 ep.health.failure(passive, ep.addr);

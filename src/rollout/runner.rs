@@ -180,6 +180,12 @@ impl Runner {
         self.tick(Which::All);
     }
 
+    /// Brings the tracked rollouts in line with the active snapshot now (after a start-up
+    /// activation), without judging anything.
+    pub fn sync_now(&self) {
+        self.tick(Which::SyncOnly);
+    }
+
     /// The timer: ticks rollouts as they fall due until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut publications = self.published.subscribe();

@@ -24,9 +24,12 @@ pub use model::Model;
 pub use raw::*;
 pub use validation::parse_status_class;
 
-use super::{ConfigError, ConfigErrors, field, from_node, unknown_keys, yaml};
+use super::{ConfigError, ConfigErrors, MAX_ERRORS, field, from_node, unknown_keys, yaml};
 
 pub use crate::flags::headers::MAX_ROUTE_FLAGS;
+
+/// Longest key of an injected flag: `x-sluice-flag-<key>` must fit a header name (64 KiB).
+pub const MAX_INJECTED_KEY_BYTES: usize = u16::MAX as usize - "x-sluice-flag-".len();
 
 /// The whole traffic document.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -94,7 +97,7 @@ impl TrafficDoc {
         let mut errors = Vec::new();
         let doc = read_sections(map, &spans, &mut errors);
         if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+            return Err(ConfigErrors::capped(errors));
         }
         let mut warnings = Vec::new();
         let model = validation::check(
@@ -115,7 +118,7 @@ impl TrafficDoc {
                 "the document passed its checks but a reference did not resolve",
             )
             .into()),
-            _ => Err(ConfigErrors(errors)),
+            _ => Err(ConfigErrors::capped(errors)),
         }
     }
 }
@@ -176,6 +179,9 @@ fn entries<T: serde::de::DeserializeOwned>(
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
                 match from_node(v, &format!("{key}.{k}"), spans) {
                     Ok(t) => {
                         out.insert(k.clone(), t);
@@ -201,6 +207,9 @@ fn items<T: serde::de::DeserializeOwned>(
         None | Some(Value::Null) => {}
         Some(Value::Array(a)) => {
             for (i, v) in a.iter().enumerate() {
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
                 match from_node(v, &format!("{key}[{i}]"), spans) {
                     Ok(t) => out.push(t),
                     Err(e) => errors.push(e),

@@ -5,6 +5,12 @@
 //! resolved, which [`super::model`] assembles: nothing after this re-validates.
 //!
 //! A check returns `None` for what it resolves only after reporting why.
+//!
+//! Hostile documents (issue 16): the work and the error list stay linear in the input. At
+//! most [`MAX_ERRORS`] errors are reported and the section loops stop there; an entry with
+//! a bad name is reported once and not looked into (every error inside would repeat the
+//! name in its path); a value quoted in a message is cut to a readable length; what is the
+//! same for many routes (the keys a `["*"]` route injects) is checked once.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -18,8 +24,8 @@ use super::raw::{
     Analysis, ChangeClass, ContextSource, HeaderMatch, Protocol, Rollout, Route, RouteMatch,
     RouteTarget, Step, Sticky, Strategy, Upstream,
 };
-use super::{CheckContext, MAX_ROUTE_FLAGS, TrafficDoc};
-use crate::config::{ConfigError, yaml};
+use super::{CheckContext, MAX_INJECTED_KEY_BYTES, MAX_ROUTE_FLAGS, TrafficDoc};
+use crate::config::{ConfigError, MAX_ERRORS, yaml};
 use crate::flags::headers::{is_lowercase_token, is_tchar};
 
 /// Where errors go: each at its path, positioned through the document's spans.
@@ -65,13 +71,22 @@ impl<'a> Report<'a> {
     }
 
     fn err(&mut self, path: &str, message: impl Into<String>) {
-        self.errors.push(ConfigError::at(self.spans, path, message));
+        if !self.full() {
+            self.errors.push(ConfigError::at(self.spans, path, message));
+        }
     }
 
     /// Something accepted but worth fixing.
     fn warn(&mut self, path: &str, message: impl Into<String>) {
-        self.warnings
-            .push(ConfigError::at(self.spans, path, message));
+        if self.warnings.len() < MAX_ERRORS {
+            self.warnings
+                .push(ConfigError::at(self.spans, path, message));
+        }
+    }
+
+    /// Enough errors to act on: the checks stop looking.
+    fn full(&self) -> bool {
+        self.errors.len() >= MAX_ERRORS
     }
 }
 
@@ -93,23 +108,29 @@ fn check_header(doc: &TrafficDoc, r: &mut Report<'_>) {
 
 /// Every upstream: name, endpoints, timeouts, protocol and TLS, health checks.
 fn check_upstreams(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedUpstream>> {
-    doc.upstreams
-        .iter()
-        .map(|(name, u)| check_upstream(name, u, r))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect()
+    let mut out = Some(Vec::with_capacity(doc.upstreams.len()));
+    for (name, u) in &doc.upstreams {
+        if r.full() {
+            return None;
+        }
+        let checked = check_upstream(name, u, r);
+        out = out.zip(checked).map(|(mut v, c)| {
+            v.push(c);
+            v
+        });
+    }
+    out
 }
 
 fn check_upstream(name: &str, u: &Upstream, r: &mut Report<'_>) -> Option<CheckedUpstream> {
-    let base = format!("upstreams.{name}");
-    let name_header = name_header(name);
-    if name_header.is_none() {
+    let Some(name_header) = name_header(name) else {
         r.err(
-            &base,
-            format!("upstream name `{name}` must be letters, digits, `-`, `_` or `.`"),
+            &format!("upstreams.{}", shorten(name)),
+            format!("upstream name `{}` {NAME_RULE}", shorten(name)),
         );
-    }
+        return None;
+    };
+    let base = format!("upstreams.{name}");
     if u.endpoints.is_empty() {
         r.err(
             &format!("{base}.endpoints"),
@@ -166,7 +187,7 @@ fn check_upstream(name: &str, u: &Upstream, r: &mut Report<'_>) -> Option<Checke
             );
         }
     }
-    name_header.map(|name_header| CheckedUpstream { name_header })
+    Some(CheckedUpstream { name_header })
 }
 
 /// Every route: name, match, target, injected flags, retries.
@@ -177,16 +198,18 @@ fn check_routes(
 ) -> Option<Vec<CheckedRoute>> {
     let mut names = HashSet::new();
     let mut out = Some(Vec::with_capacity(doc.routes.len()));
+    // The keys `["*"]` routes inject are the same for all of them: checked once.
+    let mut star_checked = false;
     for (i, route) in doc.routes.iter().enumerate() {
+        if r.full() {
+            return None;
+        }
         let base = format!("routes[{i}]");
         let name_header = name_header(&route.name);
         if name_header.is_none() {
             r.err(
                 &format!("{base}.name"),
-                format!(
-                    "route name `{}` must be letters, digits, `-`, `_` or `.`",
-                    route.name
-                ),
+                format!("route name `{}` {NAME_RULE}", shorten(&route.name)),
             );
         } else if !names.insert(route.name.as_str()) {
             r.err(
@@ -196,7 +219,7 @@ fn check_routes(
         }
         let matched = check_route_match(&base, &route.matches, ctx, r);
         let target = check_route_target(doc, &base, route, r);
-        check_route_flags(doc, &base, &route.flags, r);
+        check_route_flags(doc, &base, &route.flags, &mut star_checked, r);
         if let Some(rt) = &route.retries
             && rt.attempts > 5
         {
@@ -392,7 +415,13 @@ fn check_flag_target(
 }
 
 /// A route's `flags`: at most [`MAX_ROUTE_FLAGS`], known, and usable as header names.
-fn check_route_flags(doc: &TrafficDoc, base: &str, flags: &[String], r: &mut Report<'_>) {
+fn check_route_flags(
+    doc: &TrafficDoc,
+    base: &str,
+    flags: &[String],
+    star_checked: &mut bool,
+    r: &mut Report<'_>,
+) {
     if flags.len() > MAX_ROUTE_FLAGS {
         r.err(
             &format!("{base}.flags"),
@@ -412,10 +441,13 @@ fn check_route_flags(doc: &TrafficDoc, base: &str, flags: &[String], r: &mut Rep
             ),
         );
     }
-    let injected: Vec<&String> = if star {
-        doc.flags.keys().collect()
-    } else {
+    let injected: Vec<&String> = if !star {
         flags.iter().collect()
+    } else if *star_checked || doc.flags.len() > MAX_ROUTE_FLAGS {
+        Vec::new()
+    } else {
+        *star_checked = true;
+        doc.flags.keys().collect()
     };
     for (j, f) in injected.iter().enumerate() {
         let path = if star {
@@ -430,7 +462,16 @@ fn check_route_flags(doc: &TrafficDoc, base: &str, flags: &[String], r: &mut Rep
             r.err(
                 &path,
                 format!(
-                    "flag key `{f}` is injected as a header and must be a lowercase header token"
+                    "flag key `{}` is injected as a header and must be a lowercase header token",
+                    shorten(f)
+                ),
+            );
+        } else if f.len() > MAX_INJECTED_KEY_BYTES {
+            r.err(
+                &path,
+                format!(
+                    "flag key `{}` is injected as a header name and must be at most {MAX_INJECTED_KEY_BYTES} bytes",
+                    shorten(f)
                 ),
             );
         }
@@ -441,13 +482,19 @@ fn check_route_flags(doc: &TrafficDoc, base: &str, flags: &[String], r: &mut Rep
 fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRollout>> {
     let mut out = Some(Vec::with_capacity(doc.rollouts.len()));
     for (name, ro) in &doc.rollouts {
-        let base = format!("rollouts.{name}");
-        if !is_name(name) {
-            r.err(
-                &base,
-                format!("rollout name `{name}` must be letters, digits, `-`, `_` or `.`"),
-            );
+        if r.full() {
+            return None;
         }
+        if !is_name(name) {
+            // As for upstreams: a bad name is reported once, its contents not at all.
+            r.err(
+                &format!("rollouts.{}", shorten(name)),
+                format!("rollout name `{}` {NAME_RULE}", shorten(name)),
+            );
+            out = None;
+            continue;
+        }
+        let base = format!("rollouts.{name}");
         let sides = check_rollout_sides(doc, &base, ro, r);
         check_strategy(&base, ro, r);
         check_steps(&base, &ro.steps, r);
@@ -773,14 +820,27 @@ fn check_flag_route(
     let Some(variants) = def.get("variants").and_then(Value::as_object) else {
         return out;
     };
+    // The variants are named once, and only a few of them: the message repeats for every
+    // unknown mapping.
+    let mut names = String::new();
     for v in upstreams.keys() {
+        if out.len() >= MAX_ERRORS {
+            break;
+        }
         if !variants.contains_key(v) {
-            let names: Vec<&str> = variants.keys().map(String::as_str).collect();
+            if names.is_empty() {
+                let shown: Vec<_> = variants.keys().take(8).map(|n| shorten(n)).collect();
+                names = shown.join(", ");
+                if variants.len() > shown.len() {
+                    names.push_str(&format!(", … ({} in all)", variants.len()));
+                }
+            }
             out.push((
                 format!("to.upstreams.{v}"),
                 format!(
-                    "flag `{key}` has no variant `{v}` (variants: {})",
-                    names.join(", ")
+                    "flag `{}` has no variant `{}` (variants: {names})",
+                    shorten(key),
+                    shorten(v)
                 ),
             ));
         }
@@ -914,6 +974,23 @@ fn check_host_pattern(h: &str) -> Result<(), String> {
         return Err(format!("host `{h}` is not a hostname (or `*.suffix`)"));
     }
     Ok(())
+}
+
+/// What a name (upstream, route, rollout) must be.
+const NAME_RULE: &str = "must be 1 to 128 letters, digits, `-`, `_` or `.`";
+
+/// A value quoted in an error, cut to a readable length: a message never repeats a long
+/// input (which could make the error list much larger than the document).
+fn shorten(s: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 64;
+    if s.len() <= KEEP {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut cut = KEEP;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..cut], s.len()))
 }
 
 fn is_name(s: &str) -> bool {
