@@ -1,9 +1,10 @@
 //! The module edges of the crate map (`lib.rs`), checked by reading the source: every
 //! `crate::…` path a file names is an edge from its module to that module.
 //!
-//! - the control plane (`change`, `rollout`, `cluster`, `config`, `flags`) never reaches into the data
-//!   plane's `proxy` or the `admin` listener: it publishes snapshots and is called by admin;
-//! - `proxy` and `snapshot` never name `admin`, `change`, `instance` or `cli`;
+//! - the control plane (`change`, `rollout`, `cluster`, `config`, `flags`) never reaches into
+//!   the data plane (`proxy`, `flagsvc`) or the `admin` listener: it publishes snapshots and
+//!   is called by admin;
+//! - `proxy`, `flagsvc` and `snapshot` never name `admin`, `change`, `instance` or `cli`;
 //! - `flags` is a leaf: nothing of the crate but `bucket`;
 //! - nothing but `cli` names `cli`, and only `cli` names `instance`;
 //! - the files of `change/` import one another without a cycle.
@@ -13,21 +14,27 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules a module must not name.
 const FORBIDDEN: &[(&str, &[&str])] = &[
-    ("change", &["proxy", "admin", "instance", "cli"]),
-    ("rollout", &["proxy", "admin", "instance", "cli"]),
-    ("cluster", &["proxy", "admin", "instance", "cli"]),
+    ("change", &["proxy", "flagsvc", "admin", "instance", "cli"]),
+    ("rollout", &["proxy", "flagsvc", "admin", "instance", "cli"]),
+    ("cluster", &["proxy", "flagsvc", "admin", "instance", "cli"]),
     (
         "config",
         &[
-            "proxy", "admin", "snapshot", "change", "rollout", "instance", "cli",
+            "proxy", "flagsvc", "admin", "snapshot", "change", "rollout", "instance", "cli",
         ],
     ),
     ("proxy", &["admin", "change", "instance", "cli"]),
+    (
+        "flagsvc",
+        &["admin", "change", "rollout", "cluster", "instance", "cli"],
+    ),
     ("snapshot", &["admin", "change", "instance", "cli"]),
     ("admin", &["instance", "cli"]),
     (
         "telemetry",
-        &["proxy", "admin", "change", "rollout", "instance", "cli"],
+        &[
+            "proxy", "flagsvc", "admin", "change", "rollout", "instance", "cli",
+        ],
     ),
     (
         "shutdown",

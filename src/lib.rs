@@ -14,7 +14,10 @@
 //! - [`snapshot`]: a checked document compiled for the data plane, its publication, the
 //!   load-balancing algorithms and endpoint addresses.
 //! - [`proxy`]: the data plane — listeners, TLS, the per-request service, header hygiene,
-//!   splitting, retries, upstream pools, health, OFREP serving.
+//!   splitting, retries, upstream pools, health.
+//! - [`flagsvc`]: flags served to SDKs — OFREP over HTTP (on the admin listener and
+//!   `builtin: ofrep` routes) with its SSE change push, flagd gRPC (evaluation and sync),
+//!   and the API keys they may require; it follows publications of the snapshot.
 //! - [`rollout`]: per-variant windows, the verdict, the rollout state machine and runner.
 //! - [`change`]: the change gate — tokens, trust, classification, policy, anti-rollback,
 //!   the audit log and the state directory.
@@ -31,15 +34,16 @@
 //! - a load-balancing algorithm: a file in `snapshot/balance/`.
 //! - per-request behaviour: `proxy/service.rs` (phases in order), `proxy/headers.rs`.
 //! - a flagd operator: `flags/custom.rs`, named in `flags/logic.rs`, checked in `flags/schema.rs`.
+//! - how SDKs read flags (OFREP, SSE, flagd gRPC): `flagsvc/`.
 //! - a refusal reason: `change/reason.rs`; an audit event: `change/audit/event.rs`.
 //! - a metric family: `telemetry.rs` (one row of `FAMILIES`).
 //! - a rollout rule or phase: `rollout/analysis.rs`, `rollout/controller.rs`.
 //! - an admin endpoint: `admin/`; a subcommand: a file in `cli/`.
 //!
 //! Edges (checked by the tests in `src/edges.rs`): the control plane (`change`, `rollout`,
-//! `cluster`, `config`, `flags`) never imports the data plane's `proxy` or the `admin`
-//! listener; `proxy` never names `admin`; `flags` imports nothing of the crate but
-//! `bucket`; `change/` has no import cycle.
+//! `cluster`, `config`, `flags`) never imports the data plane's `proxy`, `flagsvc` or the
+//! `admin` listener; `proxy` and `flagsvc` never name `admin` or `change`; `flags` imports
+//! nothing of the crate but `bucket`; `change/` has no import cycle.
 
 #![deny(unsafe_code)]
 
@@ -51,6 +55,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod flags;
+pub mod flagsvc;
 pub mod instance;
 pub mod proxy;
 pub mod rollout;

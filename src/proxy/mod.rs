@@ -10,7 +10,6 @@ pub mod error;
 pub mod flags;
 pub mod headers;
 pub mod health;
-pub mod ofrep;
 pub mod pool;
 pub mod retry;
 pub mod server;
@@ -27,7 +26,6 @@ use metrics::{Counter, Gauge};
 use crate::config::settings::Limits;
 use crate::shutdown::Drain;
 use crate::snapshot::Published;
-use ofrep::Cors;
 
 /// What every worker shares: the active snapshot and per-listener bookkeeping.
 #[derive(Debug)]
@@ -42,8 +40,8 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// The JSON access log, when enabled.
     pub access_log: Option<access_log::AccessLog>,
-    /// Browser origins allowed to call OFREP (`ofrep.cors_origins`).
-    pub ofrep_cors: Cors,
+    /// OFREP, its event streams and API keys (`builtin: ofrep` routes and the admin listener).
+    pub flag_services: Arc<crate::flagsvc::FlagServices>,
     /// `sluice_client_errors_total{kind}`.
     pub client_errors: ClientErrors,
     /// Set on SIGTERM: readiness fails, connections are asked to leave.
