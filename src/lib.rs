@@ -7,6 +7,8 @@
 //! Modules, one line each (leaves first):
 //! - [`clock`]: wall and monotonic time, injectable for tests.
 //! - [`bucket`]: the one bucketing primitive (canonical CBOR → murmur3 → bucket).
+//! - [`request_match`]: header, cookie and query conditions (exact, prefix, linear-time
+//!   regex, present), compiled once; route `match`, `canary_match` and `preview_match`.
 //! - [`telemetry`]: the table of metric families, the registry and `/metrics`, logging.
 //! - [`shutdown`]: the stop signal every task holds, and the drain before it.
 //! - [`flags`]: flagd flags compiled and evaluated in-process, flag headers, OFREP shapes.
@@ -58,6 +60,7 @@ pub mod flags;
 pub mod flagsvc;
 pub mod instance;
 pub mod proxy;
+pub mod request_match;
 pub mod rollout;
 pub mod shutdown;
 pub mod snapshot;
