@@ -20,10 +20,11 @@ use hyper_util::rt::TokioIo;
 use metrics::Counter;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::traffic::{Notification, NotifyFormat};
-use crate::proxy::Shared;
+use crate::shutdown::Shutdown;
+use crate::snapshot::Published;
 use crate::telemetry::{self, Registry};
 
 /// Lines waiting for delivery before new ones are dropped.
@@ -193,16 +194,16 @@ impl std::fmt::Debug for Notifier {
 
 impl Deliveries {
     /// Delivers queued lines to the active document's targets until shutdown.
-    pub async fn run(mut self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, snapshot: Arc<Published>, mut shutdown: Shutdown) {
         loop {
             let line = tokio::select! {
                 l = self.rx.recv() => match l {
                     Some(l) => l,
                     None => return,
                 },
-                _ = crate::proxy::server::wait_shutdown(&mut shutdown) => return,
+                _ = shutdown.wait() => return,
             };
-            let Some(snap) = shared.snapshot.load_full() else {
+            let Some(snap) = snapshot.load_full() else {
                 continue;
             };
             if snap.notifications.is_empty() {

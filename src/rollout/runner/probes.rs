@@ -16,7 +16,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use crate::config::traffic::{Rollout, Strategy};
-use crate::rollout::metric_check::{CompiledCheck, MAX_BODY, MetricResult, MetricState, Vars};
+use crate::metric_check::{CompiledCheck, MAX_BODY, MetricResult, MetricState, Vars};
 
 /// The checks of one rollout.
 pub(super) struct Probes {

@@ -9,9 +9,9 @@ use super::{DocRef, Runner, Stamped, Tracked, strategy_str};
 use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::clock;
 use crate::config::traffic::Strategy;
-use crate::rollout::analysis::{Outcome, Verdict};
+use crate::metric_check::MetricState;
+use crate::rollout::analysis::{Verdict, VerdictOutcome};
 use crate::rollout::controller::Event;
-use crate::rollout::metric_check::MetricState;
 use crate::rollout::progress::{PauseReason, Phase};
 
 /// One line for logs, status and the demo: outcome, broken rule and the numbers behind it,
@@ -72,7 +72,7 @@ pub fn verdict_summary(v: &Verdict) -> String {
             (None, None) => s.push_str(m.state.as_str()),
         }
     }
-    if v.outcome == Outcome::Inconclusive {
+    if v.outcome == VerdictOutcome::Inconclusive {
         let metrics_hold = v.metrics.iter().any(|m| m.state != MetricState::Passed);
         s.push_str(if metrics_hold {
             " (metrics not all passing)"

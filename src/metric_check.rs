@@ -1,7 +1,8 @@
 //! Extra verdict inputs (`analysis.metrics`, SPEC §2.2 and §6): a Prometheus instant query or
 //! a JSON value fetched by GET, compared with a condition. Pure: compiling a check,
 //! reading a provider's answer, judging it, and folding the results into a verdict. The
-//! fetching lives in the runner (`runner/probes.rs`).
+//! fetching lives in the rollout runner (`rollout/runner/probes.rs`); validation compiles
+//! the same checks, which is why this is a leaf beside `config` rather than inside `rollout`.
 //!
 //! How a result counts, as Argo Rollouts' analysis does:
 //! - the condition holds → the input passes;
@@ -13,8 +14,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::analysis::{Outcome, Rule, Verdict};
 use crate::config::traffic::{Analysis, MetricCheck, MetricProvider};
+use crate::rollout::analysis::{Criterion, Verdict, VerdictOutcome};
 
 /// Largest provider answer read, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
@@ -536,12 +537,13 @@ pub fn combine(v: &mut Verdict, results: Vec<MetricResult>) {
     let failing = results
         .iter()
         .any(|r| r.state == MetricState::Failed && r.consecutive_failures >= r.failure_limit);
-    if failing && v.outcome != Outcome::Failed {
-        v.outcome = Outcome::Failed;
-        v.rule = Some(Rule::Metric);
-    } else if v.outcome == Outcome::Passed && results.iter().any(|r| r.state != MetricState::Passed)
+    if failing && v.outcome != VerdictOutcome::Failed {
+        v.outcome = VerdictOutcome::Failed;
+        v.rule = Some(Criterion::Metric);
+    } else if v.outcome == VerdictOutcome::Passed
+        && results.iter().any(|r| r.state != MetricState::Passed)
     {
-        v.outcome = Outcome::Inconclusive;
+        v.outcome = VerdictOutcome::Inconclusive;
     }
     v.metrics = results;
 }

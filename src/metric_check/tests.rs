@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Dur;
+use crate::rollout::analysis::{Criterion, VerdictOutcome};
 
 /// A check written as JSON (the same serde shape as the YAML), compiled.
 fn check(json: &str) -> Result<CompiledCheck, CheckError> {
@@ -166,14 +167,14 @@ fn result(state: MetricState, failures: u32, limit: u32) -> MetricResult {
     }
 }
 
-fn verdict(outcome: Outcome) -> Verdict {
+fn verdict(outcome: VerdictOutcome) -> Verdict {
     let mut v = crate::rollout::analysis::judge(
         &Analysis::default(),
         &Default::default(),
         &Default::default(),
     );
     v.outcome = outcome;
-    v.rule = (outcome == Outcome::Failed).then_some(Rule::ErrorRate);
+    v.rule = (outcome == VerdictOutcome::Failed).then_some(Criterion::ErrorRate);
     v
 }
 
@@ -187,33 +188,33 @@ fn results_fold_into_the_verdict() {
     use MetricState::*;
     // At the limit, a failing check fails the verdict, even on too little proxy traffic.
     assert_eq!(
-        fold(Outcome::Passed, result(Failed, 2, 2)),
-        (Outcome::Failed, Some(Rule::Metric))
+        fold(VerdictOutcome::Passed, result(Failed, 2, 2)),
+        (VerdictOutcome::Failed, Some(Criterion::Metric))
     );
     assert_eq!(
-        fold(Outcome::Inconclusive, result(Failed, 1, 1)),
-        (Outcome::Failed, Some(Rule::Metric))
+        fold(VerdictOutcome::Inconclusive, result(Failed, 1, 1)),
+        (VerdictOutcome::Failed, Some(Criterion::Metric))
     );
     // Below the limit, or a provider error, or nothing yet: hold, never fail.
     assert_eq!(
-        fold(Outcome::Passed, result(Failed, 1, 2)).0,
-        Outcome::Inconclusive
+        fold(VerdictOutcome::Passed, result(Failed, 1, 2)).0,
+        VerdictOutcome::Inconclusive
     );
     assert_eq!(
-        fold(Outcome::Passed, result(Error, 0, 1)).0,
-        Outcome::Inconclusive
+        fold(VerdictOutcome::Passed, result(Error, 0, 1)).0,
+        VerdictOutcome::Inconclusive
     );
     assert_eq!(
-        fold(Outcome::Passed, result(Pending, 0, 1)).0,
-        Outcome::Inconclusive
+        fold(VerdictOutcome::Passed, result(Pending, 0, 1)).0,
+        VerdictOutcome::Inconclusive
     );
     assert_eq!(
-        fold(Outcome::Passed, result(Passed, 0, 1)).0,
-        Outcome::Passed
+        fold(VerdictOutcome::Passed, result(Passed, 0, 1)).0,
+        VerdictOutcome::Passed
     );
     // A built-in failure keeps its own rule.
     assert_eq!(
-        fold(Outcome::Failed, result(Error, 0, 1)),
-        (Outcome::Failed, Some(Rule::ErrorRate))
+        fold(VerdictOutcome::Failed, result(Error, 0, 1)),
+        (VerdictOutcome::Failed, Some(Criterion::ErrorRate))
     );
 }
