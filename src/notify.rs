@@ -116,6 +116,13 @@ pub fn event_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Whether `pattern` matches the name of some audit event (SPEC §11).
+pub fn matches_some_event(pattern: &str) -> bool {
+    crate::change::audit::EventKind::ALL
+        .iter()
+        .any(|k| event_matches(pattern, k.name()))
+}
+
 /// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;

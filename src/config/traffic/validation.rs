@@ -794,7 +794,6 @@ fn check_analysis(ap: &str, a: &Analysis, r: &mut Report<'_>) -> Option<Vec<(u16
 
 /// `notifications`: an http URL, known event names or patterns, a positive timeout.
 fn check_notifications(doc: &TrafficDoc, r: &mut Report<'_>) {
-    use crate::change::audit::EventKind;
     for (i, n) in doc.notifications.iter().enumerate() {
         let base = format!("notifications[{i}]");
         match n.url.parse::<http::Uri>() {
@@ -816,10 +815,7 @@ fn check_notifications(doc: &TrafficDoc, r: &mut Report<'_>) {
             );
         }
         for (j, p) in n.events.iter().enumerate() {
-            let known = EventKind::ALL
-                .iter()
-                .any(|k| crate::notify::event_matches(p, k.name()));
-            if !known {
+            if !crate::notify::matches_some_event(p) {
                 r.err(
                     &format!("{base}.events[{j}]"),
                     format!("`{p}` matches no audit event (see SPEC §11; patterns end in `.*`)"),
