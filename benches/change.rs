@@ -149,6 +149,7 @@ fn bench_gate(c: &mut Criterion) {
         client_errors: sluice::proxy::ClientErrors::new(&Registry::new()),
         drain: Default::default(),
         tracer: None,
+        trusted_proxies: Default::default(),
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(

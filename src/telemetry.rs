@@ -112,6 +112,12 @@ pub const ACTIVE_CONNECTIONS: Family = gauge(
     "sluice_active_connections",
     "Open client connections per listener.",
 );
+/// `sluice_connections_refused_total{listener,reason}`: connections closed before any
+/// request (reason `proxy_protocol`, `client_cert`, `tls_handshake`).
+pub const CONNECTIONS_REFUSED: Family = counter(
+    "sluice_connections_refused_total",
+    "Connections closed before any request, by listener and reason.",
+);
 /// `sluice_rollout_weight{rollout}`.
 pub const ROLLOUT_WEIGHT: Family = gauge("sluice_rollout_weight", "Canary weight in percent.");
 /// `sluice_rollout_phase{rollout,phase}`.
@@ -228,6 +234,7 @@ pub const FAMILIES: &[Family] = &[
     UPSTREAM_ERRORS,
     CLIENT_ERRORS,
     ACTIVE_CONNECTIONS,
+    CONNECTIONS_REFUSED,
     ROLLOUT_WEIGHT,
     ROLLOUT_PHASE,
     ROLLOUT_VERDICTS,

@@ -166,6 +166,7 @@ impl InProc {
             listener: 0,
             peer: "127.0.0.1:40000".parse().expect("address"),
             tls: false,
+            client_cert: None,
         };
         rt.spawn(server::serve_h1(
             server_io,

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::Shared;
 use super::body::{BodyWatch, DownBody, UpBody};
+use super::client::ClientCert;
 use super::deadline::Deadline;
 use super::error::ProxyError;
 use super::flags::{self, RequestFacts};
@@ -28,14 +29,16 @@ use crate::snapshot::routes::strip_port;
 use crate::snapshot::{Endpoint, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
 
 /// What the service knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// Index of the listener in `sluice.yaml`.
     pub listener: usize,
-    /// The client's address.
+    /// The peer's address: the TCP peer, or the client a PROXY protocol header named.
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The verified client certificate, on listeners with `tls.client_auth`.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 static X_SLUICE_FLAGS: HeaderName = HeaderName::from_static("x-sluice-flags");
@@ -54,7 +57,7 @@ pub async fn handle(
     deadline: Deadline,
 ) -> Response<DownBody> {
     let h1 = req.version() < Version::HTTP_2;
-    let mut resp = respond(&shared, conn, req, &deadline).await;
+    let mut resp = respond(&shared, &conn, req, &deadline).await;
     // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
     // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
     if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -65,7 +68,7 @@ pub async fn handle(
 
 async fn respond(
     shared: &Arc<Shared>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     deadline: &Deadline,
 ) -> Response<DownBody> {
@@ -131,7 +134,8 @@ async fn respond(
             duration,
             method,
             path,
-            client: conn.peer.ip(),
+            client: seen.client.unwrap_or(conn.peer.ip()),
+            client_cert: conn.client_cert.clone(),
             flags: seen.flags,
             error,
             request_id: seen.request_id,
@@ -156,12 +160,14 @@ struct Seen<'a> {
     host: Option<HeaderValue>,
     /// Set whenever tracing is on (logged or not): the span needs it.
     trace: Option<TraceCtx>,
+    /// The client behind trusted proxies, once known.
+    client: Option<std::net::IpAddr>,
 }
 
 async fn proxy<'s>(
     shared: &Shared,
     snap: &'s Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
     start: Instant,
     deadline: &Deadline,
@@ -181,10 +187,14 @@ async fn proxy<'s>(
         .unwrap_or("");
     let path = headers::remove_dot_segments(req.uri().path());
 
-    let Some(route) = snap
-        .routes
-        .find(conn.listener, host, &path, req.method(), req.headers())
-    else {
+    let Some(route) = snap.routes.find_for(
+        conn.listener,
+        host,
+        &path,
+        req.method(),
+        req.headers(),
+        conn.client_cert.as_deref(),
+    ) else {
         return ProxyError::NoRoute.response();
     };
     if let Target::Ofrep { metrics } = &route.target {
@@ -208,6 +218,18 @@ async fn proxy<'s>(
         return resp;
     }
 
+    // The client behind trusted proxies; the `X-Forwarded-For` sent upstream starts at it.
+    // Without trusted proxies the client is the peer and the chain is appended to.
+    let (client_ip, chain) = if shared.trusted_proxies.is_empty() {
+        (conn.peer.ip(), None)
+    } else {
+        shared
+            .trusted_proxies
+            .resolve(req.headers(), conn.peer.ip())
+    };
+    if seen.wanted {
+        seen.client = Some(client_ip);
+    }
     // Split before flags: a sticky key drawn here also serves `flag_context` (SPEC §3).
     let split = match &route.target {
         Target::Rollout { rollout, .. } => {
@@ -224,7 +246,8 @@ async fn proxy<'s>(
             method: req.method(),
             host,
             path: &path,
-            client_ip: conn.peer.ip(),
+            client_ip,
+            client_cert: conn.client_cert.as_deref(),
             drawn: split
                 .as_ref()
                 .and_then(|(ro, d)| flags::drawn_cookie(ro, d)),
@@ -284,7 +307,7 @@ async fn proxy<'s>(
     // Room for the headers added below (flags included), so the map grows at most once.
     h.reserve(8 + route.flags.len() + 1);
     headers::remove_hop_by_hop(h);
-    headers::append_forwarded_for(h, conn.peer.ip());
+    shared.trusted_proxies.apply(h, conn.peer.ip(), chain);
     h.insert(
         X_FORWARDED_PROTO.clone(),
         if conn.tls {

@@ -289,6 +289,10 @@ impl Built<'_> {
             path_prefix: r.matches.path_prefix.as_deref().map(Into::into),
             headers: m.headers.clone(),
             methods: m.methods.clone(),
+            client_cert: r.matches.client_cert.as_ref().map(|c| routes::CertRule {
+                subject: c.subject.as_deref().map(Into::into),
+                san: c.san.as_deref().map(Into::into),
+            }),
         };
         let upstream_metrics = |u: usize| {
             let name = &doc.upstreams.keys().nth(u).map_or("", String::as_str);

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use crate::proxy::client::ClientCert;
+
 /// How a route matches the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
@@ -33,6 +35,18 @@ pub struct RouteMatcher {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Methods accepted (empty: any).
     pub methods: Vec<Method>,
+    /// A verified client certificate is required (mTLS listeners), with this subject or
+    /// SAN when given.
+    pub client_cert: Option<CertRule>,
+}
+
+/// `match.client_cert`, compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertRule {
+    /// The subject exactly.
+    pub subject: Option<Box<str>>,
+    /// One of the SANs exactly.
+    pub san: Option<Box<str>>,
 }
 
 /// A route table over routes of type `R`.
@@ -84,7 +98,16 @@ impl RouteMatcher {
         path: &str,
         method: &Method,
         headers: &HeaderMap,
+        client: Option<&ClientCert>,
     ) -> bool {
+        if let Some(rule) = &self.client_cert {
+            let Some(c) = client else { return false };
+            if rule.subject.as_ref().is_some_and(|s| *s != c.subject)
+                || rule.san.as_ref().is_some_and(|s| !c.sans.contains(s))
+            {
+                return false;
+            }
+        }
         if let Some(l) = self.listener
             && l != listener
         {
@@ -256,6 +279,20 @@ impl<R> RouteTable<R> {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<&R> {
+        self.find_for(listener, host, path, method, headers, None)
+    }
+
+    /// [`find`](Self::find) for a connection that presented `client` (mTLS), which routes
+    /// with `match.client_cert` need.
+    pub fn find_for(
+        &self,
+        listener: usize,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        client: Option<&ClientCert>,
+    ) -> Option<&R> {
         let host = host.as_bytes();
         let mut buf = [0u8; HOST_BUF];
         let candidates: &Candidates = if host.len() <= HOST_BUF && !self.by_host.is_empty() {
@@ -274,7 +311,7 @@ impl<R> RouteTable<R> {
         };
         let i = candidates.first(path, |i| {
             let m = &self.routes[i as usize].0;
-            m.host_matches(host) && m.rest_matches(listener, path, method, headers)
+            m.host_matches(host) && m.rest_matches(listener, path, method, headers, client)
         })?;
         Some(&self.routes[i as usize].1)
     }
@@ -291,6 +328,7 @@ mod tests {
             path_prefix: prefix.map(Into::into),
             headers: vec![],
             methods: vec![],
+            client_cert: None,
         }
     }
 
@@ -401,7 +439,7 @@ mod tests {
                     for method in [Method::GET, Method::POST] {
                         let want = scan.iter().find_map(|(rm, r)| {
                             (rm.host_matches(strip_port(host).as_bytes())
-                                && rm.rest_matches(0, path, &method, &h))
+                                && rm.rest_matches(0, path, &method, &h, None))
                             .then_some(r)
                         });
                         assert_eq!(t.find(0, host, path, &method, &h), want, "{host} {path}");
