@@ -613,15 +613,16 @@ async fn trusted_proxies_and_proxy_protocol_name_the_real_client() {
         )
     });
     let (public, lb) = (s.inst().listeners[0], s.inst().listeners[1]);
-    let cases: Vec<(
+    // (listener, PROXY header, X-Forwarded-For, client, chain upstream, `where` variant)
+    type Case<'a> = (
         std::net::SocketAddr,
         Vec<u8>,
-        Option<&str>,
-        &str,
-        &str,
-        &str,
-    )> = vec![
-        // (listener, PROXY header, X-Forwarded-For, client, chain upstream, `where` variant)
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         // The peer (127.0.0.1) is trusted: the right-most untrusted address is the client,
         // and the forged entry left of it is not sent upstream.
         (
