@@ -117,6 +117,11 @@ struct Client {
 impl InProc {
     /// Starts sluice with `traffic` (`UP` stands for the upstream's address).
     pub fn start(traffic: &str) -> InProc {
+        InProc::start_with(traffic, "")
+    }
+
+    /// [`start`](Self::start) with `extra` lines of `sluice.yaml` (`tracing: ...`).
+    pub fn start_with(traffic: &str, extra: &str) -> InProc {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -140,7 +145,7 @@ impl InProc {
              admin: {{ bind: \"127.0.0.1:0\" }}\n\
              runtime: {{ workers: 1 }}\n\
              paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-             trust: {{ require_approvals: false }}\n",
+             trust: {{ require_approvals: false }}\n{extra}",
             d = d.display()
         );
         let settings = Settings::parse(&settings).expect("settings");
