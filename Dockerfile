@@ -10,6 +10,9 @@
 # (limits.drain_delay), so no preStop hook is needed.
 
 FROM rust:1-bookworm AS build
+# protoc: the etcd client's and the flagd gRPC services' code is generated at build time.
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # .git is not in the context: the commit comes in as a build argument.

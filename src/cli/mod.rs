@@ -4,6 +4,7 @@ pub mod approve;
 pub mod audit;
 pub mod client;
 pub mod demo;
+mod demo_fleet;
 pub mod eval;
 pub mod fleet;
 pub mod keygen;

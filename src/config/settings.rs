@@ -429,7 +429,7 @@ impl Settings {
             }
         }
         for (i, p) in self.network.trusted_proxies.iter().enumerate() {
-            if let Err(m) = crate::proxy::client::Cidr::parse(p) {
+            if let Err(m) = super::cidr::Cidr::parse(p) {
                 errors.push(ConfigError::at(
                     spans,
                     &format!("network.trusted_proxies[{i}]"),

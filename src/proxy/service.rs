@@ -187,13 +187,17 @@ async fn proxy<'s>(
         .unwrap_or("");
     let path = headers::remove_dot_segments(req.uri().path());
 
+    let from = crate::snapshot::routes::FromConn {
+        listener: conn.listener,
+        client_cert: conn.client_cert.as_deref(),
+    };
     let Some(route) = snap.routes.find_for(
-        conn.listener,
+        from,
         host,
         &path,
         req.method(),
         req.headers(),
-        conn.client_cert.as_deref(),
+        req.uri().query(),
     ) else {
         return ProxyError::NoRoute.response();
     };
@@ -234,7 +238,7 @@ async fn proxy<'s>(
     let split = match &route.target {
         Target::Rollout { rollout, .. } => {
             let ro = &snap.rollouts[*rollout];
-            Some((ro, split::decide(ro, req.headers())))
+            Some((ro, split::decide(ro, req.headers(), req.uri().query())))
         }
         _ => None,
     };

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
 
 use crate::proxy::client::ClientCert;
+use crate::request_match::RequestMatcher;
 
 /// How a route matches the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +32,22 @@ pub struct RouteMatcher {
     pub host: HostMatch,
     /// Path prefix on whole segments.
     pub path_prefix: Option<Box<str>>,
-    /// Exact header values.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header, cookie and query conditions.
+    pub request: RequestMatcher,
     /// Methods accepted (empty: any).
     pub methods: Vec<Method>,
     /// A verified client certificate is required (mTLS listeners), with this subject or
     /// SAN when given.
     pub client_cert: Option<CertRule>,
+}
+
+/// What a request's connection tells routing: its listener and verified client certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct FromConn<'a> {
+    /// Index of the listener in `sluice.yaml`.
+    pub listener: usize,
+    /// The verified client certificate (mTLS listeners).
+    pub client_cert: Option<&'a ClientCert>,
 }
 
 /// `match.client_cert`, compiled.
@@ -98,6 +108,7 @@ impl RouteMatcher {
         path: &str,
         method: &Method,
         headers: &HeaderMap,
+        query: Option<&str>,
         client: Option<&ClientCert>,
     ) -> bool {
         if let Some(rule) = &self.client_cert {
@@ -121,9 +132,7 @@ impl RouteMatcher {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
             return false;
         }
-        self.headers
-            .iter()
-            .all(|(name, want)| headers.get_all(name).iter().any(|v| v == want))
+        self.request.is_empty() || self.request.matches(headers, query)
     }
 }
 
@@ -270,7 +279,8 @@ impl<R> RouteTable<R> {
         self.routes.iter().map(|(_, r)| r)
     }
 
-    /// The first route matching the request; `host` is without port, any case.
+    /// The first route matching the request; `host` is without port, any case; `query` is
+    /// the request's query string, for `match.query`.
     pub fn find(
         &self,
         listener: usize,
@@ -278,21 +288,30 @@ impl<R> RouteTable<R> {
         path: &str,
         method: &Method,
         headers: &HeaderMap,
+        query: Option<&str>,
     ) -> Option<&R> {
-        self.find_for(listener, host, path, method, headers, None)
+        let conn = FromConn {
+            listener,
+            client_cert: None,
+        };
+        self.find_for(conn, host, path, method, headers, query)
     }
 
     /// [`find`](Self::find) for a connection that presented `client` (mTLS), which routes
     /// with `match.client_cert` need.
     pub fn find_for(
         &self,
-        listener: usize,
+        conn: FromConn<'_>,
         host: &str,
         path: &str,
         method: &Method,
         headers: &HeaderMap,
-        client: Option<&ClientCert>,
+        query: Option<&str>,
     ) -> Option<&R> {
+        let FromConn {
+            listener,
+            client_cert: client,
+        } = conn;
         let host = host.as_bytes();
         let mut buf = [0u8; HOST_BUF];
         let candidates: &Candidates = if host.len() <= HOST_BUF && !self.by_host.is_empty() {
@@ -311,7 +330,7 @@ impl<R> RouteTable<R> {
         };
         let i = candidates.first(path, |i| {
             let m = &self.routes[i as usize].0;
-            m.host_matches(host) && m.rest_matches(listener, path, method, headers, client)
+            m.host_matches(host) && m.rest_matches(listener, path, method, headers, query, client)
         })?;
         Some(&self.routes[i as usize].1)
     }
@@ -319,14 +338,17 @@ impl<R> RouteTable<R> {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderName, HeaderValue};
+
     use super::*;
+    use crate::request_match::{Cond, Source, ValueTest};
 
     fn m(host: HostMatch, prefix: Option<&str>) -> RouteMatcher {
         RouteMatcher {
             listener: None,
             host,
             path_prefix: prefix.map(Into::into),
-            headers: vec![],
+            request: RequestMatcher::default(),
             methods: vec![],
             client_cert: None,
         }
@@ -346,21 +368,30 @@ mod tests {
         ]);
         let h = HeaderMap::new();
         let get = Method::GET;
-        assert_eq!(t.find(0, "Shop.Example.com", "/", &get, &h), Some(&"wild"));
-        assert_eq!(t.find(0, "example.com", "/", &get, &h), Some(&"default"));
         assert_eq!(
-            t.find(0, "x.example.com", "/health", &get, &h),
+            t.find(0, "Shop.Example.com", "/", &get, &h, None),
+            Some(&"wild")
+        );
+        assert_eq!(
+            t.find(0, "example.com", "/", &get, &h, None),
+            Some(&"default")
+        );
+        assert_eq!(
+            t.find(0, "x.example.com", "/health", &get, &h, None),
             Some(&"health")
         );
         assert_eq!(
-            t.find(0, "apex.com", "/checkout/x", &get, &h),
+            t.find(0, "apex.com", "/checkout/x", &get, &h, None),
             Some(&"apex-checkout")
         );
         assert_eq!(
-            t.find(0, "apex.com", "/checkouts", &get, &h),
+            t.find(0, "apex.com", "/checkouts", &get, &h, None),
             Some(&"default")
         );
-        assert_eq!(t.find(0, "other.org", "/", &get, &h), Some(&"default"));
+        assert_eq!(
+            t.find(0, "other.org", "/", &get, &h, None),
+            Some(&"default")
+        );
     }
 
     /// The path index and the host index answer exactly as a scan of every route in order.
@@ -439,10 +470,14 @@ mod tests {
                     for method in [Method::GET, Method::POST] {
                         let want = scan.iter().find_map(|(rm, r)| {
                             (rm.host_matches(strip_port(host).as_bytes())
-                                && rm.rest_matches(0, path, &method, &h, None))
+                                && rm.rest_matches(0, path, &method, &h, None, None))
                             .then_some(r)
                         });
-                        assert_eq!(t.find(0, host, path, &method, &h), want, "{host} {path}");
+                        assert_eq!(
+                            t.find(0, host, path, &method, &h, None),
+                            want,
+                            "{host} {path}"
+                        );
                     }
                 }
             }
@@ -462,19 +497,22 @@ mod tests {
     #[test]
     fn headers_methods_listener() {
         let mut rm = m(HostMatch::Any, None);
-        rm.headers = vec![(
-            HeaderName::from_static("x-env"),
-            HeaderValue::from_static("prod"),
-        )];
+        rm.request = RequestMatcher::new(vec![Cond::new(
+            Source::Header(HeaderName::from_static("x-env")),
+            ValueTest::Exact((*b"prod").into()),
+        )]);
         rm.methods = vec![Method::POST];
         rm.listener = Some(1);
         let t = RouteTable::new(vec![(rm, "r")]);
         let mut h = HeaderMap::new();
         h.insert("x-env", HeaderValue::from_static("prod"));
-        assert_eq!(t.find(1, "a", "/", &Method::POST, &h), Some(&"r"));
-        assert_eq!(t.find(0, "a", "/", &Method::POST, &h), None);
-        assert_eq!(t.find(1, "a", "/", &Method::GET, &h), None);
-        assert_eq!(t.find(1, "a", "/", &Method::POST, &HeaderMap::new()), None);
+        assert_eq!(t.find(1, "a", "/", &Method::POST, &h, None), Some(&"r"));
+        assert_eq!(t.find(0, "a", "/", &Method::POST, &h, None), None);
+        assert_eq!(t.find(1, "a", "/", &Method::GET, &h, None), None);
+        assert_eq!(
+            t.find(1, "a", "/", &Method::POST, &HeaderMap::new(), None),
+            None
+        );
     }
 
     #[test]
