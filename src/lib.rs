@@ -67,4 +67,6 @@ pub mod snapshot;
 pub mod telemetry;
 
 #[cfg(test)]
+mod docs_check;
+#[cfg(test)]
 mod edges;
