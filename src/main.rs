@@ -19,7 +19,7 @@ fn main() {
 /// mimalloc reserves its arenas committed on Linux and `madvise(MADV_HUGEPAGE)`s them, so
 /// with THP in `madvise` mode (Debian's default) the few small blocks an idle connection
 /// keeps are backed by 2 MiB pages: 21 KiB of resident memory per idle keep-alive
-/// connection instead of 13.6 KiB (`examples/idle_memory.rs`, README "Memory per idle
+/// connection instead of 13.9 KiB (`examples/idle_memory.rs`, README "Memory per idle
 /// connection"), and twice the resident set at start. This is what `MIMALLOC_ALLOW_THP=0`
 /// does, made the default: the flag is per process, so it also covers the arena mimalloc
 /// reserved before `main`.
