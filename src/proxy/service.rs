@@ -181,10 +181,14 @@ async fn proxy<'s>(
         .unwrap_or("");
     let path = headers::remove_dot_segments(req.uri().path());
 
-    let Some(route) = snap
-        .routes
-        .find(conn.listener, host, &path, req.method(), req.headers())
-    else {
+    let Some(route) = snap.routes.find(
+        conn.listener,
+        host,
+        &path,
+        req.method(),
+        req.headers(),
+        req.uri().query(),
+    ) else {
         return ProxyError::NoRoute.response();
     };
     if let Target::Ofrep { metrics } = &route.target {
@@ -212,7 +216,7 @@ async fn proxy<'s>(
     let split = match &route.target {
         Target::Rollout { rollout, .. } => {
             let ro = &snap.rollouts[*rollout];
-            Some((ro, split::decide(ro, req.headers())))
+            Some((ro, split::decide(ro, req.headers(), req.uri().query())))
         }
         _ => None,
     };
