@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::error::ProxyError;
+
 /// `x-sluice-route`.
 pub static X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
 /// `x-sluice-variant`.
@@ -35,9 +37,16 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
     &header::TRANSFER_ENCODING,
 ];
 
-/// Removes every header whose name starts with `x-sluice-` (clients cannot set them).
+/// Removes every header whose name starts with `x-sluice-` (clients cannot set them), and
+/// every header that *becomes* one of sluice's own when `_` is read as `-`: CGI and WSGI
+/// (and so PHP, Python, Ruby apps) pass `x_sluice_flag_beta` as `HTTP_X_SLUICE_FLAG_BETA`,
+/// the very variable of sluice's `x-sluice-flag-beta`. The same goes for the forwarding
+/// headers sluice sets (`x_forwarded_for`, `x_forwarded_host`, `x_forwarded_proto`, `via`).
 pub fn remove_sluice_headers(headers: &mut HeaderMap) {
-    let is_ours = |n: &HeaderName| n.as_str().starts_with("x-sluice-");
+    let is_ours = |n: &HeaderName| {
+        let n = n.as_str();
+        n.starts_with("x-sluice-") || (n.contains('_') && spoofs_ours(n))
+    };
     if !headers.keys().any(is_ours) {
         return;
     }
@@ -45,6 +54,59 @@ pub fn remove_sluice_headers(headers: &mut HeaderMap) {
     for n in ours {
         headers.remove(&n);
     }
+}
+
+/// Refuses what must not be proxied at all: `CONNECT`, and a request whose host is missing,
+/// doubled or invalid (RFC 9112 §3.2: "a server MUST respond with a 400 … to any HTTP/1.1
+/// request message that lacks a Host header field and to any request message that contains
+/// more than one Host header field line or a Host header field with an invalid value").
+pub fn check_request<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::ConnectRefused);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::InvalidHost),
+        (Some(h), None) if http::uri::Authority::try_from(h.as_bytes()).is_err() => {
+            Err(ProxyError::InvalidHost)
+        }
+        (None, _) if req.version() == http::Version::HTTP_11 => Err(ProxyError::InvalidHost),
+        _ => Ok(()),
+    }
+}
+
+/// Joins the `cookie` fields an HTTP/2 client split (RFC 9113 §8.2.3) into one, with `; `,
+/// as an HTTP/1.1 message must carry them.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Whether `name` (holding a `_`) reads as a header sluice sets once `_` is taken for `-`.
+fn spoofs_ours(name: &str) -> bool {
+    let folded = |want: &str| {
+        name.len() >= want.len()
+            && name
+                .bytes()
+                .zip(want.bytes())
+                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    };
+    folded("x-sluice-")
+        || ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "via"]
+            .iter()
+            .any(|w| name.len() == w.len() && folded(w))
 }
 
 /// Removes hop-by-hop headers and every header named in `Connection`, plus `Upgrade`
@@ -142,6 +204,75 @@ fn hex64(v: u64, out: &mut [u8]) {
     }
 }
 
+/// The path sluice routes and forwards: percent-encoded unreserved characters decoded (RFC
+/// 3986 §6.2.2.2: `%2E` *is* `.`, so `/public/%2e%2e/admin` is `/admin`), then dot segments
+/// removed (§5.2.4), as Envoy's `normalize_path` does. Reserved characters stay encoded
+/// (`%2F` is not a segment separator). Borrows when there is nothing to change.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    if !path.as_bytes().contains(&b'%') {
+        return remove_dot_segments(path);
+    }
+    let decoded = decode_unreserved(path);
+    match remove_dot_segments(&decoded) {
+        Cow::Borrowed(_) => decoded,
+        Cow::Owned(s) => Cow::Owned(s),
+    }
+}
+
+/// Decodes `%XX` where XX names an unreserved character (ALPHA, DIGIT, `-`, `.`, `_`, `~`),
+/// and writes a `%` that starts no valid escape as `%25`: otherwise `%%32e` would decode to
+/// `%2e`, a dot one decoding later, and the result would not be a fixed point.
+fn decode_unreserved(path: &str) -> Cow<'_, str> {
+    #[derive(PartialEq)]
+    enum At {
+        Byte,
+        Unreserved(u8),
+        Escape,
+        Lone,
+    }
+    let b = path.as_bytes();
+    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16)).map(|d| d as u8);
+    let at = |i: usize| -> At {
+        if b[i] != b'%' {
+            return At::Byte;
+        }
+        match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (Some(h), Some(l)) => {
+                let v = h << 4 | l;
+                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                    At::Unreserved(v)
+                } else {
+                    At::Escape
+                }
+            }
+            _ => At::Lone,
+        }
+    };
+    if !(0..b.len()).any(|i| matches!(at(i), At::Unreserved(_) | At::Lone)) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(b.len() + 2);
+    let mut i = 0;
+    while i < b.len() {
+        match at(i) {
+            At::Unreserved(v) => {
+                out.push(v);
+                i += 3;
+            }
+            At::Lone => {
+                out.extend_from_slice(b"%25");
+                i += 1;
+            }
+            At::Byte | At::Escape => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes replaced ASCII escapes: still UTF-8.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| path.to_string()))
+}
+
 /// Removes dot segments (RFC 3986 §5.2.4); borrows when there are none. `%2F` stays encoded.
 pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
     let has_dots = path.split('/').any(|s| s == "." || s == "..");
@@ -202,6 +333,47 @@ mod tests {
             remove_dot_segments("/plain/path"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn encoded_dots_are_dots() {
+        for (i, o) in [
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2E/admin", "/admin"),
+            ("/public/.%2e/admin", "/admin"),
+            ("/public/%2e./admin", "/admin"),
+            ("/a/%2e/b", "/a/b"),
+            ("/a/%2e%2e", "/"),
+            ("/%7euser/%41", "/~user/A"),
+            ("/a%2F..%2Fb", "/a%2F..%2Fb"),
+            ("/a/%2F%2e%2e", "/a/%2F.."),
+            ("/a/%zz/%2", "/a/%25zz/%252"),
+            ("/a/%25%32%65", "/a/%252e"),
+            ("/%%32e%%32e/x", "/%252e%252e/x"),
+        ] {
+            assert_eq!(normalize_path(i), o, "{i}");
+        }
+        assert!(matches!(normalize_path("/plain/%20x"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn underscore_spellings_of_our_headers_go() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x_sluice_flag_beta",
+            "x-sluice_variant",
+            "x_forwarded_for",
+            "x_forwarded_host",
+            "x_forwarded_proto",
+        ] {
+            h.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("1"));
+        }
+        h.insert("x_user_id", HeaderValue::from_static("1"));
+        h.insert("x_forwarded_forx", HeaderValue::from_static("1"));
+        remove_sluice_headers(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(h.contains_key("x_user_id") && h.contains_key("x_forwarded_forx"));
     }
 
     #[test]

@@ -321,6 +321,8 @@ pub async fn send_upgrade(
 /// `Host` the service set.
 pub(crate) fn to_h2_form(req: &mut Request<UpBody>, tls: bool, addr: SocketAddr) {
     *req.version_mut() = Version::HTTP_2;
+    // HTTP/2 frames its own bodies (the service marks unknown lengths chunked for HTTP/1.1).
+    req.headers_mut().remove(header::TRANSFER_ENCODING);
     if req.uri().scheme().is_some() {
         return;
     }

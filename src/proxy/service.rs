@@ -41,6 +41,7 @@ static X_SLUICE_FLAGS: HeaderName = HeaderName::from_static("x-sluice-flags");
 static VIA: HeaderValue = HeaderValue::from_static("1.1 sluice");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
+static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
@@ -75,7 +76,7 @@ async fn respond(
         (
             std::time::SystemTime::now(),
             req.method().clone(),
-            Box::<str>::from(headers::remove_dot_segments(req.uri().path())),
+            Box::<str>::from(headers::normalize_path(req.uri().path())),
         )
     });
     let mut seen = Seen {
@@ -121,7 +122,7 @@ struct Seen<'a> {
 }
 
 async fn proxy<'s>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     snap: &'s Snapshot,
     conn: ConnInfo,
     mut req: Request<Incoming>,
@@ -130,6 +131,12 @@ async fn proxy<'s>(
     seen: &mut Seen<'s>,
 ) -> Response<DownBody> {
     headers::remove_sluice_headers(req.headers_mut());
+    if let Err(e) = headers::check_request(&req) {
+        if let Some(f) = e.client_fault() {
+            shared.client_errors.of(f).increment(1);
+        }
+        return e.response();
+    }
 
     // One canonical authority: an absolute URI's wins over Host (RFC 9112 §3.2.2).
     let authority: Option<HeaderValue> = match req.uri().authority() {
@@ -141,7 +148,7 @@ async fn proxy<'s>(
         .and_then(|h| h.to_str().ok())
         .map(strip_port)
         .unwrap_or("");
-    let path = headers::remove_dot_segments(req.uri().path());
+    let path = headers::normalize_path(req.uri().path());
 
     let Some(route) = snap
         .routes
@@ -236,13 +243,25 @@ async fn proxy<'s>(
         *req.uri_mut() = u;
     }
     // An upgrade keeps its handshake headers and takes the client's side of the upgrade.
-    let upgrade_to = upgrade::requested(&req);
+    let upgrade_to = upgrade::requested(&req, &shared.limits.upgrades);
     let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let from_h2 = req.version() == Version::HTTP_2;
+    // A body of unknown length (chunked, or HTTP/2 without content-length) must say so on
+    // HTTP/1.1, whatever the method: hyper sends no body for a GET that does not.
+    let chunked = !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH);
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
     // Room for the headers added below (flags included), so the map grows at most once.
     h.reserve(8 + route.flags.len() + 1);
     headers::remove_hop_by_hop(h);
+    if from_h2 {
+        headers::join_cookies(h);
+    }
+    if chunked {
+        h.insert(header::TRANSFER_ENCODING, CHUNKED.clone());
+    }
     headers::append_forwarded_for(h, conn.peer.ip());
     h.insert(
         X_FORWARDED_PROTO.clone(),
@@ -252,6 +271,8 @@ async fn proxy<'s>(
             HTTP.clone()
         },
     );
+    // The client's own `X-Forwarded-Host` never travels: sluice says which host it served.
+    h.remove(&X_FORWARDED_HOST);
     if let Some(a) = authority {
         h.insert(X_FORWARDED_HOST.clone(), a.clone());
         h.insert(header::HOST, a);
@@ -278,7 +299,7 @@ async fn proxy<'s>(
     let (body, watch) = UpBody::client(body);
     let req = Request::from_parts(parts, body);
     let result = match client_upgrade {
-        Some(on) => Box::pin(upgrade::forward(upstream, req, on)).await,
+        Some(on) => Box::pin(upgrade::forward(shared, conn.listener, upstream, req, on)).await,
         None => {
             forward(
                 upstream,

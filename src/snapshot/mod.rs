@@ -208,6 +208,17 @@ pub struct BuildCtx<'a> {
 // === impl Snapshot ===
 
 impl Snapshot {
+    /// Compiles `traffic` as the gate would, and throws the result away: what `sluice
+    /// validate` runs so that it refuses exactly what activation would. No lookups (the
+    /// build does none: addresses are resolved before it), no metrics kept.
+    pub fn check(traffic: &ParsedTraffic) -> Result<(), String> {
+        let ctx = BuildCtx {
+            registry: &Registry::new(),
+            addresses: &Addresses::default(),
+        };
+        Snapshot::build(traffic, "sha256:check", &ctx, None).map(|_| ())
+    }
+
     /// Compiles a checked document. `prev` carries endpoint and rollout state over.
     /// Fails only when an upstream's TLS files do not load.
     pub fn build(
