@@ -144,7 +144,8 @@ fn bench_gate(c: &mut Criterion) {
         limits: settings.limits.clone(),
         connections: Default::default(),
         access_log: None,
-        ofrep_cors: sluice::admin::ofrep::Cors::new(&[]),
+        flag_services: std::sync::Arc::new(sluice::flagsvc::FlagServices::open()),
+        activations: tokio::sync::watch::channel(0).0,
         client_errors: sluice::proxy::ClientErrors::new(&Registry::new()),
         drain: Default::default(),
     });

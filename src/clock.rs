@@ -67,6 +67,13 @@ pub fn mono_secs(at: Instant) -> u64 {
         .as_secs()
 }
 
+/// Milliseconds from the same origin as [`mono_secs`].
+#[inline]
+pub fn mono_millis(at: Instant) -> u64 {
+    let d = at.saturating_duration_since(*MONO_ANCHOR.get_or_init(Instant::now));
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Seconds since the epoch (0 before it).
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)

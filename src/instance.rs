@@ -14,7 +14,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::ofrep::Cors;
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
 use crate::change::folder::Folder;
@@ -24,6 +23,7 @@ use crate::change::{store, watch as file_watch};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::Settings;
+use crate::flagsvc::{ApiKeys, Cors, FlagServices};
 use crate::proxy::server::{self, wait_shutdown};
 use crate::proxy::{ListenerInfo, Shared};
 use crate::rollout::Runner;
@@ -46,6 +46,8 @@ pub struct Instance {
     pub admin: SocketAddr,
     /// Bound metrics listener address, when `metrics.bind` is set.
     pub metrics: Option<SocketAddr>,
+    /// Bound flagd gRPC address, when `flags.grpc` is set.
+    pub grpc: Option<SocketAddr>,
     /// The admin bearer token.
     pub admin_token: String,
     /// The data plane's shared state.
@@ -91,6 +93,17 @@ pub enum StartError {
         listener: String,
         /// What failed.
         detail: String,
+    },
+    /// `flags.grpc` cannot be bound or its certificates do not load.
+    #[error("flags.grpc: {0}")]
+    Grpc(String),
+    /// `ofrep.api_keys_file` cannot be read.
+    #[error("API keys file {path}: {source}")]
+    Keys {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
     },
     /// A thread or runtime could not be created.
     #[error("cannot start: {0}")]
@@ -143,6 +156,13 @@ impl Instance {
             .iter()
             .filter_map(|l| l.tls.as_ref().map(|t| t.certs.clone()))
             .collect();
+        let keys = match &settings.ofrep.api_keys_file {
+            Some(path) => ApiKeys::load(path).map_err(|source| StartError::Keys {
+                path: path.clone(),
+                source,
+            })?,
+            None => ApiKeys::open(),
+        };
         let shared = Arc::new(Shared {
             snapshot: Default::default(),
             listeners: listener_infos,
@@ -150,7 +170,13 @@ impl Instance {
             connections: AtomicUsize::new(0),
             access_log: crate::proxy::access_log::AccessLog::start(&settings.access_log)
                 .map_err(StartError::Runtime)?,
-            ofrep_cors: Cors::new(&settings.ofrep.cors_origins),
+            flag_services: Arc::new(FlagServices::new(
+                Cors::new(&settings.ofrep.cors_origins),
+                keys,
+                settings.ofrep.max_streams,
+                settings.ofrep.heartbeat.0,
+            )),
+            activations: watch::channel(0).0,
             client_errors: crate::proxy::ClientErrors::new(&registry),
             drain: Default::default(),
         });
@@ -214,6 +240,14 @@ impl Instance {
             .map(|s| s.local_addr())
             .transpose()
             .map_err(StartError::Runtime)?;
+        let grpc = settings
+            .flags
+            .grpc
+            .as_ref()
+            .map(crate::flagsvc::grpc::bind)
+            .transpose()
+            .map_err(StartError::Grpc)?;
+        let grpc_addr = grpc.as_ref().map(|g| g.addr);
 
         // In a fleet, the cluster joins (and adopts the fleet's document) before anything
         // serves; the files on disk are then published to etcd rather than judged here.
@@ -264,6 +298,12 @@ impl Instance {
         };
         let _ = gate.lock().recheck(Source::Start);
         rollouts.sync_now();
+        if let Some(g) = grpc {
+            threads.push(
+                g.spawn(shared.clone(), rx.clone())
+                    .map_err(StartError::Runtime)?,
+            );
+        }
         let ctx = Arc::new(AdminCtx {
             shared: shared.clone(),
             gate: gate.clone(),
@@ -297,6 +337,7 @@ impl Instance {
             listeners,
             admin: admin_addr,
             metrics: metrics_addr,
+            grpc: grpc_addr,
             admin_token: token,
             shared,
             gate,
@@ -434,6 +475,7 @@ impl Control {
                 admin.shared.clone(),
                 shutdown.clone(),
             ));
+            let flag_tasks = spawn_flag_services(&admin.shared, &shutdown);
             let metrics_task = metrics_sock.map(|sock| {
                 let registry = admin.registry.clone();
                 tokio::spawn(serve_http1(sock, shutdown.clone(), move |req| {
@@ -453,9 +495,13 @@ impl Control {
                 shutdown.clone(),
             ));
             let rollout_task = rollouts.map(|r| tokio::spawn(r.run(shutdown.clone())));
+
             wait_shutdown(&mut shutdown.clone()).await;
             watch_task.abort();
             tls_task.abort();
+            for t in flag_tasks {
+                t.abort();
+            }
             health_task.abort();
             if let Some(t) = rollout_task {
                 let _ = t.await;
@@ -468,16 +514,55 @@ impl Control {
     }
 }
 
+/// The flag services' background work: the change feed, the event-stream hub, and the
+/// API keys file watch.
+fn spawn_flag_services(
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let svc = shared.flag_services.clone();
+    let mut tasks = vec![
+        tokio::spawn(svc.feed.clone().follow(shared.clone(), shutdown.clone())),
+        tokio::spawn(svc.events.clone().run(shutdown.clone())),
+    ];
+    if svc.keys.required() {
+        tasks.push(tokio::spawn(watch_keys(svc.keys.clone(), shutdown.clone())));
+    }
+    tasks
+}
+
+/// Re-reads the API keys file on every change in its folder, and every poll period.
+async fn watch_keys(keys: Arc<ApiKeys>, mut shutdown: watch::Receiver<bool>) {
+    let Some(path) = keys.path().map(std::path::Path::to_path_buf) else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel(1);
+    let _watcher = file_watch::watch(&[&path], tx).ok();
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = rx.recv() => tokio::time::sleep(file_watch::DEBOUNCE).await,
+            _ = poll.tick() => {}
+            _ = wait_shutdown(&mut shutdown) => return,
+        }
+        let k = keys.clone();
+        let _ = tokio::task::spawn_blocking(move || k.reload()).await;
+    }
+}
+
 /// Serves the admin or metrics listener: HTTP/1 on the control thread, off the data plane.
-async fn serve_http1<F, Fut>(
+async fn serve_http1<F, Fut, B>(
     sock: std::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
     handler: F,
 ) where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<admin::Resp, std::convert::Infallible>>
+    Fut: std::future::Future<Output = Result<http::Response<B>, std::convert::Infallible>>
         + Send
         + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listener = match tokio::net::TcpListener::from_std(sock) {
         Ok(l) => l,

@@ -12,6 +12,8 @@
 //!   `drain_delay`, connections are told to go elsewhere.
 //! - [`flags`]: flagd flag definitions compiled for in-process evaluation (JsonLogic and
 //!   flagd's custom operators), SDK-less flag headers, and the OFREP core. Pure.
+//! - [`flagsvc`]: flags served to SDKs — OFREP over HTTP with its SSE change push, flagd
+//!   gRPC (evaluation and sync), and the API keys they may require.
 
 pub mod admin;
 pub mod bucket;
@@ -21,6 +23,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod flags;
+pub mod flagsvc;
 pub mod instance;
 pub mod proxy;
 pub mod rollout;

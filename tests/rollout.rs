@@ -298,7 +298,7 @@ stable: v1
 canary: v2
 sticky: { header: x-user-id }
 steps: [{ weight: 50, hold: 1h }, { weight: 100 }]
-analysis: { interval: 1s, window: 60s, min_requests: 50, max_error_rate: 0.05 }
+analysis: { interval: 1s, window: 60s, min_requests: 50, max_error_rate: 0.05, method: z_test }
 "#;
 
 // === tests ===
@@ -766,7 +766,7 @@ stable: v1
 canary: v2
 sticky: { header: x-user-id }
 steps: [{ weight: 50 }, { weight: 100 }]
-analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5 }
+analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5, method: z_test }
 "#,
     ));
     let mut seen = Seen::default();
@@ -814,7 +814,7 @@ canary: v2
 sticky: { header: x-user-id }
 canary_match: { headers: { x-canary: always } }
 steps: [{ gate: manual }, { weight: 100 }]
-analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99 }
+analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99, method: z_test }
 "#,
     ));
     rig.tick();
@@ -1250,4 +1250,92 @@ async fn on_failure_pause_keeps_the_weight_and_waits_for_an_operator() {
     // The operator decides: abort sends everyone back to stable.
     assert_eq!(rig.act("web", "abort", &[]).await.status, 200);
     assert_eq!(rig.weight_bp(), 0);
+}
+
+// === sequential analysis (the default method) ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_rolls_back_an_all_failing_canary_at_low_traffic_before_min_requests() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 1000);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 50, hold: 1h }, { weight: 100 }]
+analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.01 }
+"#,
+    ));
+    rig.tick();
+    // A trickle: four users a tick, about two of them on the canary.
+    let mut seen = Seen::default();
+    let mut batch = 0;
+    while rig.weight_bp() != 0 {
+        batch += 1;
+        assert!(batch < 20, "no rollback after {seen:?}");
+        users(rig.proxy(), &format!("b{batch}"), 4, "/", &mut seen).await;
+        rig.tick();
+    }
+    assert!(seen.canary < 20, "{seen:?}");
+    assert_eq!(seen.canary_failed, seen.canary);
+    let st = rig.status("web");
+    assert_eq!(st["phase"], "aborted", "{st}");
+    let v = &st["verdicts"][0];
+    assert_eq!(v["outcome"], "failed", "{st}");
+    assert!(v["canary_requests"].as_u64().unwrap() < 50, "{st}");
+    let e = &v["sequential"];
+    assert!(
+        e["log10_e"].as_f64().unwrap() >= e["log10_threshold"].as_f64().unwrap(),
+        "{st}"
+    );
+    assert!(
+        (e["log10_threshold"].as_f64().unwrap() - 2.0).abs() < 0.1,
+        "{st}"
+    );
+    assert!(
+        st["last_verdict"].as_str().unwrap().contains("e-value"),
+        "{st}"
+    );
+    let ev = rig.rollout_events();
+    let aborted = ev.iter().find(|e| e["event"] == "rollout.aborted").unwrap();
+    assert!(aborted["verdict"]["sequential"]["log10_e"].is_number());
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_passes_a_healthy_canary_with_a_little_noise_and_advances() {
+    // Both sides fail 1% in the same pattern: A/A. With enough traffic the step passes.
+    let v1 = Flaky::start("v1", 10);
+    let v2 = Flaky::start("v2", 10);
+    let rig = Rig::start(&doc(
+        1,
+        v1.addr,
+        v2.addr,
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps: [{ weight: 50, hold: 10s }, { weight: 100 }]
+analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.01 }
+"#,
+    ));
+    rig.tick();
+    let mut seen = Seen::default();
+    users(rig.proxy(), "a", 300, "/", &mut seen).await;
+    rig.tick();
+    let st = rig.status("web");
+    assert_eq!(st["verdicts"][0]["outcome"], "passed", "{st}");
+    assert!(st["verdicts"][0]["sequential"]["log10_e"].as_f64().unwrap() < 0.0);
+    rig.advance(Duration::from_secs(11));
+    users(rig.proxy(), "b", 20, "/", &mut seen).await;
+    rig.tick();
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 10_000, "{}", rig.status("web"));
+    assert!(seen.canary_failed > 0 && seen.stable_failed > 0, "{seen:?}");
 }

@@ -5,18 +5,19 @@ pub mod changes;
 pub mod rollouts;
 
 pub use changes::{MAX_DOCUMENT_BYTES, outcome_response};
-pub mod ofrep;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::change::gate::GateHandle;
+use crate::flagsvc::ofrep;
+use crate::flagsvc::sse::EventStream;
 use crate::proxy::Shared;
 use crate::rollout::Runner;
 use crate::telemetry::Registry;
@@ -70,6 +71,9 @@ pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Resp 
     json_resp(status, &json!({ "error": code, "detail": detail.into() }))
 }
 
+/// An admin response body: complete, or an OFREP event stream.
+pub type AdminBody = Either<Full<Bytes>, EventStream>;
+
 /// `GET /metrics`: the Prometheus text exposition.
 pub fn metrics(registry: &Registry) -> Resp {
     let mut r = text(StatusCode::OK, registry.exposition());
@@ -98,7 +102,10 @@ pub async fn handle_metrics_only(
 }
 
 /// Handles one admin request.
-pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+pub async fn handle(
+    ctx: Arc<AdminCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<AdminBody>, Infallible> {
     let path = req.uri().path().to_string();
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -116,15 +123,16 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
         }
         (&Method::GET, "/metrics") => metrics(&ctx.registry),
         (_, p) if p.starts_with("/ofrep/") => {
-            // Unauthenticated (SPEC §8): flag values are what applications read anyway.
+            // No admin token (SPEC §8): flag values are what applications read anyway;
+            // `ofrep.api_keys_file` may require an API key.
             let snap = ctx.shared.snapshot.load_full();
-            ofrep::serve(
-                snap.as_deref().map(|s| &s.flags),
-                &ctx.shared.ofrep_cors,
-                req,
-            )
-            .await
-            .map(Full::new)
+            let flags = snap.as_deref().map(|s| &s.flags);
+            return Ok(
+                match ofrep::serve(flags, &ctx.shared.flag_services, req).await {
+                    ofrep::Reply::Done(r) => r.map(|b| Either::Left(Full::new(b))),
+                    ofrep::Reply::Events(r) => r.map(Either::Right),
+                },
+            );
         }
         (_, p) if p.starts_with("/api/v1/") => {
             match auth::check(&req, &ctx.token, &ctx.allowed_hosts) {
@@ -138,7 +146,7 @@ pub async fn handle(ctx: Arc<AdminCtx>, req: Request<Incoming>) -> Result<Resp, 
             format!("no admin endpoint {path}"),
         ),
     };
-    Ok(r)
+    Ok(r.map(Either::Left))
 }
 
 async fn api(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> Resp {

@@ -884,6 +884,7 @@ impl Gate {
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
         self.shared.snapshot.store(Some(Arc::new(snap)));
+        self.shared.activations.send_modify(|n| *n += 1);
         for w in &parsed.warnings {
             tracing::warn!(
                 version = parsed.doc.version,

@@ -20,7 +20,7 @@ use super::windows::{MonoToUnix, Published, fleet_stats};
 use super::{Cluster, FleetRefusal};
 use crate::rollout::fleet::{Fleet, FleetProgress, Role};
 use crate::rollout::runner::{Action, DocRef};
-use crate::rollout::{RolloutWindows, WindowStats};
+use crate::rollout::{Counts, RolloutWindows, WindowStats};
 
 /// How often the heartbeat looks for work (windows due, the record to refresh).
 const BEAT: Duration = Duration::from_millis(200);
@@ -268,6 +268,17 @@ impl Fleet for Cluster {
             window,
             MonoToUnix::now(),
         );
+        (stable, canary)
+    }
+
+    fn second(&self, name: &str, local: &RolloutWindows, mono_sec: u64) -> (Counts, Counts) {
+        let (mut stable, mut canary) = (Counts::default(), Counts::default());
+        local.stable.add_second(mono_sec, &mut stable);
+        local.canary.add_second(mono_sec, &mut canary);
+        let unix = MonoToUnix::now().unix(mono_sec);
+        self.view()
+            .windows
+            .add_range(name, &self.node_id, unix, unix, &mut stable, &mut canary);
         (stable, canary)
     }
 

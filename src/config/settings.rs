@@ -17,6 +17,8 @@ pub struct Settings {
     pub admin: Admin,
     /// OFREP options.
     pub ofrep: Ofrep,
+    /// Flag services for SDKs besides OFREP (flagd gRPC).
+    pub flags: FlagService,
     /// Runtime sizing.
     pub runtime: Runtime,
     /// Timeouts and limits.
@@ -88,11 +90,47 @@ pub struct Admin {
 }
 
 /// OFREP options.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ofrep {
     /// Origins allowed to call OFREP from browsers.
     pub cors_origins: Vec<String>,
+    /// API keys, one a line: OFREP, its event streams and flagd gRPC then need one (SPEC §4).
+    pub api_keys_file: Option<PathBuf>,
+    /// Most event streams (SSE) open at once; beyond, new ones get 503.
+    pub max_streams: usize,
+    /// How often an idle event stream gets a comment line (keeps proxies from closing it).
+    pub heartbeat: Dur,
+}
+
+impl Default for Ofrep {
+    fn default() -> Self {
+        Ofrep {
+            cors_origins: Vec::new(),
+            api_keys_file: None,
+            max_streams: 10_000,
+            heartbeat: Dur::secs(15),
+        }
+    }
+}
+
+/// `flags`: flag services for SDKs besides OFREP.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlagService {
+    /// flagd's gRPC services (evaluation v1 and sync v1); off when absent.
+    pub grpc: Option<FlagGrpc>,
+}
+
+/// `flags.grpc`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagGrpc {
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// TLS, as on a listener (HTTP/2 by ALPN).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
 }
 
 /// Runtime sizing.
@@ -260,6 +298,7 @@ impl Settings {
                 "listeners",
                 "admin",
                 "ofrep",
+                "flags",
                 "runtime",
                 "limits",
                 "paths",
@@ -275,6 +314,7 @@ impl Settings {
             listeners: field(map, "listeners", "", spans, &mut errors),
             admin: field(map, "admin", "", spans, &mut errors),
             ofrep: field(map, "ofrep", "", spans, &mut errors),
+            flags: field(map, "flags", "", spans, &mut errors),
             runtime: field(map, "runtime", "", spans, &mut errors),
             limits: field(map, "limits", "", spans, &mut errors),
             paths: field(map, "paths", "", spans, &mut errors),
@@ -322,6 +362,20 @@ impl Settings {
                     m,
                 ));
             }
+        }
+        if self.ofrep.max_streams == 0 {
+            errors.push(ConfigError::at(
+                spans,
+                "ofrep.max_streams",
+                "must be at least 1",
+            ));
+        }
+        if self.ofrep.heartbeat.0 < std::time::Duration::from_millis(10) {
+            errors.push(ConfigError::at(
+                spans,
+                "ofrep.heartbeat",
+                "must be at least 10ms",
+            ));
         }
         if self.limits.max_header_bytes < 1024 {
             errors.push(ConfigError::at(

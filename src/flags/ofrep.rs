@@ -126,15 +126,17 @@ pub fn evaluate_bulk(
     now_unix_secs: i64,
     if_none_match: Option<&str>,
 ) -> OfrepResponse {
-    evaluate_bulk_with(set, body, now_unix_secs, if_none_match, |_, _| {})
+    evaluate_bulk_with(set, body, now_unix_secs, if_none_match, None, |_, _| {})
 }
 
-/// Bulk evaluation; `observe` sees every flag's resolution (for metrics).
+/// Bulk evaluation; `event_streams` is the ADR 0008 `eventStreams` array to announce, if
+/// any; `observe` sees every flag's resolution (for metrics).
 pub fn evaluate_bulk_with<F>(
     set: &FlagSet,
     body: &[u8],
     now_unix_secs: i64,
     if_none_match: Option<&str>,
+    event_streams: Option<&Value>,
     mut observe: F,
 ) -> OfrepResponse
 where
@@ -160,6 +162,9 @@ where
     top.insert("flags".into(), Value::Array(flags));
     if !set.metadata().is_empty() {
         top.insert("metadata".into(), Value::Object(set.metadata().clone()));
+    }
+    if let Some(streams) = event_streams {
+        top.insert("eventStreams".into(), streams.clone());
     }
     let body = to_bytes(&Value::Object(top));
     let etag = etag_of(&body);

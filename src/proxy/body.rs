@@ -56,6 +56,8 @@ pub enum DownBody {
     Upstream(Incoming, Option<Returner>),
     /// A complete body produced by sluice.
     Full(Option<Bytes>),
+    /// An OFREP event stream (`builtin: ofrep` routes).
+    Events(crate::flagsvc::sse::EventStream),
 }
 
 // Both wrap `Incoming`, which is `Unpin`; that lets them implement `Drop` without pin projection.
@@ -212,6 +214,9 @@ impl Body for DownBody {
                 r
             }
             DownBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            DownBody::Events(s) => Pin::new(s)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
         }
     }
 
@@ -219,6 +224,7 @@ impl Body for DownBody {
         match self {
             DownBody::Upstream(inner, _) => inner.is_end_stream(),
             DownBody::Full(data) => data.is_none(),
+            DownBody::Events(s) => s.is_end_stream(),
         }
     }
 
@@ -228,6 +234,7 @@ impl Body for DownBody {
             DownBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0))
             }
+            DownBody::Events(s) => s.size_hint(),
         }
     }
 }

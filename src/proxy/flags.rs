@@ -37,6 +37,15 @@ pub struct FlagRuntime {
     pub context: ContextPlan,
     /// `sluice_flag_evaluations_total` handles.
     pub metrics: FlagMetrics,
+    /// The flags as a flagd file (`flags`, `$evaluators`, `metadata`): what in-process SDKs
+    /// sync (flagd sync v1).
+    pub flagd_json: std::sync::Arc<str>,
+    /// A hash of everything an SDK's answers depend on (the flagd file, `fractional`,
+    /// `flag_context`): equal across activations that change no flag.
+    pub fingerprint: String,
+    /// Per flag key, a hash of its definition (and of what it shares: evaluators, flag-set
+    /// metadata, hashing), to name the flags an activation changed.
+    pub definitions: std::collections::BTreeMap<String, u64>,
 }
 
 /// `flag_context`, compiled: header names parsed, sources in order.
@@ -147,10 +156,14 @@ impl FlagRuntime {
             })?;
         let context = ContextPlan::build(doc)?;
         let metrics = FlagMetrics::new(&set, registry);
+        let (flagd_json, fingerprint, definitions) = describe(doc);
         Ok(FlagRuntime {
             set,
             context,
             metrics,
+            flagd_json,
+            fingerprint,
+            definitions,
         })
     }
 
@@ -168,6 +181,52 @@ impl FlagRuntime {
     pub fn record(&self, id: FlagId, res: &Resolution<'_>) {
         self.metrics.record(&self.set, id, res);
     }
+}
+
+/// The flagd file of a document, its fingerprint and per-flag definition hashes.
+fn describe(
+    doc: &TrafficDoc,
+) -> (
+    std::sync::Arc<str>,
+    String,
+    std::collections::BTreeMap<String, u64>,
+) {
+    use sha2::{Digest, Sha256};
+    let mut file = serde_json::Map::new();
+    file.insert("flags".into(), doc.flags.clone().into());
+    if !doc.evaluators.is_empty() {
+        file.insert("$evaluators".into(), doc.evaluators.clone().into());
+    }
+    if !doc.metadata.is_empty() {
+        file.insert("metadata".into(), doc.metadata.clone().into());
+    }
+    // Serializing JSON values and plain config types cannot fail.
+    let text = serde_json::to_string(&file).unwrap_or_default();
+    let shared = serde_json::to_vec(&(
+        &doc.evaluators,
+        &doc.metadata,
+        doc.fractional,
+        &doc.flag_context,
+    ))
+    .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    h.update(&shared);
+    let fingerprint = hex::encode(&h.finalize()[..16]);
+    let definitions = doc
+        .flags
+        .iter()
+        .map(|(k, v)| {
+            let mut h = Sha256::new();
+            h.update(&shared);
+            h.update(serde_json::to_vec(v).unwrap_or_default());
+            let d = h.finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&d[..8]);
+            (k.clone(), u64::from_le_bytes(first))
+        })
+        .collect();
+    (text.into(), fingerprint, definitions)
 }
 
 // === impl ContextPlan ===

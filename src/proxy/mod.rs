@@ -24,7 +24,6 @@ use std::sync::atomic::AtomicUsize;
 use arc_swap::ArcSwapOption;
 use metrics::{Counter, Gauge};
 
-use crate::admin::ofrep::Cors;
 use crate::config::settings::Limits;
 use crate::shutdown::Drain;
 use crate::snapshot::Snapshot;
@@ -42,8 +41,11 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// The JSON access log, when enabled.
     pub access_log: Option<access_log::AccessLog>,
-    /// Browser origins allowed to call OFREP (`ofrep.cors_origins`).
-    pub ofrep_cors: Cors,
+    /// OFREP, its event streams and API keys (`builtin: ofrep` routes and the admin listener).
+    pub flag_services: Arc<crate::flagsvc::FlagServices>,
+    /// Bumped after every activation (snapshot stored); control-plane followers (flag
+    /// event streams) wait on it instead of polling the snapshot.
+    pub activations: tokio::sync::watch::Sender<u64>,
     /// `sluice_client_errors_total{kind}`.
     pub client_errors: ClientErrors,
     /// Set on SIGTERM: readiness fails, connections are asked to leave.

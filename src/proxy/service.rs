@@ -161,13 +161,16 @@ async fn proxy<'s>(
             seen.route = Some(&route.name);
         }
         // Boxed: OFREP's future is large and rare on a proxy route.
-        let resp = Box::pin(crate::admin::ofrep::serve(
+        let reply = Box::pin(crate::flagsvc::ofrep::serve(
             Some(&snap.flags),
-            &shared.ofrep_cors,
+            &shared.flag_services,
             req,
         ))
-        .await
-        .map(DownBody::full);
+        .await;
+        let resp = match reply {
+            crate::flagsvc::ofrep::Reply::Done(r) => r.map(DownBody::full),
+            crate::flagsvc::ofrep::Reply::Events(r) => r.map(DownBody::Events),
+        };
         let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
         metrics.requests[class].increment(1);
         metrics.duration.record(start.elapsed().as_secs_f64());

@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::normal::normal_quantile;
+use super::sequential::Evidence;
 use super::window::{RolloutWindows, WindowStats};
 use crate::config::traffic::Analysis;
 
@@ -81,6 +82,10 @@ pub struct Verdict {
         serialize_with = "super::serde_millis::option"
     )]
     pub canary_p99: Option<Duration>,
+    /// `method: sequential`: the always-valid test's numbers (the counts above are then the
+    /// counts since the step began; `z` is not computed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<Evidence>,
 }
 
 // === impl Outcome ===
@@ -170,6 +175,7 @@ pub fn judge(analysis: &Analysis, canary: &WindowStats, stable: &WindowStats) ->
         z_critical,
         increase_exceeded,
         canary_p99: canary.p99,
+        sequential: None,
     }
 }
 

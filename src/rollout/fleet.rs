@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::progress::Progress;
 use super::runner::DocRef;
-use super::window::{RolloutWindows, WindowStats};
+use super::window::{Counts, RolloutWindows, WindowStats};
 use crate::change::audit::Event as AuditEvent;
 
 /// Reason code: etcd cannot be reached, so nothing changes fleet-wide.
@@ -62,6 +62,17 @@ pub trait Fleet: Send + Sync {
         now_sec: u64,
         window: Duration,
     ) -> (WindowStats, WindowStats);
+
+    /// The (stable, canary) counts of monotonic second `mono_sec`: for the leader, every live
+    /// node's counts of rollout `name` in that second summed (the sequential test accumulates
+    /// them second by second). This node's own counts alone by default.
+    fn second(&self, name: &str, local: &RolloutWindows, mono_sec: u64) -> (Counts, Counts) {
+        let _ = name;
+        let (mut stable, mut canary) = (Counts::default(), Counts::default());
+        local.stable.add_second(mono_sec, &mut stable);
+        local.canary.add_second(mono_sec, &mut canary);
+        (stable, canary)
+    }
 
     /// Writes a rollout's progress fleet-wide (the fleet fills in `leader`), fenced by this
     /// node's leadership. An error

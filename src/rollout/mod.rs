@@ -28,6 +28,9 @@ pub mod histogram;
 pub mod normal;
 pub mod progress;
 pub mod runner;
+pub mod sequential;
+pub mod simulation;
+pub mod tally;
 pub mod window;
 
 pub use analysis::{Outcome, Rule, Verdict, judge, judge_windows};
@@ -35,6 +38,8 @@ pub use controller::{ActionError, Event, carry_over, current_weight, tick};
 pub use error_status::ErrorStatuses;
 pub use progress::{PauseReason, Phase, Progress, RollbackReason};
 pub use runner::Runner;
+pub use sequential::Sequential;
+pub use tally::{Accumulator, Tally};
 pub use window::{Counts, RolloutWindows, Variant, Window, WindowStats};
 
 /// Serializes durations as (fractional) milliseconds, the unit status and audit speak.

@@ -25,6 +25,7 @@
 //! resumed — a rollout restarted after a rollback must not fail on the errors that caused it.
 
 mod actions;
+mod continuous;
 mod fleet;
 mod persist;
 mod report;
@@ -47,13 +48,15 @@ use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
-use crate::config::traffic::{Rollout, Strategy};
+use crate::config::traffic::{AnalysisMethod, Rollout, Strategy};
 use crate::proxy::Shared;
 use crate::proxy::server::wait_shutdown;
 use crate::snapshot::{RolloutRt, Snapshot};
 use crate::telemetry::{self, Registry};
 
 pub use actions::{Action, ActionRefused};
+pub use continuous::EVALUATE_EVERY;
+use continuous::{Continuous, Source};
 pub use report::verdict_summary;
 
 /// How often the runner looks for a new snapshot between ticks.
@@ -113,6 +116,8 @@ struct Tracked {
     metrics: Handles,
     /// What was last written to `state/` (streaks excluded: they are cheap to rebuild).
     saved: Option<persist::Key>,
+    /// `method: sequential`: the running test.
+    continuous: Option<Continuous>,
     /// Fleet: the progress last written to (or read from) etcd.
     committed: Option<String>,
 }
@@ -290,7 +295,17 @@ impl Runner {
                     ms: now_ms,
                     sec: now_sec,
                 };
-                self.tick_one(name, t, due, at, document.as_ref(), role, &mut audit);
+                let report = which == Which::All;
+                self.tick_one(
+                    name,
+                    t,
+                    due,
+                    report,
+                    at,
+                    document.as_ref(),
+                    role,
+                    &mut audit,
+                );
             }
         }
         self.persist(&mut inner);
@@ -344,7 +359,13 @@ impl Runner {
                 Some(t) => Some((
                     t.spec,
                     t.progress,
-                    Some((t.verdicts, t.evidence_from, t.next_due, t.saved)),
+                    Some((
+                        t.verdicts,
+                        t.evidence_from,
+                        t.next_due,
+                        t.saved,
+                        t.continuous,
+                    )),
                 )),
                 None => inner
                     .restored
@@ -379,13 +400,20 @@ impl Runner {
                 fleet::committed_key(&docref, &fp.progress)
             });
             // Frequent reloads must not keep postponing a kept rollout's next tick.
-            let (verdicts, evidence_from, next_due, saved) = history.unwrap_or_else(|| {
-                (
-                    VecDeque::new(),
-                    now_sec,
-                    Instant::now() + interval_of(&spec),
-                    None,
-                )
+            let (verdicts, evidence_from, next_due, saved, continuous) =
+                history.unwrap_or_else(|| {
+                    (
+                        VecDeque::new(),
+                        now_sec,
+                        Instant::now() + interval_of(&spec),
+                        None,
+                        None,
+                    )
+                });
+            // A kept test goes on unless the new document judges differently.
+            let continuous = sequential_analysis(&spec).map(|a| match continuous {
+                Some(c) if c.judges(a) => c,
+                _ => Continuous::new(a, evidence_from),
             });
             let metrics = Handles::new(&self.registry, &name);
             let t = Tracked {
@@ -397,6 +425,7 @@ impl Runner {
                 verdicts,
                 metrics,
                 saved,
+                continuous,
                 committed,
             };
             t.publish();
@@ -422,6 +451,7 @@ impl Runner {
         name: &str,
         t: &mut Tracked,
         judge_now: bool,
+        report: bool,
         now: Now,
         document: Option<&DocRef>,
         role: Option<Role>,
@@ -432,6 +462,16 @@ impl Runner {
             return;
         }
         let verdict = match (&t.spec.analysis, judge_now) {
+            (Some(_), true) if t.continuous.is_some() => {
+                // The leader judges the fleet's sum; anyone else (a node cut off) its own.
+                let source = match (self.fleet.get(), role) {
+                    (Some(f), Some(Role::Lead)) => Source::Fleet(name, &**f),
+                    _ => Source::Local,
+                };
+                t.continuous
+                    .as_mut()
+                    .and_then(|c| c.evaluate(&t.rt, source, Instant::now(), report))
+            }
             (Some(a), true) => {
                 let span = Duration::from_secs(now_sec.saturating_sub(t.evidence_from) + 1);
                 let window = a.window.0.min(span);
@@ -494,7 +534,17 @@ impl Runner {
         for e in events {
             log_event(name, t, e, verdict);
             match e {
-                Event::Resumed { .. } => t.evidence_from = now_sec,
+                Event::Resumed { .. } => {
+                    // The evidence from before the pause no longer describes the rollout.
+                    t.evidence_from = now_sec;
+                    t.continuous =
+                        sequential_analysis(&t.spec).map(|a| Continuous::new(a, now_sec));
+                }
+                Event::StepAdvanced { .. } | Event::Promoted { .. } => {
+                    if let Some(c) = &mut t.continuous {
+                        c.step_started();
+                    }
+                }
                 Event::RolledBack { reason } | Event::SwappedBack { reason } => self
                     .registry
                     .counter(
@@ -670,10 +720,22 @@ fn same_but_paused(a: &Rollout, b: &Rollout) -> bool {
     *a == b
 }
 
+/// How often a rollout is ticked: every [`EVALUATE_EVERY`] with a sequential analysis (its
+/// verdicts still come each `interval`, failures at once), each `interval` for the z test,
+/// each second for holds alone.
 fn interval_of(spec: &Rollout) -> Duration {
+    match &spec.analysis {
+        None => HOLD_INTERVAL,
+        Some(a) if a.method == AnalysisMethod::Sequential => EVALUATE_EVERY,
+        Some(a) => a.interval.0,
+    }
+}
+
+/// The analysis of a rollout judged by the sequential test.
+fn sequential_analysis(spec: &Rollout) -> Option<&crate::config::traffic::Analysis> {
     spec.analysis
         .as_ref()
-        .map_or(HOLD_INTERVAL, |a| a.interval.0)
+        .filter(|a| a.method == AnalysisMethod::Sequential)
 }
 
 fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {

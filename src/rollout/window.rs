@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::histogram::{self, BUCKETS};
+use super::tally::Tally;
 
 /// Extra slots beyond the longest window, so writers a second ahead of a snapshot (threads
 /// whose clocks already ticked) never land in a slot the snapshot is summing.
@@ -179,6 +180,29 @@ impl Window {
         }
         stats.p99 = histogram::quantile(&counts, 0.99);
         stats
+    }
+
+    /// The counts of second `sec` alone (zero once the ring has moved past it): requests,
+    /// errors, and requests in latency buckets `slow_from..` ([`BUCKETS`] counts none).
+    pub fn second(&self, sec: u64, slow_from: usize) -> Tally {
+        let slot = &self.slots[(sec % self.slots.len() as u64) as usize];
+        let tag = sec as u32;
+        Tally {
+            requests: read(&slot.requests, tag),
+            errors: read(&slot.errors, tag),
+            slow: slot
+                .latency
+                .get(slow_from..)
+                .unwrap_or(&[])
+                .iter()
+                .map(|c| read(c, tag))
+                .sum(),
+        }
+    }
+
+    /// How many of the latest seconds the ring still holds (the current one included).
+    pub fn held_secs(&self) -> u64 {
+        self.slots.len() as u64
     }
 
     /// Adds the counts of second `sec` into `into` (nothing when the ring no longer holds it).

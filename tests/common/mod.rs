@@ -376,6 +376,28 @@ rollouts:
     )
 }
 
+impl Sluice {
+    /// Starts with `traffic`, `require_approvals: false`, and `extra` settings lines.
+    pub fn start_with(traffic: &str, extra: &str) -> Sluice {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
+        if !traffic.is_empty() {
+            std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
+        }
+        let yaml = settings_yaml(
+            dir.path(),
+            &format!("trust: {{ require_approvals: false }}\n{extra}"),
+        );
+        let mut s = Sluice {
+            dir,
+            inst: None,
+            settings_yaml: yaml,
+        };
+        s.restart();
+        s
+    }
+}
+
 /// `promtool check metrics` on an exposition: `None` (after saying why) when promtool is not
 /// installed, unless `SLUICE_REQUIRE_PROMTOOL=1` (CI), which makes its absence a failure.
 pub fn promtool_check(text: &str) -> Option<Result<(), String>> {

@@ -394,6 +394,21 @@ pub struct Analysis {
     pub failure_limit: u32,
     /// Consecutive inconclusive verdicts before pausing.
     pub inconclusive_limit: u32,
+    /// How the verdict is computed.
+    pub method: AnalysisMethod,
+}
+
+/// How a rollout's verdict is computed (SPEC §6).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisMethod {
+    /// An always-valid sequential test on everything since the rollout started, evaluated
+    /// every 100 ms: its false-rollback probability over the whole rollout is at most
+    /// `1 − confidence`.
+    #[default]
+    Sequential,
+    /// The z test of each `interval` over the trailing `window` (one look's confidence).
+    ZTest,
 }
 
 impl Default for Analysis {
@@ -409,6 +424,7 @@ impl Default for Analysis {
             error_statuses: vec!["5xx".into()],
             failure_limit: 1,
             inconclusive_limit: 600,
+            method: AnalysisMethod::default(),
         }
     }
 }

@@ -165,3 +165,31 @@ fn builtin_routes_inject_no_flags() {
     let e = errors(&doc);
     assert!(e.contains("routes[1].flags"), "{e}");
 }
+
+#[test]
+fn analysis_without_a_criterion_is_refused_and_method_defaults_to_sequential() {
+    let e = errors(&GOOD.replace(
+        "analysis: { interval: 1s, window: 30s, min_requests: 50, max_error_rate: 0.05 }",
+        "analysis: {}",
+    ));
+    assert!(e.contains("rollouts.checkout.analysis"), "{e}");
+    assert!(e.contains("no criterion"), "{e}");
+    let p = TrafficDoc::parse(GOOD, &CheckContext::default()).unwrap();
+    let a = p.doc.rollouts["checkout"].analysis.as_ref().unwrap();
+    assert_eq!(a.method, AnalysisMethod::Sequential);
+    let z = TrafficDoc::parse(
+        &GOOD.replace(
+            "max_error_rate: 0.05 }",
+            "max_error_rate: 0.05, method: z_test }",
+        ),
+        &CheckContext::default(),
+    )
+    .unwrap();
+    let a = z.doc.rollouts["checkout"].analysis.as_ref().unwrap();
+    assert_eq!(a.method, AnalysisMethod::ZTest);
+    let e = errors(&GOOD.replace(
+        "max_error_rate: 0.05 }",
+        "max_error_rate: 0.05, method: bayes }",
+    ));
+    assert!(e.contains("method"), "{e}");
+}

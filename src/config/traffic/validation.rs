@@ -761,6 +761,14 @@ fn check_analysis(ap: &str, a: &Analysis, r: &mut Report<'_>) -> Option<Vec<(u16
     if a.inconclusive_limit == 0 {
         r.err(&format!("{ap}.inconclusive_limit"), "must be at least 1");
     }
+    if a.max_error_rate.is_none() && a.max_error_rate_increase.is_none() && a.max_p99.is_none() {
+        r.err(
+            ap,
+            "no criterion: set max_error_rate, max_error_rate_increase or max_p99 \
+             (an analysis that judges nothing would pass any canary); \
+             leave `analysis` out for steps that advance on `hold` alone",
+        );
+    }
     statuses
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::*;
 use crate::change::audit::EventKind;
 use crate::config::Dur;
-use crate::config::traffic::{Analysis, Promote, StepGate, Sticky};
+use crate::config::traffic::{Analysis, AnalysisMethod, Promote, StepGate, Sticky};
 use crate::rollout::analysis::{Rule, judge_windows};
 use crate::rollout::window::{RolloutWindows, Variant};
 
@@ -75,6 +75,7 @@ fn analysis() -> Analysis {
         error_statuses: vec!["5xx".into()],
         failure_limit: 1,
         inconclusive_limit: 600,
+        method: AnalysisMethod::ZTest,
     }
 }
 
@@ -93,6 +94,7 @@ fn verdict(outcome: Outcome) -> Verdict {
         z_critical: None,
         increase_exceeded: false,
         canary_p99: None,
+        sequential: None,
     }
 }
 

@@ -170,7 +170,7 @@ impl Runner {
                 sec: now_sec,
             };
             for (n, t) in guard.rollouts.iter_mut() {
-                self.tick_one(n, t, false, at, document.as_ref(), role, audit);
+                self.tick_one(n, t, false, false, at, document.as_ref(), role, audit);
             }
         }
         let inner = &mut *guard;

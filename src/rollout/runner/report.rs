@@ -14,7 +14,8 @@ use crate::rollout::controller::Event;
 use crate::rollout::progress::{PauseReason, Phase};
 
 /// One line for logs, status and the demo: outcome, broken rule and the numbers behind it,
-/// e.g. `failed (error_rate): canary 18/60 errors (30.00%), stable 0/1140 (0.00%), z 5.02 > 2.33, p99 3.1ms`.
+/// e.g. `failed (error_rate): canary 18/60 errors (30.00%), stable 0/1140 (0.00%), z 5.02 > 2.33, p99 3.1ms`,
+/// or with the sequential test `..., e-value 10^4.2 ≥ 10^2.1 against 1.15%, ...`.
 pub fn verdict_summary(v: &Verdict) -> String {
     let mut s = String::from(v.outcome.as_str());
     if let Some(rule) = v.rule {
@@ -38,6 +39,21 @@ pub fn verdict_summary(v: &Verdict) -> String {
     if let (Some(z), Some(crit)) = (v.z, v.z_critical) {
         let cmp = if v.increase_exceeded { ">" } else { "≤" };
         s.push_str(&format!(", z {z:.2} {cmp} {crit:.2}"));
+    }
+    if let Some(e) = &v.sequential {
+        let cmp = if e.log10_e >= e.log10_threshold {
+            "≥"
+        } else {
+            "<"
+        };
+        s.push_str(&format!(
+            ", e-value 10^{:.1} {cmp} 10^{:.1}",
+            e.log10_e.max(-99.0),
+            e.log10_threshold
+        ));
+        if let Some(p0) = e.null_rate {
+            s.push_str(&format!(" against {:.2}%", p0 * 100.0));
+        }
     }
     if let Some(p99) = v.canary_p99 {
         s.push_str(&format!(", p99 {:.1}ms", p99.as_secs_f64() * 1000.0));

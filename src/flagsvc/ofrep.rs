@@ -1,7 +1,10 @@
-//! OFREP over HTTP (SPEC §4): `POST /ofrep/v1/evaluate/flags/{key}` and
-//! `POST /ofrep/v1/evaluate/flags` (bulk), with CORS for browser clients. Served on the
-//! admin listener (unauthenticated, SPEC §8) and by routes with `to: { builtin: ofrep }`,
-//! both through [`serve`]; the shapes and status codes come from [`crate::flags::ofrep`].
+//! OFREP over HTTP (SPEC §4): `POST /ofrep/v1/evaluate/flags/{key}`,
+//! `POST /ofrep/v1/evaluate/flags` (bulk, announcing the event stream in `eventStreams`)
+//! and `GET /ofrep/v1/events` (the event stream, [`super::sse`]), with CORS for browser
+//! clients and, with `ofrep.api_keys_file`, an API key ([`super::keys`]: 401 without).
+//! Served on the admin listener (no admin token: SPEC §8) and by routes with
+//! `to: { builtin: ofrep }`, both through [`serve`]; the shapes and status codes come from
+//! [`crate::flags::ofrep`].
 //!
 //! On a route, the endpoint may sit below a prefix (`/flags/ofrep/v1/...`), so that a
 //! provider's base URL can include a path. Errors that are not evaluations use OFREP's
@@ -22,22 +25,29 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::FlagServices;
+use super::keys::Denied;
+use super::sse::EventStream;
 use crate::flags::ofrep::{self, OfrepResponse};
 use crate::proxy::flags::FlagRuntime;
 
 /// Largest request body read (an evaluation context).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// The path every OFREP endpoint starts with.
+/// The path every OFREP evaluation endpoint starts with.
 const BASE: &str = "/ofrep/v1/evaluate/flags";
+
+/// The event stream's path (below the same prefix as the evaluations).
+const EVENTS: &str = "/ofrep/v1/events";
 
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
 /// Headers a preflight allows when the browser asks for none in particular.
-const DEFAULT_ALLOWED_HEADERS: &str = "content-type, if-none-match, authorization";
+const DEFAULT_ALLOWED_HEADERS: &str =
+    "content-type, if-none-match, authorization, x-api-key, last-event-id";
 
 /// Origins allowed to call OFREP from browsers.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +63,8 @@ pub struct Cors {
 enum Endpoint<'p> {
     /// `.../ofrep/v1/evaluate/flags`.
     Bulk,
+    /// `.../ofrep/v1/events`: the event stream (SSE).
+    Events,
     /// `.../ofrep/v1/evaluate/flags/{key}`, the key percent-decoded.
     Single(Cow<'p, str>),
 }
@@ -108,45 +120,152 @@ impl Cors {
     }
 }
 
+/// What [`serve`] answers: a complete response, or an event stream.
+#[derive(Debug)]
+pub enum Reply {
+    /// A complete response.
+    Done(Response<Bytes>),
+    /// `…/ofrep/v1/events`: a stream that lasts.
+    Events(Response<EventStream>),
+}
+
 /// Serves one OFREP request; `flags` is `None` while nothing is active.
 pub async fn serve(
     flags: Option<&FlagRuntime>,
-    cors: &Cors,
+    svc: &FlagServices,
     req: Request<Incoming>,
-) -> Response<Bytes> {
+) -> Reply {
+    let cors = &svc.cors;
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let Some(endpoint) = endpoint(req.uri().path()) else {
-        let detail = format!("no OFREP endpoint at {}", req.uri().path());
+    let path = req.uri().path().to_string();
+    let Some(endpoint) = endpoint(&path) else {
+        let detail = format!("no OFREP endpoint at {path}");
         let mut r = general(StatusCode::NOT_FOUND, &detail);
         cors.decorate(origin.as_ref(), r.headers_mut());
-        return r;
+        return Reply::Done(r);
     };
-    let mut r = match *req.method() {
-        Method::OPTIONS => return preflight(cors, origin.as_ref(), req.headers()),
-        Method::POST => {
+    if req.method() == Method::OPTIONS {
+        let methods = match endpoint {
+            Endpoint::Events => "GET, OPTIONS",
+            _ => "POST, OPTIONS",
+        };
+        return Reply::Done(preflight(cors, origin.as_ref(), req.headers(), methods));
+    }
+    let allowed = match (&endpoint, req.method()) {
+        (Endpoint::Events, &Method::GET) => svc
+            .keys
+            .check_stream(query_param(req.uri(), "token"), req.headers()),
+        (Endpoint::Events, _) => Ok(()),
+        _ => svc.keys.check(req.headers()),
+    };
+    let reply = match (allowed, endpoint, req.method().clone()) {
+        (Err(denied), _, _) => Reply::Done(unauthorized(&denied)),
+        (Ok(()), Endpoint::Events, Method::GET) => events(flags, svc, &req),
+        (Ok(()), Endpoint::Events, _) => Reply::Done(not_allowed("GET, OPTIONS")),
+        (Ok(()), endpoint, Method::POST) => {
             let endpoint = match endpoint {
-                Endpoint::Bulk => Endpoint::Bulk,
                 Endpoint::Single(k) => Endpoint::Single(Cow::Owned(k.into_owned())),
+                other => other,
             };
-            evaluate(flags, endpoint, req).await
+            let streams = match endpoint {
+                Endpoint::Bulk => Some(event_streams(&path, svc, req.headers())),
+                _ => None,
+            };
+            Reply::Done(evaluate(flags, endpoint, streams.as_ref(), req).await)
         }
-        _ => {
-            let mut r = general(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "OFREP evaluations are POST requests",
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-            r
-        }
+        (Ok(()), _, _) => Reply::Done(not_allowed("POST, OPTIONS")),
     };
-    cors.decorate(origin.as_ref(), r.headers_mut());
+    match reply {
+        Reply::Done(mut r) => {
+            cors.decorate(origin.as_ref(), r.headers_mut());
+            Reply::Done(r)
+        }
+        Reply::Events(mut r) => {
+            cors.decorate(origin.as_ref(), r.headers_mut());
+            Reply::Events(r)
+        }
+    }
+}
+
+/// Opens an event stream (ADR 0008).
+fn events(flags: Option<&FlagRuntime>, svc: &FlagServices, req: &Request<Incoming>) -> Reply {
+    if flags.is_none() {
+        return Reply::Done(general(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration is active",
+        ));
+    }
+    let last = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok());
+    match svc.events.open(last) {
+        Ok(stream) => {
+            let mut r = Response::new(stream);
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            // nginx and friends: do not buffer a stream.
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            Reply::Events(r)
+        }
+        Err(e) => {
+            tracing::debug!(open = e.0, "Event stream refused: too many open.");
+            let mut r = general(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            Reply::Done(r)
+        }
+    }
+}
+
+/// The `eventStreams` of a bulk response on `path`: the event stream below the same
+/// prefix, on the origin the provider already talks to; with keys, a stream token.
+fn event_streams(path: &str, svc: &FlagServices, headers: &HeaderMap) -> Value {
+    let prefix = path.find(BASE).map_or("", |at| &path[..at]);
+    let mut uri = format!("{prefix}{EVENTS}");
+    if let Some(t) = svc.keys.stream_token(headers) {
+        uri.push_str("?token=");
+        uri.push_str(&t);
+    }
+    json!([{ "type": "sse", "endpoint": { "requestUri": uri } }])
+}
+
+/// The value of query parameter `name` (not percent-decoded: tokens are hex).
+fn query_param<'u>(uri: &'u http::Uri, name: &str) -> Option<&'u str> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+fn not_allowed(allow: &'static str) -> Response<Bytes> {
+    let mut r = general(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "OFREP evaluations are POST requests; the event stream is GET",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// 401 with OFREP's general error shape.
+fn unauthorized(d: &Denied) -> Response<Bytes> {
+    let mut r = general(StatusCode::UNAUTHORIZED, &d.to_string());
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ofrep\""),
+    );
     r
 }
 
 async fn evaluate(
     flags: Option<&FlagRuntime>,
     endpoint: Endpoint<'_>,
+    event_streams: Option<&Value>,
     req: Request<Incoming>,
 ) -> Response<Bytes> {
     let Some(rt) = flags else {
@@ -181,20 +300,27 @@ async fn evaluate(
         Endpoint::Single(key) => {
             ofrep::evaluate_flag_with(&rt.set, &key, &body, now, |id, res| rt.record(id, res))
         }
-        Endpoint::Bulk => {
+        Endpoint::Bulk | Endpoint::Events => {
             let inm = if_none_match.as_ref().and_then(|v| v.to_str().ok());
-            ofrep::evaluate_bulk_with(&rt.set, &body, now, inm, |id, res| rt.record(id, res))
+            ofrep::evaluate_bulk_with(&rt.set, &body, now, inm, event_streams, |id, res| {
+                rt.record(id, res)
+            })
         }
     };
     respond(out)
 }
 
 /// Answers a CORS preflight (or a plain `OPTIONS`).
-fn preflight(cors: &Cors, origin: Option<&HeaderValue>, req: &HeaderMap) -> Response<Bytes> {
+fn preflight(
+    cors: &Cors,
+    origin: Option<&HeaderValue>,
+    req: &HeaderMap,
+    methods: &'static str,
+) -> Response<Bytes> {
     let mut r = Response::new(Bytes::new());
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
-    h.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    h.insert(header::ALLOW, HeaderValue::from_static(methods));
     if origin.is_none() {
         return r;
     }
@@ -209,7 +335,7 @@ fn preflight(cors: &Cors, origin: Option<&HeaderValue>, req: &HeaderMap) -> Resp
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
+        HeaderValue::from_static(methods),
     );
     // Reflect what the browser asks for when it is a well-formed list of header names:
     // providers add their own (API keys, tracing) and OFREP defines no fixed set.
@@ -240,8 +366,11 @@ fn preflight(cors: &Cors, origin: Option<&HeaderValue>, req: &HeaderMap) -> Resp
     r
 }
 
-/// The endpoint `path` names: `BASE` or `BASE/{key}`, below any prefix.
+/// The endpoint `path` names: `BASE`, `BASE/{key}` or `EVENTS`, below any prefix.
 fn endpoint(path: &str) -> Option<Endpoint<'_>> {
+    if path.ends_with(EVENTS) {
+        return Some(Endpoint::Events);
+    }
     let at = path.find(BASE)?;
     let rest = &path[at + BASE.len()..];
     if rest.is_empty() {
