@@ -875,10 +875,27 @@ async fn encoded_dot_segments_are_routed_as_dots() {
             v["path"]
         );
     }
-    // `%2F` stays encoded: not a separator, so no dot segment.
-    let v = echoed(&raw_request(proxy, "GET /public/..%2Fadmin HTTP/1.1\r\nhost: t\r\n\r\n").await);
+    // `%2F` stays encoded: not a separator.
+    let v = echoed(&raw_request(proxy, "GET /public/a%2Fb HTTP/1.1\r\nhost: t\r\n\r\n").await);
     assert_eq!(v["name"], "public");
-    assert_eq!(v["path"], "/public/..%2Fadmin");
+    assert_eq!(v["path"], "/public/a%2Fb");
+    // A dot segment glued to an encoded slash or a backslash is `/admin` to an upstream that
+    // decodes `%2F` (or reads `\` as `/`) and not to sluice: it cannot be normalised safely.
+    for path in [
+        "/public/..%2Fadmin",
+        "/public/%2e%2e%2fadmin",
+        "/public/..%5Cadmin",
+    ] {
+        let resp = raw_request(proxy, &format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n")).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+        assert!(resp.contains("invalid_path"), "{path}: {resp}");
+    }
+    let resp = raw_request(proxy, "GET /public/..\\admin HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "backslash: {resp}");
+    assert_eq!(
+        metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
+        Some(4.0)
+    );
 }
 
 /// Item 6: `x_sluice_flag_beta` reaches CGI/WSGI as `HTTP_X_SLUICE_FLAG_BETA`, sluice's own
@@ -893,7 +910,12 @@ async fn underscore_spellings_of_sluice_headers_are_removed() {
     )
     .await;
     let h = &echoed(&resp)["headers"];
-    for gone in ["x_sluice_flag_beta", "x-sluice_variant", "x_forwarded_for", "x_forwarded_host"] {
+    for gone in [
+        "x_sluice_flag_beta",
+        "x-sluice_variant",
+        "x_forwarded_for",
+        "x_forwarded_host",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
     }
     assert_eq!(h["x_user_id"][0], "kept");
@@ -912,6 +934,7 @@ async fn host_is_required_once_and_x_forwarded_host_is_ours() {
         "GET / HTTP/1.1\r\nx-forwarded-host: evil.example\r\n\r\n",
         "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
         "GET / HTTP/1.1\r\nhost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: user@a\r\n\r\n",
     ] {
         let resp = raw_request(proxy, req).await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{req:?}: {resp}");
@@ -919,10 +942,16 @@ async fn host_is_required_once_and_x_forwarded_host_is_ours() {
     }
     assert_eq!(
         metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
-        Some(3.0)
+        Some(4.0)
     );
     // HTTP/1.0 has no Host requirement; its X-Forwarded-Host is dropped all the same.
-    let v = echoed(&raw_request(proxy, "GET / HTTP/1.0\r\nx-forwarded-host: evil.example\r\n\r\n").await);
+    let v = echoed(
+        &raw_request(
+            proxy,
+            "GET / HTTP/1.0\r\nx-forwarded-host: evil.example\r\n\r\n",
+        )
+        .await,
+    );
     assert!(v["headers"].get("x-forwarded-host").is_none(), "{v}");
     let v = echoed(
         &raw_request(
@@ -931,7 +960,10 @@ async fn host_is_required_once_and_x_forwarded_host_is_ours() {
         )
         .await,
     );
-    assert_eq!(v["headers"]["x-forwarded-host"], serde_json::json!(["shop.example"]));
+    assert_eq!(
+        v["headers"]["x-forwarded-host"],
+        serde_json::json!(["shop.example"])
+    );
 }
 
 /// Item 12: a GET with a chunked body keeps it (hyper sends no body for a GET of unknown
@@ -950,7 +982,11 @@ async fn bodies_of_unknown_length_arrive_and_connect_is_refused() {
         .await;
         assert!(resp.ends_with("read 5"), "{method}: {resp}");
     }
-    let resp = raw_request(proxy, "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n").await;
+    let resp = raw_request(
+        proxy,
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
     assert!(resp.contains("connect_refused"), "{resp}");
 }
@@ -971,7 +1007,9 @@ async fn h2_bodies_and_split_cookies_reach_an_http1_upstream() {
         app.addr, echo.addr
     );
     let (_dir, inst) = start_one_worker(&doc, false);
-    let tcp = tokio::net::TcpStream::connect(inst.listeners[0]).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(inst.listeners[0])
+        .await
+        .unwrap();
     let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, common::edge::Frames>(
         TokioExecutor::new(),
         TokioIo::new(tcp),
@@ -982,15 +1020,22 @@ async fn h2_bodies_and_split_cookies_reach_an_http1_upstream() {
     // No size hint: HTTP/2 DATA frames without content-length.
     let body = common::edge::Frames::new(vec![hyper::body::Frame::data(Bytes::from("hello"))]);
     let req = http::Request::get("http://t/x").body(body).unwrap();
-    let resp = common::collect(tx.send_request(req).await.unwrap()).await.unwrap();
+    let resp = common::collect(tx.send_request(req).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.text(), "read 5");
     let req = http::Request::get("http://t/e/x")
         .header("cookie", "a=1")
         .header("cookie", "b=2")
         .body(common::edge::Frames::new(Vec::new()))
         .unwrap();
-    let resp = common::collect(tx.send_request(req).await.unwrap()).await.unwrap();
-    assert_eq!(resp.json()["headers"]["cookie"], serde_json::json!(["a=1; b=2"]));
+    let resp = common::collect(tx.send_request(req).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json()["headers"]["cookie"],
+        serde_json::json!(["a=1; b=2"])
+    );
 }
 
 // --- item 10: tunnels -----------------------------------------------------------------------
@@ -1016,7 +1061,8 @@ fn ws_upstream() -> std::net::SocketAddr {
                 });
                 *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
                 *r.body_mut() = Full::new(Bytes::new());
-                r.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                r.headers_mut()
+                    .insert("connection", "upgrade".parse().unwrap());
                 r.headers_mut().insert("upgrade", p);
             }
             Ok::<_, std::convert::Infallible>(r)
@@ -1052,10 +1098,15 @@ async fn tunnels_are_counted_and_only_websocket_is_one() {
     for proto in ["h2c", "echo"] {
         let resp = raw_request(
             proxy,
-            &format!("GET / HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: {proto}\r\n\r\n"),
+            &format!(
+                "GET / HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: {proto}\r\n\r\n"
+            ),
         )
         .await;
-        assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("plain"), "{proto}: {resp}");
+        assert!(
+            resp.starts_with("HTTP/1.1 200") && resp.ends_with("plain"),
+            "{proto}: {resp}"
+        );
     }
     let mut ws = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let resp = raw::exchange(
@@ -1072,12 +1123,21 @@ async fn tunnels_are_counted_and_only_websocket_is_one() {
         .unwrap();
     assert_eq!(&buf, b"ping");
     let gauge = "sluice_active_connections{listener=\"public\"}";
-    assert_eq!(metric(&inst, gauge), Some(1.0), "the tunnel is one connection");
+    assert_eq!(
+        metric(&inst, gauge),
+        Some(1.0),
+        "the tunnel is one connection"
+    );
     // max_connections is 1 and the tunnel holds it: another client is turned away.
     let mut other = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let _ = other.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
-    let (got, closed) = common::edge::read_to_close(&mut other, std::time::Duration::from_secs(10)).await;
-    assert!(closed && got.is_empty(), "served past max_connections: {:?}", String::from_utf8_lossy(&got));
+    let (got, closed) =
+        common::edge::read_to_close(&mut other, std::time::Duration::from_secs(10)).await;
+    assert!(
+        closed && got.is_empty(),
+        "served past max_connections: {:?}",
+        String::from_utf8_lossy(&got)
+    );
     drop(ws);
     for _ in 0..200 {
         if metric(&inst, gauge) == Some(0.0) {
@@ -1085,13 +1145,19 @@ async fn tunnels_are_counted_and_only_websocket_is_one() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(metric(&inst, gauge), Some(0.0), "a closed tunnel is no connection");
+    assert_eq!(
+        metric(&inst, gauge),
+        Some(0.0),
+        "a closed tunnel is no connection"
+    );
     // h2c can never be allowed.
     let bad = settings_one_worker(dir.path()).replace(
         "limits: { drain_timeout: 5s }",
         "limits: { upgrades: [websocket, h2c] }",
     );
-    let e = sluice::config::Settings::parse(&bad).unwrap_err().to_string();
+    let e = sluice::config::Settings::parse(&bad)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("limits.upgrades[1]") && e.contains("h2c"), "{e}");
 }
 
@@ -1147,7 +1213,13 @@ async fn validate_refuses_what_the_gate_refuses() {
         let admin = s.admin();
         let auth = auth.clone();
         let pushed = tokio::task::spawn_blocking(move || {
-            bin::http(admin, "PUT", "/api/v1/traffic", &[("authorization", &auth)], doc.as_bytes())
+            bin::http(
+                admin,
+                "PUT",
+                "/api/v1/traffic",
+                &[("authorization", &auth)],
+                doc.as_bytes(),
+            )
         })
         .await
         .unwrap()

@@ -386,8 +386,14 @@ impl Settings {
         }
         for (i, u) in self.limits.upgrades.iter().enumerate() {
             let bad = if u.eq_ignore_ascii_case("h2c") {
-                Some("`h2c` is never tunnelled: the client would speak HTTP/2 past sluice's routing and header rules")
-            } else if u.is_empty() || !u.bytes().all(|b| crate::config::traffic::is_tchar(b) && !b.is_ascii_uppercase()) {
+                Some(
+                    "`h2c` is never tunnelled: the client would speak HTTP/2 past sluice's routing and header rules",
+                )
+            } else if u.is_empty()
+                || !u
+                    .bytes()
+                    .all(|b| crate::config::traffic::is_tchar(b) && !b.is_ascii_uppercase())
+            {
                 Some("an upgrade protocol is a lowercase token, e.g. `websocket`")
             } else {
                 None

@@ -33,13 +33,16 @@ pub enum ProxyError {
     InvalidHost,
     /// `CONNECT`: sluice is a reverse proxy, not a tunnel to anywhere.
     ConnectRefused,
+    /// A path that cannot be normalised safely: a dot segment glued to an encoded slash
+    /// or a backslash (see [`super::headers::ambiguous_path`]).
+    InvalidPath,
 }
 
 /// NGINX's "client closed request": logged, never seen by the client that left.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Every variant (for [`ProxyError::static_code`]).
-const ALL: [ProxyError; 12] = [
+const ALL: [ProxyError; 13] = [
     ProxyError::NoConfig,
     ProxyError::NoRoute,
     ProxyError::NoHealthyEndpoint,
@@ -52,6 +55,7 @@ const ALL: [ProxyError; 12] = [
     ProxyError::Client(ClientFault::Timeout),
     ProxyError::InvalidHost,
     ProxyError::ConnectRefused,
+    ProxyError::InvalidPath,
 ];
 
 // === impl ProxyError ===
@@ -71,7 +75,7 @@ impl ProxyError {
             }
             ProxyError::Client(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
             ProxyError::Client(ClientFault::Timeout) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::InvalidHost => StatusCode::BAD_REQUEST,
+            ProxyError::InvalidHost | ProxyError::InvalidPath => StatusCode::BAD_REQUEST,
             ProxyError::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -80,7 +84,7 @@ impl ProxyError {
     pub fn client_fault(self) -> Option<ClientFault> {
         match self {
             ProxyError::Client(f) => Some(f),
-            ProxyError::InvalidHost => Some(ClientFault::Malformed),
+            ProxyError::InvalidHost | ProxyError::InvalidPath => Some(ClientFault::Malformed),
             _ => None,
         }
     }
@@ -100,6 +104,7 @@ impl ProxyError {
             ProxyError::Client(ClientFault::Timeout) => "client_timeout",
             ProxyError::InvalidHost => "invalid_host",
             ProxyError::ConnectRefused => "connect_refused",
+            ProxyError::InvalidPath => "invalid_path",
         }
     }
 
@@ -126,6 +131,9 @@ impl ProxyError {
                 "an HTTP/1.1 request needs exactly one Host header with a valid authority\n"
             }
             ProxyError::ConnectRefused => "CONNECT is not served: sluice is a reverse proxy\n",
+            ProxyError::InvalidPath => {
+                "the path has a dot segment next to an encoded slash or a backslash\n"
+            }
         }
     }
 
@@ -143,7 +151,10 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         if self == ProxyError::ConnectRefused {
-            h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"));
+            h.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"),
+            );
         }
         r
     }

@@ -67,7 +67,11 @@ pub fn check_request<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::InvalidHost),
-        (Some(h), None) if http::uri::Authority::try_from(h.as_bytes()).is_err() => {
+        // uri-host [":" port]: no userinfo (`user@host` parses as an authority).
+        (Some(h), None)
+            if h.as_bytes().contains(&b'@')
+                || http::uri::Authority::try_from(h.as_bytes()).is_err() =>
+        {
             Err(ProxyError::InvalidHost)
         }
         (None, _) if req.version() == http::Version::HTTP_11 => Err(ProxyError::InvalidHost),
@@ -104,9 +108,14 @@ fn spoofs_ours(name: &str) -> bool {
                 .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
     };
     folded("x-sluice-")
-        || ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "via"]
-            .iter()
-            .any(|w| name.len() == w.len() && folded(w))
+        || [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "via",
+        ]
+        .iter()
+        .any(|w| name.len() == w.len() && folded(w))
 }
 
 /// Removes hop-by-hop headers and every header named in `Connection`, plus `Upgrade`
@@ -273,6 +282,33 @@ fn decode_unreserved(path: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| path.to_string()))
 }
 
+/// Whether a normalised `path` holds a dot segment glued to an encoded slash or to a
+/// backslash (`..%2F`, `%5C..`, `..\\`). sluice keeps `%2F` encoded, so it sees no dot segment
+/// there; an upstream that decodes `%2F`, or takes `\\` for `/` (IIS, many frameworks), sees
+/// one and resolves a path sluice never routed. Neither reading is safe, so such a path is
+/// refused (as Envoy's `path_with_escaped_slashes_action: REJECT_REQUEST` would, limited to
+/// the paths where the two readings differ in their segments).
+pub fn ambiguous_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    if !b.contains(&b'\\') && !b.contains(&b'%') {
+        return false;
+    }
+    let separator =
+        |w: &[u8]| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f') | (b'5', b'c'));
+    path.split('/').any(|seg| {
+        if !seg.contains('\\') && !seg.as_bytes().windows(3).any(separator) {
+            return false;
+        }
+        // Rare: only a segment holding a separator is copied.
+        seg.to_ascii_lowercase()
+            .replace("%2f", "/")
+            .replace("%5c", "/")
+            .replace('\\', "/")
+            .split('/')
+            .any(|s| s == "." || s == "..")
+    })
+}
+
 /// Removes dot segments (RFC 3986 §5.2.4); borrows when there are none. `%2F` stays encoded.
 pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
     let has_dots = path.split('/').any(|s| s == "." || s == "..");
@@ -357,6 +393,31 @@ mod tests {
     }
 
     #[test]
+    fn dots_glued_to_encoded_slashes_are_ambiguous() {
+        for p in [
+            "/public/..%2Fadmin",
+            "/public/..%2fadmin",
+            "/a/%2F../b",
+            "/a/..%5Cadmin",
+            "/a/..\\admin",
+            "/a/.%2Fb",
+            "/a/x%2F..",
+        ] {
+            assert!(ambiguous_path(p), "{p}");
+        }
+        for p in [
+            "/a/b%2Fc",
+            "/a/..b%2Fc",
+            "/a%20b/c",
+            "/files/v1.2%2F",
+            "/a/b\\c",
+            "/",
+        ] {
+            assert!(!ambiguous_path(p), "{p}");
+        }
+    }
+
+    #[test]
     fn underscore_spellings_of_our_headers_go() {
         let mut h = HeaderMap::new();
         for n in [
@@ -366,7 +427,10 @@ mod tests {
             "x_forwarded_host",
             "x_forwarded_proto",
         ] {
-            h.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("1"));
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
         }
         h.insert("x_user_id", HeaderValue::from_static("1"));
         h.insert("x_forwarded_forx", HeaderValue::from_static("1"));

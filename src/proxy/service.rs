@@ -110,6 +110,14 @@ async fn respond(
     resp
 }
 
+/// Answers a request refused before routing, counting the client's fault.
+fn refuse(shared: &Shared, e: ProxyError) -> Response<DownBody> {
+    if let Some(f) = e.client_fault() {
+        shared.client_errors.of(f).increment(1);
+    }
+    e.response()
+}
+
 /// What the access log wants to know about a request, filled in as it is routed.
 #[derive(Default)]
 struct Seen<'a> {
@@ -132,10 +140,7 @@ async fn proxy<'s>(
 ) -> Response<DownBody> {
     headers::remove_sluice_headers(req.headers_mut());
     if let Err(e) = headers::check_request(&req) {
-        if let Some(f) = e.client_fault() {
-            shared.client_errors.of(f).increment(1);
-        }
-        return e.response();
+        return refuse(shared, e);
     }
 
     // One canonical authority: an absolute URI's wins over Host (RFC 9112 §3.2.2).
@@ -149,6 +154,9 @@ async fn proxy<'s>(
         .map(strip_port)
         .unwrap_or("");
     let path = headers::normalize_path(req.uri().path());
+    if headers::ambiguous_path(&path) {
+        return refuse(shared, ProxyError::InvalidPath);
+    }
 
     let Some(route) = snap
         .routes
@@ -238,7 +246,11 @@ async fn proxy<'s>(
             Some(q) => format!("{path}?{q}"),
             None => path.into_owned(),
         };
-        PathAndQuery::try_from(pq).ok().map(Uri::from)
+        // Never the client's form instead: what goes upstream is what was routed.
+        match PathAndQuery::try_from(pq) {
+            Ok(pq) => Some(Uri::from(pq)),
+            Err(_) => return refuse(shared, ProxyError::InvalidPath),
+        }
     } else {
         None
     };

@@ -16,11 +16,11 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::Shared;
 use super::body::{DownBody, UpBody};
 use super::error::ProxyError;
 use super::headers;
 use super::pool::{self, SendError};
-use super::Shared;
 use crate::snapshot::Upstream;
 
 static UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
@@ -145,7 +145,11 @@ pub async fn forward(
     };
     if !same {
         // The upstream switched to something else than was asked (and allowed).
-        tracing::debug!(?protocol, ?asked, "Upstream switched to another protocol; refused.");
+        tracing::debug!(
+            ?protocol,
+            ?asked,
+            "Upstream switched to another protocol; refused."
+        );
         up.errors.reset.increment(1);
         return Err(ProxyError::UpstreamReset);
     }
