@@ -67,16 +67,42 @@ pub fn check_request<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::InvalidHost),
-        // uri-host [":" port]: no userinfo (`user@host` parses as an authority).
-        (Some(h), None)
-            if h.as_bytes().contains(&b'@')
-                || http::uri::Authority::try_from(h.as_bytes()).is_err() =>
-        {
-            Err(ProxyError::InvalidHost)
-        }
+        (Some(h), None) if !is_host(h.as_bytes()) => Err(ProxyError::InvalidHost),
         (None, _) if req.version() == http::Version::HTTP_11 => Err(ProxyError::InvalidHost),
         _ => Ok(()),
     }
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name or an IP literal in
+/// brackets, then digits after a colon; no userinfo. Checked in place: parsing it as an
+/// `Authority` would copy it, an allocation on every request.
+fn is_host(h: &[u8]) -> bool {
+    let (host, port) = match h.first() {
+        Some(b'[') => match h.iter().position(|b| *b == b']') {
+            Some(i) => (&h[1..i], &h[i + 1..]),
+            None => return false,
+        },
+        _ => match h.iter().position(|b| *b == b':') {
+            Some(i) => (&h[..i], &h[i..]),
+            None => (h, &h[h.len()..]),
+        },
+    };
+    let literal = h.first() == Some(&b'[');
+    let host_ok = !host.is_empty()
+        && host.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || if literal {
+                    b":.%-_~".contains(b)
+                } else {
+                    b"-._~%!$&'()*+,;=".contains(b)
+                }
+        });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
 }
 
 /// Joins the `cookie` fields an HTTP/2 client split (RFC 9113 §8.2.3) into one, with `; `,
@@ -414,6 +440,25 @@ mod tests {
             "/",
         ] {
             assert!(!ambiguous_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for h in [
+            "a",
+            "shop.example:8080",
+            "127.0.0.1",
+            "[::1]:443",
+            "[fe80::1%25eth0]",
+            "a:",
+        ] {
+            assert!(is_host(h.as_bytes()), "{h}");
+        }
+        for h in [
+            "", "a b", "user@a", "a:80:81", "a:x", "[::1", "[::1]x", ":80", "a/b",
+        ] {
+            assert!(!is_host(h.as_bytes()), "{h}");
         }
     }
 
