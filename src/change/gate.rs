@@ -885,6 +885,9 @@ impl Gate {
             .set(parsed.doc.version as f64);
         self.shared.snapshot.store(Some(Arc::new(snap)));
         self.shared.activations.send_modify(|n| *n += 1);
+        // Series of names this document no longer has go (SPEC §10).
+        self.registry
+            .retain(crate::snapshot::series_of(&parsed.doc));
         for w in &parsed.warnings {
             tracing::warn!(
                 version = parsed.doc.version,

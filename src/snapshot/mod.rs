@@ -465,6 +465,36 @@ fn same_progress_spec(old: &Rollout, new: &Rollout) -> bool {
         && old.steps == new.steps
 }
 
+/// Whether a series belongs to `doc`: every route, upstream, rollout and flag its labels
+/// name is one of the document's, and so is a flag's variant (an empty value names none).
+/// What [`Registry::retain`] keeps when `doc` becomes active.
+pub fn series_of(doc: &TrafficDoc) -> impl Fn(&[(String, String)]) -> bool + '_ {
+    let routes: std::collections::HashSet<&str> =
+        doc.routes.iter().map(|r| r.name.as_str()).collect();
+    move |labels| {
+        let flag = labels
+            .iter()
+            .find(|(k, _)| k == "flag")
+            .map(|(_, v)| v.as_str());
+        labels.iter().all(|(k, v)| {
+            v.is_empty()
+                || match (k.as_str(), flag) {
+                    ("route", _) => routes.contains(v.as_str()),
+                    ("upstream", _) => doc.upstreams.contains_key(v),
+                    ("rollout", _) => doc.rollouts.contains_key(v),
+                    ("flag", _) => doc.flags.contains_key(v),
+                    ("variant", Some(f)) => doc
+                        .flags
+                        .get(f)
+                        .and_then(|d| d.get("variants"))
+                        .and_then(|vs| vs.as_object())
+                        .is_some_and(|vs| vs.contains_key(v)),
+                    _ => true,
+                }
+        })
+    }
+}
+
 fn variant_metrics(
     registry: &Registry,
     route: &str,
