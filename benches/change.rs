@@ -148,6 +148,7 @@ fn bench_gate(c: &mut Criterion) {
         activations: tokio::sync::watch::channel(0).0,
         client_errors: sluice::proxy::ClientErrors::new(&Registry::new()),
         drain: Default::default(),
+        tracer: None,
     });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(

@@ -179,6 +179,18 @@ impl Instance {
             activations: watch::channel(0).0,
             client_errors: crate::proxy::ClientErrors::new(&registry),
             drain: Default::default(),
+            tracer: match &settings.tracing {
+                None => None,
+                Some(t) => {
+                    let exporter = t
+                        .otlp
+                        .as_ref()
+                        .map(|o| crate::telemetry::otlp::Exporter::start(o, &registry))
+                        .transpose()
+                        .map_err(StartError::Runtime)?;
+                    Some(crate::proxy::trace::Tracer::new(t, exporter))
+                }
+            },
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),

@@ -10,6 +10,8 @@
 //!   machine (pure; the proxy, admin API and tick loop drive it).
 //! - [`shutdown`]: drain before stop — readiness fails, listeners keep accepting for
 //!   `drain_delay`, connections are told to go elsewhere.
+//! - [`cluster`]: cluster mode on etcd (SPEC §12) — publication, the watch into the change
+//!   gate, leader election with fenced writes, fleet windows, the fleet audit chain.
 //! - [`flags`]: flagd flag definitions compiled for in-process evaluation (JsonLogic and
 //!   flagd's custom operators), SDK-less flag headers, and the OFREP core. Pure.
 //! - [`flagsvc`]: flags served to SDKs — OFREP over HTTP with its SSE change push, flagd

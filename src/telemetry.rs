@@ -18,6 +18,7 @@ use metrics::{
     SharedString, Unit,
 };
 
+pub mod otlp;
 pub mod process;
 
 /// The version sluice was built as (`Cargo.toml`).
@@ -180,6 +181,17 @@ pub const CLUSTER_SYNC: Family = histogram(
     "Time from a candidate's etcd revision being seen to its local activation.",
 );
 
+/// `sluice_tracing_spans_exported_total`: spans an OTLP collector accepted.
+pub const SPANS_EXPORTED: Family = counter(
+    "sluice_tracing_spans_exported_total",
+    "Spans exported to the OTLP collector.",
+);
+/// `sluice_tracing_spans_dropped_total{reason}` (queue_full, export_failed).
+pub const SPANS_DROPPED: Family = counter(
+    "sluice_tracing_spans_dropped_total",
+    "Spans dropped instead of exported, by reason (queue_full, export_failed).",
+);
+
 /// `process_cpu_seconds_total` (read from `/proc` at scrape time, see [`process`]).
 pub const PROCESS_CPU: Family = counter(
     "process_cpu_seconds_total",
@@ -226,6 +238,8 @@ pub const FAMILIES: &[Family] = &[
     CONFIG_REJECTIONS,
     CONFIG_PENDING,
     EMERGENCY_OVERDUE,
+    SPANS_EXPORTED,
+    SPANS_DROPPED,
     CLUSTER_CONNECTED,
     CLUSTER_LEADER,
     CLUSTER_NODES,

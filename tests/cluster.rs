@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fleet::{
     Etcd, Failing, Node, NodeSpec, Upstream, approvals, cli, etcd_available, rollout_doc, serial,
-    token, wait_for,
+    token, wait_event, wait_for,
 };
 use sluice::change::digest;
 use sluice::change::token::Act;
@@ -37,7 +37,7 @@ fn wait_all_active(nodes: &[Node], digest: &str, secs: u64) -> Duration {
 /// Waits until `n`'s audit log refused `digest` with `reason`.
 fn wait_refused(n: &Node, digest: &str, reason: &str) {
     wait_for(
-        10,
+        30,
         &format!("{} to refuse {digest} ({reason})", n.spec.node_id),
         || {
             n.events("change.rejected")
@@ -69,12 +69,12 @@ fn a_push_on_one_node_activates_everywhere_and_forgeries_are_refused_by_every_no
             503
         );
     }
-    let leader = wait_for(10, "a leader", || {
+    let leader = wait_for(30, "a leader", || {
         let c = nodes[0].cluster();
         c["leader"].as_str().map(str::to_string)
     });
     for n in &nodes {
-        wait_for(10, "every node to see the leader", || {
+        wait_for(30, "every node to see the leader", || {
             (n.cluster()["leader"] == leader.as_str()).then_some(())
         });
     }
@@ -84,7 +84,7 @@ fn a_push_on_one_node_activates_everywhere_and_forgeries_are_refused_by_every_no
     let r = nodes[1].push(&doc1, &approvals(&doc1, 1));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["result"], "activated", "{}", r.text());
-    let took = wait_all_active(&nodes, &digest(doc1.as_bytes()), 10);
+    let took = wait_all_active(&nodes, &digest(doc1.as_bytes()), 30);
     eprintln!("push on n2 -> all 3 nodes active: {took:?}");
     for n in &nodes {
         assert_eq!(n.get("/", &[("x-user-id", "u1")]).status, 200);
@@ -105,7 +105,7 @@ fn a_push_on_one_node_activates_everywhere_and_forgeries_are_refused_by_every_no
     let r = nodes[0].push(&doc2, &approvals(&doc2, 2));
     assert_eq!(r.json()["result"], "activated", "{}", r.text());
     let d2 = digest(doc2.as_bytes());
-    wait_all_active(&nodes, &d2, 10);
+    wait_all_active(&nodes, &d2, 30);
 
     // Forgeries written straight into etcd: every node refuses each, with its reason.
     let put_doc = |text: &str, tokens: &[String]| {
@@ -156,7 +156,11 @@ fn a_push_on_one_node_activates_everywhere_and_forgeries_are_refused_by_every_no
     // A node joining late adopts the active document and the rollout's weight.
     let late = Node::start(NodeSpec::new(&etcd, prefix, "n4"));
     assert_eq!(late.active().1, d2, "{}", late.log());
-    let (phase, _, weight) = late.rollout("web");
+    // The runner picks the adopted document up at its next poll.
+    let (phase, _, weight) = wait_for(30, "n4's runner to track the rollout", || {
+        let r = late.rollout("web");
+        (!r.0.is_empty()).then_some(r)
+    });
     assert_eq!((phase.as_str(), weight), ("progressing", 40.0));
     assert_eq!(
         fleet::http(late.admin, "GET", "/readyz", &[], b"")
@@ -181,6 +185,8 @@ fn a_push_on_one_node_activates_everywhere_and_forgeries_are_refused_by_every_no
     std::fs::write(&f, &doc3).unwrap();
     let mut args = vec![
         "push".to_string(),
+        "--wait".into(),
+        "90s".into(),
         "--etcd".into(),
         etcd.url.clone(),
         "--prefix".into(),
@@ -248,13 +254,13 @@ fn a_failing_canary_is_rolled_back_on_every_node_judged_on_the_fleets_windows() 
         "    analysis: { interval: 1s, window: 10s, min_requests: 20, max_error_rate: 0.05 }\n";
     let doc1 = rollout_doc(1, v1.addr, v2.addr, "[{ weight: 10, hold: 1h }]", analysis);
     assert_eq!(nodes[0].push(&doc1, &approvals(&doc1, 1)).status, 200);
-    wait_all_active(&nodes, &digest(doc1.as_bytes()), 10);
+    wait_all_active(&nodes, &digest(doc1.as_bytes()), 30);
 
     // ~300 requests a second over the fleet, 30% of the canary's failing.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refs: Vec<&Node> = nodes.iter().collect();
     let traffic = fleet::load(&refs, 100, stop.clone(), |_| Vec::new());
-    let seen: Vec<u128> = nodes.iter().map(|n| wait_rolled_back(n, 30)).collect();
+    let seen: Vec<u128> = nodes.iter().map(|n| wait_rolled_back(n, 60)).collect();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let first_fail = traffic
         .join()
@@ -266,12 +272,7 @@ fn a_failing_canary_is_rolled_back_on_every_node_judged_on_the_fleets_windows() 
         last.saturating_sub(first_fail)
     );
     for n in &nodes {
-        let aborted = n.events("rollout.aborted");
-        assert!(
-            !aborted.is_empty(),
-            "{}: no rollout.aborted",
-            n.spec.node_id
-        );
+        wait_event(n, "rollout.aborted", 30);
         assert!(
             n.metric("sluice_rollbacks_total{rollout=\"web\",reason=\"error_rate\"}")
                 .unwrap_or(0.0)
@@ -287,9 +288,9 @@ fn a_failing_canary_is_rolled_back_on_every_node_judged_on_the_fleets_windows() 
         "    analysis: { interval: 1s, window: 10s, min_requests: 20, max_error_rate: 0.06 }\n";
     let doc2 = rollout_doc(2, v1.addr, v2.addr, "[{ weight: 10, hold: 1h }]", analysis2);
     assert_eq!(nodes[0].push(&doc2, &approvals(&doc2, 2)).status, 200);
-    wait_all_active(&nodes, &digest(doc2.as_bytes()), 10);
+    wait_all_active(&nodes, &digest(doc2.as_bytes()), 30);
     for n in &nodes {
-        wait_for(10, "the new rollout to start", || {
+        wait_for(30, "the new rollout to start", || {
             (n.rollout("web") == ("progressing".into(), 0, 10.0)).then_some(())
         });
     }
@@ -308,7 +309,7 @@ fn a_failing_canary_is_rolled_back_on_every_node_judged_on_the_fleets_windows() 
         vec![("x-zone", "bad")]
     });
     for n in &nodes {
-        wait_rolled_back(n, 30);
+        wait_rolled_back(n, 60);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     t1.join().unwrap();
@@ -336,7 +337,7 @@ fn the_leader_killed_mid_rollout_is_replaced_and_users_keep_their_variant_on_eve
     let steps = "[{ weight: 20, hold: 2s }, { weight: 40, hold: 2s }, { weight: 60, hold: 2s }, { weight: 80, hold: 2s }, { weight: 100 }]";
     let doc = rollout_doc(1, v1.addr, v2.addr, steps, "");
     assert_eq!(nodes[0].push(&doc, &approvals(&doc, 1)).status, 200);
-    wait_all_active(&nodes, &digest(doc.as_bytes()), 10);
+    wait_all_active(&nodes, &digest(doc.as_bytes()), 30);
 
     // Sticky: at every sampled moment when the fleet's weight is settled, a user gets the
     // same variant from every node.
@@ -372,14 +373,11 @@ fn the_leader_killed_mid_rollout_is_replaced_and_users_keep_their_variant_on_eve
     let leader = nodes[0].cluster()["leader"].as_str().unwrap().to_string();
     let mut checked = 0;
     // Until the fleet is at step 1 (weight 40): sample.
-    loop {
+    wait_for(60, "the rollout to reach step 1", || {
         let refs: Vec<&Node> = nodes.iter().collect();
         checked += usize::from(sample(&refs));
-        let (_, step, _) = nodes[0].rollout("web");
-        if step >= 1 {
-            break;
-        }
-    }
+        (nodes[0].rollout("web").1 >= 1).then_some(())
+    });
     let li = nodes.iter().position(|n| n.spec.node_id == leader).unwrap();
     let (_, step_at_kill, _) = nodes[li].rollout("web");
     let killed = Instant::now();
@@ -390,7 +388,7 @@ fn the_leader_killed_mid_rollout_is_replaced_and_users_keep_their_variant_on_eve
         .filter(|(i, _)| *i != li)
         .map(|(_, n)| n)
         .collect();
-    let new_leader = wait_for(20, "a new leader", || {
+    let new_leader = wait_for(30, "a new leader", || {
         let c = survivors[0].cluster();
         c["leader"]
             .as_str()
@@ -403,7 +401,7 @@ fn the_leader_killed_mid_rollout_is_replaced_and_users_keep_their_variant_on_eve
     );
     // The rollout goes on from where it stood, never back to step 0, to completion.
     let mut last_step = step_at_kill;
-    wait_for(30, "the rollout to complete on the survivors", || {
+    wait_for(90, "the rollout to complete on the survivors", || {
         checked += usize::from(sample(&survivors));
         let mut done = true;
         for n in &survivors {
@@ -419,11 +417,14 @@ fn the_leader_killed_mid_rollout_is_replaced_and_users_keep_their_variant_on_eve
         done.then_some(())
     });
     assert!(checked >= 3, "too few settled samples: {checked}");
-    let events = survivors
-        .iter()
-        .find(|n| n.spec.node_id == new_leader)
-        .unwrap()
-        .events("cluster.leader");
+    let events = wait_event(
+        survivors
+            .iter()
+            .find(|n| n.spec.node_id == new_leader)
+            .unwrap(),
+        "cluster.leader",
+        30,
+    );
     assert_eq!(events.len(), 1, "{events:?}");
 }
 
@@ -491,11 +492,11 @@ fn without_etcd_nodes_serve_refuse_changes_and_still_roll_back_then_reconcile() 
     let doc1 = rollout_doc(1, v1.addr, v2.addr, "[{ weight: 20, hold: 1h }]", analysis);
     assert_eq!(nodes[0].push(&doc1, &approvals(&doc1, 1)).status, 200);
     let d1 = digest(doc1.as_bytes());
-    wait_all_active(&nodes, &d1, 10);
+    wait_all_active(&nodes, &d1, 30);
 
     etcd.stop();
     for n in &nodes {
-        wait_for(15, "the node to notice etcd is gone", || {
+        wait_for(30, "the node to notice etcd is gone", || {
             (n.metric("sluice_cluster_connected") == Some(0.0)).then_some(())
         });
         assert_eq!(n.get("/", &[("x-user-id", "u")]).status, 200);
@@ -525,8 +526,9 @@ fn without_etcd_nodes_serve_refuse_changes_and_still_roll_back_then_reconcile() 
     let refs: Vec<&Node> = nodes.iter().collect();
     let traffic = fleet::load(&refs, 60, stop.clone(), |_| Vec::new());
     for n in &nodes {
-        wait_rolled_back(n, 30);
-        assert!(!n.events("cluster.rolled_back_alone").is_empty());
+        wait_rolled_back(n, 60);
+        // The weight is stored first, the audit line appended right after: wait for it.
+        wait_event(n, "cluster.rolled_back_alone", 30);
         assert_eq!(n.active().1, d1);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -535,13 +537,13 @@ fn without_etcd_nodes_serve_refuse_changes_and_still_roll_back_then_reconcile() 
     // etcd is back: nodes reconnect, the fleet learns the rollback, the chain verifies.
     etcd.restart();
     for n in &nodes {
-        wait_for(20, "the node to reconnect", || {
+        wait_for(60, "the node to reconnect", || {
             (!n.events("cluster.reconnected").is_empty()).then_some(())
         });
         assert_eq!(n.metric("sluice_cluster_connected"), Some(1.0));
         assert!(!n.events("cluster.disconnected").is_empty());
     }
-    wait_for(20, "the fleet's record to say aborted", || {
+    wait_for(60, "the fleet's record to say aborted", || {
         let v: serde_json::Value =
             serde_json::from_str(&etcd.get(&format!("{prefix}/rollouts/web"))?).ok()?;
         (v["progress"]["phase"] == "aborted" && v["weight_bp"] == 0).then_some(())
@@ -556,7 +558,116 @@ fn without_etcd_nodes_serve_refuse_changes_and_still_roll_back_then_reconcile() 
     // The push refused while cut off goes through now.
     let r = nodes[1].push(&doc2, &approvals(&doc2, 2));
     assert_eq!(r.status, 200, "{}", r.text());
-    wait_all_active(&nodes, &digest(doc2.as_bytes()), 10);
+    wait_all_active(&nodes, &digest(doc2.as_bytes()), 30);
     let (code, out, err) = cli(&["audit", "verify", "--etcd", &etcd.url, "--prefix", prefix]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The Kubernetes example's ConfigMaps carry settings and documents sluice accepts, and its
+/// workloads run sluice as those settings say: ports, probes, node id, volumes (CI also
+/// validates every manifest against the Kubernetes schemas).
+#[test]
+fn the_kubernetes_examples_config_is_valid() {
+    use sluice::config::traffic::{CheckContext, TrafficDoc};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let kind = |file: &str, kind: &str| {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let doc = text
+            .split("\n---\n")
+            .find(|d| d.contains(&format!("kind: {kind}\n")))
+            .unwrap_or_else(|| panic!("{file}: no {kind}"))
+            .to_string();
+        sluice::config::yaml::parse(&doc).unwrap().value
+    };
+    for (file, name, workload) in [
+        (
+            "configmap.yaml",
+            "sluice-config",
+            ("gateway.yaml", "StatefulSet"),
+        ),
+        (
+            "sidecar.yaml",
+            "checkout-sluice",
+            ("sidecar.yaml", "Deployment"),
+        ),
+    ] {
+        let cm = kind(file, "ConfigMap");
+        assert_eq!(cm["metadata"]["name"], name);
+        let settings = sluice::config::Settings::parse(cm["data"]["sluice.yaml"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{file}: sluice.yaml: {e}"));
+        let c = settings.cluster.expect("cluster mode");
+        assert!(
+            c.node_id.is_none(),
+            "{file}: node_id comes from SLUICE_NODE_ID"
+        );
+        let ctx = CheckContext {
+            listeners: Some(settings.listeners.iter().map(|l| l.name.clone()).collect()),
+        };
+        TrafficDoc::parse(cm["data"]["traffic.yaml"].as_str().unwrap(), &ctx)
+            .unwrap_or_else(|e| panic!("{file}: traffic.yaml: {e}"));
+
+        let (wfile, wkind) = workload;
+        let w = kind(wfile, wkind);
+        let pod = &w["spec"]["template"]["spec"];
+        let c = pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sluice")
+            .unwrap_or_else(|| panic!("{wfile}: no sluice container"));
+        let port = |name: &str| {
+            c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .and_then(|p| p["containerPort"].as_u64())
+                .unwrap_or_else(|| panic!("{wfile}: no port {name}"))
+        };
+        assert_eq!(port("http"), u64::from(settings.listeners[0].bind.port()));
+        assert_eq!(port("admin"), u64::from(settings.admin.bind.port()));
+        let metrics = settings.metrics.as_ref().expect("a metrics listener");
+        assert_eq!(port("metrics"), u64::from(metrics.bind.port()));
+        // Readiness on the admin listener's /readyz, liveness on /healthz.
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["port"], "admin");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        // The image's entrypoint is `sluice run`; the config is the mounted ConfigMap.
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &args[..2],
+            ["-c", "/etc/sluice/config/sluice.yaml"],
+            "{wfile}"
+        );
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        let mounted = |path: &std::path::Path| {
+            mounts
+                .iter()
+                .any(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+        };
+        for p in [
+            std::path::Path::new(args[1]),
+            settings.paths.traffic.as_path(),
+            settings.paths.approvals.as_path(),
+            settings.paths.state_dir.as_path(),
+            settings.admin.token_file.as_deref().unwrap(),
+        ] {
+            assert!(mounted(p), "{wfile}: {} is on no volume", p.display());
+        }
+        let node_id = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "SLUICE_NODE_ID")
+            .unwrap_or_else(|| panic!("{wfile}: no SLUICE_NODE_ID"));
+        assert_eq!(
+            node_id["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+    }
 }

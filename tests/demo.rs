@@ -46,3 +46,21 @@ fn a_healthy_canary_completes() {
     assert!(out.contains("rollout.completed"), "{out}");
     assert!(!out.contains("ROLLED BACK"), "{out}");
 }
+
+#[test]
+fn the_fleet_demo_activates_everywhere_and_rolls_back_on_every_node() {
+    let etcd = Command::new("etcd").arg("--version").output();
+    if !etcd.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_ETCD").as_deref() != Ok("1"),
+            "SLUICE_REQUIRE_ETCD=1 but `etcd` is not installed"
+        );
+        eprintln!("SKIPPED: `etcd` is not installed (Debian: etcd-server)");
+        return;
+    }
+    let out = demo(&["--cluster", "--seconds", "30"]);
+    assert!(out.contains("version 1 active on all 3 nodes"), "{out}");
+    assert!(out.contains("ROLLED BACK on every node"), "{out}");
+    assert!(out.contains("ok: fleet chain intact"), "{out}");
+    assert!(out.contains("rollout.aborted"), "{out}");
+}

@@ -334,3 +334,229 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     );
     inst.shutdown();
 }
+
+/// Starts `tests/data/otlp_receiver.py` (official `opentelemetry-proto` package); `None`
+/// (skipped) without the package unless `SLUICE_REQUIRE_OTLP=1`.
+fn otlp_receiver() -> Option<(
+    KillOnDrop,
+    u16,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+)> {
+    use std::io::{BufRead, BufReader};
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_OTLP").as_deref() != Ok("1"),
+            "SLUICE_REQUIRE_OTLP=1 but the opentelemetry-proto Python package is missing"
+        );
+        eprintln!("SKIPPED: pip install opentelemetry-proto for the OTLP receiver");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/otlp_receiver.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg("0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let child = KillOnDrop(child);
+    let first = lines.next().unwrap().unwrap();
+    let port: u16 = first.strip_prefix("PORT ").unwrap().parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&l).unwrap());
+        }
+    });
+    Some((child, port, rx))
+}
+
+fn traced_sluice(dir: &Path, upstream: SocketAddr, tracing: &str) -> Instance {
+    std::fs::create_dir_all(dir.join("approvals")).unwrap();
+    std::fs::write(
+        dir.join("traffic.yaml"),
+        format!(
+            r#"version: 1
+change: {{ id: CHG-1, author: alice, summary: tracing }}
+upstreams:
+  app: {{ endpoints: ["{upstream}"] }}
+routes:
+  - name: shop
+    to: {{ upstream: app }}
+    flags: [theme]
+flags:
+  theme:
+    state: ENABLED
+    variants: {{ light: "light", dark: "dark" }}
+    defaultVariant: dark
+"#
+        ),
+    )
+    .unwrap();
+    let yaml = settings_yaml(
+        dir,
+        &format!(
+            "trust: {{ require_approvals: false }}\n\
+             metrics: {{ bind: \"127.0.0.1:0\" }}\n\
+             access_log: {{ enabled: true, path: \"{}\" }}\n\
+             tracing: {tracing}\n",
+            dir.join("access.log").display()
+        ),
+    );
+    let inst = Instance::start(Settings::parse(&yaml).unwrap(), StartOptions::default()).unwrap();
+    common::wait_version(&inst, 1);
+    inst
+}
+
+/// W3C trace context is kept (or started) and propagated upstream with sluice's span as
+/// the parent; one span per request reaches a real OTLP receiver with the route, variant,
+/// upstream, status and OpenFeature `feature_flag.*` attributes; the access log carries the
+/// trace id. With the collector down, requests are unaffected and the spans are counted as
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
+    let Some((_receiver, port, spans)) = otlp_receiver() else {
+        return;
+    };
+    let up = common::Upstream::start("app");
+    let tmp = tempfile::tempdir().unwrap();
+    let inst = traced_sluice(
+        tmp.path(),
+        up.addr,
+        &format!("{{ sample: 1.0, otlp: {{ endpoint: \"http://127.0.0.1:{port}\" }} }}"),
+    );
+    let proxy = inst.listeners[0];
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let kept = get(
+        proxy,
+        "/cart",
+        &[
+            ("traceparent", TP),
+            ("tracestate", "vendor=1"),
+            ("x-request-id", "req-kept"),
+        ],
+    )
+    .await;
+    assert_eq!(kept.status, 200);
+    let h = &kept.json()["headers"];
+    let sent = h["traceparent"][0].as_str().unwrap().to_string();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert!(
+        sent.ends_with("-01") && !sent.contains("00f067aa0ba902b7"),
+        "{sent}"
+    );
+    assert_eq!(h["tracestate"][0], "vendor=1");
+    let sluice_span = &sent[36..52];
+
+    let fresh = get(proxy, "/new", &[]).await;
+    let started = fresh.json()["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(started.len(), 55);
+    assert!(
+        started.starts_with("00-") && started.ends_with("-01"),
+        "{started}"
+    );
+    let new_trace = &started[3..35];
+
+    // Both spans arrive at the receiver (batched: within about a second).
+    let mut got: Vec<serde_json::Value> = Vec::new();
+    while got.len() < 2 {
+        got.push(
+            spans
+                .recv_timeout(Duration::from_secs(20))
+                .expect("spans reach the OTLP receiver"),
+        );
+    }
+    let span = got
+        .iter()
+        .find(|s| s["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .expect("the kept trace's span");
+    assert_eq!(span["span_id"], sluice_span);
+    assert_eq!(span["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(span["name"], "GET shop");
+    assert_eq!(span["kind"], 2, "SPAN_KIND_SERVER");
+    assert_eq!(span["resource"]["service.name"], "sluice");
+    let a = &span["attributes"];
+    assert_eq!(a["sluice.route"], "shop");
+    assert_eq!(a["sluice.variant"], "app");
+    assert_eq!(a["sluice.upstream"], "app");
+    assert_eq!(a["http.response.status_code"], 200);
+    assert_eq!(a["http.request.method"], "GET");
+    let e = &span["events"][0];
+    assert_eq!(e["name"], "feature_flag.evaluation");
+    assert_eq!(e["attributes"]["feature_flag.key"], "theme");
+    assert_eq!(e["attributes"]["feature_flag.result.variant"], "dark");
+    assert!(span["end"].as_u64() >= span["start"].as_u64());
+    let other = got.iter().find(|s| s["trace_id"] == new_trace).unwrap();
+    assert_eq!(other["parent_span_id"], "");
+
+    // The access log names the trace and the request id.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(tmp.path().join("access.log")).unwrap_or_default();
+        if log.lines().count() >= 2 {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "access log: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(lines[0]["request_id"], "req-kept");
+    assert_eq!(lines[0]["host"], "test.local");
+    assert_eq!(lines[0]["tls"], false);
+    assert_eq!(lines[1]["trace_id"], new_trace);
+    inst.shutdown();
+
+    // A collector that is down: every request still succeeds; spans are dropped, counted.
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let inst = traced_sluice(
+        tmp.path(),
+        up.addr,
+        &format!("{{ otlp: {{ endpoint: \"http://127.0.0.1:{dead}\" }} }}"),
+    );
+    let mut c = Client::connect(inst.listeners[0]).await;
+    for _ in 0..50 {
+        assert_eq!(c.get("/x", &[]).await.status, 200);
+    }
+    let metrics = inst.metrics.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = get(metrics, "/metrics", &[]).await.text();
+        let dropped = text
+            .lines()
+            .find(|l| l.starts_with("sluice_tracing_spans_dropped_total{reason=\"export_failed\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if dropped == 50 {
+            assert!(
+                text.contains("sluice_tracing_spans_exported_total 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans not counted as dropped:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    inst.shutdown();
+}

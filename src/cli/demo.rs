@@ -42,6 +42,10 @@ pub struct DemoArgs {
     /// Stop after this many seconds at the latest.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    /// A fleet of three on a real etcd (needs `etcd` on PATH, Debian `etcd-server`): one
+    /// push activating everywhere, one rollback reaching every node.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// Load generator clients; each sends a request about every [`PACE`].
@@ -108,7 +112,14 @@ pub fn demo(a: DemoArgs) -> i32 {
             return EXIT_REFUSED;
         }
     };
-    match rt.block_on(run(a)) {
+    let run = async move {
+        if a.cluster {
+            super::demo_fleet::run(a).await
+        } else {
+            run(a).await
+        }
+    };
+    match rt.block_on(run) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("sluice demo: {e}");
@@ -407,14 +418,14 @@ fn print_audit(path: &Path) {
 
 /// What clients saw in one second for one variant.
 #[derive(Debug, Default, Clone)]
-struct Second {
-    requests: u64,
-    errors: u64,
+pub(super) struct Second {
+    pub(super) requests: u64,
+    pub(super) errors: u64,
     latencies_us: Vec<u64>,
 }
 
 impl Second {
-    fn error_pct(&self) -> f64 {
+    pub(super) fn error_pct(&self) -> f64 {
         if self.requests == 0 {
             0.0
         } else {
@@ -436,7 +447,7 @@ impl Second {
 /// Per-variant counts of the current second ([stable, canary]); the demo's load generator
 /// is not a hot path, so a mutex is fine here.
 #[derive(Default)]
-struct Stats {
+pub(super) struct Stats {
     seconds: Mutex<[Second; 2]>,
 }
 
@@ -449,12 +460,12 @@ impl Stats {
         v.latencies_us.push(latency.as_micros() as u64);
     }
 
-    fn take(&self) -> [Second; 2] {
+    pub(super) fn take(&self) -> [Second; 2] {
         std::mem::take(&mut *self.seconds.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-async fn load(proxy: SocketAddr, client: u64, stop: Arc<AtomicBool>, stats: Arc<Stats>) {
+pub(super) async fn load(proxy: SocketAddr, client: u64, stop: Arc<AtomicBool>, stats: Arc<Stats>) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let Ok(s) = tokio::net::TcpStream::connect(proxy).await else {

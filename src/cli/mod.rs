@@ -4,6 +4,7 @@ pub mod approve;
 pub mod audit;
 pub mod client;
 pub mod demo;
+mod demo_fleet;
 pub mod eval;
 pub mod fleet;
 pub mod keygen;
@@ -27,7 +28,7 @@ pub const EXIT_PENDING: i32 = 3;
 
 /// sluice: a feature-flag and progressive-delivery edge proxy.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about)]
+#[command(name = "sluice", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SLUICE_COMMIT"), ")"), about)]
 pub struct Cli {
     /// What to do (default: run).
     #[command(subcommand)]

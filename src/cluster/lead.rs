@@ -31,7 +31,7 @@ const RECORD_EVERY: Duration = Duration::from_secs(10);
 // === impl Cluster ===
 
 impl Cluster {
-    /// Publishes windows every rollout interval, refreshes this node's record, and campaigns
+    /// Publishes windows twice every rollout interval, refreshes this node's record, and campaigns
     /// when the fleet has no leader. Returns only on an etcd error.
     pub(super) async fn heartbeat(self: Arc<Self>, s: Arc<Session>) -> ClusterError {
         let mut last_pub: HashMap<String, Instant> = HashMap::new();
@@ -49,9 +49,12 @@ impl Cluster {
             let map = MonoToUnix::now();
             let now_mono = crate::clock::mono_secs(Instant::now());
             for (name, windows, interval) in live {
+                // Twice per interval: the leader's verdict, which comes at its own tick, then
+                // sees counts at most half an interval old.
+                let every = (interval / 2).max(BEAT);
                 let due = last_pub
                     .get(&name)
-                    .is_none_or(|t| t.elapsed() + BEAT / 2 >= interval);
+                    .is_none_or(|t| t.elapsed() + BEAT / 2 >= every);
                 if !due {
                     continue;
                 }

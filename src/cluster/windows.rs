@@ -1,6 +1,7 @@
 //! Fleet windows (SPEC §12): every node publishes its per-variant, per-second counts
 //! (requests, errors, latency histogram) for each running rollout under its lease, every
-//! `analysis.interval`; the leader adds the live nodes' seconds to its own and judges the sum
+//! `analysis.interval` (twice per interval, so that what the leader judges is at most half an
+//! interval old); the leader adds the live nodes' seconds to its own and judges the sum
 //! with SPEC §6 unchanged. A node's keys go with its lease, and so its counts with it.
 //!
 //! Seconds are wall-clock (unix) seconds on the wire, so that nodes agree on which second is

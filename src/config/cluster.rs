@@ -13,7 +13,7 @@ use super::{ConfigError, Dur, yaml};
 pub struct Cluster {
     /// How to reach etcd.
     pub etcd: Etcd,
-    /// This node's id, unique in the fleet; absent: the hostname.
+    /// This node's id, unique in the fleet; absent: `SLUICE_NODE_ID`, else the hostname.
     #[serde(default)]
     pub node_id: Option<String>,
     /// Membership and leadership lease (whole seconds; etcd leases are in seconds).
@@ -56,9 +56,17 @@ fn default_lease_ttl() -> Dur {
 // === impl Cluster ===
 
 impl Cluster {
-    /// This node's id: `node_id`, else the hostname.
+    /// This node's id: `node_id`, else the environment's `SLUICE_NODE_ID` (Kubernetes: the
+    /// pod's name through the downward API), else the hostname.
     pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(hostname)
+        self.node_id
+            .clone()
+            .or_else(|| {
+                std::env::var("SLUICE_NODE_ID")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(hostname)
     }
 
     /// The prefix without a trailing slash.

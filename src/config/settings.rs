@@ -33,6 +33,40 @@ pub struct Settings {
     pub cluster: Option<super::cluster::Cluster>,
     /// A listener for `/metrics` and `/healthz` only (off by default).
     pub metrics: Option<MetricsListener>,
+    /// W3C trace context and OTLP span export (off when absent).
+    pub tracing: Option<Tracing>,
+}
+
+/// `tracing`: W3C `traceparent` kept or started and propagated upstream; optional OTLP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// Fraction (0 to 1) of new traces that are sampled; an incoming `traceparent`'s
+    /// sampled flag is kept as it is.
+    #[serde(default = "one")]
+    pub sample: f64,
+    /// OTLP/HTTP span export, when present.
+    #[serde(default)]
+    pub otlp: Option<Otlp>,
+}
+
+/// OTLP/HTTP (protobuf) export of one span per sampled request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Otlp {
+    /// The collector's base URL, `http://host:port`; spans go to `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    /// Longest wait for one export request.
+    #[serde(default = "otlp_timeout")]
+    pub timeout: Dur,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn otlp_timeout() -> Dur {
+    Dur::secs(5)
 }
 
 /// The metrics listener: `/metrics` and `/healthz`, apart from the admin API.
@@ -306,6 +340,7 @@ impl Settings {
                 "access_log",
                 "cluster",
                 "metrics",
+                "tracing",
             ],
             spans,
             &mut errors,
@@ -322,6 +357,7 @@ impl Settings {
             access_log: field(map, "access_log", "", spans, &mut errors),
             cluster: field(map, "cluster", "", spans, &mut errors),
             metrics: field(map, "metrics", "", spans, &mut errors),
+            tracing: field(map, "tracing", "", spans, &mut errors),
         };
         s.check(spans, &mut errors);
         if errors.is_empty() {
@@ -376,6 +412,20 @@ impl Settings {
                 "ofrep.heartbeat",
                 "must be at least 10ms",
             ));
+        }
+        if let Some(t) = &self.tracing {
+            if !(0.0..=1.0).contains(&t.sample) {
+                errors.push(ConfigError::at(
+                    spans,
+                    "tracing.sample",
+                    format!("{} is not a fraction from 0 to 1", t.sample),
+                ));
+            }
+            if let Some(o) = &t.otlp
+                && let Err(m) = crate::telemetry::otlp::Target::parse(&o.endpoint)
+            {
+                errors.push(ConfigError::at(spans, "tracing.otlp.endpoint", m));
+            }
         }
         if self.limits.max_header_bytes < 1024 {
             errors.push(ConfigError::at(

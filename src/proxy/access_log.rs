@@ -52,6 +52,14 @@ pub struct Entry {
     pub flags: Option<HeaderValue>,
     /// `x-sluice-error` code when sluice answered itself.
     pub error: Option<&'static str>,
+    /// The `x-request-id` sent upstream (kept or generated).
+    pub request_id: Option<HeaderValue>,
+    /// The W3C trace id, when tracing is on.
+    pub trace_id: Option<[u8; 16]>,
+    /// The request's authority (`Host`, or the absolute URI's).
+    pub host: Option<HeaderValue>,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
 }
 
 #[derive(Serialize)]
@@ -68,6 +76,10 @@ struct Line<'a> {
     flags: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    request_id: &'a str,
+    trace_id: &'a str,
+    host: &'a str,
+    tls: bool,
 }
 
 // === impl AccessLog ===
@@ -144,6 +156,9 @@ pub fn format(e: &Entry, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     };
     let variant = text(&e.variant);
     let flags = text(&e.flags);
+    let request_id = text(&e.request_id);
+    let host = text(&e.host);
+    let trace_id = e.trace_id.map(hex::encode).unwrap_or_default();
     let line = Line {
         ts: httpdate_rfc3339(e.start),
         route: &e.route,
@@ -156,6 +171,10 @@ pub fn format(e: &Entry, buf: &mut Vec<u8>) -> serde_json::Result<()> {
         client: e.client,
         flags: &flags,
         error: e.error,
+        request_id: &request_id,
+        trace_id: &trace_id,
+        host: &host,
+        tls: e.tls,
     };
     serde_json::to_writer(&mut *buf, &line)?;
     buf.push(b'\n');
@@ -204,6 +223,10 @@ mod tests {
             client: "127.0.0.1".parse().unwrap(),
             flags: Some(HeaderValue::from_static("a=on; b=off")),
             error: None,
+            request_id: Some(HeaderValue::from_static("req-1")),
+            trace_id: Some([0xab; 16]),
+            host: Some(HeaderValue::from_static("shop.example.com")),
+            tls: true,
         };
         let mut buf = Vec::new();
         format(&e, &mut buf).unwrap();
@@ -216,6 +239,10 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["flags"], "a=on; b=off");
         assert!(v.get("error").is_none());
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["trace_id"], "ab".repeat(16));
+        assert_eq!(v["host"], "shop.example.com");
+        assert_eq!(v["tls"], true);
         assert_eq!(*buf.last().unwrap(), b'\n');
     }
 }

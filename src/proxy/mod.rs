@@ -16,6 +16,7 @@ pub mod server;
 pub mod service;
 pub mod split;
 pub mod tls;
+pub mod trace;
 pub mod upgrade;
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub client_errors: ClientErrors,
     /// Set on SIGTERM: readiness fails, connections are asked to leave.
     pub drain: Drain,
+    /// W3C trace context and span export (`tracing`), when configured.
+    pub tracer: Option<trace::Tracer>,
 }
 
 /// `sluice_client_errors_total{kind}` handles: faults of the client, kept apart from the

@@ -22,6 +22,7 @@ use super::headers::{
 use super::pool::{self, SendError};
 use super::retry::RetryPolicy;
 use super::split::{self, Side};
+use super::trace::TraceCtx;
 use super::{access_log, upgrade};
 use crate::snapshot::routes::strip_port;
 use crate::snapshot::{Endpoint, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
@@ -70,9 +71,10 @@ async fn respond(
     deadline: &Deadline,
 ) -> Response<DownBody> {
     let start = Instant::now();
+    let exporter = shared.tracer.as_ref().and_then(|t| t.exporter.as_ref());
     // One call site for `proxy`: its future is most of this one's size, and a second
     // site would double it (the future is copied into place for every request).
-    let logged = shared.access_log.as_ref().map(|_| {
+    let logged = (shared.access_log.is_some() || exporter.is_some()).then(|| {
         (
             std::time::SystemTime::now(),
             req.method().clone(),
@@ -88,23 +90,55 @@ async fn respond(
         None => ProxyError::NoConfig.response(),
         Some(snap) => proxy(shared, snap, conn, req, start, deadline, &mut seen).await,
     };
-    if let (Some(log), Some((started, method, path))) = (&shared.access_log, logged) {
+    let Some((started, method, path)) = logged else {
+        return resp;
+    };
+    let duration = start.elapsed();
+    let error = resp
+        .headers()
+        .get(&X_SLUICE_ERROR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ProxyError::static_code);
+    if let (Some(exp), Some(t)) = (exporter, seen.trace)
+        && t.sampled
+    {
+        let nanos = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        };
+        exp.record(crate::telemetry::otlp::SpanRecord {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            parent: t.parent,
+            start_unix_nanos: nanos(started),
+            end_unix_nanos: nanos(started + duration),
+            method: method.clone(),
+            route: seen.route.unwrap_or("").into(),
+            variant: seen.variant.clone(),
+            upstream: seen.upstream.unwrap_or("").into(),
+            status: resp.status().as_u16(),
+            flags: seen.flags.clone(),
+            error,
+        });
+    }
+    if let Some(log) = &shared.access_log {
         log.record(access_log::Entry {
             start: started,
             route: seen.route.unwrap_or("").into(),
             variant: seen.variant,
             upstream: seen.upstream.unwrap_or("").into(),
             status: resp.status().as_u16(),
-            duration: start.elapsed(),
+            duration,
             method,
             path,
             client: conn.peer.ip(),
             flags: seen.flags,
-            error: resp
-                .headers()
-                .get(&X_SLUICE_ERROR)
-                .and_then(|v| v.to_str().ok())
-                .and_then(ProxyError::static_code),
+            error,
+            request_id: seen.request_id,
+            trace_id: seen.trace.map(|t| t.trace_id),
+            host: seen.host,
+            tls: conn.tls,
         });
     }
     resp
@@ -127,6 +161,10 @@ struct Seen<'a> {
     upstream: Option<&'a str>,
     variant: Option<HeaderValue>,
     flags: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+    /// Set whenever tracing is on (logged or not): the span needs it.
+    trace: Option<TraceCtx>,
 }
 
 async fn proxy<'s>(
@@ -289,12 +327,18 @@ async fn proxy<'s>(
     // The client's own `X-Forwarded-Host` never travels: sluice says which host it served.
     h.remove(&X_FORWARDED_HOST);
     if let Some(a) = authority {
+        if seen.wanted {
+            seen.host = Some(a.clone());
+        }
         h.insert(X_FORWARDED_HOST.clone(), a.clone());
         h.insert(header::HOST, a);
     }
     h.insert(header::VIA, VIA.clone());
     if !h.contains_key(&X_REQUEST_ID) {
         h.insert(X_REQUEST_ID.clone(), headers::new_request_id());
+    }
+    if let Some(t) = &shared.tracer {
+        seen.trace = Some(t.propagate(h));
     }
     h.insert(X_SLUICE_ROUTE.clone(), route.name_header.clone());
     h.insert(X_SLUICE_VARIANT.clone(), metrics.variant_header.clone());
@@ -308,6 +352,7 @@ async fn proxy<'s>(
         seen.upstream = Some(&upstream.name);
         seen.variant = Some(metrics.variant_header.clone());
         seen.flags = h.get(&X_SLUICE_FLAGS).cloned();
+        seen.request_id = h.get(&X_REQUEST_ID).cloned();
     }
 
     let (parts, body) = req.into_parts();

@@ -29,6 +29,46 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port for a server a test starts as a separate process (etcd, a node), which
+/// binds it later — possibly again after a restart.
+///
+/// Picked *below* the kernel's ephemeral range, so that no outgoing connection (the load
+/// generators open hundreds a second, and a client retrying a stopped etcd can even connect
+/// to itself on that port) and no `bind(0)` anywhere on the machine takes it between the pick
+/// and the bind. Random per process, and checked free; a clash with another test process that
+/// picks the same way is still possible, so the starters retry on "address in use".
+pub fn server_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32768);
+    const FROM: u64 = 10_000;
+    if low <= FROM + 1_000 {
+        return free_port(); // no room below the ephemeral range here
+    }
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    for _ in 0..1_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FROM + (seed.wrapping_add(n.wrapping_mul(7_919))) % (low - FROM);
+        let port = port as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
+/// Whether a server's log says it could not bind its port.
+fn bind_clash(log: &str) -> bool {
+    let l = log.to_ascii_lowercase();
+    l.contains("address already in use") || l.contains("address in use")
+}
+
 /// True when etcd can run here; otherwise says why the test is skipped (or fails, in CI).
 pub fn etcd_available() -> bool {
     let ok = Command::new("etcd")
@@ -66,27 +106,74 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Starts etcd and waits until it answers.
+    /// Starts etcd and waits until it answers; on a port clash, again on other ports.
     pub fn start() -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
+        // On tmpfs when there is one: the tests judge sluice, not the disk, and a WAL fsync
+        // stalled behind other builds' writes must not expire the nodes' 2 s leases.
+        let dir = match std::path::Path::new("/dev/shm") {
+            shm if shm.is_dir() => tempfile::Builder::new()
+                .prefix("sluice-etcd-")
+                .tempdir_in(shm)
+                .or_else(|_| tempfile::tempdir()),
+            _ => tempfile::tempdir(),
+        }
+        .unwrap();
         let mut e = Etcd {
             child: None,
             dir,
-            client,
-            peer,
-            url: format!("http://127.0.0.1:{client}"),
+            client: 0,
+            peer: 0,
+            url: String::new(),
         };
-        e.restart();
-        e
+        for attempt in 1.. {
+            (e.client, e.peer) = (server_port(), server_port());
+            if e.client == e.peer {
+                continue;
+            }
+            e.url = format!("http://127.0.0.1:{}", e.client);
+            match e.launch() {
+                Ok(()) => return e,
+                Err(log) if attempt < 5 => {
+                    eprintln!(
+                        "etcd: port clash on {} or {}, other ports: {log}",
+                        e.client, e.peer
+                    );
+                    let _ = std::fs::remove_dir_all(e.dir.path().join("data"));
+                }
+                Err(log) => panic!("etcd could not bind a port in 5 attempts: {log}"),
+            }
+        }
+        unreachable!()
     }
 
-    /// (Re)starts etcd on the same ports and data dir.
+    /// (Re)starts etcd on the same ports and data dir (the nodes know this URL); a port
+    /// held for a moment by someone else is waited for.
     pub fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.launch() {
+                Ok(()) => return,
+                Err(log) if Instant::now() < deadline => {
+                    eprintln!(
+                        "etcd: port {} or {} busy, retrying: {log}",
+                        self.client, self.peer
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(log) => panic!("etcd could not bind its ports again within 60 s: {log}"),
+            }
+        }
+    }
+
+    /// Spawns etcd and waits (generously: the machine is shared) until `/health` says true.
+    /// `Err(log)` when it exited because a port was taken; any other failure panics with
+    /// etcd's log.
+    fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "etcd is running");
         let peer = format!("http://127.0.0.1:{}", self.peer);
-        let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
+        let log_path = self.dir.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new("etcd")
             .args(["--name", "t"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -102,19 +189,29 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .expect("etcd starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if bind_clash(&log) {
+                    return Err(log);
+                }
+                panic!("etcd exited with {status}: {log}");
+            }
             if let Ok((200, body)) = get_plain(self.client, "/health")
                 && body.contains("true")
             {
-                return;
+                self.child = Some(child);
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not become healthy: {}",
-                std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-            );
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "etcd did not become healthy within 90 s: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -333,15 +430,46 @@ impl Node {
     }
 
     /// Starts a node; `Err` carries its exit status and stderr when it does not come up.
+    /// A port taken between the pick and the bind is not the node's fault: other ports then.
     pub fn try_start(spec: NodeSpec) -> Result<Node, String> {
         let dir = tempfile::tempdir().unwrap();
-        let (proxy, admin) = (free_port(), free_port());
         std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
         if let Some(t) = &spec.traffic {
             std::fs::write(dir.path().join("traffic.yaml"), t).unwrap();
         }
-        let d = dir.path().display();
+        let mut n = Node {
+            spec,
+            dir,
+            child: None,
+            proxy: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+        };
+        for attempt in 1.. {
+            let (proxy, admin) = (server_port(), server_port());
+            if proxy == admin {
+                continue;
+            }
+            n.proxy = format!("127.0.0.1:{proxy}").parse().unwrap();
+            n.admin = format!("127.0.0.1:{admin}").parse().unwrap();
+            n.write_settings();
+            match n.restart() {
+                Err(e) if attempt < 5 && bind_clash(&e) => {
+                    eprintln!("node {}: port clash, other ports: {e}", n.spec.node_id);
+                    let _ = std::fs::remove_file(n.path("sluice.log"));
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(n),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Writes `sluice.yaml` for this node's ports and spec.
+    fn write_settings(&self) {
+        let (proxy, admin) = (self.proxy.port(), self.admin.port());
+        let d = self.dir.path().display();
+        let spec = &self.spec;
         let yaml = format!(
             "listeners: [{{ name: public, bind: \"127.0.0.1:{proxy}\" }}]\n\
              admin: {{ bind: \"127.0.0.1:{admin}\", token_file: \"{d}/admin.token\" }}\n\
@@ -355,16 +483,7 @@ impl Node {
             spec.lease_ttl,
             trust_yaml()
         );
-        std::fs::write(dir.path().join("sluice.yaml"), yaml).unwrap();
-        let mut n = Node {
-            spec,
-            dir,
-            child: None,
-            proxy: format!("127.0.0.1:{proxy}").parse().unwrap(),
-            admin: format!("127.0.0.1:{admin}").parse().unwrap(),
-        };
-        n.restart()?;
-        Ok(n)
+        std::fs::write(self.path("sluice.yaml"), yaml).unwrap();
     }
 
     /// (Re)starts the process with the same dir and ports.
@@ -383,7 +502,7 @@ impl Node {
             .stderr(log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return Err(format!(
@@ -400,6 +519,7 @@ impl Node {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 return Err(format!(
                     "node {} did not come up:\n{}",
                     self.spec.node_id,
@@ -545,6 +665,21 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Waits until `n`'s local audit log holds at least one `event`; returns them all. An audit
+/// line is appended after the state it records is visible (a weight is stored first, then
+/// the line is written), so a test that saw the state through metrics or status waits here.
+#[track_caller]
+pub fn wait_event(n: &Node, event: &str, secs: u64) -> Vec<Value> {
+    wait_for(
+        secs,
+        &format!("{} to audit {event}", n.spec.node_id),
+        || {
+            let e = n.events(event);
+            (!e.is_empty()).then_some(e)
+        },
+    )
 }
 
 /// Runs `sluice ARGS...` and returns (exit code, stdout, stderr).
