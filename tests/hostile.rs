@@ -1229,6 +1229,141 @@ async fn validate_refuses_what_the_gate_refuses() {
     }
 }
 
+// --- item 11: a kept-alive upstream connection closed under a request ----------------------
+
+/// An upstream that answers the first request of each connection (keep-alive, no
+/// `Connection: close`) and closes the connection unanswered when the next one arrives: the
+/// keep-alive race, every time. Logs each request line it read, and whether it dropped it.
+type DropLog = std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>;
+
+fn closes_after_one() -> (std::net::SocketAddr, DropLog) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let log: DropLog = Default::default();
+    let l = log.clone();
+    let addr = common::spawn_server(move |mut s| {
+        let log = l.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            for first in [true, false] {
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let line = head.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push((line, !first));
+                if !first {
+                    return; // closed under the request, unanswered
+                }
+                let len: usize = head
+                    .to_ascii_lowercase()
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..head_end + len);
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    (addr, log)
+}
+
+/// Item 11: an upstream closes each kept-alive connection as sluice reuses it. Once the
+/// endpoint has shown it (the first such request fails: nothing was kept to send again),
+/// every GET caught that way is sent again on a fresh connection — without `retries` on the
+/// route — and answered 200; a POST, or a PUT with a body, is never sent twice (502), as
+/// RFC 9112 §9.3.1 requires. Before the fix every GET caught by the race got 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_kept_alive_connection_resends_only_what_is_safe() {
+    let (up, log) = closes_after_one();
+    let (_dir, inst) = start_one_worker(&plain_doc(1, up), false);
+    let proxy = inst.listeners[0];
+    let count = |line: &str, dropped_only: bool| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, d)| l.starts_with(line) && (*d || !dropped_only))
+            .count()
+    };
+    // Each request either opens a connection (answered) or reuses the one a previous request
+    // left in the pool (closed under it). Each kind is sent until the race caught it; the
+    // GET until it was caught after the endpoint's first stale close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut stale_seen, mut get_resent, mut post, mut put) = (false, false, false, false);
+    for i in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the race never caught every kind: {:?}",
+            log.lock().unwrap()
+        );
+        let (req, line) = if !get_resent {
+            (
+                format!("GET /get-{i} HTTP/1.1\r\nhost: t\r\n\r\n"),
+                format!("GET /get-{i} "),
+            )
+        } else if !post {
+            (
+                format!("POST /post-{i} HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\nx"),
+                format!("POST /post-{i} "),
+            )
+        } else if !put {
+            (
+                format!("PUT /put-{i} HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\nx"),
+                format!("PUT /put-{i} "),
+            )
+        } else {
+            break;
+        };
+        let resp = raw_request(proxy, &req).await;
+        if count(&line, true) == 0 {
+            assert!(resp.starts_with("HTTP/1.1 200"), "{line}: {resp}");
+            continue;
+        }
+        if !stale_seen {
+            // The endpoint's first stale close: nothing was kept to send again.
+            stale_seen = true;
+            assert!(resp.starts_with("HTTP/1.1 502"), "{line}: {resp}");
+            assert_eq!(count(&line, false), 1, "{line}");
+        } else if line.starts_with("GET") {
+            assert!(
+                resp.starts_with("HTTP/1.1 200"),
+                "{line} was not sent again: {resp}"
+            );
+            assert_eq!(count(&line, false), 2, "{line}");
+            get_resent = true;
+        } else {
+            assert!(resp.starts_with("HTTP/1.1 502"), "{line}: {resp}");
+            assert_eq!(count(&line, false), 1, "{line} was sent twice");
+            if line.starts_with("POST") {
+                post = true;
+            } else {
+                put = true;
+            }
+        }
+    }
+}
+
 // --- item 9: series go with the names they label -----------------------------------------
 
 /// The distinct non-empty values of `label` in the exposition.

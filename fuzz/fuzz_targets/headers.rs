@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
             // What the proxy routes and forwards: encoded dots are dots (`%2e%2e` is `..`).
             let norm = headers::normalize_path(path);
             assert!(norm.starts_with('/'), "{path:?} -> {norm:?}");
-            assert_eq!(norm, headers::normalize_path(&norm), "not a fixed point for {path:?}");
+            assert_eq!(
+                norm,
+                headers::normalize_path(&norm),
+                "not a fixed point for {path:?}"
+            );
             assert!(
                 !norm.split('/').any(|s| s == "." || s == ".."),
                 "{path:?} -> {norm:?}"
@@ -68,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     headers::remove_sluice_headers(&mut h);
     // Nor a name that reads as one once `_` is taken for `-` (CGI/WSGI fold both to `_`).
-    assert!(!h.keys().any(|k| k.as_str().replace('_', "-").starts_with("x-sluice-")));
+    assert!(
+        !h.keys()
+            .any(|k| k.as_str().replace('_', "-").starts_with("x-sluice-"))
+    );
     headers::remove_hop_by_hop(&mut h);
     for gone in [
         "connection",

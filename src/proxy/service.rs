@@ -20,7 +20,7 @@ use super::headers::{
     X_SLUICE_VARIANT,
 };
 use super::pool::{self, SendError};
-use super::retry::RetryPolicy;
+use super::retry::{self, RetryPolicy};
 use super::split::{self, Side};
 use super::trace::TraceCtx;
 use super::{access_log, upgrade};
@@ -425,14 +425,7 @@ async fn forward(
     // is copied only when the route would use the copy.
     let replay = policy
         .replays(req.method(), req.body().is_end_stream())
-        .then(|| {
-            let mut r = Request::new(());
-            *r.method_mut() = req.method().clone();
-            *r.uri_mut() = req.uri().clone();
-            *r.version_mut() = req.version();
-            *r.headers_mut() = req.headers().clone();
-            r
-        });
+        .then(|| retry::head_of(&req));
     if policy.attempts > 0 {
         up.retry_budget.deposit();
     }
@@ -443,7 +436,7 @@ async fn forward(
         let Some(ep) = up.pick(last.as_ref()) else {
             return Err(ProxyError::NoHealthyEndpoint);
         };
-        let Some(r) = req.take().or_else(|| replay.as_ref().map(rebuild)) else {
+        let Some(r) = req.take().or_else(|| replay.as_ref().map(retry::rebuild)) else {
             return Err(ProxyError::UpstreamReset);
         };
         let passive = up.passive_health.as_ref();
@@ -523,14 +516,4 @@ async fn forward(
         tries += 1;
         last = Some(ep);
     }
-}
-
-/// A fresh copy of a bodiless request for a retry.
-fn rebuild(head: &Request<()>) -> Request<UpBody> {
-    let mut r = Request::new(UpBody::Empty);
-    *r.method_mut() = head.method().clone();
-    *r.uri_mut() = head.uri().clone();
-    *r.version_mut() = head.version();
-    *r.headers_mut() = head.headers().clone();
-    r
 }

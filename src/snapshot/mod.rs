@@ -12,7 +12,7 @@ pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -158,6 +158,10 @@ pub struct Endpoint {
     pub in_flight: AtomicU32,
     /// Passive and active health.
     pub health: EndpointHealth,
+    /// It was seen closing a kept-alive connection under a request (without `Connection:
+    /// close`): from then on, requests that may go out again keep a copy of their head on
+    /// its reused connections (see `proxy::pool`).
+    pub drops_kept_alive: AtomicBool,
 }
 
 /// State of a rollout that outlives snapshots: the canary weight the controller moves.
@@ -568,6 +572,7 @@ fn merge_endpoints(
                     host: host.into(),
                     in_flight: AtomicU32::new(0),
                     health: EndpointHealth::default(),
+                    drops_kept_alive: AtomicBool::new(false),
                 })
             }));
         }
