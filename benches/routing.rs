@@ -19,7 +19,7 @@ fn table(n: usize) -> RouteTable<usize> {
                 listener: None,
                 host,
                 path_prefix: Some(format!("/api/v{i}").into()),
-                headers: vec![],
+                request: Default::default(),
                 methods: vec![],
             };
             (m, i)
@@ -56,6 +56,7 @@ fn routing(c: &mut Criterion) {
                     black_box(&path),
                     &Method::GET,
                     &headers,
+                    None,
                 ))
             })
         });
@@ -68,6 +69,7 @@ fn routing(c: &mut Criterion) {
                     black_box("/api/v0/x"),
                     &Method::GET,
                     &headers,
+                    None,
                 ))
             })
         });

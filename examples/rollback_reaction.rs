@@ -7,8 +7,10 @@
 //! millisecond. The failure starts at a random point between two ticks, as in life.
 //!
 //! ```text
-//! cargo run --release --example rollback_reaction [TRIALS]
+//! cargo run --release --example rollback_reaction [TRIALS] [METHOD]
 //! ```
+//!
+//! METHOD is `sequential` (the default, evaluated every 100 ms) or `z_test`.
 //!
 //! Prints min / median / max per configuration (window length × failure rate), and how many
 //! canary requests failed between the onset and the rollback.
@@ -43,12 +45,15 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(3);
+    let method = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "sequential".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    println!("rollback reaction time, interval 1s, canary at 10%, {trials} trials each");
+    println!("rollback reaction time, {method}, interval 1s, canary at 10%, {trials} trials each");
     println!(
         "{:<8} {:<8} {:>9} {:>9} {:>9} {:>16} {:>8}",
         "window", "failing", "min", "median", "max", "canary failures", "req/s"
@@ -59,7 +64,7 @@ fn main() {
             let mut failures = Vec::new();
             let mut rates = Vec::new();
             for _ in 0..trials {
-                let (t, f, rps) = rt.block_on(trial(window, fail_per_mille));
+                let (t, f, rps) = rt.block_on(trial(window, fail_per_mille, &method));
                 times.push(t);
                 failures.push(f);
                 rates.push(rps);
@@ -81,7 +86,7 @@ fn main() {
 }
 
 /// One trial: (reaction time, canary requests failed after the onset, requests/s).
-async fn trial(window_secs: u64, fail_per_mille: u64) -> (Duration, u64, f64) {
+async fn trial(window_secs: u64, fail_per_mille: u64, method: &str) -> (Duration, u64, f64) {
     let healthy = Arc::new(AtomicU64::new(0));
     let canary_fail = Arc::new(AtomicU64::new(0));
     let v1 = spawn_upstream("v1", healthy).await.expect("upstream v1");
@@ -107,6 +112,7 @@ rollouts:
     sticky: {{ header: x-user-id }}
     steps: [{{ weight: 10, hold: 1h }}, {{ weight: 100 }}]
     analysis:
+      method: {method}
       interval: 1s
       window: {window_secs}s
       min_requests: 50

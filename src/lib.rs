@@ -4,6 +4,9 @@
 //! - [`config`]: `sluice.yaml` and `traffic.yaml` — YAML with positions, raw types, validation.
 //! - [`bucket`]: the one bucketing primitive (canonical CBOR → murmur3 → bucket), shared by
 //!   rollout splitting and flagd `fractional`.
+//! - [`request_match`]: header, cookie and query conditions (exact, prefix, linear-time
+//!   regex, present), compiled once, shared by route `match`, `canary_match` and
+//!   `preview_match`.
 //! - [`change`]: change approval — EdDSA tokens, trust store, diff and classification, the
 //!   approval policy, anti-rollback (pure; the change gate wires them).
 //! - [`rollout`]: per-variant lock-free windows, the canary verdict, and the rollout state
@@ -28,6 +31,7 @@ pub mod flags;
 pub mod flagsvc;
 pub mod instance;
 pub mod proxy;
+pub mod request_match;
 pub mod rollout;
 pub mod shutdown;
 pub mod snapshot;

@@ -143,3 +143,77 @@ async fn weight_zero_sends_nobody_but_testers() {
     assert_eq!(r.json()["headers"]["x-sluice-variant"][0], "canary");
     assert_eq!(r.json()["name"], "v2");
 }
+
+/// Testers opt in by cookie and query parameter (regex, present), and a route matches on a
+/// query parameter (compared percent-decoded) and a header prefix (SPEC §2.2 matchers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testers_opt_in_by_cookie_and_query_and_routes_match_on_them() {
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start("v2");
+    let doc = format!(
+        r#"version: 1
+change: {{ id: CHG-1, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{}"] }}
+  v2: {{ endpoints: ["{}"] }}
+routes:
+  - name: pinned
+    match: {{ path_prefix: /q, query: {{ backend: "v2" }}, headers: {{ x-team: {{ prefix: qa- }} }} }}
+    to: {{ upstream: v2 }}
+  - name: web
+    to: {{ rollout: web }}
+rollouts:
+  web:
+    strategy: canary
+    stable: v1
+    canary: v2
+    sticky: {{ header: x-user-id }}
+    canary_match:
+      cookies: {{ beta: {{ regex: "tester-[0-9]+" }} }}
+      query: {{ canary: {{ present: true }} }}
+    steps: [{{ gate: manual }}, {{ weight: 100 }}]
+"#,
+        v1.addr, v2.addr
+    );
+    let s = Sluice::start(&doc);
+    let mut c = Client::connect(s.proxy()).await;
+    let mut side = async |path: &str, headers: &[(&str, &str)]| {
+        let r = c.get(path, headers).await;
+        assert_eq!(r.status, 200, "{path} {headers:?}");
+        r.json()["name"].as_str().unwrap().to_string()
+    };
+    let u = ("x-user-id", "u1");
+    assert_eq!(side("/", &[u]).await, "v1");
+    // Every condition must hold: the cookie alone, or the query alone, is not enough.
+    assert_eq!(side("/", &[u, ("cookie", "beta=tester-7")]).await, "v1");
+    assert_eq!(side("/?canary", &[u]).await, "v1");
+    assert_eq!(
+        side("/?canary", &[u, ("cookie", "a=1; beta=tester-7")]).await,
+        "v2"
+    );
+    assert_eq!(
+        side("/x?y=1&canary=yes", &[u, ("cookie", "beta=tester-42")]).await,
+        "v2"
+    );
+    // The regex is anchored: `tester-7x` is not a tester.
+    assert_eq!(
+        side("/?canary", &[u, ("cookie", "beta=tester-7x")]).await,
+        "v1"
+    );
+    // A cookie whose name merely ends in `beta` is another cookie.
+    assert_eq!(
+        side("/?canary", &[u, ("cookie", "xbeta=tester-7")]).await,
+        "v1"
+    );
+
+    // Route match: query compared decoded (`v%32` is `v2`), header by prefix.
+    let qa = ("x-team", "qa-berlin");
+    assert_eq!(side("/q?backend=v2", &[u, qa]).await, "v2");
+    assert_eq!(side("/q/x?a=b&backend=v%32", &[u, qa]).await, "v2");
+    assert_eq!(
+        side("/q?backend=v2", &[u, ("x-team", "dev-qa-")]).await,
+        "v1"
+    );
+    assert_eq!(side("/q?backend=v3", &[u, qa]).await, "v1");
+    assert_eq!(side("/q", &[u, qa]).await, "v1");
+}

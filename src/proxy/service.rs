@@ -196,10 +196,14 @@ async fn proxy<'s>(
         return refuse(shared, ProxyError::InvalidPath);
     }
 
-    let Some(route) = snap
-        .routes
-        .find(conn.listener, host, &path, req.method(), req.headers())
-    else {
+    let Some(route) = snap.routes.find(
+        conn.listener,
+        host,
+        &path,
+        req.method(),
+        req.headers(),
+        req.uri().query(),
+    ) else {
         return ProxyError::NoRoute.response();
     };
     if let Target::Ofrep { metrics } = &route.target {
@@ -227,7 +231,7 @@ async fn proxy<'s>(
     let split = match &route.target {
         Target::Rollout { rollout, .. } => {
             let ro = &snap.rollouts[*rollout];
-            Some((ro, split::decide(ro, req.headers())))
+            Some((ro, split::decide(ro, req.headers(), req.uri().query())))
         }
         _ => None,
     };

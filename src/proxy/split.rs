@@ -1,7 +1,6 @@
 //! Sticky traffic splitting (SPEC §3): which side of a rollout a request goes to.
 
 use http::HeaderMap;
-use http::header::COOKIE;
 
 use crate::bucket;
 use crate::snapshot::RolloutRt;
@@ -48,28 +47,18 @@ impl DrawnId {
     }
 }
 
-/// The value of cookie `name` among the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    for v in headers.get_all(COOKIE) {
-        for pair in v.as_bytes().split(|b| *b == b';') {
-            let pair = pair.trim_ascii();
-            if let Some(rest) = pair.strip_prefix(name.as_bytes())
-                && let Some(value) = rest.strip_prefix(b"=")
-            {
-                return Some(value);
-            }
-        }
-    }
-    None
+/// The value of cookie `name` among the request's `Cookie` headers (the first, when several).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a [u8]> {
+    crate::request_match::cookies(headers, name).next()
 }
 
-/// Decides the side: `canary_match`/`preview_match` first, then the sticky key's bucket.
-pub fn decide(ro: &RolloutRt, headers: &HeaderMap) -> Decision {
-    let forced = !ro.force_canary.is_empty()
-        && ro
-            .force_canary
-            .iter()
-            .all(|(n, want)| headers.get_all(n).iter().any(|v| v == want));
+/// Decides the side: `canary_match`/`preview_match` first (headers, cookies, `query`: the
+/// request's query string), then the sticky key's bucket.
+pub fn decide(ro: &RolloutRt, headers: &HeaderMap, query: Option<&str>) -> Decision {
+    let forced = ro
+        .force_canary
+        .as_ref()
+        .is_some_and(|m| m.matches(headers, query));
     let header_key = ro
         .sticky_header
         .as_ref()
@@ -115,6 +104,7 @@ pub fn decide(ro: &RolloutRt, headers: &HeaderMap) -> Decision {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http::header::COOKIE;
 
     #[test]
     fn cookies_by_name() {

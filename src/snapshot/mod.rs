@@ -29,6 +29,7 @@ use crate::proxy::connect::Connector;
 use crate::proxy::flags::{Arm, FlagRuntime, FlagTarget};
 use crate::proxy::health::EndpointHealth;
 use crate::proxy::retry::{RetryBudget, RetryPolicy};
+use crate::request_match::RequestMatcher;
 use crate::rollout::{ErrorStatuses, RolloutWindows};
 use crate::telemetry::{self, Registry};
 pub use addresses::Addresses;
@@ -192,8 +193,9 @@ pub struct RolloutRt {
     pub set_cookie: bool,
     /// Max-Age of that cookie, seconds.
     pub cookie_max_age: u64,
-    /// Requests always sent to canary (blue-green: preview).
-    pub force_canary: Vec<(HeaderName, HeaderValue)>,
+    /// Requests always sent to canary (blue-green: preview): `canary_match` /
+    /// `preview_match`, compiled.
+    pub force_canary: Option<RequestMatcher>,
     /// Per-variant request windows the data plane records into and the rollout runner
     /// judges; carried across snapshots together with [`RolloutRt::state`].
     pub windows: Arc<RolloutWindows>,
@@ -302,7 +304,7 @@ impl Built<'_> {
             },
             host,
             path_prefix: r.matches.path_prefix.as_deref().map(Into::into),
-            headers: m.headers.clone(),
+            request: m.request.clone(),
             methods: m.methods.clone(),
         };
         let upstream_metrics = |u: usize| {

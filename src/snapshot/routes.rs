@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
+
+use crate::request_match::RequestMatcher;
 
 /// How a route matches the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +31,8 @@ pub struct RouteMatcher {
     pub host: HostMatch,
     /// Path prefix on whole segments.
     pub path_prefix: Option<Box<str>>,
-    /// Exact header values.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header, cookie and query conditions.
+    pub request: RequestMatcher,
     /// Methods accepted (empty: any).
     pub methods: Vec<Method>,
 }
@@ -84,6 +86,7 @@ impl RouteMatcher {
         path: &str,
         method: &Method,
         headers: &HeaderMap,
+        query: Option<&str>,
     ) -> bool {
         if let Some(l) = self.listener
             && l != listener
@@ -98,9 +101,7 @@ impl RouteMatcher {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
             return false;
         }
-        self.headers
-            .iter()
-            .all(|(name, want)| headers.get_all(name).iter().any(|v| v == want))
+        self.request.is_empty() || self.request.matches(headers, query)
     }
 }
 
@@ -247,7 +248,8 @@ impl<R> RouteTable<R> {
         self.routes.iter().map(|(_, r)| r)
     }
 
-    /// The first route matching the request; `host` is without port, any case.
+    /// The first route matching the request; `host` is without port, any case; `query` is
+    /// the request's query string, for `match.query`.
     pub fn find(
         &self,
         listener: usize,
@@ -255,6 +257,7 @@ impl<R> RouteTable<R> {
         path: &str,
         method: &Method,
         headers: &HeaderMap,
+        query: Option<&str>,
     ) -> Option<&R> {
         let host = host.as_bytes();
         let mut buf = [0u8; HOST_BUF];
@@ -274,7 +277,7 @@ impl<R> RouteTable<R> {
         };
         let i = candidates.first(path, |i| {
             let m = &self.routes[i as usize].0;
-            m.host_matches(host) && m.rest_matches(listener, path, method, headers)
+            m.host_matches(host) && m.rest_matches(listener, path, method, headers, query)
         })?;
         Some(&self.routes[i as usize].1)
     }
@@ -282,14 +285,17 @@ impl<R> RouteTable<R> {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderName, HeaderValue};
+
     use super::*;
+    use crate::request_match::{Cond, Source, ValueTest};
 
     fn m(host: HostMatch, prefix: Option<&str>) -> RouteMatcher {
         RouteMatcher {
             listener: None,
             host,
             path_prefix: prefix.map(Into::into),
-            headers: vec![],
+            request: RequestMatcher::default(),
             methods: vec![],
         }
     }
@@ -308,21 +314,30 @@ mod tests {
         ]);
         let h = HeaderMap::new();
         let get = Method::GET;
-        assert_eq!(t.find(0, "Shop.Example.com", "/", &get, &h), Some(&"wild"));
-        assert_eq!(t.find(0, "example.com", "/", &get, &h), Some(&"default"));
         assert_eq!(
-            t.find(0, "x.example.com", "/health", &get, &h),
+            t.find(0, "Shop.Example.com", "/", &get, &h, None),
+            Some(&"wild")
+        );
+        assert_eq!(
+            t.find(0, "example.com", "/", &get, &h, None),
+            Some(&"default")
+        );
+        assert_eq!(
+            t.find(0, "x.example.com", "/health", &get, &h, None),
             Some(&"health")
         );
         assert_eq!(
-            t.find(0, "apex.com", "/checkout/x", &get, &h),
+            t.find(0, "apex.com", "/checkout/x", &get, &h, None),
             Some(&"apex-checkout")
         );
         assert_eq!(
-            t.find(0, "apex.com", "/checkouts", &get, &h),
+            t.find(0, "apex.com", "/checkouts", &get, &h, None),
             Some(&"default")
         );
-        assert_eq!(t.find(0, "other.org", "/", &get, &h), Some(&"default"));
+        assert_eq!(
+            t.find(0, "other.org", "/", &get, &h, None),
+            Some(&"default")
+        );
     }
 
     /// The path index and the host index answer exactly as a scan of every route in order.
@@ -401,10 +416,14 @@ mod tests {
                     for method in [Method::GET, Method::POST] {
                         let want = scan.iter().find_map(|(rm, r)| {
                             (rm.host_matches(strip_port(host).as_bytes())
-                                && rm.rest_matches(0, path, &method, &h))
+                                && rm.rest_matches(0, path, &method, &h, None))
                             .then_some(r)
                         });
-                        assert_eq!(t.find(0, host, path, &method, &h), want, "{host} {path}");
+                        assert_eq!(
+                            t.find(0, host, path, &method, &h, None),
+                            want,
+                            "{host} {path}"
+                        );
                     }
                 }
             }
@@ -424,19 +443,22 @@ mod tests {
     #[test]
     fn headers_methods_listener() {
         let mut rm = m(HostMatch::Any, None);
-        rm.headers = vec![(
-            HeaderName::from_static("x-env"),
-            HeaderValue::from_static("prod"),
-        )];
+        rm.request = RequestMatcher::new(vec![Cond::new(
+            Source::Header(HeaderName::from_static("x-env")),
+            ValueTest::Exact((*b"prod").into()),
+        )]);
         rm.methods = vec![Method::POST];
         rm.listener = Some(1);
         let t = RouteTable::new(vec![(rm, "r")]);
         let mut h = HeaderMap::new();
         h.insert("x-env", HeaderValue::from_static("prod"));
-        assert_eq!(t.find(1, "a", "/", &Method::POST, &h), Some(&"r"));
-        assert_eq!(t.find(0, "a", "/", &Method::POST, &h), None);
-        assert_eq!(t.find(1, "a", "/", &Method::GET, &h), None);
-        assert_eq!(t.find(1, "a", "/", &Method::POST, &HeaderMap::new()), None);
+        assert_eq!(t.find(1, "a", "/", &Method::POST, &h, None), Some(&"r"));
+        assert_eq!(t.find(0, "a", "/", &Method::POST, &h, None), None);
+        assert_eq!(t.find(1, "a", "/", &Method::GET, &h, None), None);
+        assert_eq!(
+            t.find(1, "a", "/", &Method::POST, &HeaderMap::new(), None),
+            None
+        );
     }
 
     #[test]

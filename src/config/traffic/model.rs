@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use http::{HeaderName, HeaderValue, Method};
 
 use super::raw::Builtin;
+use crate::request_match::RequestMatcher;
 
 /// Index of an upstream in the document's `upstreams` (name order).
 pub type UpstreamId = usize;
@@ -42,8 +43,8 @@ pub struct CheckedRoute {
     pub listener: ListenerRef,
     /// `match.methods`.
     pub methods: Vec<Method>,
-    /// `match.headers`: exact values.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `match.headers`, `match.cookies` and `match.query`, compiled.
+    pub request: RequestMatcher,
     /// `to`.
     pub target: Target,
 }
@@ -88,9 +89,9 @@ pub struct CheckedRollout {
     pub canary: UpstreamId,
     /// `sticky.header`, parsed.
     pub sticky_header: Option<HeaderName>,
-    /// `canary_match` (canary) or `preview_match` (blue-green): requests always sent to
-    /// the canary side.
-    pub force_canary: Vec<(HeaderName, HeaderValue)>,
+    /// `canary_match` (canary) or `preview_match` (blue-green), compiled: requests always
+    /// sent to the canary side (none when absent).
+    pub force_canary: Option<RequestMatcher>,
     /// `analysis.error_statuses` as inclusive ranges (`5xx` without analysis).
     pub error_statuses: Vec<(u16, u16)>,
 }

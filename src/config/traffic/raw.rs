@@ -193,9 +193,15 @@ pub struct RouteMatch {
     /// Path prefix on whole segments.
     #[serde(default)]
     pub path_prefix: Option<String>,
-    /// Exact header values.
+    /// Header values (exact, or `{prefix}`, `{regex}`, `{present: true}`).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Cookie values, as `headers`.
+    #[serde(default)]
+    pub cookies: BTreeMap<String, ValueMatch>,
+    /// Query-parameter values (percent-decoded), as `headers`.
+    #[serde(default)]
+    pub query: BTreeMap<String, ValueMatch>,
     /// Methods accepted.
     #[serde(default)]
     pub methods: Vec<String>,
@@ -283,10 +289,10 @@ pub struct Rollout {
     pub sticky: Sticky,
     /// Testers sent to canary at any weight.
     #[serde(default)]
-    pub canary_match: Option<HeaderMatch>,
+    pub canary_match: Option<RequestMatch>,
     /// Testers sent to preview before promotion.
     #[serde(default)]
-    pub preview_match: Option<HeaderMatch>,
+    pub preview_match: Option<RequestMatch>,
     /// Freeze progress.
     #[serde(default)]
     pub paused: bool,
@@ -339,12 +345,92 @@ fn default_cookie_max_age() -> Dur {
     Dur::secs(365 * 86400)
 }
 
-/// Exact header values that select a request.
+/// Conditions that select a request (`canary_match`, `preview_match`): every one must hold.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct HeaderMatch {
-    /// Header → exact value.
-    pub headers: BTreeMap<String, String>,
+pub struct RequestMatch {
+    /// Header → value condition.
+    #[serde(default)]
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Cookie → value condition.
+    #[serde(default)]
+    pub cookies: BTreeMap<String, ValueMatch>,
+    /// Query parameter → value condition (names and values percent-decoded).
+    #[serde(default)]
+    pub query: BTreeMap<String, ValueMatch>,
+}
+
+/// What a header, cookie or query value must be: an exact string, or exactly one of
+/// `{ prefix: "..." }`, `{ regex: "..." }` (anchored, linear-time) or `{ present: true }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ValueMatch {
+    /// This value exactly.
+    Exact(String),
+    /// A value starting with `prefix`.
+    Prefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// A value wholly matching `regex`.
+    Regex {
+        /// The pattern (`regex` crate syntax).
+        regex: String,
+    },
+    /// Any value, as long as there is one.
+    Present {
+        /// Must be `true`.
+        present: bool,
+    },
+}
+
+impl<'de> Deserialize<'de> for ValueMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueMatchVisitor)
+    }
+}
+
+/// Reads a string, or a one-key mapping, with errors that name what is expected.
+struct ValueMatchVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueMatchVisitor {
+    type Value = ValueMatch;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, or one of { prefix: ... }, { regex: ... }, { present: true }")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValueMatch, E> {
+        Ok(ValueMatch::Exact(v.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ValueMatch, A::Error> {
+        use serde::de::Error;
+        const KEYS: &[&str] = &["prefix", "regex", "present"];
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(A::Error::custom(
+                "an empty matcher: use one of prefix, regex or present",
+            ));
+        };
+        let m = match key.as_str() {
+            "prefix" => ValueMatch::Prefix {
+                prefix: map.next_value()?,
+            },
+            "regex" => ValueMatch::Regex {
+                regex: map.next_value()?,
+            },
+            "present" => ValueMatch::Present {
+                present: map.next_value()?,
+            },
+            other => return Err(A::Error::unknown_field(other, KEYS)),
+        };
+        if map.next_key::<String>()?.is_some() {
+            return Err(A::Error::custom(
+                "exactly one of prefix, regex or present per matcher",
+            ));
+        }
+        Ok(m)
+    }
 }
 
 /// One canary step: a weight with an optional hold, or a manual gate.

@@ -193,3 +193,44 @@ fn analysis_without_a_criterion_is_refused_and_method_defaults_to_sequential() {
     ));
     assert!(e.contains("method"), "{e}");
 }
+
+#[test]
+fn matchers_accept_cookies_query_prefix_regex_present() {
+    let doc = GOOD.replace(
+        "    steps:\n      - { weight: 5.25",
+        "    canary_match:\n      headers: { x-canary: always, x-team: { prefix: qa- } }\n      cookies: { beta: { regex: \"tester-[0-9]+\" } }\n      query: { canary: { present: true } }\n    steps:\n      - { weight: 5.25",
+    );
+    let doc = doc.replace(
+        "match: { host: \"shop.example.com\", path_prefix: /checkout, methods: [GET, POST] }",
+        "match: { host: \"shop.example.com\", path_prefix: /checkout, methods: [GET, POST], query: { v: \"2\" }, cookies: { env: { prefix: p } } }",
+    );
+    let p = TrafficDoc::parse(&doc, &CheckContext::default()).unwrap();
+    assert!(p.model.rollouts[0].force_canary.is_some());
+}
+
+#[test]
+fn bad_matchers_are_refused_at_their_path() {
+    let with = |m: &str| {
+        errors(&GOOD.replace(
+            "    steps:\n      - { weight: 5.25",
+            &format!("    canary_match: {m}\n    steps:\n      - {{ weight: 5.25"),
+        ))
+    };
+    let e = with("{ cookies: { beta: { regex: \"(\" } } }");
+    assert!(
+        e.contains("rollouts.checkout.canary_match.cookies.beta") && e.contains("invalid regex"),
+        "{e}"
+    );
+    let e = with("{ query: { q: { regex: \"a{1000}{1000}\" } } }");
+    assert!(e.contains("canary_match.query.q"), "{e}");
+    let e = with("{ headers: { x-a: { present: false } } }");
+    assert!(e.contains("canary_match.headers.x-a"), "{e}");
+    let e = with("{ headers: { x-a: { prefix: a, regex: b } } }");
+    assert!(e.contains("exactly one of prefix, regex or present"), "{e}");
+    let e = with("{ headers: { x-a: { suffix: a } } }");
+    assert!(e.contains("suffix"), "{e}");
+    let e = with("{ cookies: { \"a b\": \"1\" } }");
+    assert!(e.contains("not a valid cookie name"), "{e}");
+    let e = with("{}");
+    assert!(e.contains("at least one condition is needed"), "{e}");
+}

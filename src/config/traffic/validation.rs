@@ -21,11 +21,12 @@ use super::model::{
     CheckedRollout, CheckedRoute, CheckedUpstream, ListenerRef, Model, Target, UpstreamId,
 };
 use super::raw::{
-    Analysis, ChangeClass, ContextSource, HeaderMatch, Protocol, Rollout, Route, RouteMatch,
-    RouteTarget, Step, Sticky, Strategy, Upstream,
+    Analysis, ChangeClass, ContextSource, Protocol, RequestMatch, Rollout, Route, RouteMatch,
+    RouteTarget, Step, Sticky, Strategy, Upstream, ValueMatch,
 };
 use super::{CheckContext, MAX_INJECTED_KEY_BYTES, MAX_ROUTE_FLAGS, TrafficDoc};
 use crate::config::{ConfigError, MAX_ERRORS, yaml};
+use crate::request_match::{Cond, RequestMatcher, Source, ValueTest};
 
 /// Where errors go: each at its path, positioned through the document's spans.
 pub(super) struct Report<'a> {
@@ -225,12 +226,12 @@ fn check_routes(
             r.err(&format!("{base}.retries.attempts"), "at most 5 extra tries");
         }
         out = match (out, name_header, matched, target) {
-            (Some(mut v), Some(name_header), Some((listener, methods, headers)), Some(target)) => {
+            (Some(mut v), Some(name_header), Some((listener, methods, request)), Some(target)) => {
                 v.push(CheckedRoute {
                     name_header,
                     listener,
                     methods,
-                    headers,
+                    request,
                     target,
                 });
                 Some(v)
@@ -241,8 +242,8 @@ fn check_routes(
     out
 }
 
-/// What a route's `match` resolves to: listener, methods, headers.
-type CheckedMatch = (ListenerRef, Vec<Method>, Vec<(HeaderName, HeaderValue)>);
+/// What a route's `match` resolves to: listener, methods, header/cookie/query conditions.
+type CheckedMatch = (ListenerRef, Vec<Method>, RequestMatcher);
 
 fn check_route_match(
     base: &str,
@@ -274,7 +275,11 @@ fn check_route_match(
     {
         r.err(&format!("{base}.match.path_prefix"), "must start with `/`");
     }
-    let headers = header_pairs(&format!("{base}.match.headers"), &m.headers, r);
+    let request = request_matcher(
+        &format!("{base}.match"),
+        [&m.headers, &m.cookies, &m.query],
+        r,
+    );
     let mut methods = Some(Vec::with_capacity(m.methods.len()));
     for (j, meth) in m.methods.iter().enumerate() {
         match Method::from_bytes(meth.as_bytes()) {
@@ -292,7 +297,7 @@ fn check_route_match(
             }
         }
     }
-    Some((listener?, methods?, headers?))
+    Some((listener?, methods?, request?))
 }
 
 /// `to`: exactly one target, whose names exist; a flag target maps variants to upstreams.
@@ -498,9 +503,8 @@ fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRol
         check_strategy(&base, ro, r);
         check_steps(&base, &ro.steps, r);
         let sticky_header = check_sticky(&base, &ro.sticky, r);
-        let canary_match = check_header_match(&base, "canary_match", ro.canary_match.as_ref(), r);
-        let preview_match =
-            check_header_match(&base, "preview_match", ro.preview_match.as_ref(), r);
+        let canary_match = check_force_match(&base, "canary_match", ro.canary_match.as_ref(), r);
+        let preview_match = check_force_match(&base, "preview_match", ro.preview_match.as_ref(), r);
         let error_statuses = match &ro.analysis {
             Some(a) => check_analysis(&format!("{base}.analysis"), a, r),
             None => Some(vec![(500, 599)]),
@@ -689,26 +693,26 @@ fn check_sticky(base: &str, sticky: &Sticky, r: &mut Report<'_>) -> Option<Optio
     header
 }
 
-/// `canary_match` / `preview_match`: at least one valid header; the pairs, parsed.
-fn check_header_match(
+/// `canary_match` / `preview_match`: at least one condition, compiled.
+fn check_force_match(
     base: &str,
     key: &str,
-    m: Option<&HeaderMatch>,
+    m: Option<&RequestMatch>,
     r: &mut Report<'_>,
-) -> Option<Vec<(HeaderName, HeaderValue)>> {
+) -> Option<Option<RequestMatcher>> {
     let Some(m) = m else {
-        return Some(Vec::new());
+        return Some(None);
     };
-    let mut ok = true;
-    if m.headers.is_empty() {
+    let path = format!("{base}.{key}");
+    let empty = m.headers.is_empty() && m.cookies.is_empty() && m.query.is_empty();
+    if empty {
         r.err(
-            &format!("{base}.{key}.headers"),
-            "at least one header is needed",
+            &path,
+            "at least one condition is needed (headers, cookies or query)",
         );
-        ok = false;
     }
-    let pairs = header_pairs(&format!("{base}.{key}.headers"), &m.headers, r);
-    pairs.filter(|_| ok)
+    let compiled = request_matcher(&path, [&m.headers, &m.cookies, &m.query], r);
+    compiled.filter(|_| !empty).map(Some)
 }
 
 /// The analysis settings of a rollout; `error_statuses` as inclusive ranges.
@@ -876,36 +880,60 @@ fn check_flag_route(
     out
 }
 
-/// Header names and exact values (route `match.headers`, `canary_match`, `preview_match`),
-/// parsed; every invalid one reported below `base`.
-fn header_pairs(
+/// Header, cookie and query conditions under `base` (a route's `match`, a rollout's
+/// `canary_match`), compiled; every error at its own path.
+fn request_matcher(
     base: &str,
-    headers: &BTreeMap<String, String>,
+    [headers, cookies, query]: [&BTreeMap<String, ValueMatch>; 3],
     r: &mut Report<'_>,
-) -> Option<Vec<(HeaderName, HeaderValue)>> {
-    let mut out = Some(Vec::with_capacity(headers.len()));
-    for (h, v) in headers {
-        let Ok(name) = HeaderName::from_bytes(h.as_bytes()) else {
-            r.err(
-                &format!("{base}.{h}"),
-                format!("`{h}` is not a valid header name"),
-            );
-            out = None;
-            continue;
-        };
-        let Ok(value) = HeaderValue::from_str(v) else {
-            r.err(
-                &format!("{base}.{h}"),
-                format!("`{v}` is not a valid header value"),
-            );
-            out = None;
-            continue;
-        };
-        if let Some(o) = &mut out {
-            o.push((name, value));
+) -> Option<RequestMatcher> {
+    let mut conds = Some(Vec::new());
+    for (kind, map) in [("headers", headers), ("cookies", cookies), ("query", query)] {
+        for (name, want) in map {
+            let path = format!("{base}.{kind}.{name}");
+            let source = match kind {
+                "headers" => HeaderName::from_bytes(name.as_bytes())
+                    .map(Source::Header)
+                    .map_err(|_| format!("`{name}` is not a valid header name")),
+                "cookies" if !name.is_empty() && name.bytes().all(is_tchar) => {
+                    Ok(Source::Cookie(name.as_str().into()))
+                }
+                "cookies" => Err(format!("`{name}` is not a valid cookie name")),
+                _ if name.is_empty() => Err("a query parameter needs a name".to_string()),
+                _ => Ok(Source::Query(name.as_str().into())),
+            };
+            let header_value = |v: &str| {
+                if kind == "headers" && HeaderValue::from_str(v).is_err() {
+                    Err(format!("`{v}` is not a valid header value"))
+                } else {
+                    Ok(v.as_bytes().into())
+                }
+            };
+            let test = match want {
+                ValueMatch::Exact(v) => header_value(v).map(ValueTest::Exact),
+                ValueMatch::Prefix { prefix } => header_value(prefix).map(ValueTest::Prefix),
+                ValueMatch::Regex { regex } => {
+                    ValueTest::regex(regex).map_err(|e| format!("invalid regex: {e}"))
+                }
+                ValueMatch::Present { present: true } => Ok(ValueTest::Present),
+                ValueMatch::Present { present: false } => {
+                    Err("`present: false` is not supported; leave the condition out".to_string())
+                }
+            };
+            match (source, test) {
+                (Ok(source), Ok(test)) => {
+                    if let Some(c) = &mut conds {
+                        c.push(Cond::new(source, test));
+                    }
+                }
+                (Err(msg), _) | (_, Err(msg)) => {
+                    r.err(&path, msg);
+                    conds = None;
+                }
+            }
         }
     }
-    out
+    conds.map(RequestMatcher::new)
 }
 
 /// The index of upstream `name` in the document's (name-ordered) upstreams.
