@@ -28,6 +28,7 @@ use std::sync::atomic::Ordering;
 
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use rustc_hash::FxHashMap;
