@@ -23,10 +23,10 @@ use change_support::*;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use sluice::change::gate::{Candidate, Gate, Outcome, Source};
 use sluice::change::token::{Act, verify};
-use sluice::change::{ChangeInput, HighWater, TrustStore, Verdict, assess, classify, digest};
+use sluice::change::{ChangeInput, HighWater, Ruling, TrustStore, assess, classify, digest};
 use sluice::clock::Clock;
 use sluice::config::Settings;
-use sluice::proxy::Shared;
+use sluice::snapshot::Published;
 use sluice::telemetry::Registry;
 
 #[global_allocator]
@@ -58,10 +58,7 @@ fn bench(c: &mut Criterion) {
         author_review_overdue: false,
         now: NOW,
     };
-    assert!(matches!(
-        assess(&store, &input).verdict,
-        Verdict::Activate(_)
-    ));
+    assert!(matches!(assess(&store, &input).ruling, Ruling::Activate(_)));
 
     c.bench_function("change/assess_3_tokens", |b| {
         b.iter(|| assess(&store, black_box(&input)))
@@ -138,23 +135,11 @@ fn bench_gate(c: &mut Criterion) {
     settings.paths.traffic = dir.path().join("traffic.yaml");
     settings.trust = trust();
     let trust_store = Arc::new(TrustStore::new(&settings.trust).expect("trust compiles"));
-    let shared = Arc::new(Shared {
-        snapshot: Default::default(),
-        listeners: Vec::new(),
-        limits: settings.limits.clone(),
-        connections: Default::default(),
-        access_log: None,
-        flag_services: std::sync::Arc::new(sluice::flagsvc::FlagServices::open()),
-        activations: tokio::sync::watch::channel(0).0,
-        client_errors: sluice::proxy::ClientErrors::new(&Registry::new()),
-        drain: Default::default(),
-        tracer: None,
-    });
     let clock = Clock::manual(NOW * 1000);
     let mut gate = Gate::open(
         Arc::new(settings),
         trust_store,
-        shared,
+        Arc::new(Published::default()),
         Registry::new(),
         clock,
     )

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminCtx};
 use crate::change::TrustStore;
@@ -24,9 +24,10 @@ use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::flagsvc::{ApiKeys, Cors, FlagServices};
-use crate::proxy::server::{self, wait_shutdown};
+use crate::proxy::server;
 use crate::proxy::{ListenerInfo, Shared};
 use crate::rollout::Runner;
+use crate::shutdown::{Shutdown, Stop};
 use crate::telemetry::{self, Registry};
 
 /// Options that tests and the demo set.
@@ -60,7 +61,7 @@ pub struct Instance {
     pub rollouts: Arc<Runner>,
     /// The fleet, in cluster mode.
     pub cluster: Option<Arc<Cluster>>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Stop,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -176,7 +177,6 @@ impl Instance {
                 settings.ofrep.max_streams,
                 settings.ofrep.heartbeat.0,
             )),
-            activations: watch::channel(0).0,
             client_errors: crate::proxy::ClientErrors::new(&registry),
             drain: Default::default(),
             tracer: match &settings.tracing {
@@ -200,7 +200,7 @@ impl Instance {
         let gate = Gate::open(
             settings.clone(),
             trust,
-            shared.clone(),
+            shared.snapshot.clone(),
             registry.clone(),
             opts.clock.clone(),
         )
@@ -273,7 +273,7 @@ impl Instance {
         // Before any worker serves: rollouts resume at their persisted step and weight.
         let rollouts = Runner::start(
             gate.clone(),
-            shared.clone(),
+            shared.snapshot.clone(),
             registry.clone(),
             opts.clock.clone(),
         );
@@ -283,7 +283,7 @@ impl Instance {
             rollouts.follow_fleet();
         }
 
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = crate::shutdown::channel();
         let mut threads = Vec::new();
         for (w, socks) in per_worker.into_iter().enumerate() {
             let shared = shared.clone();
@@ -384,7 +384,7 @@ impl Instance {
         if let Some(c) = &self.cluster {
             c.stop();
         }
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -444,7 +444,7 @@ struct Control {
     admin: Arc<AdminCtx>,
     admin_sock: std::net::TcpListener,
     metrics_sock: Option<std::net::TcpListener>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     last_seen: Option<String>,
     last_folder: String,
     cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
@@ -507,8 +507,7 @@ impl Control {
                 shutdown.clone(),
             ));
             let rollout_task = rollouts.map(|r| tokio::spawn(r.run(shutdown.clone())));
-
-            wait_shutdown(&mut shutdown.clone()).await;
+            shutdown.clone().wait().await;
             watch_task.abort();
             tls_task.abort();
             for t in flag_tasks {
@@ -530,11 +529,15 @@ impl Control {
 /// API keys file watch.
 fn spawn_flag_services(
     shared: &Arc<Shared>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let svc = shared.flag_services.clone();
     let mut tasks = vec![
-        tokio::spawn(svc.feed.clone().follow(shared.clone(), shutdown.clone())),
+        tokio::spawn(
+            svc.feed
+                .clone()
+                .follow(shared.snapshot.clone(), shutdown.clone()),
+        ),
         tokio::spawn(svc.events.clone().run(shutdown.clone())),
     ];
     if svc.keys.required() {
@@ -544,7 +547,7 @@ fn spawn_flag_services(
 }
 
 /// Re-reads the API keys file on every change in its folder, and every poll period.
-async fn watch_keys(keys: Arc<ApiKeys>, mut shutdown: watch::Receiver<bool>) {
+async fn watch_keys(keys: Arc<ApiKeys>, mut shutdown: Shutdown) {
     let Some(path) = keys.path().map(std::path::Path::to_path_buf) else {
         return;
     };
@@ -555,7 +558,7 @@ async fn watch_keys(keys: Arc<ApiKeys>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = rx.recv() => tokio::time::sleep(file_watch::DEBOUNCE).await,
             _ = poll.tick() => {}
-            _ = wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         }
         let k = keys.clone();
         let _ = tokio::task::spawn_blocking(move || k.reload()).await;
@@ -563,11 +566,8 @@ async fn watch_keys(keys: Arc<ApiKeys>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Serves the admin or metrics listener: HTTP/1 on the control thread, off the data plane.
-async fn serve_http1<F, Fut, B>(
-    sock: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-    handler: F,
-) where
+async fn serve_http1<F, Fut, B>(sock: std::net::TcpListener, mut shutdown: Shutdown, handler: F)
+where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<http::Response<B>, std::convert::Infallible>>
         + Send
@@ -586,7 +586,7 @@ async fn serve_http1<F, Fut, B>(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         };
         let Ok((stream, _)) = accepted else { continue };
         let handler = handler.clone();
@@ -610,7 +610,7 @@ async fn watch_files(
     cluster: Option<Arc<Cluster>>,
     mut last_seen: Option<String>,
     mut last_folder: String,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let (tx, mut rx) = mpsc::channel(1);
     let traffic = settings.paths.traffic.clone();
@@ -630,7 +630,7 @@ async fn watch_files(
                 while rx.try_recv().is_ok() {}
             }
             _ = poll.tick() => {}
-            _ = wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         }
         let (g, p, a) = (gate.clone(), traffic.clone(), approvals.clone());
         let (seen, folder_seen) = (last_seen.clone(), last_folder.clone());

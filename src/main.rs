@@ -1,4 +1,5 @@
 //! The `sluice` binary: parse the command line and dispatch.
+#![forbid(unsafe_code)]
 
 /// mimalloc: ~10% less CPU per proxied request than glibc malloc on the peers.py load
 /// (header maps and per-request futures are short-lived, thread-local allocations).

@@ -1,3 +1,6 @@
+//! Stopping an instance: the stop signal every task holds ([`Shutdown`], as mini-redis's),
+//! and the drain before it.
+//!
 //! Shutdown as a load balancer needs it: drain first, then stop.
 //!
 //! On SIGTERM a Kubernetes Service (or any balancer) still sends new connections for a
@@ -12,6 +15,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
+/// Stops every task of an instance; the instance holds it.
+#[derive(Debug)]
+pub struct Stop(watch::Sender<bool>);
+
+/// The stop signal each task holds: [`Shutdown::wait`] resolves once the instance stops.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// A stop signal and its first holder.
+pub fn channel() -> (Stop, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (Stop(tx), Shutdown(rx))
+}
+
 /// Whether the instance is draining; readable on the hot path, awaitable by connections.
 #[derive(Debug)]
 pub struct Drain {
@@ -19,6 +36,24 @@ pub struct Drain {
     draining: AtomicBool,
     /// Wakes HTTP/2 connections so that they send GOAWAY.
     tx: watch::Sender<bool>,
+}
+
+// === impl Stop ===
+
+impl Stop {
+    /// Tells every holder of a [`Shutdown`] to stop.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+// === impl Shutdown ===
+
+impl Shutdown {
+    /// Resolves once the instance stops (or its [`Stop`] is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
 }
 
 // === impl Drain ===

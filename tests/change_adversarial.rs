@@ -13,7 +13,7 @@ use sluice::change::keys::kid;
 use sluice::change::policy::evaluate_review;
 use sluice::change::token::{Act, Expected, check_fresh, sign, verify, verify_for};
 use sluice::change::{
-    Assessment, ChangeInput, HighWater, Reason, Refusal, Verdict, assess, check_version, classify,
+    Assessment, ChangeInput, HighWater, Reason, Refusal, Ruling, assess, check_version, classify,
     digest,
 };
 use sluice::config::traffic::ChangeClass;
@@ -58,11 +58,11 @@ fn run(text: &str, tokens: &[String], active: Option<&str>, overdue: bool) -> As
 
 /// The refusal a whole change ends in (a pending change reports what it lacks).
 fn outcome(a: &Assessment) -> Outcome {
-    match &a.verdict {
-        Verdict::Refused(r) => Err(r.clone()),
-        Verdict::Pending(d) => Err(d.refusal().expect("pending has a shortfall")),
-        Verdict::Activate(d) => Ok(format!("activated as {:?}", d.class)),
-        Verdict::NoOp => Ok("no-op".into()),
+    match &a.ruling {
+        Ruling::Refused(r) => Err(r.clone()),
+        Ruling::Pending(d) => Err(d.refusal().expect("pending has a shortfall")),
+        Ruling::Activate(d) => Ok(format!("activated as {:?}", d.class)),
+        Ruling::NoOp => Ok("no-op".into()),
     }
 }
 
@@ -754,8 +754,8 @@ fn standard_on_the_author_token_alone() {
         Some(&t7),
         false,
     );
-    let Verdict::Activate(d) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Activate(d) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(d.class, ChangeClass::Standard);
     assert!(d.approvers.is_empty());
@@ -782,8 +782,8 @@ fn normal_with_two_approvers() {
     let bob8 = token(&bob(), "bob", &t8, 8, Act::Approve);
     let toks = [token(&alice(), "alice", &t8, 8, Act::Author), bob8.clone()];
     let a = run(&t8, &toks, Some(&t7), false);
-    let Verdict::Pending(d) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Pending(d) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(
         d.detail(),
@@ -797,8 +797,8 @@ fn normal_with_two_approvers() {
         token(&carol(), "carol", &t8, 8, Act::Approve),
     ];
     let a = run(&t8, &toks, Some(&t7), false);
-    let Verdict::Activate(d) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Activate(d) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(d.class, ChangeClass::Normal);
     assert_eq!(approver_names(d), ["bob", "carol"]);
@@ -821,8 +821,8 @@ fn path_scoped_requirement_says_what_is_missing() {
         token(&carol(), "carol", &t, 8, Act::Approve),
     ];
     let a = run(&t, &toks, Some(&t7), false);
-    let Verdict::Pending(d) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Pending(d) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(
         d.detail(),
@@ -832,8 +832,8 @@ fn path_scoped_requirement_says_what_is_missing() {
     );
     toks.push(token(&sam(), "sam", &t, 8, Act::Approve));
     let a = run(&t, &toks, Some(&t7), false);
-    let Verdict::Activate(d) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Activate(d) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(approver_names(d), ["bob", "carol", "sam"]);
 }
@@ -847,8 +847,8 @@ fn emergency_activates_on_its_require() {
         token(&ivan(), "ivan", &t, 8, Act::Approve),
     ];
     let a = run(&t, &toks, Some(&t7), false);
-    let Verdict::Activate(d) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Activate(d) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(d.class, ChangeClass::Emergency);
     assert_eq!(d.approvers[0].role, "incident-commander");
@@ -888,8 +888,8 @@ fn emergency_self_approval_when_allowed() {
             now: NOW,
         },
     );
-    let Verdict::Activate(d) = &r.verdict else {
-        panic!("{:?}", r.verdict)
+    let Ruling::Activate(d) = &r.ruling else {
+        panic!("{:?}", r.ruling)
     };
     assert_eq!(approver_names(d), ["carol"]);
 }
@@ -903,15 +903,15 @@ fn nothing_active_is_normal_and_same_document_is_no_op() {
         None,
         false,
     );
-    let Verdict::Pending(d) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Pending(d) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(d.class, ChangeClass::Normal);
     assert!(a.classification.unwrap().nothing_active);
-    assert_eq!(run(&t7, &[], Some(&t7), false).verdict, Verdict::NoOp);
+    assert_eq!(run(&t7, &[], Some(&t7), false).ruling, Ruling::NoOp);
     // A new version with nothing but the envelope changed is a no-op too.
     let t8 = doc(8, "dave", "emergency");
-    assert_eq!(run(&t8, &[], Some(&t7), false).verdict, Verdict::NoOp);
+    assert_eq!(run(&t8, &[], Some(&t7), false).ruling, Ruling::NoOp);
 }
 
 #[test]
@@ -922,8 +922,8 @@ fn refused_author_token_is_named() {
     c["exp"] = json!(NOW - 2 * HOUR);
     c["iat"] = json!(NOW - 3 * HOUR);
     let a = run(&t8, &[signed_claims(&alice(), &c)], Some(&t7), false);
-    let Verdict::Refused(r) = &a.verdict else {
-        panic!("{:?}", a.verdict)
+    let Ruling::Refused(r) = &a.ruling else {
+        panic!("{:?}", a.ruling)
     };
     assert_eq!(r.reason, Reason::MissingAuthor);
     assert!(r.detail.contains("token 1: expired"), "{}", r.detail);

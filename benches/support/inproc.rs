@@ -18,7 +18,6 @@ use sluice::proxy::server;
 use sluice::proxy::service::ConnInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// A 90/10 canary rollout sticky on `x-user-id` (the load comparison's `bench/traffic.yaml`).
 pub const PLAIN: &str = "version: 1
@@ -99,7 +98,7 @@ pub struct InProc {
     /// The runtime everything runs on (the calling thread).
     pub rt: tokio::runtime::Runtime,
     client: Client,
-    _shutdown: watch::Sender<bool>,
+    _shutdown: sluice::shutdown::Stop,
     instance: Option<Instance>,
     _dir: tempfile::TempDir,
 }
@@ -161,7 +160,7 @@ impl InProc {
         );
 
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = sluice::shutdown::channel();
         let info = ConnInfo {
             listener: 0,
             peer: "127.0.0.1:40000".parse().expect("address"),

@@ -46,7 +46,8 @@ pub struct Assessment {
     /// Tokens that did not, by their position in the input.
     pub rejected: Vec<RejectedToken>,
     /// What to do.
-    pub verdict: Verdict,
+    #[serde(rename = "verdict")]
+    pub ruling: Ruling,
 }
 
 /// A token refused during assessment.
@@ -61,7 +62,7 @@ pub struct RejectedToken {
 /// What the change gate should do with the candidate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
-pub enum Verdict {
+pub enum Ruling {
     /// Nothing to do: same document, or an empty diff (HTTP 200, no activation).
     NoOp,
     /// Every requirement is met: activate (HTTP 200).
@@ -73,7 +74,7 @@ pub enum Verdict {
 }
 
 /// Judges a candidate. Tokens that fail verification are listed in `rejected` and ignored;
-/// the verdict comes from the rest (the admin API may refuse a push that carries a bad one).
+/// the ruling comes from the rest (the admin API may refuse a push that carries a bad one).
 pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
     let digest = super::digest(input.bytes);
     let mut out = Assessment {
@@ -81,7 +82,7 @@ pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
         classification: None,
         accepted: Vec::new(),
         rejected: Vec::new(),
-        verdict: Verdict::NoOp,
+        ruling: Ruling::NoOp,
     };
     let version = input.doc.version;
     match check_version(
@@ -93,7 +94,7 @@ pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
         Ok(VersionCheck::Same) => return out,
         Ok(VersionCheck::Newer) => {}
         Err(r) => {
-            out.verdict = Verdict::Refused(r);
+            out.ruling = Ruling::Refused(r);
             return out;
         }
     }
@@ -108,7 +109,7 @@ pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
         return out;
     }
     if !store.require_approvals() {
-        out.verdict = Verdict::Activate(Decision {
+        out.ruling = Ruling::Activate(Decision {
             class: ChangeClass::Unapproved,
             author: input.doc.change.author.clone(),
             author_kid: String::new(),
@@ -131,16 +132,16 @@ pub fn assess(store: &TrustStore, input: &ChangeInput<'_>) -> Assessment {
             Err(refusal) => out.rejected.push(RejectedToken { index, refusal }),
         }
     }
-    out.verdict = match evaluate(
+    out.ruling = match evaluate(
         store,
         &c,
         &input.doc.change,
         &out.accepted,
         input.author_review_overdue,
     ) {
-        Ok(d) if d.satisfied() => Verdict::Activate(d),
-        Ok(d) => Verdict::Pending(d),
-        Err(r) => Verdict::Refused(with_rejections(r, &out.rejected)),
+        Ok(d) if d.satisfied() => Ruling::Activate(d),
+        Ok(d) => Ruling::Pending(d),
+        Err(r) => Ruling::Refused(with_rejections(r, &out.rejected)),
     };
     out.classification = Some(c);
     out

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::diff::{self, escape, segments, unescape};
-use super::policy::Rules;
+use super::rules::Rules;
 use crate::config::traffic::ChangeClass;
 
 /// The class of a candidate and the evidence for it.

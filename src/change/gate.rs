@@ -3,7 +3,7 @@
 //! document through one function, [`Gate::consider`]'s judgement. There is no second way in.
 //!
 //! parse → anti-rollback → diff and classify → verify tokens → policy (the pure
-//! [`assess`]) → then, by verdict: activate (build snapshot → persist → audit → swap), keep
+//! [`assess`]) → then, by ruling: activate (build snapshot → persist → audit → swap), keep
 //! pending (`state/pending/`), or refuse (audit, metric, log — all with the reason code).
 //! The audit line is the commit point: a document is active after a restart only if the
 //! log's last activation names its digest, and the high-water mark, the open emergency
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::assess::{ChangeInput, Verdict, assess};
+use super::assess::{ChangeInput, Ruling, assess};
 use super::audit::{AuditLog, Event, EventKind, Head, Record, Replay};
 use super::classify::{Classification, class_name};
 use super::folder::Folder;
@@ -39,8 +39,7 @@ use super::trust::TrustStore;
 use crate::clock::{self, Clock};
 use crate::config::Settings;
 use crate::config::traffic::{ChangeClass, CheckContext, ParsedTraffic, TrafficDoc};
-use crate::proxy::Shared;
-use crate::snapshot::{Addresses, BuildCtx, Snapshot};
+use crate::snapshot::{Addresses, BuildCtx, Published, Snapshot};
 use crate::telemetry::{self, Registry};
 
 pub use approvals::REJUDGE_EVERY_SECS;
@@ -166,7 +165,7 @@ pub struct Gate {
     trust: Arc<TrustStore>,
     listeners: Vec<String>,
     registry: Registry,
-    shared: Arc<Shared>,
+    published: Arc<Published>,
     clock: Clock,
     state: StateDir,
     audit: AuditLog,
@@ -274,7 +273,7 @@ impl Gate {
     pub fn open(
         settings: Arc<Settings>,
         trust: Arc<TrustStore>,
-        shared: Arc<Shared>,
+        published: Arc<Published>,
         registry: Registry,
         clock: Clock,
     ) -> std::io::Result<Gate> {
@@ -328,7 +327,7 @@ impl Gate {
             trust,
             listeners,
             registry,
-            shared,
+            published,
             clock,
             state,
             audit,
@@ -606,8 +605,8 @@ impl Gate {
         if let Some(bad) = a.rejected.iter().find(|t| t.index < n_pushed) {
             return Err(bad.refusal.clone());
         }
-        let decision = match a.verdict {
-            Verdict::NoOp => {
+        let decision = match a.ruling {
+            Ruling::NoOp => {
                 self.forget(digest);
                 let v = parsed.doc.version;
                 let detail = if a.classification.as_ref().is_some_and(|c| c.no_op) {
@@ -617,11 +616,11 @@ impl Gate {
                 };
                 return Ok(Outcome::NoOp { detail });
             }
-            Verdict::Refused(r) => {
+            Ruling::Refused(r) => {
                 self.forget(digest);
                 return Err(r);
             }
-            Verdict::Pending(d) | Verdict::Activate(d) => d,
+            Ruling::Pending(d) | Ruling::Activate(d) => d,
         };
         let accepted_pushed = (0..n_pushed)
             .filter(|i| !a.rejected.iter().any(|r| r.index == *i))
@@ -762,7 +761,7 @@ impl Gate {
     ) -> Result<Outcome, Refusal> {
         let v = parsed.doc.version;
         let class = d.class;
-        let prev = self.shared.snapshot.load_full();
+        let prev = self.published.load_full();
         let snap = Snapshot::build(&parsed, digest, &self.build_ctx(addresses), prev.as_deref())
             .map_err(|e| {
                 self.forget(digest);
@@ -883,8 +882,7 @@ impl Gate {
         self.registry
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
-        self.shared.snapshot.store(Some(Arc::new(snap)));
-        self.shared.activations.send_modify(|n| *n += 1);
+        self.published.publish(Arc::new(snap));
         // Series of names this document no longer has go (SPEC §10).
         self.registry
             .retain(crate::snapshot::series_of(&parsed.doc));

@@ -14,6 +14,7 @@
 //! - [`token`]: EdDSA-only JWS verification and minting (`sluice approve`).
 //! - [`diff`] and [`glob`]: leaf JSON Pointer diff and segment globs.
 //! - [`classify`]: standard, normal or emergency, and why.
+//! - [`rules`]: `trust.policy` compiled (requirements, standard paths, deadlines).
 //! - [`policy`]: requirements, segregation of duties, reviews; what is missing, in words.
 //! - [`version`]: anti-rollback against the high-water mark.
 //! - [`assess`]: all of the above in gate order, for one candidate.
@@ -34,13 +35,14 @@ pub mod pending;
 pub mod policy;
 pub mod reason;
 pub mod reviews;
+pub mod rules;
 pub mod store;
 pub mod token;
 pub mod trust;
 pub mod version;
 pub mod watch;
 
-pub use assess::{Assessment, ChangeInput, RejectedToken, Verdict, assess};
+pub use assess::{Assessment, ChangeInput, RejectedToken, Ruling, assess};
 pub use classify::{Classification, classify};
 pub use policy::{Approver, Decision, evaluate, evaluate_review};
 pub use reason::{Reason, Refusal};

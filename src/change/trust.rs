@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ed25519_dalek::VerifyingKey;
 
 use super::keys;
-use super::policy::Rules;
+use super::rules::Rules;
 use crate::config::settings::Trust;
 use crate::config::{ConfigError, ConfigErrors};
 

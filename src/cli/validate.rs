@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, EXIT_REFUSED};
-use crate::change::assess::{ChangeInput, Verdict, assess};
+use crate::change::assess::{ChangeInput, Ruling, assess};
 use crate::change::audit::{Record, Replay};
 use crate::change::classify::class_name;
 use crate::change::folder::Folder;
@@ -152,12 +152,12 @@ pub fn validate(config: &Path, a: ValidateArgs) -> i32 {
     for r in &assessment.rejected {
         println!("  refused  {}: {}", files[r.index], r.refusal);
     }
-    match &assessment.verdict {
-        Verdict::NoOp => {
+    match &assessment.ruling {
+        Ruling::NoOp => {
             println!("no-op: nothing would change");
             EXIT_OK
         }
-        Verdict::Activate(dec) => {
+        Ruling::Activate(dec) => {
             let who: Vec<String> = dec
                 .approvers
                 .iter()
@@ -175,14 +175,14 @@ pub fn validate(config: &Path, a: ValidateArgs) -> i32 {
             );
             EXIT_OK
         }
-        Verdict::Pending(dec) => {
+        Ruling::Pending(dec) => {
             println!("pending as {}: {}", class_name(dec.class), dec.detail());
             for i in &dec.ignored {
                 println!("  not counted: {} ({})", i.detail, i.reason);
             }
             EXIT_PENDING
         }
-        Verdict::Refused(r) => {
+        Ruling::Refused(r) => {
             println!("refused: {r}");
             EXIT_REFUSED
         }

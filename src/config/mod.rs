@@ -22,8 +22,8 @@ pub use types::{Dur, Weight};
 
 /// Errors reported for one document. Validation stops looking after this many: every error
 /// costs at most a bounded amount, so the list — and the work to build it — stays linear in
-/// the document however broken it is.
-pub const MAX_ERRORS: usize = 100;
+/// the document however broken it is. The flag compiler (a leaf module) owns the number.
+pub const MAX_ERRORS: usize = crate::flags::MAX_ERRORS;
 
 /// One configuration error, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,12 +7,12 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use super::Fractional;
 use super::eval::{Env, Scope, arg, eval};
 use super::logic::Node;
 use super::semver::Version;
 use super::value::Val;
 use crate::bucket;
-use crate::config::traffic::Fractional;
 
 /// The largest total weight flagd accepts (`i32::MAX`).
 const MAX_WEIGHT_SUM: u64 = i32::MAX as u64;

@@ -10,11 +10,11 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
+use super::Fractional;
 use super::context::Context;
 use super::custom;
 use super::logic::{Node, Op, Root, Var, VarPath};
 use super::value::{Kind, Val, js_compare, loose_eq, strict_eq, write_js_number};
-use crate::config::traffic::Fractional;
 
 /// Everything a rule may read besides the current scope.
 pub(crate) struct Env<'a> {

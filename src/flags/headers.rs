@@ -15,7 +15,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{Context, FlagId, FlagSet, Resolution};
-pub use crate::config::traffic::MAX_ROUTE_FLAGS;
+
+/// Most flags a single route may inject upstream (SPEC §4).
+pub const MAX_ROUTE_FLAGS: usize = 64;
 
 /// Prefix of the per-flag header.
 pub const FLAG_HEADER_PREFIX: &str = "x-sluice-flag-";

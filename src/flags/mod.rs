@@ -52,7 +52,6 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-pub use crate::config::traffic::Fractional;
 use eval::{Env, Scope};
 use logic::Node;
 
@@ -68,9 +67,20 @@ mod schema;
 mod semver;
 mod value;
 
+/// flagd `fractional` hashing (the document's `fractional`).
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fractional {
+    /// `flagKey + targetingKey` as a string.
+    V2,
+    /// Canonical CBOR (default).
+    #[default]
+    V3,
+}
+
 pub use compile::Layout;
 pub use context::{Context, ContextError};
-pub use resolution::{ErrorCode, Reason, Resolution, ValueType, resolution_json};
+pub use resolution::{ErrorCode, Resolution, ResolutionReason, ValueType, resolution_json};
 
 /// Compiled flags of one activation: immutable, `Send + Sync`, cheap to evaluate.
 #[derive(Debug)]
@@ -95,10 +105,14 @@ pub struct Options {
     pub fractional: Fractional,
 }
 
-/// Whether enough errors were found: the strict checks stop looking (see
-/// [`crate::config::MAX_ERRORS`]).
+/// Errors a strict compile reports before it stops looking: each costs a bounded amount,
+/// so the work stays linear in the flags however broken they are. Validation of a whole
+/// document uses the same cap (`config::MAX_ERRORS` is this).
+pub const MAX_ERRORS: usize = 100;
+
+/// Whether enough errors were found: the strict checks stop looking.
 pub(crate) fn errors_full(errors: &[FlagError]) -> bool {
-    errors.len() >= crate::config::MAX_ERRORS
+    errors.len() >= MAX_ERRORS
 }
 
 /// A refusal with the path of what is wrong (`flags.<key>.defaultVariant`, `$evaluators.x`).
@@ -242,7 +256,7 @@ impl FlagSet {
             return Resolution {
                 value: None,
                 variant: None,
-                reason: Reason::Disabled,
+                reason: ResolutionReason::Disabled,
                 error_code: None,
                 error_message: None,
                 metadata: md,
@@ -250,7 +264,7 @@ impl FlagSet {
             };
         }
         let node = match &flag.targeting {
-            Targeting::None => return flag.default_resolution(Reason::Static),
+            Targeting::None => return flag.default_resolution(ResolutionReason::Static),
             Targeting::Broken(m) => {
                 return Resolution::error(ErrorCode::ParseError, Cow::Borrowed(m), md);
             }
@@ -264,9 +278,9 @@ impl FlagSet {
         };
         let out = eval::eval(node, &env, Scope::Root);
         match eval::variant_name(&out) {
-            Ok(None) => flag.default_resolution(Reason::Default),
+            Ok(None) => flag.default_resolution(ResolutionReason::Default),
             Ok(Some(name)) => match flag.variant(&name) {
-                Some(i) => flag.resolution(i, Reason::TargetingMatch),
+                Some(i) => flag.resolution(i, ResolutionReason::TargetingMatch),
                 None => Resolution::error(
                     ErrorCode::General,
                     Cow::Owned(format!(
@@ -313,31 +327,31 @@ impl FlagSet {
     /// callers can resolve per-outcome handles (metrics) before the first evaluation.
     /// Errors other than a defect (a custom operator's bad arguments, a targeting result
     /// that is not a variant) are covered by `(None, Error)` for every targeted flag.
-    pub fn outcomes(&self, id: FlagId) -> Vec<(Option<u32>, Reason)> {
+    pub fn outcomes(&self, id: FlagId) -> Vec<(Option<u32>, ResolutionReason)> {
         let flag = self.flag(id);
         if flag.defect.is_some() || matches!(flag.targeting, Targeting::Broken(_)) {
-            return vec![(None, Reason::Error)];
+            return vec![(None, ResolutionReason::Error)];
         }
         if !flag.enabled {
-            return vec![(None, Reason::Disabled)];
+            return vec![(None, ResolutionReason::Disabled)];
         }
         let default = |reason| match &flag.default {
             DefaultVariant::Index(i) => (Some(*i), reason),
-            DefaultVariant::None => (None, Reason::Default),
-            DefaultVariant::Missing(_) => (None, Reason::Error),
+            DefaultVariant::None => (None, ResolutionReason::Default),
+            DefaultVariant::Missing(_) => (None, ResolutionReason::Error),
         };
         match &flag.targeting {
             Targeting::Rule(_) => {
-                let mut out: Vec<(Option<u32>, Reason)> = (0..flag.variants.len() as u32)
+                let mut out: Vec<(Option<u32>, ResolutionReason)> = (0..flag.variants.len() as u32)
                     .filter(|&i| flag.variant(&flag.variants[i as usize].0) == Some(i))
-                    .map(|i| (Some(i), Reason::TargetingMatch))
+                    .map(|i| (Some(i), ResolutionReason::TargetingMatch))
                     .collect();
-                out.push(default(Reason::Default));
-                out.push((None, Reason::Error));
+                out.push(default(ResolutionReason::Default));
+                out.push((None, ResolutionReason::Error));
                 out.dedup();
                 out
             }
-            _ => vec![default(Reason::Static)],
+            _ => vec![default(ResolutionReason::Static)],
         }
     }
 
@@ -359,7 +373,7 @@ impl Flag {
         (!name.is_empty() && !self.variants[i].1.is_null()).then_some(i as u32)
     }
 
-    fn resolution(&self, i: u32, reason: Reason) -> Resolution<'_> {
+    fn resolution(&self, i: u32, reason: ResolutionReason) -> Resolution<'_> {
         let (name, value) = &self.variants[i as usize];
         Resolution {
             value: Some(value),
@@ -373,13 +387,13 @@ impl Flag {
     }
 
     /// The default variant with `reason`, or the code default (reason `DEFAULT`).
-    fn default_resolution(&self, reason: Reason) -> Resolution<'_> {
+    fn default_resolution(&self, reason: ResolutionReason) -> Resolution<'_> {
         match &self.default {
             DefaultVariant::Index(i) => self.resolution(*i, reason),
             DefaultVariant::None => Resolution {
                 value: None,
                 variant: None,
-                reason: Reason::Default,
+                reason: ResolutionReason::Default,
                 error_code: None,
                 error_message: None,
                 metadata: &self.metadata,

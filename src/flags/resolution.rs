@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 /// OpenFeature resolution reasons that flagd produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub enum ResolutionReason {
     /// No targeting: the default variant.
     Static,
     /// Targeting chose a variant.
@@ -60,7 +60,7 @@ pub struct Resolution<'s> {
     /// The variant served, if any.
     pub variant: Option<&'s str>,
     /// Why.
-    pub reason: Reason,
+    pub reason: ResolutionReason,
     /// Set when `reason` is `Error`.
     pub error_code: Option<ErrorCode>,
     /// A human sentence for errors.
@@ -71,17 +71,17 @@ pub struct Resolution<'s> {
     pub(crate) variant_index: Option<u32>,
 }
 
-// === impl Reason ===
+// === impl ResolutionReason ===
 
-impl Reason {
+impl ResolutionReason {
     /// The OpenFeature spelling.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Static => "STATIC",
-            Reason::TargetingMatch => "TARGETING_MATCH",
-            Reason::Default => "DEFAULT",
-            Reason::Disabled => "DISABLED",
-            Reason::Error => "ERROR",
+            ResolutionReason::Static => "STATIC",
+            ResolutionReason::TargetingMatch => "TARGETING_MATCH",
+            ResolutionReason::Default => "DEFAULT",
+            ResolutionReason::Disabled => "DISABLED",
+            ResolutionReason::Error => "ERROR",
         }
     }
 }
@@ -129,7 +129,7 @@ impl<'s> Resolution<'s> {
         Resolution {
             value: None,
             variant: None,
-            reason: Reason::Error,
+            reason: ResolutionReason::Error,
             error_code: Some(code),
             error_message: Some(message),
             metadata,

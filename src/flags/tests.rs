@@ -180,10 +180,17 @@ fn string_context_is_read_without_json() {
     let hit = s.evaluate(id, &Context::from_strings(Some("u1"), &attrs), 0);
     assert_eq!(
         (hit.variant, hit.reason, hit.value),
-        (Some("a"), Reason::TargetingMatch, Some(&json!("A")))
+        (
+            Some("a"),
+            ResolutionReason::TargetingMatch,
+            Some(&json!("A"))
+        )
     );
     let miss = s.evaluate(id, &Context::from_strings(Some("u2"), &attrs), 0);
-    assert_eq!((miss.variant, miss.reason), (Some("b"), Reason::Default));
+    assert_eq!(
+        (miss.variant, miss.reason),
+        (Some("b"), ResolutionReason::Default)
+    );
 }
 
 #[test]
@@ -205,30 +212,34 @@ fn resolution_reasons_and_errors() {
     let r = s.evaluate_key("static", &ctx, 0);
     assert_eq!(
         (r.reason, r.variant, r.error_code),
-        (Reason::Static, Some("on"), None)
+        (ResolutionReason::Static, Some("on"), None)
     );
     let r = s.evaluate_key("nodefault", &ctx, 0);
     assert_eq!(
         (r.reason, r.variant, r.value),
-        (Reason::Default, None, None)
+        (ResolutionReason::Default, None, None)
     );
     let r = s.evaluate_key("off", &ctx, 0);
     assert_eq!(
         (r.reason, r.variant, r.value, r.error_code),
-        (Reason::Disabled, None, None, None)
+        (ResolutionReason::Disabled, None, None, None)
     );
     let x = map(json!({"x": 1}));
     let r = s.evaluate_key("boolean-target", &Context::from_json(&x).unwrap(), 0);
     assert_eq!(
         (r.reason, r.variant, r.value),
-        (Reason::TargetingMatch, Some("true"), Some(&json!(1)))
+        (
+            ResolutionReason::TargetingMatch,
+            Some("true"),
+            Some(&json!(1))
+        )
     );
     let r = s.evaluate_key("numeric-target", &ctx, 0);
     assert_eq!(r.variant, Some("1"));
     let r = s.evaluate_key("unknown-variant", &ctx, 0);
     assert_eq!(
         (r.reason, r.error_code),
-        (Reason::Error, Some(ErrorCode::General))
+        (ResolutionReason::Error, Some(ErrorCode::General))
     );
     assert!(r.error_message.as_deref().unwrap_or("").contains("`zz`"));
     let r = s.evaluate_key("object-target", &ctx, 0);
@@ -236,7 +247,7 @@ fn resolution_reasons_and_errors() {
     let r = s.evaluate_key("nope", &ctx, 0);
     assert_eq!(
         (r.reason, r.error_code),
-        (Reason::Error, Some(ErrorCode::FlagNotFound))
+        (ResolutionReason::Error, Some(ErrorCode::FlagNotFound))
     );
     // Typed callers.
     let r = s
@@ -244,7 +255,7 @@ fn resolution_reasons_and_errors() {
         .check_type(ValueType::String);
     assert_eq!(
         (r.reason, r.error_code, r.value),
-        (Reason::Error, Some(ErrorCode::TypeMismatch), None)
+        (ResolutionReason::Error, Some(ErrorCode::TypeMismatch), None)
     );
     let r = s
         .evaluate_key("nodefault", &ctx, 0)
@@ -352,7 +363,7 @@ fn lenient_compile_resolves_defects_like_flagd() {
     assert_eq!(code("bad-op"), Some(ErrorCode::ParseError));
     assert_eq!(
         s.evaluate_key("bad-op-off", &ctx, 0).reason,
-        Reason::Disabled
+        ResolutionReason::Disabled
     );
     assert_eq!(code("bad-state"), Some(ErrorCode::ParseError));
     assert_eq!(code("bad-default"), Some(ErrorCode::General));
@@ -369,7 +380,7 @@ fn fractional_shorthand_and_versions() {
     // Without a targeting key the shorthand has nothing to hash: code default.
     assert_eq!(
         v3.evaluate_key("f", &Context::empty(), 0).reason,
-        Reason::Default
+        ResolutionReason::Default
     );
     let mut differ = 0;
     for i in 0..200 {
@@ -812,8 +823,8 @@ mod properties {
                 "targetingKey": "u", "a": {"b": [1, "x", null]}, "s": "text", "n": -3.5, "v": "1.2.3"
             })).unwrap();
             let r = set.evaluate_key("f", &Context::from_json(&ctx).unwrap(), 0);
-            prop_assert!(matches!(r.reason, Reason::TargetingMatch | Reason::Default | Reason::Error));
-            prop_assert_eq!(r.error_code.is_some(), r.reason == Reason::Error);
+            prop_assert!(matches!(r.reason, ResolutionReason::TargetingMatch | ResolutionReason::Default | ResolutionReason::Error));
+            prop_assert_eq!(r.error_code.is_some(), r.reason == ResolutionReason::Error);
         }
 
         /// Encoded variants are valid header values made of token characters and `%XX`, and

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::proxy::Shared;
+use crate::shutdown::Shutdown;
+use crate::snapshot::Published;
 
 /// One change of the flags, as the streams announce it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +81,14 @@ impl Feed {
         self.tx.send_replace(change);
     }
 
-    /// Follows activations until `shutdown`: after each one, publishes a change if the
-    /// flags' fingerprint moved.
-    pub async fn follow(self: Arc<Self>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-        let mut activations = shared.activations.subscribe();
+    /// Follows activations (each publication of a snapshot) until `shutdown`: after each
+    /// one, publishes a change if the flags' fingerprint moved.
+    pub async fn follow(self: Arc<Self>, published: Arc<Published>, mut shutdown: Shutdown) {
+        let mut activations = published.subscribe();
         let mut last: Option<(String, BTreeMap<String, u64>)> = None;
         loop {
             activations.mark_unchanged();
-            if let Some(snap) = shared.snapshot.load_full() {
+            if let Some(snap) = published.load_full() {
                 let fr = &snap.flags;
                 if last.as_ref().is_none_or(|(fp, _)| *fp != fr.fingerprint) {
                     let changed = match &last {
@@ -105,7 +106,7 @@ impl Feed {
             }
             tokio::select! {
                 r = activations.changed() => if r.is_err() { return },
-                _ = crate::proxy::server::wait_shutdown(&mut shutdown) => return,
+                _ = shutdown.wait() => return,
             }
         }
     }

@@ -145,7 +145,7 @@ impl Hub {
 
     /// Wakes streams on every change and heartbeats them, until `shutdown`, which ends
     /// every stream.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: crate::shutdown::Shutdown) {
         let mut changes = self.inner.feed.subscribe();
         let mut beat = tokio::time::interval(self.inner.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -159,7 +159,7 @@ impl Hub {
                     self.wake_all();
                 }
                 _ = beat.tick() => self.heartbeat(),
-                _ = crate::proxy::server::wait_shutdown(&mut shutdown) => {
+                _ = shutdown.wait() => {
                     let slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
                     for s in slots.values() {
                         s.closed.store(true, Ordering::Release);

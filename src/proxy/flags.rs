@@ -18,10 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, Method};
 use metrics::Counter;
 
-use super::split::{self, Decision};
+use super::split::{self, Assignment};
 use crate::config::traffic::{ContextSource, RequestAttr, TrafficDoc};
 use crate::flags::headers::{RouteHeaders, Selected};
-use crate::flags::{Context, FlagId, FlagSet, Options, Reason, Resolution};
+use crate::flags::{Context, FlagId, FlagSet, Options, Resolution, ResolutionReason};
 use crate::snapshot::{RolloutRt, Route, Target, VariantMetrics};
 use crate::telemetry::{self, Registry};
 
@@ -362,9 +362,17 @@ impl Source {
 // === impl FlagMetrics ===
 
 /// Reasons with a variant, in slot order.
-const WITH_VARIANT: [Reason; 3] = [Reason::Static, Reason::TargetingMatch, Reason::Default];
+const WITH_VARIANT: [ResolutionReason; 3] = [
+    ResolutionReason::Static,
+    ResolutionReason::TargetingMatch,
+    ResolutionReason::Default,
+];
 /// Reasons without a variant, in slot order.
-const WITHOUT_VARIANT: [Reason; 3] = [Reason::Default, Reason::Disabled, Reason::Error];
+const WITHOUT_VARIANT: [ResolutionReason; 3] = [
+    ResolutionReason::Default,
+    ResolutionReason::Disabled,
+    ResolutionReason::Error,
+];
 
 impl FlagMetrics {
     fn new(set: &FlagSet, registry: &Registry) -> FlagMetrics {
@@ -384,7 +392,12 @@ impl FlagMetrics {
 
     /// The slot of an outcome of flag `id`.
     #[inline]
-    fn slot(&self, id: FlagId, variant: Option<u32>, reason: Reason) -> Option<&OnceLock<Counter>> {
+    fn slot(
+        &self,
+        id: FlagId,
+        variant: Option<u32>,
+        reason: ResolutionReason,
+    ) -> Option<&OnceLock<Counter>> {
         let i = id.index();
         let (base, end) = (*self.base.get(i)? as usize, *self.base.get(i + 1)? as usize);
         let variants = (end - base) / 3 - 1;
@@ -421,7 +434,13 @@ impl FlagMetrics {
         }
     }
 
-    fn register(&self, set: &FlagSet, id: FlagId, variant: Option<u32>, reason: Reason) -> Counter {
+    fn register(
+        &self,
+        set: &FlagSet,
+        id: FlagId,
+        variant: Option<u32>,
+        reason: ResolutionReason,
+    ) -> Counter {
         let name = variant
             .and_then(|v| set.variants(id).nth(v as usize))
             .map_or("", |(name, _)| name);
@@ -516,7 +535,7 @@ impl FlagTarget {
 /// `(cookie, id)` when the split drew a sticky key that is being set as a cookie: that id
 /// serves `flag_context` for this request too (SPEC §3), so the first request of a new
 /// user sees the flags its following requests (which carry the cookie) will see.
-pub fn drawn_cookie<'a>(ro: &'a RolloutRt, d: &'a Decision) -> Option<(&'a str, &'a str)> {
+pub fn drawn_cookie<'a>(ro: &'a RolloutRt, d: &'a Assignment) -> Option<(&'a str, &'a str)> {
     match (&d.drawn, ro.set_cookie, ro.sticky_cookie.as_deref()) {
         (Some(id), true, Some(cookie)) => Some((cookie, id.as_str())),
         _ => None,

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use http::{Request, header};
 use http_body_util::BodyExt;
-use tokio::sync::watch;
 
 use super::Shared;
 use super::body::UpBody;
 use super::connect::Conn;
 use crate::config::traffic::{ActiveHealth, PassiveHealth};
+use crate::shutdown::Shutdown;
 use crate::snapshot::addresses::resolve;
 use crate::snapshot::{Endpoint, Upstream};
 
@@ -118,7 +118,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Probes and re-resolves until `shutdown`. Runs on the control plane.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(PROBE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_resolve = Instant::now();
@@ -126,7 +126,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = super::server::wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         }
         let Some(snap) = shared.snapshot.load_full() else {
             continue;

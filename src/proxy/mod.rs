@@ -22,18 +22,17 @@ pub mod upgrade;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use arc_swap::ArcSwapOption;
 use metrics::{Counter, Gauge};
 
 use crate::config::settings::Limits;
 use crate::shutdown::Drain;
-use crate::snapshot::Snapshot;
+use crate::snapshot::Published;
 
 /// What every worker shares: the active snapshot and per-listener bookkeeping.
 #[derive(Debug)]
 pub struct Shared {
-    /// The active snapshot; `None` until a document is active.
-    pub snapshot: ArcSwapOption<Snapshot>,
+    /// The active snapshot (`None` until a document is active), as the gate publishes it.
+    pub snapshot: Arc<Published>,
     /// Listeners, in `sluice.yaml` order.
     pub listeners: Vec<ListenerInfo>,
     /// Timeouts and limits.
@@ -44,9 +43,6 @@ pub struct Shared {
     pub access_log: Option<access_log::AccessLog>,
     /// OFREP, its event streams and API keys (`builtin: ofrep` routes and the admin listener).
     pub flag_services: Arc<crate::flagsvc::FlagServices>,
-    /// Bumped after every activation (snapshot stored); control-plane followers (flag
-    /// event streams) wait on it instead of polling the snapshot.
-    pub activations: tokio::sync::watch::Sender<u64>,
     /// `sluice_client_errors_total{kind}`.
     pub client_errors: ClientErrors,
     /// Set on SIGTERM: readiness fails, connections are asked to leave.

@@ -24,12 +24,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use super::Shared;
 use super::deadline::{ConnClock, Deadline, Fired, Tracked};
 use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
+use crate::shutdown::Shutdown;
 
 /// Binds `addr` with `SO_REUSEPORT` so that each worker can hold its own socket.
 pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -61,7 +61,7 @@ pub fn run_worker(
     id: usize,
     shared: Arc<Shared>,
     sockets: Vec<(usize, std::net::TcpListener)>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,7 +80,7 @@ pub fn run_worker(
                 tracker.clone(),
             )));
         }
-        wait_shutdown(&mut shutdown.clone()).await;
+        shutdown.clone().wait().await;
         for a in &accepts {
             a.abort();
         }
@@ -100,7 +100,7 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     index: usize,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     tracker: Tracker,
 ) {
     loop {
@@ -145,7 +145,7 @@ async fn serve_conn(
     stream: TcpStream,
     info: ConnInfo,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     _guard: ConnGuard,
 ) {
     if shared.listeners[info.listener].tls.is_some() {
@@ -167,12 +167,7 @@ async fn serve_conn(
     }
 }
 
-async fn serve_tls(
-    stream: TcpStream,
-    info: ConnInfo,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn serve_tls(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, shutdown: Shutdown) {
     let Some(tls) = shared.listeners[info.listener].tls.clone() else {
         return;
     };
@@ -196,12 +191,8 @@ async fn serve_tls(
 
 /// Serves HTTP/1 on an accepted (and, for TLS, handshaken) connection until the peer leaves
 /// or `shutdown`; public for the in-process request bench (`benches/proxy.rs`).
-pub async fn serve_h1<IO>(
-    io: IO,
-    info: ConnInfo,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+pub async fn serve_h1<IO>(io: IO, info: ConnInfo, shared: Arc<Shared>, mut shutdown: Shutdown)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
@@ -245,7 +236,7 @@ pub async fn serve_h1<IO>(
                 }
                 Fired::Until(at) => timer.as_mut().reset(at.into()),
             },
-            _ = wait_shutdown(&mut shutdown), if !graceful => {
+            _ = shutdown.wait(), if !graceful => {
                 graceful = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -256,12 +247,8 @@ pub async fn serve_h1<IO>(
     }
 }
 
-async fn serve_h2<IO>(
-    io: IO,
-    info: ConnInfo,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn serve_h2<IO>(io: IO, info: ConnInfo, shared: Arc<Shared>, mut shutdown: Shutdown)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
@@ -312,7 +299,7 @@ async fn serve_h2<IO>(
                 graceful = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = wait_shutdown(&mut shutdown), if !graceful => {
+            _ = shutdown.wait(), if !graceful => {
                 graceful = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -386,11 +373,6 @@ impl Drop for Busy {
         self.0.touch();
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await.map(|_| ());
 }
 
 /// Counts a worker's open connections so drain can wait for them.

@@ -16,7 +16,7 @@ pub enum Side {
 
 /// A split decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Assignment {
     /// Where the request goes.
     pub side: Side,
     /// The sticky key drawn for a keyless client, to be set as a cookie.
@@ -54,7 +54,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a [u8]> {
 
 /// Decides the side: `canary_match`/`preview_match` first (headers, cookies, `query`: the
 /// request's query string), then the sticky key's bucket.
-pub fn decide(ro: &RolloutRt, headers: &HeaderMap, query: Option<&str>) -> Decision {
+pub fn decide(ro: &RolloutRt, headers: &HeaderMap, query: Option<&str>) -> Assignment {
     let forced = ro
         .force_canary
         .as_ref()
@@ -97,7 +97,7 @@ pub fn decide(ro: &RolloutRt, headers: &HeaderMap, query: Option<&str>) -> Decis
             Side::Stable
         }
     };
-    Decision { side, drawn }
+    Assignment { side, drawn }
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::sync::watch;
 
 use crate::config::settings::{CertPair, ListenerTls};
+use crate::shutdown::Shutdown;
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
@@ -237,7 +237,7 @@ fn stamps(pairs: &[CertPair]) -> Vec<FileStamp> {
 ///
 /// Polling rather than file notifications: Kubernetes swaps secrets through a symlink and
 /// editors replace files, and a `stat` per file per second costs nothing.
-pub async fn reload_loop(stores: Vec<Arc<CertStore>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn reload_loop(stores: Vec<Arc<CertStore>>, mut shutdown: Shutdown) {
     if stores.is_empty() {
         return;
     }
@@ -246,7 +246,7 @@ pub async fn reload_loop(stores: Vec<Arc<CertStore>>, mut shutdown: watch::Recei
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = super::server::wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         }
         let s = stores.clone();
         let _ = tokio::task::spawn_blocking(move || {

@@ -28,7 +28,7 @@ use crate::config::traffic::Analysis;
 /// The outcome of one verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum VerdictOutcome {
     /// Every configured threshold holds.
     Passed,
     /// A threshold is broken ([`Verdict::rule`] says which).
@@ -40,7 +40,7 @@ pub enum Outcome {
 /// The rule a failed verdict broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Rule {
+pub enum Criterion {
     /// Canary error rate above `max_error_rate`.
     ErrorRate,
     /// Canary error rate significantly above stable plus `max_error_rate_increase`.
@@ -53,10 +53,10 @@ pub enum Rule {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
     /// passed, failed or inconclusive.
-    pub outcome: Outcome,
+    pub outcome: VerdictOutcome,
     /// The first rule that failed: `Some` exactly when `outcome` is failed (the controller
     /// reads this field to decide).
-    pub rule: Option<Rule>,
+    pub rule: Option<Criterion>,
     /// n_c: canary requests in the window.
     pub canary_requests: u64,
     /// e_c: canary errors in the window.
@@ -88,28 +88,28 @@ pub struct Verdict {
     pub sequential: Option<Evidence>,
 }
 
-// === impl Outcome ===
+// === impl VerdictOutcome ===
 
-impl Outcome {
+impl VerdictOutcome {
     /// The label value of `sluice_rollout_verdicts_total{verdict}`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed => "failed",
-            Outcome::Inconclusive => "inconclusive",
+            VerdictOutcome::Passed => "passed",
+            VerdictOutcome::Failed => "failed",
+            VerdictOutcome::Inconclusive => "inconclusive",
         }
     }
 }
 
-// === impl Rule ===
+// === impl Criterion ===
 
-impl Rule {
+impl Criterion {
     /// The snake_case name used in status, audit and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            Rule::ErrorRate => "error_rate",
-            Rule::ErrorRateIncrease => "error_rate_increase",
-            Rule::P99 => "p99",
+            Criterion::ErrorRate => "error_rate",
+            Criterion::ErrorRateIncrease => "error_rate_increase",
+            Criterion::P99 => "p99",
         }
     }
 }
@@ -119,7 +119,7 @@ impl Rule {
 impl Verdict {
     /// Whether this verdict lets a step advance.
     pub fn passed(&self) -> bool {
-        self.outcome == Outcome::Passed
+        self.outcome == VerdictOutcome::Passed
     }
 }
 
@@ -145,22 +145,22 @@ pub fn judge(analysis: &Analysis, canary: &WindowStats, stable: &WindowStats) ->
     let rule = if n_c < analysis.min_requests {
         None
     } else if analysis.max_error_rate.is_some_and(|max| p_c > max) {
-        Some(Rule::ErrorRate)
+        Some(Criterion::ErrorRate)
     } else if increase_exceeded {
-        Some(Rule::ErrorRateIncrease)
+        Some(Criterion::ErrorRateIncrease)
     } else if analysis
         .max_p99
         .zip(canary.p99)
         .is_some_and(|(max, p99)| p99 > max.0)
     {
-        Some(Rule::P99)
+        Some(Criterion::P99)
     } else {
         None
     };
     let outcome = match rule {
-        _ if n_c < analysis.min_requests => Outcome::Inconclusive,
-        Some(_) => Outcome::Failed,
-        None => Outcome::Passed,
+        _ if n_c < analysis.min_requests => VerdictOutcome::Inconclusive,
+        Some(_) => VerdictOutcome::Failed,
+        None => VerdictOutcome::Passed,
     };
     Verdict {
         outcome,

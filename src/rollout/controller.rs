@@ -23,7 +23,7 @@
 
 use thiserror::Error;
 
-use super::analysis::{Outcome, Verdict};
+use super::analysis::{Verdict, VerdictOutcome};
 use super::progress::{PauseReason, PauseState, Phase, Progress, RollbackReason};
 use crate::change::audit::EventKind;
 use crate::config::Weight;
@@ -222,7 +222,7 @@ pub fn tick(
     if let (Some(analysis), Some(v)) = (&spec.analysis, verdict) {
         p.last_outcome = Some(v.outcome);
         match (v.outcome, v.rule) {
-            (Outcome::Failed, Some(rule)) => {
+            (VerdictOutcome::Failed, Some(rule)) => {
                 p.consecutive_failures = p.consecutive_failures.saturating_add(1);
                 p.consecutive_inconclusive = 0;
                 if p.promoted_at_ms.is_some() {
@@ -238,7 +238,7 @@ pub fn tick(
                     }
                 }
             }
-            (Outcome::Inconclusive, _) => {
+            (VerdictOutcome::Inconclusive, _) => {
                 p.consecutive_failures = 0;
                 if p.phase == Phase::Progressing {
                     p.consecutive_inconclusive = p.consecutive_inconclusive.saturating_add(1);
@@ -299,7 +299,7 @@ pub fn promote(
             if !waiting || p.promoted_at_ms.is_some() {
                 return Err(ActionError::NotWaitingForPromotion(p.phase));
             }
-            if spec.analysis.is_some() && p.last_outcome != Some(Outcome::Passed) {
+            if spec.analysis.is_some() && p.last_outcome != Some(VerdictOutcome::Passed) {
                 return Err(ActionError::AnalysisNotPassed);
             }
             promote_preview(p, spec, now_ms, &mut ev);
@@ -446,7 +446,7 @@ fn advance_canary(p: &mut Progress, spec: &Rollout, now_ms: u64, ev: &mut Vec<Ev
         if now_ms < p.step_started_at_ms.saturating_add(hold_ms) {
             return;
         }
-        if spec.analysis.is_some() && p.last_outcome != Some(Outcome::Passed) {
+        if spec.analysis.is_some() && p.last_outcome != Some(VerdictOutcome::Passed) {
             return;
         }
         enter_step(p, spec, p.step + 1, now_ms, ev);
@@ -471,7 +471,7 @@ fn advance_blue_green(p: &mut Progress, spec: &Rollout, now_ms: u64, ev: &mut Ve
     if now_ms < p.step_started_at_ms.saturating_add(after_ms) {
         return;
     }
-    if spec.analysis.is_some() && p.last_outcome != Some(Outcome::Passed) {
+    if spec.analysis.is_some() && p.last_outcome != Some(VerdictOutcome::Passed) {
         return;
     }
     promote_preview(p, spec, now_ms, ev);

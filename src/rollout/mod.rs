@@ -33,7 +33,7 @@ pub mod simulation;
 pub mod tally;
 pub mod window;
 
-pub use analysis::{Outcome, Rule, Verdict, judge, judge_windows};
+pub use analysis::{Criterion, Verdict, VerdictOutcome, judge, judge_windows};
 pub use controller::{ActionError, Event, carry_over, current_weight, tick};
 pub use error_status::ErrorStatuses;
 pub use progress::{PauseReason, Phase, Progress, RollbackReason};

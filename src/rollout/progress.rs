@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::analysis::{Outcome, Rule};
+use super::analysis::{Criterion, VerdictOutcome};
 
 /// The persisted progress of one rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub struct Progress {
     /// The outcome of the latest verdict since the current step began. Not persisted: after a
     /// restart a step advances only on fresh evidence.
     #[serde(skip)]
-    pub last_outcome: Option<Outcome>,
+    pub last_outcome: Option<VerdictOutcome>,
 }
 
 /// Rollout phases (SPEC §6).
@@ -80,7 +80,7 @@ pub enum PauseReason {
     /// `failure_limit` failed verdicts with `on_failure: pause`.
     Failed {
         /// The rule the last failed verdict broke.
-        rule: Rule,
+        rule: Criterion,
     },
     /// `inconclusive_limit` inconclusive verdicts in a row.
     Inconclusive,
@@ -183,12 +183,12 @@ impl RollbackReason {
     }
 }
 
-impl From<Rule> for RollbackReason {
-    fn from(rule: Rule) -> Self {
+impl From<Criterion> for RollbackReason {
+    fn from(rule: Criterion) -> Self {
         match rule {
-            Rule::ErrorRate => RollbackReason::ErrorRate,
-            Rule::ErrorRateIncrease => RollbackReason::ErrorRateIncrease,
-            Rule::P99 => RollbackReason::P99,
+            Criterion::ErrorRate => RollbackReason::ErrorRate,
+            Criterion::ErrorRateIncrease => RollbackReason::ErrorRateIncrease,
+            Criterion::P99 => RollbackReason::P99,
         }
     }
 }

@@ -12,8 +12,10 @@
 //! records with. Tests inject a manual clock and call [`Runner::tick_now`] instead of
 //! waiting for the timer.
 //!
-//! Activations: the runner notices a new snapshot (it polls the `ArcSwap` every
-//! [`POLL`]) and carries each rollout's progress over by SPEC §6, with one refinement that
+//! Activations: the gate's publication of a new snapshot wakes the runner (a watch channel,
+//! [`Published::subscribe`]); the snapshot carries the document's version, digest and
+//! rollout definitions, so the runner needs no lock of the gate to follow it. It carries
+//! each rollout's progress over by SPEC §6, with one refinement that
 //! makes "aborted is final for that document" hold: an aborted rollout stays aborted under a
 //! new document version unless that version changes the rollout's own definition (anything
 //! under `rollouts.<name>` other than `paused`). A flag flip elsewhere in the document must
@@ -37,8 +39,6 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
 
-use tokio::sync::watch;
-
 use super::analysis::{Verdict, judge};
 use super::controller::{self, Event};
 use super::fleet::{Fleet, Role};
@@ -49,9 +49,8 @@ use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
 use crate::config::traffic::{AnalysisMethod, Rollout, Strategy};
-use crate::proxy::Shared;
-use crate::proxy::server::wait_shutdown;
-use crate::snapshot::{RolloutRt, Snapshot};
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Published, RolloutRt, Snapshot};
 use crate::telemetry::{self, Registry};
 
 pub use actions::{Action, ActionRefused};
@@ -59,8 +58,11 @@ pub use continuous::EVALUATE_EVERY;
 use continuous::{Continuous, Source};
 pub use report::verdict_summary;
 
-/// How often the runner looks for a new snapshot between ticks.
-pub const POLL: Duration = Duration::from_millis(50);
+/// How soon the timer retries when a tick or an admin action holds the runner's state.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
+
+/// The longest the timer sleeps with nothing due (a publication wakes it sooner).
+const IDLE: Duration = Duration::from_secs(60);
 
 /// How many verdicts per rollout status keeps.
 const KEPT_VERDICTS: usize = 5;
@@ -72,7 +74,7 @@ const HOLD_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Runner {
     inner: Mutex<Inner>,
     gate: GateHandle,
-    shared: Arc<Shared>,
+    published: Arc<Published>,
     registry: Registry,
     clock: Clock,
     state: StateDir,
@@ -145,7 +147,7 @@ impl Runner {
     /// step it stopped at.
     pub fn start(
         gate: GateHandle,
-        shared: Arc<Shared>,
+        published: Arc<Published>,
         registry: Registry,
         clock: Clock,
     ) -> Arc<Runner> {
@@ -166,7 +168,7 @@ impl Runner {
                 dirty: false,
             }),
             gate,
-            shared,
+            published,
             registry,
             clock,
             state,
@@ -190,12 +192,18 @@ impl Runner {
     }
 
     /// The timer: ticks rollouts as they fall due until shutdown.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut publications = self.published.subscribe();
         loop {
-            let wait = self.until_due().min(POLL);
+            let wait = self.until_due();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = wait_shutdown(&mut shutdown) => return,
+                changed = publications.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = shutdown.wait() => return,
             }
             if !self.has_work() {
                 continue;
@@ -218,7 +226,7 @@ impl Runner {
     fn until_due(&self) -> Duration {
         let now = Instant::now();
         let Ok(inner) = self.inner.try_lock() else {
-            return POLL;
+            return BUSY_RETRY;
         };
         inner
             .rollouts
@@ -226,7 +234,7 @@ impl Runner {
             .filter(|t| !t.progress.phase.is_final())
             .map(|t| t.next_due.saturating_duration_since(now))
             .min()
-            .unwrap_or(POLL)
+            .unwrap_or(IDLE)
     }
 
     /// A new snapshot to sync with, or a rollout due.
@@ -234,7 +242,7 @@ impl Runner {
         let Ok(inner) = self.inner.try_lock() else {
             return false;
         };
-        let current = self.shared.snapshot.load();
+        let current = self.published.load();
         let fresh = match (&*current, &inner.synced) {
             (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
             (a, b) => a.is_some() != b.is_some(),
@@ -315,7 +323,7 @@ impl Runner {
 
     /// Brings the tracked rollouts in line with the active snapshot; true when it changed.
     fn sync(&self, inner: &mut Inner, now_ms: u64, now_sec: u64) -> bool {
-        let current = self.shared.snapshot.load_full();
+        let current = self.published.load_full();
         let same = match (&current, &inner.synced) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (a, b) => a.is_none() && b.is_none(),
@@ -323,37 +331,22 @@ impl Runner {
         if same {
             return false;
         }
-        // The gate installs the snapshot and the active document together under its lock;
-        // read both under it so they agree.
-        let (snap, doc) = {
-            let g = self.gate.lock();
-            let snap = self.shared.snapshot.load_full();
-            let doc = g.active().map(|a| {
-                (
-                    DocRef {
-                        version: a.doc.version,
-                        digest: a.digest.clone(),
-                    },
-                    a.doc.rollouts.clone(),
-                )
-            });
-            (snap, doc)
-        };
-        inner.synced = snap.clone();
-        let (Some(snap), Some((docref, specs))) = (snap, doc) else {
+        inner.synced = current.clone();
+        let Some(snap) = current else {
             return false;
         };
-        if snap.digest != docref.digest {
-            // Installed between the two loads; the next poll sees a consistent pair.
-            inner.synced = None;
-            return false;
-        }
+        // The snapshot is the whole document as activated: no need to ask the gate.
+        let docref = DocRef {
+            version: snap.version,
+            digest: snap.digest.clone(),
+        };
+        let specs: Vec<(String, Rollout)> = snap
+            .rollouts
+            .iter()
+            .map(|r| (r.name.to_string(), r.spec.clone()))
+            .collect();
         let mut old = std::mem::take(&mut inner.rollouts);
-        for (name, spec) in specs {
-            let Some(rt) = snap.rollouts.iter().find(|r| *r.name == *name).cloned() else {
-                tracing::error!(rollout = %name, "The active snapshot lacks this rollout; it is not driven.");
-                continue;
-            };
+        for ((name, spec), rt) in specs.into_iter().zip(snap.rollouts.iter().cloned()) {
             // What a kept progress keeps besides itself: verdicts, evidence, schedule, save.
             let prior = match old.remove(&name) {
                 Some(t) => Some((
@@ -695,11 +688,11 @@ impl Handles {
     }
 
     fn count(&self, v: &Verdict) {
-        use super::analysis::Outcome;
+        use super::analysis::VerdictOutcome;
         let i = match v.outcome {
-            Outcome::Passed => 0,
-            Outcome::Failed => 1,
-            Outcome::Inconclusive => 2,
+            VerdictOutcome::Passed => 0,
+            VerdictOutcome::Failed => 1,
+            VerdictOutcome::Inconclusive => 2,
         };
         self.verdicts[i].increment(1);
     }

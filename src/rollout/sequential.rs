@@ -56,7 +56,7 @@
 
 use serde::Serialize;
 
-use super::analysis::{Outcome, Rule, Verdict};
+use super::analysis::{Criterion, Verdict, VerdictOutcome};
 use super::tally::{Kind, Tally};
 use crate::config::traffic::Analysis;
 
@@ -121,8 +121,8 @@ pub struct Sequential {
     min_requests: u64,
     interval_ms: u64,
     window_ms: u64,
-    errors: Option<Criterion>,
-    slow: Option<Criterion>,
+    errors: Option<CriterionTests>,
+    slow: Option<CriterionTests>,
     stable: StableRef,
     origin_ms: u64,
     latest_canary: Tally,
@@ -158,13 +158,13 @@ pub struct Evidence {
 /// Why the test failed, latched at the crossing.
 #[derive(Debug, Clone, PartialEq)]
 struct Failure {
-    rule: Rule,
+    rule: Criterion,
     evidence: Evidence,
 }
 
 /// One criterion's tests: the origin test and the recent ones.
 #[derive(Debug, Clone)]
-struct Criterion {
+struct CriterionTests {
     kind: Kind,
     /// `ln` of this criterion's share of the canary's α.
     ln_share: f64,
@@ -226,7 +226,7 @@ impl Sequential {
         let judges_slow = analysis.max_p99.is_some();
         let criteria = u32::from(judges_errors) + u32::from(judges_slow);
         let ln_share = -f64::from(criteria.max(1)).ln();
-        let criterion = |kind| Criterion {
+        let criterion = |kind| CriterionTests {
             kind,
             ln_share,
             triggers: 0,
@@ -322,15 +322,15 @@ impl Sequential {
         Some(self.verdict(Some(failure.rule), failure.evidence))
     }
 
-    fn verdict(&self, failed: Option<Rule>, evidence: Evidence) -> Verdict {
+    fn verdict(&self, failed: Option<Criterion>, evidence: Evidence) -> Verdict {
         let c = self.latest_canary.since(self.step_canary);
         let s = self.latest_stable.since(self.step_stable);
         let (n_c, e_c) = (c.requests, c.count(Kind::Errors));
         let (n_s, e_s) = (s.requests, s.count(Kind::Errors));
         let outcome = match failed {
-            Some(_) => Outcome::Failed,
-            None if n_c < self.min_requests => Outcome::Inconclusive,
-            None => Outcome::Passed,
+            Some(_) => VerdictOutcome::Failed,
+            None if n_c < self.min_requests => VerdictOutcome::Inconclusive,
+            None => VerdictOutcome::Passed,
         };
         Verdict {
             outcome,
@@ -343,7 +343,7 @@ impl Sequential {
             stable_error_rate: rate(e_s, n_s),
             z: None,
             z_critical: None,
-            increase_exceeded: failed == Some(Rule::ErrorRateIncrease),
+            increase_exceeded: failed == Some(Criterion::ErrorRateIncrease),
             canary_p99: None,
             sequential: Some(evidence),
         }
@@ -353,7 +353,7 @@ impl Sequential {
     /// side's confidence bounds are computed and the evidence returned; without, the stable
     /// point estimates stand in for them (a valid *upper* bound of the statistic, since the
     /// bound is never below the estimate) and no evidence is returned.
-    fn evaluate(&self, now_ms: u64, full: bool) -> (f64, Option<Rule>, Option<Evidence>) {
+    fn evaluate(&self, now_ms: u64, full: bool) -> (f64, Option<Criterion>, Option<Evidence>) {
         let segments = self.stable_segments(now_ms);
         let bound = |seg: &Option<Segment>| -> f64 {
             match seg {
@@ -371,13 +371,13 @@ impl Sequential {
         let uppers = [bound(&segments[0]), bound(&segments[1])];
         let nulls = uppers.map(|u| self.null_rate(u));
 
-        let mut terms: Vec<(f64, Rule, u64)> = Vec::new();
+        let mut terms: Vec<(f64, Criterion, u64)> = Vec::new();
         for c in [&self.errors, &self.slow].into_iter().flatten() {
             for s in &c.starts {
                 let counts = self.latest_canary.since(s.base);
                 let (n, x) = (counts.requests, counts.count(c.kind));
                 let (p0, rule) = match c.kind {
-                    Kind::Slow => (SLOW_NULL, Rule::P99),
+                    Kind::Slow => (SLOW_NULL, Criterion::P99),
                     Kind::Errors => {
                         let recent = segments[0].is_some_and(|seg| s.at_ms >= seg.from_ms);
                         let i = if recent { 0 } else { 1 };
@@ -428,12 +428,12 @@ impl Sequential {
 
     /// `min(max_error_rate, stable_upper + δ)` and which limit it is; `None` when neither
     /// limit can be tested yet.
-    fn null_rate(&self, stable_upper: f64) -> Option<(f64, Rule)> {
+    fn null_rate(&self, stable_upper: f64) -> Option<(f64, Criterion)> {
         let inc = self.increase.map(|d| (stable_upper + d).min(1.0));
         match (self.max_error_rate, inc) {
-            (Some(m), Some(i)) if i < m => Some((i, Rule::ErrorRateIncrease)),
-            (Some(m), _) => Some((m.min(1.0), Rule::ErrorRate)),
-            (None, Some(i)) => Some((i, Rule::ErrorRateIncrease)),
+            (Some(m), Some(i)) if i < m => Some((i, Criterion::ErrorRateIncrease)),
+            (Some(m), _) => Some((m.min(1.0), Criterion::ErrorRate)),
+            (None, Some(i)) => Some((i, Criterion::ErrorRateIncrease)),
             (None, None) => None,
         }
     }

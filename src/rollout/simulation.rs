@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::analysis::{Rule, judge};
+use super::analysis::{Criterion, judge};
 use super::controller::{self, Event};
 use super::progress::Progress;
 use super::sequential::Sequential;
@@ -66,7 +66,7 @@ pub struct Trial {
     /// When the rollout was rolled back, ms after its start.
     pub rolled_back_at_ms: Option<u64>,
     /// The rule that failed.
-    pub rule: Option<Rule>,
+    pub rule: Option<Criterion>,
 }
 
 /// xoshiro256++ (Blackman and Vigna), seeded through SplitMix64: small, fast, reproducible.

@@ -7,6 +7,8 @@
 //! weights) is carried over from the previous snapshot by name.
 
 pub mod addresses;
+pub mod balance;
+mod published;
 mod recording;
 pub mod routes;
 
@@ -33,6 +35,7 @@ use crate::request_match::RequestMatcher;
 use crate::rollout::{ErrorStatuses, RolloutWindows};
 use crate::telemetry::{self, Registry};
 pub use addresses::Addresses;
+pub use published::Published;
 pub use routes::{HostMatch, RouteMatcher, RouteTable};
 
 /// An active document, compiled.
@@ -179,6 +182,8 @@ pub struct RolloutState {
 pub struct RolloutRt {
     /// Rollout name.
     pub name: Box<str>,
+    /// Its definition in the active document (the rollout runner drives it from here).
+    pub spec: Rollout,
     /// Shared state (weight).
     pub state: Arc<RolloutState>,
     /// Index of the stable (blue-green: active) upstream.
@@ -436,6 +441,7 @@ fn build_rollout(
         .set(state.weight_bp.load(Ordering::Relaxed) as f64 / 100.0);
     Arc::new(RolloutRt {
         name: name.into(),
+        spec: r.clone(),
         state,
         stable: m.stable,
         canary: m.canary,
@@ -623,69 +629,12 @@ impl Upstream {
         }
     }
 
-    /// Picks an endpoint by the pool's policy, among healthy ones unless fewer than half
-    /// are (panic mode: all of them, as Envoy). `avoid` (a retry's previous endpoint) is
-    /// skipped when another one qualifies. `None` only when the pool has no endpoint.
+    /// Picks an endpoint by the pool's `balance` (see [`balance`]); `avoid` (a retry's
+    /// previous endpoint) is skipped when another one qualifies. `None` only when the pool
+    /// has no endpoint.
+    #[inline]
     pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<Arc<Endpoint>> {
-        let eps = self.endpoints.load();
-        let n = eps.len();
-        match n {
-            0 => return None,
-            1 => return eps.first().cloned(),
-            _ => {}
-        }
-        let i = self.rr.fetch_add(1, Ordering::Relaxed);
-        let checked = self.passive_health.is_some() || self.active_health.is_some();
-        if !checked && avoid.is_none() {
-            return self.pick_among(&eps, i, |_| true);
-        }
-        let healthy = if checked {
-            eps.iter().filter(|e| e.health.is_healthy()).count()
-        } else {
-            n
-        };
-        let panic = healthy * 2 < n;
-        let usable = |e: &Endpoint| panic || !checked || e.health.is_healthy();
-        let avoided = |e: &Endpoint| avoid.is_some_and(|a| std::ptr::eq(&**a, e));
-        let others = eps.iter().filter(|e| usable(e) && !avoided(e)).count();
-        if others > 0 {
-            self.pick_among(&eps, i, |e| usable(e) && !avoided(e))
-        } else {
-            self.pick_among(&eps, i, usable)
-        }
-    }
-
-    fn pick_among(
-        &self,
-        eps: &[Arc<Endpoint>],
-        i: usize,
-        ok: impl Fn(&Endpoint) -> bool,
-    ) -> Option<Arc<Endpoint>> {
-        let n = eps.len();
-        // The first qualifying endpoint at or after `start`.
-        let from = |start: usize| (0..n).map(|k| &eps[(start + k) % n]).find(|e| ok(e));
-        let chosen = match self.balance {
-            Balance::RoundRobin => from(i % n),
-            Balance::LeastRequest => {
-                // Power of two choices: two endpoints from a cheap sequence, the one with
-                // fewer requests in flight wins.
-                let a = i.wrapping_mul(0x9E37_79B9) % n;
-                let b = (a + 1 + (i.wrapping_mul(0x85EB_CA6B) >> 7) % (n - 1)) % n;
-                match (from(a), from(b)) {
-                    (Some(ea), Some(eb)) => {
-                        if eb.in_flight.load(Ordering::Relaxed)
-                            < ea.in_flight.load(Ordering::Relaxed)
-                        {
-                            Some(eb)
-                        } else {
-                            Some(ea)
-                        }
-                    }
-                    (a, b) => a.or(b),
-                }
-            }
-        };
-        chosen.or_else(|| eps.first()).cloned()
+        balance::pick(self, avoid)
     }
 }
 

@@ -2,6 +2,8 @@
 //! from `/proc` at scrape time: nothing runs between scrapes and the request path never
 //! sees them. On systems without `/proc` the families are left out.
 
+#![allow(unsafe_code)] // sysconf and getrlimit: the only unsafe in sluice, three libc calls.
+
 use std::fmt::Write as _;
 
 /// One reading of the process's resources.

@@ -70,7 +70,7 @@ impl Gate {
             ))
         })?;
         let parsed = self.parse(&bytes)?;
-        let prev = self.shared.snapshot.load_full();
+        let prev = self.published.load_full();
         // No lookup under the lock: hostnames the previous snapshot does not know start
         // unresolved, and the control plane resolves them right after the swap.
         let snap = Snapshot::build(

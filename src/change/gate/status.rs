@@ -85,8 +85,7 @@ impl Gate {
             .collect();
         let overdue = self.reviews.iter().filter(|r| r.overdue(now)).count();
         let rollouts: Vec<Value> = self
-            .shared
-            .snapshot
+            .published
             .load_full()
             .map(|s| {
                 s.rollouts

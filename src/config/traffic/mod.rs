@@ -22,12 +22,11 @@ use serde_json::{Map, Value};
 
 pub use model::Model;
 pub use raw::*;
-pub use validation::{is_header_token, is_tchar, parse_status_class};
+pub use validation::parse_status_class;
 
 use super::{ConfigError, ConfigErrors, MAX_ERRORS, field, from_node, unknown_keys, yaml};
 
-/// Most flags a single route may inject upstream.
-pub const MAX_ROUTE_FLAGS: usize = 64;
+pub use crate::flags::headers::MAX_ROUTE_FLAGS;
 
 /// Longest key of an injected flag: `x-sluice-flag-<key>` must fit a header name (64 KiB).
 pub const MAX_INJECTED_KEY_BYTES: usize = u16::MAX as usize - "x-sluice-flag-".len();

@@ -579,13 +579,5 @@ pub enum RequestAttr {
     ClientIp,
 }
 
-/// flagd fractional hashing version.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Fractional {
-    /// `flagKey + targetingKey` as a string.
-    V2,
-    /// Canonical CBOR (default).
-    #[default]
-    V3,
-}
+/// flagd fractional hashing version (defined by the flag evaluator).
+pub use crate::flags::Fractional;

@@ -26,6 +26,7 @@ use super::raw::{
 };
 use super::{CheckContext, MAX_INJECTED_KEY_BYTES, MAX_ROUTE_FLAGS, TrafficDoc};
 use crate::config::{ConfigError, MAX_ERRORS, yaml};
+use crate::flags::headers::{is_lowercase_token, is_tchar};
 use crate::request_match::{Cond, RequestMatcher, Source, ValueTest};
 
 /// Where errors go: each at its path, positioned through the document's spans.
@@ -462,7 +463,7 @@ fn check_route_flags(
         if !star && !doc.flags.contains_key(f.as_str()) {
             r.err(&path, format!("unknown flag `{f}`"));
         }
-        if !is_header_token(f) {
+        if !is_lowercase_token(f) {
             r.err(
                 &path,
                 format!(
@@ -1038,14 +1039,4 @@ fn is_name(s: &str) -> bool {
 /// A valid upstream, route or rollout name, as a header value (names appear in headers).
 fn name_header(s: &str) -> Option<HeaderValue> {
     is_name(s).then(|| HeaderValue::from_str(s).ok()).flatten()
-}
-
-/// RFC 9110 `tchar`.
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A lowercase RFC 9110 token: what a flag key must be to name a header.
-pub fn is_header_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| is_tchar(b) && !b.is_ascii_uppercase())
 }

@@ -10,7 +10,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::watch;
 use tonic::Status;
 use tonic::codegen::Service as _;
 
@@ -19,7 +18,7 @@ use super::pb::{evaluation_v1 as v1, evaluation_v2 as v2, sync_v1};
 use super::sync::Sync;
 use crate::config::settings::FlagGrpc;
 use crate::proxy::Shared;
-use crate::proxy::server::wait_shutdown;
+use crate::shutdown::Shutdown;
 
 /// A bound gRPC listener, not yet serving.
 pub struct GrpcServer {
@@ -58,11 +57,7 @@ pub fn bind(settings: &FlagGrpc) -> Result<GrpcServer, String> {
 
 impl GrpcServer {
     /// Serves on a thread of its own until `shutdown`.
-    pub fn spawn(
-        self,
-        shared: Arc<Shared>,
-        shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(self, shared: Arc<Shared>, shutdown: Shutdown) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("sluice-grpc".into())
             .spawn(move || {
@@ -80,7 +75,7 @@ impl GrpcServer {
             })
     }
 
-    async fn serve(self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    async fn serve(self, shared: Arc<Shared>, mut shutdown: Shutdown) {
         let listener = match tokio::net::TcpListener::from_std(self.sock) {
             Ok(l) => l,
             Err(e) => {
@@ -102,7 +97,7 @@ impl GrpcServer {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = wait_shutdown(&mut shutdown) => break,
+                _ = shutdown.wait() => break,
             };
             let Ok((stream, _)) = accepted else { continue };
             let _ = stream.set_nodelay(true);

@@ -149,11 +149,19 @@ fn metrics_count_by_flag_variant_and_reason() {
     }
     // Every slot of one flag stays inside that flag's range.
     let backend = rt.set.get("backend").unwrap();
-    assert!(rt.metrics.slot(backend, Some(3), Reason::Static).is_none());
-    assert!(rt.metrics.slot(backend, Some(2), Reason::Default).is_some());
     assert!(
         rt.metrics
-            .slot(backend, None, Reason::TargetingMatch)
+            .slot(backend, Some(3), ResolutionReason::Static)
+            .is_none()
+    );
+    assert!(
+        rt.metrics
+            .slot(backend, Some(2), ResolutionReason::Default)
+            .is_some()
+    );
+    assert!(
+        rt.metrics
+            .slot(backend, None, ResolutionReason::TargetingMatch)
             .is_none()
     );
 }

@@ -25,7 +25,7 @@ fn worked_example_one_in_sixty_passes_the_increase_test() {
         ..analysis()
     };
     let v = judge(&a, &stats(60, 1), &stats(1140, 0));
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     assert_eq!(v.rule, None);
     let z = v.z.unwrap();
     assert!((z - 0.40).abs() < 0.005, "z = {z}");
@@ -43,10 +43,10 @@ fn worked_example_eighteen_in_sixty_fails_max_error_rate() {
         ..analysis()
     };
     let v = judge(&a, &stats(60, 18), &stats(1140, 0));
-    assert_eq!(v.outcome, Outcome::Failed);
+    assert_eq!(v.outcome, VerdictOutcome::Failed);
     assert_eq!(
         v.rule,
-        Some(Rule::ErrorRate),
+        Some(Criterion::ErrorRate),
         "the absolute rule is checked first"
     );
     // The increase test fails too, and says so.
@@ -65,12 +65,12 @@ fn significant_increase_fails_without_an_absolute_threshold() {
     let v = judge(&a, &stats(200, 6), &stats(10_000, 10));
     let z = v.z.unwrap();
     assert!((z - 1.989).abs() < 0.001, "z = {z}");
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     a.confidence = 0.95;
     let v = judge(&a, &stats(200, 6), &stats(10_000, 10));
     assert_eq!(
         (v.outcome, v.rule),
-        (Outcome::Failed, Some(Rule::ErrorRateIncrease))
+        (VerdictOutcome::Failed, Some(Criterion::ErrorRateIncrease))
     );
 }
 
@@ -82,7 +82,7 @@ fn too_few_canary_requests_is_inconclusive_whatever_the_errors() {
         ..analysis()
     };
     let v = judge(&a, &stats(49, 49), &stats(1000, 0));
-    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(v.outcome, VerdictOutcome::Inconclusive);
     assert_eq!(v.rule, None);
     assert_eq!(v.canary_requests, 49);
     assert!(v.increase_exceeded, "the numbers are still reported");
@@ -99,12 +99,12 @@ fn zero_denominator_with_positive_numerator_exceeds() {
     assert_eq!(v.z, Some(f64::INFINITY));
     assert_eq!(
         (v.outcome, v.rule),
-        (Outcome::Failed, Some(Rule::ErrorRateIncrease))
+        (VerdictOutcome::Failed, Some(Criterion::ErrorRateIncrease))
     );
     // Both clean: numerator −δ, zero denominator: not exceeding.
     let v = judge(&a, &stats(50, 0), &stats(1000, 0));
     assert_eq!(v.z, Some(f64::NEG_INFINITY));
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     // δ = 0 and both clean: 0/0 counts as not exceeding.
     assert_eq!(z_score(0, 50, 0, 1000, 0.0), Some(0.0));
 }
@@ -119,9 +119,9 @@ fn no_stable_traffic_skips_only_the_increase_test() {
     let v = judge(&a, &stats(100, 4), &stats(0, 0));
     assert_eq!(v.z, None);
     assert_eq!(v.stable_error_rate, None);
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     let v = judge(&a, &stats(100, 6), &stats(0, 0));
-    assert_eq!(v.rule, Some(Rule::ErrorRate));
+    assert_eq!(v.rule, Some(Criterion::ErrorRate));
 }
 
 #[test]
@@ -136,14 +136,17 @@ fn p99_above_max_fails() {
         p99: Some(Duration::from_millis(900)),
     };
     let v = judge(&a, &slow, &stats(100, 0));
-    assert_eq!((v.outcome, v.rule), (Outcome::Failed, Some(Rule::P99)));
+    assert_eq!(
+        (v.outcome, v.rule),
+        (VerdictOutcome::Failed, Some(Criterion::P99))
+    );
     let ok = WindowStats {
         p99: Some(Duration::from_millis(800)),
         ..slow
     };
     assert_eq!(
         judge(&a, &ok, &stats(100, 0)).outcome,
-        Outcome::Passed,
+        VerdictOutcome::Passed,
         "equal is not above"
     );
 }
@@ -151,7 +154,7 @@ fn p99_above_max_fails() {
 #[test]
 fn nothing_configured_passes_on_volume_alone() {
     let v = judge(&analysis(), &stats(50, 50), &stats(0, 0));
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     assert_eq!(v.z_critical, None);
 }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::change::audit::EventKind;
 use crate::config::Dur;
 use crate::config::traffic::{Analysis, AnalysisMethod, Promote, StepGate, Sticky};
-use crate::rollout::analysis::{Rule, judge_windows};
+use crate::rollout::analysis::{Criterion, judge_windows};
 use crate::rollout::window::{RolloutWindows, Variant};
 
 const SEC: u64 = 1_000;
@@ -80,10 +80,10 @@ fn analysis() -> Analysis {
 }
 
 /// A verdict with only the outcome that matters to the controller.
-fn verdict(outcome: Outcome) -> Verdict {
+fn verdict(outcome: VerdictOutcome) -> Verdict {
     Verdict {
         outcome,
-        rule: (outcome == Outcome::Failed).then_some(Rule::ErrorRate),
+        rule: (outcome == VerdictOutcome::Failed).then_some(Criterion::ErrorRate),
         canary_requests: 0,
         canary_errors: 0,
         stable_requests: 0,
@@ -99,7 +99,7 @@ fn verdict(outcome: Outcome) -> Verdict {
 }
 
 fn passed() -> Verdict {
-    verdict(Outcome::Passed)
+    verdict(VerdictOutcome::Passed)
 }
 
 fn weight_of(p: &Progress, spec: &Rollout) -> u32 {
@@ -192,7 +192,7 @@ fn canary_failing_thirty_percent_rolls_back_within_two_intervals_of_min_requests
                 reached_at = Some(t);
             }
             if reached_at.is_none() {
-                assert_eq!(s.verdict.outcome, Outcome::Inconclusive, "t = {t}");
+                assert_eq!(s.verdict.outcome, VerdictOutcome::Inconclusive, "t = {t}");
             }
             if s.events
                 .iter()
@@ -254,7 +254,7 @@ fn healthy_canary_walks_every_step_to_completed() {
     for _ in 0..1_000 {
         let now = sim.now_ms();
         let s = sim.second(400, 0.005, 0.005);
-        assert_ne!(s.verdict.outcome, Outcome::Failed, "{:?}", s.verdict);
+        assert_ne!(s.verdict.outcome, VerdictOutcome::Failed, "{:?}", s.verdict);
         for e in s.events {
             match e {
                 Event::StepAdvanced { step, weight } => steps.push((step, weight.0, now)),
@@ -308,7 +308,7 @@ fn one_error_in_sixty_against_a_clean_stable_does_not_roll_back() {
         (v.canary_requests, v.canary_errors, v.stable_requests),
         (60, 1, 1140)
     );
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     assert!((v.z.unwrap() - 0.40).abs() < 0.005);
     let mut p = Progress::new(T0);
     assert!(tick(&mut p, &spec, Some(&v), T0 + SEC).is_empty());
@@ -330,7 +330,7 @@ fn low_traffic_stays_inconclusive_and_pauses_without_rolling_back() {
     for t in 0..300 {
         // 20 rps total: about one canary request a second, every one an error.
         let s = sim.second(20, 1.0, 0.0);
-        assert_eq!(s.verdict.outcome, Outcome::Inconclusive, "t = {t}");
+        assert_eq!(s.verdict.outcome, VerdictOutcome::Inconclusive, "t = {t}");
         assert!(
             !s.events
                 .iter()
@@ -534,7 +534,12 @@ fn a_pause_does_not_stop_a_rollback() {
     let spec = canary(vec![weight(5, 60), weight(50, 60)], Some(analysis()));
     let mut p = Progress::new(T0);
     pause(&mut p, T0).unwrap();
-    let ev = tick(&mut p, &spec, Some(&verdict(Outcome::Failed)), T0 + SEC);
+    let ev = tick(
+        &mut p,
+        &spec,
+        Some(&verdict(VerdictOutcome::Failed)),
+        T0 + SEC,
+    );
     assert_eq!(
         ev,
         [
@@ -560,14 +565,14 @@ fn failure_limit_counts_consecutive_failures_only() {
         }),
     );
     let mut p = Progress::new(T0);
-    let fail = verdict(Outcome::Failed);
+    let fail = verdict(VerdictOutcome::Failed);
     let seq = [
         &fail,
         &fail,
         &passed(),
         &fail,
         &fail,
-        &verdict(Outcome::Inconclusive),
+        &verdict(VerdictOutcome::Inconclusive),
         &fail,
         &fail,
     ];
@@ -592,13 +597,15 @@ fn on_failure_pause_keeps_the_weight() {
     let mut spec = canary(vec![weight(5, 60), weight(50, 60)], Some(analysis()));
     spec.on_failure = OnFailure::Pause;
     let mut p = Progress::new(T0);
-    let mut fail = verdict(Outcome::Failed);
-    fail.rule = Some(Rule::P99);
+    let mut fail = verdict(VerdictOutcome::Failed);
+    fail.rule = Some(Criterion::P99);
     let ev = tick(&mut p, &spec, Some(&fail), T0);
     assert_eq!(
         ev,
         [Event::Paused {
-            reason: PauseReason::Failed { rule: Rule::P99 }
+            reason: PauseReason::Failed {
+                rule: Criterion::P99
+            }
         }]
     );
     assert!(
@@ -715,7 +722,7 @@ fn progress_serializes_plainly() {
     assert_eq!(j["pause"]["resume_to"], "progressing");
     assert!(j.get("last_outcome").is_none());
     let reason = PauseReason::Failed {
-        rule: Rule::ErrorRateIncrease,
+        rule: Criterion::ErrorRateIncrease,
     };
     assert_eq!(
         serde_json::to_value(reason).unwrap(),
@@ -754,7 +761,7 @@ fn blue_green_promotes_after_delay_once_analysis_passes_then_completes() {
         tick(
             &mut p,
             &spec,
-            Some(&verdict(Outcome::Inconclusive)),
+            Some(&verdict(VerdictOutcome::Inconclusive)),
             T0 + 300 * SEC
         )
         .is_empty()
@@ -804,7 +811,7 @@ fn blue_green_swaps_back_at_once_on_a_failure_after_promotion() {
     let ev = tick(
         &mut p,
         &spec,
-        Some(&verdict(Outcome::Failed)),
+        Some(&verdict(VerdictOutcome::Failed)),
         T0 + 70 * SEC,
     );
     assert_eq!(
@@ -842,10 +849,15 @@ fn blue_green_before_promotion_follows_failure_limit() {
         Some(a),
     );
     let mut p = Progress::new(T0);
-    assert!(tick(&mut p, &spec, Some(&verdict(Outcome::Failed)), T0).is_empty());
+    assert!(tick(&mut p, &spec, Some(&verdict(VerdictOutcome::Failed)), T0).is_empty());
     // Preview never had weight: a rollback abandons it without a weight change.
     assert_eq!(
-        tick(&mut p, &spec, Some(&verdict(Outcome::Failed)), T0 + SEC),
+        tick(
+            &mut p,
+            &spec,
+            Some(&verdict(VerdictOutcome::Failed)),
+            T0 + SEC
+        ),
         [Event::RolledBack {
             reason: RollbackReason::ErrorRate
         }]
@@ -868,7 +880,12 @@ fn blue_green_manual_promotion_needs_a_passed_preview() {
     );
     let mut p = Progress::new(T0);
     assert_eq!(
-        tick(&mut p, &spec, Some(&verdict(Outcome::Inconclusive)), T0),
+        tick(
+            &mut p,
+            &spec,
+            Some(&verdict(VerdictOutcome::Inconclusive)),
+            T0
+        ),
         [Event::WaitingForPromotion { step: 0 }]
     );
     assert_eq!(p.phase, Phase::WaitingForPromotion);
@@ -882,7 +899,7 @@ fn blue_green_manual_promotion_needs_a_passed_preview() {
             tick(
                 &mut p,
                 &spec,
-                Some(&verdict(Outcome::Inconclusive)),
+                Some(&verdict(VerdictOutcome::Inconclusive)),
                 T0 + t * SEC
             )
             .is_empty()

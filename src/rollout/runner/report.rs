@@ -9,7 +9,7 @@ use super::{DocRef, Runner, Stamped, Tracked, strategy_str};
 use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::clock;
 use crate::config::traffic::Strategy;
-use crate::rollout::analysis::{Outcome, Verdict};
+use crate::rollout::analysis::{Verdict, VerdictOutcome};
 use crate::rollout::controller::Event;
 use crate::rollout::progress::{PauseReason, Phase};
 
@@ -58,7 +58,7 @@ pub fn verdict_summary(v: &Verdict) -> String {
     if let Some(p99) = v.canary_p99 {
         s.push_str(&format!(", p99 {:.1}ms", p99.as_secs_f64() * 1000.0));
     }
-    if v.outcome == Outcome::Inconclusive {
+    if v.outcome == VerdictOutcome::Inconclusive {
         s.push_str(" (too few canary requests)");
     }
     s

@@ -94,7 +94,7 @@ fn feed(
         canary.add(c);
         stable.add(s);
         if let Some(v) = seq.observe(now, *canary, *stable, false)
-            && v.outcome == Outcome::Failed
+            && v.outcome == VerdictOutcome::Failed
         {
             return Some((now, v));
         }
@@ -130,7 +130,7 @@ fn three_errors_in_fifty_five_at_a_one_percent_baseline_is_not_a_failure() {
     let v = seq
         .observe(1_000, tally(55, 3), tally(1_000, 10), true)
         .expect("a report");
-    assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+    assert_eq!(v.outcome, VerdictOutcome::Passed, "{v:?}");
     let e = v.sequential.expect("numbers");
     assert!(e.log10_e < 0.0, "{e:?}");
     let null = e.null_rate.expect("a null rate");
@@ -151,7 +151,7 @@ fn spec_worked_example_passes() {
     let v = seq
         .observe(30_000, tally(60, 1), tally(1_140, 0), true)
         .expect("a report");
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     assert_eq!((v.canary_requests, v.canary_errors), (60, 1));
     assert_eq!((v.stable_requests, v.stable_errors), (1_140, 0));
     assert_eq!(v.z, None);
@@ -161,7 +161,7 @@ fn spec_worked_example_passes() {
         .expect("a report");
     assert_eq!(
         (v.outcome, v.rule),
-        (Outcome::Failed, Some(Rule::ErrorRateIncrease))
+        (VerdictOutcome::Failed, Some(Criterion::ErrorRateIncrease))
     );
 }
 
@@ -177,14 +177,14 @@ fn absolute_limit_is_judged_with_confidence() {
     let v = seq
         .observe(10_000, tally(60, 4), tally(0, 0), true)
         .unwrap();
-    assert_eq!(v.outcome, Outcome::Passed, "{v:?}");
+    assert_eq!(v.outcome, VerdictOutcome::Passed, "{v:?}");
     // 30% over 200 requests is proven.
     let v = seq
         .observe(20_000, tally(260, 64), tally(0, 0), true)
         .unwrap();
     assert_eq!(
         (v.outcome, v.rule),
-        (Outcome::Failed, Some(Rule::ErrorRate))
+        (VerdictOutcome::Failed, Some(Criterion::ErrorRate))
     );
     assert_eq!(v.sequential.unwrap().null_rate, Some(0.05));
 }
@@ -195,11 +195,11 @@ fn too_few_canary_requests_is_inconclusive_but_not_immune() {
     let v = seq
         .observe(1_000, tally(10, 0), tally(90, 1), true)
         .unwrap();
-    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(v.outcome, VerdictOutcome::Inconclusive);
     let v = seq
         .observe(2_000, tally(20, 10), tally(180, 1), true)
         .unwrap();
-    assert_eq!(v.outcome, Outcome::Failed, "{v:?}");
+    assert_eq!(v.outcome, VerdictOutcome::Failed, "{v:?}");
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn latency_is_judged_as_the_share_of_slow_requests() {
     let v = seq
         .observe(1_000, slow(1_000, 2), Tally::default(), true)
         .unwrap();
-    assert_eq!(v.outcome, Outcome::Passed);
+    assert_eq!(v.outcome, VerdictOutcome::Passed);
     // Then 10% slow for a while.
     let mut failed = None;
     for i in 1..=100u64 {
@@ -229,14 +229,14 @@ fn latency_is_judged_as_the_share_of_slow_requests() {
             slow(1_000 + i * 10, 2 + i),
             Tally::default(),
             false,
-        ) && v.outcome == Outcome::Failed
+        ) && v.outcome == VerdictOutcome::Failed
         {
             failed = Some(v);
             break;
         }
     }
     let v = failed.expect("a p99 failure");
-    assert_eq!(v.rule, Some(Rule::P99));
+    assert_eq!(v.rule, Some(Criterion::P99));
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn reports_each_interval_and_a_failure_at_once_then_stays_failed() {
         c.add(tally(3, 3));
         s.add(tally(30, 0));
         if let Some(v) = seq.observe(i * 100, c, s, false)
-            && v.outcome == Outcome::Failed
+            && v.outcome == VerdictOutcome::Failed
         {
             at = Some(i);
             break;
@@ -269,7 +269,7 @@ fn reports_each_interval_and_a_failure_at_once_then_stays_failed() {
     assert!(seq.has_failed());
     c.add(tally(100, 0));
     let v = seq.observe(6_000, c, s, false).expect("and stays reported");
-    assert_eq!(v.outcome, Outcome::Failed);
+    assert_eq!(v.outcome, VerdictOutcome::Failed);
 }
 
 #[test]
@@ -282,5 +282,5 @@ fn a_new_step_restarts_the_counts_not_the_test() {
         .unwrap();
     assert_eq!((v.canary_requests, v.canary_errors), (20, 0));
     assert_eq!((v.stable_requests, v.stable_errors), (180, 2));
-    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(v.outcome, VerdictOutcome::Inconclusive);
 }
