@@ -442,7 +442,7 @@ impl Settings {
             } else if u.is_empty()
                 || !u
                     .bytes()
-                    .all(|b| crate::config::traffic::is_tchar(b) && !b.is_ascii_uppercase())
+                    .all(|b| crate::flags::headers::is_tchar(b) && !b.is_ascii_uppercase())
             {
                 Some("an upgrade protocol is a lowercase token, e.g. `websocket`")
             } else {
