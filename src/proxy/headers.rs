@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use super::error::ProxyError;
 
@@ -193,28 +193,35 @@ thread_local! {
 
 /// Appends the client address to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let value = match headers.get(&X_FORWARDED_FOR) {
-        None => LAST_CLIENT.with(|c| {
-            let mut c = c.borrow_mut();
-            match &*c {
-                Some((ip, v)) if *ip == client => Some(v.clone()),
-                _ => {
-                    let v = HeaderValue::from_str(&client.to_string()).ok()?;
-                    *c = Some((client, v.clone()));
-                    Some(v)
+    // One lookup for both cases (an entry, not a `get` then an `insert`).
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            let v = LAST_CLIENT.with(|c| {
+                let mut c = c.borrow_mut();
+                match &*c {
+                    Some((ip, v)) if *ip == client => Some(v.clone()),
+                    _ => {
+                        let v = HeaderValue::from_str(&client.to_string()).ok()?;
+                        *c = Some((client, v.clone()));
+                        Some(v)
+                    }
                 }
+            });
+            if let Some(v) = v {
+                e.insert(v);
             }
-        }),
-        Some(prior) => {
+        }
+        Entry::Occupied(mut e) => {
+            let prior = e.get();
             let mut s = String::with_capacity(prior.len() + 48);
             s.push_str(&String::from_utf8_lossy(prior.as_bytes()));
             s.push_str(", ");
             let _ = write!(s, "{client}");
-            HeaderValue::from_str(&s).ok()
+            if let Ok(v) = HeaderValue::from_str(&s) {
+                // `insert` replaces every value the name had, like the map's insert.
+                e.insert(v);
+            }
         }
-    };
-    if let Some(v) = value {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
 

@@ -338,14 +338,16 @@ async fn proxy<'s>(
         h.insert(header::HOST, a);
     }
     h.insert(header::VIA, VIA.clone());
-    if !h.contains_key(&X_REQUEST_ID) {
-        h.insert(X_REQUEST_ID.clone(), headers::new_request_id());
-    }
+    // One lookup: the client's id is kept, else one is made.
+    h.entry(&X_REQUEST_ID)
+        .or_insert_with(headers::new_request_id);
     if let Some(t) = &shared.tracer {
         seen.trace = Some(t.propagate(h));
     }
-    h.insert(X_SLUICE_ROUTE.clone(), route.name_header.clone());
-    h.insert(X_SLUICE_VARIANT.clone(), metrics.variant_header.clone());
+    // Appended, not inserted: every `x-sluice-*` the client sent was removed above, so
+    // there is nothing to replace (an insert would look for old values to drop).
+    h.append(&X_SLUICE_ROUTE, route.name_header.clone());
+    h.append(&X_SLUICE_VARIANT, metrics.variant_header.clone());
     // By value: the evaluation is not kept in the future's state across the await below.
     flags::inject(route, evaluated, h);
     if let Some(p) = &upgrade_to {
