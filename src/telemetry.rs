@@ -330,8 +330,29 @@ impl Registry {
         Histogram::from_arc(h)
     }
 
+    /// Removes every series whose labels `keep` refuses, and the families left empty: how
+    /// series of routes, upstreams, rollouts and flags that the active document no longer
+    /// names go away (SPEC §10: series are bounded by the config). A handle still held (a
+    /// request in flight on the previous snapshot) counts on into a series nobody renders.
+    pub fn retain(&self, keep: impl Fn(&[(String, String)]) -> bool) {
+        let mut f = self.lock();
+        f.counters.retain(|_, s| {
+            s.retain(|l, _| keep(l));
+            !s.is_empty()
+        });
+        f.gauges.retain(|_, s| {
+            s.retain(|l, _| keep(l));
+            !s.is_empty()
+        });
+        f.histograms.retain(|_, s| {
+            s.retain(|l, _| keep(l));
+            !s.is_empty()
+        });
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Families> {
-        // A panic while holding this lock cannot leave the maps inconsistent (inserts only).
+        // A panic while holding this lock cannot leave the maps inconsistent (whole-entry
+        // inserts and removals only).
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -231,8 +231,12 @@ pub struct Limits {
     pub drain_timeout: Dur,
     /// Largest request head (and HTTP/2 header list).
     pub max_header_bytes: usize,
-    /// Connections accepted at once across listeners.
+    /// Connections accepted at once across listeners (upgraded tunnels included).
     pub max_connections: usize,
+    /// `Upgrade` protocols tunnelled to upstreams (lowercase tokens); any other `Upgrade`
+    /// is dropped and the request forwarded as plain HTTP. Never `h2c`: after the switch a
+    /// client would speak HTTP/2 straight to the upstream, past routing and header hygiene.
+    pub upgrades: Vec<String>,
 }
 
 /// Where files live.
@@ -481,6 +485,24 @@ impl Settings {
                 "must be at least 1024",
             ));
         }
+        for (i, u) in self.limits.upgrades.iter().enumerate() {
+            let bad = if u.eq_ignore_ascii_case("h2c") {
+                Some(
+                    "`h2c` is never tunnelled: the client would speak HTTP/2 past sluice's routing and header rules",
+                )
+            } else if u.is_empty()
+                || !u
+                    .bytes()
+                    .all(|b| crate::flags::headers::is_tchar(b) && !b.is_ascii_uppercase())
+            {
+                Some("an upgrade protocol is a lowercase token, e.g. `websocket`")
+            } else {
+                None
+            };
+            if let Some(m) = bad {
+                errors.push(ConfigError::at(spans, &format!("limits.upgrades[{i}]"), m));
+            }
+        }
         if self.limits.max_connections == 0 {
             errors.push(ConfigError::at(
                 spans,
@@ -550,6 +572,7 @@ impl Default for Limits {
             drain_timeout: Dur::secs(30),
             max_header_bytes: 65536,
             max_connections: 10_000,
+            upgrades: vec!["websocket".into()],
         }
     }
 }

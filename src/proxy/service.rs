@@ -21,7 +21,7 @@ use super::headers::{
     X_SLUICE_VARIANT,
 };
 use super::pool::{self, SendError};
-use super::retry::RetryPolicy;
+use super::retry::{self, RetryPolicy};
 use super::split::{self, Side};
 use super::trace::TraceCtx;
 use super::{access_log, upgrade};
@@ -45,6 +45,7 @@ static X_SLUICE_FLAGS: HeaderName = HeaderName::from_static("x-sluice-flags");
 static VIA: HeaderValue = HeaderValue::from_static("1.1 sluice");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
+static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
@@ -80,7 +81,7 @@ async fn respond(
         (
             std::time::SystemTime::now(),
             req.method().clone(),
-            Box::<str>::from(headers::remove_dot_segments(req.uri().path())),
+            Box::<str>::from(headers::normalize_path(req.uri().path())),
         )
     });
     let mut seen = Seen {
@@ -147,6 +148,14 @@ async fn respond(
     resp
 }
 
+/// Answers a request refused before routing, counting the client's fault.
+fn refuse(shared: &Shared, e: ProxyError) -> Response<DownBody> {
+    if let Some(f) = e.client_fault() {
+        shared.client_errors.of(f).increment(1);
+    }
+    e.response()
+}
+
 /// What the access log wants to know about a request, filled in as it is routed.
 #[derive(Default)]
 struct Seen<'a> {
@@ -165,7 +174,7 @@ struct Seen<'a> {
 }
 
 async fn proxy<'s>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     snap: &'s Snapshot,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
@@ -174,6 +183,9 @@ async fn proxy<'s>(
     seen: &mut Seen<'s>,
 ) -> Response<DownBody> {
     headers::remove_sluice_headers(req.headers_mut());
+    if let Err(e) = headers::check_request(&req) {
+        return refuse(shared, e);
+    }
 
     // One canonical authority: an absolute URI's wins over Host (RFC 9112 §3.2.2).
     let authority: Option<HeaderValue> = match req.uri().authority() {
@@ -185,7 +197,10 @@ async fn proxy<'s>(
         .and_then(|h| h.to_str().ok())
         .map(strip_port)
         .unwrap_or("");
-    let path = headers::remove_dot_segments(req.uri().path());
+    let path = headers::normalize_path(req.uri().path());
+    if headers::ambiguous_path(&path) {
+        return refuse(shared, ProxyError::InvalidPath);
+    }
 
     let from = crate::snapshot::routes::FromConn {
         listener: conn.listener,
@@ -296,7 +311,11 @@ async fn proxy<'s>(
             Some(q) => format!("{path}?{q}"),
             None => path.into_owned(),
         };
-        PathAndQuery::try_from(pq).ok().map(Uri::from)
+        // Never the client's form instead: what goes upstream is what was routed.
+        match PathAndQuery::try_from(pq) {
+            Ok(pq) => Some(Uri::from(pq)),
+            Err(_) => return refuse(shared, ProxyError::InvalidPath),
+        }
     } else {
         None
     };
@@ -304,13 +323,25 @@ async fn proxy<'s>(
         *req.uri_mut() = u;
     }
     // An upgrade keeps its handshake headers and takes the client's side of the upgrade.
-    let upgrade_to = upgrade::requested(&req);
+    let upgrade_to = upgrade::requested(&req, &shared.limits.upgrades);
     let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let from_h2 = req.version() == Version::HTTP_2;
+    // A body of unknown length (chunked, or HTTP/2 without content-length) must say so on
+    // HTTP/1.1, whatever the method: hyper sends no body for a GET that does not.
+    let chunked = !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH);
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
     // Room for the headers added below (flags included), so the map grows at most once.
     h.reserve(8 + route.flags.len() + 1);
     headers::remove_hop_by_hop(h);
+    if from_h2 {
+        headers::join_cookies(h);
+    }
+    if chunked {
+        h.insert(header::TRANSFER_ENCODING, CHUNKED.clone());
+    }
     shared.trusted_proxies.apply(h, conn.peer.ip(), chain);
     h.insert(
         X_FORWARDED_PROTO.clone(),
@@ -320,6 +351,8 @@ async fn proxy<'s>(
             HTTP.clone()
         },
     );
+    // The client's own `X-Forwarded-Host` never travels: sluice says which host it served.
+    h.remove(&X_FORWARDED_HOST);
     if let Some(a) = authority {
         if seen.wanted {
             seen.host = Some(a.clone());
@@ -355,7 +388,7 @@ async fn proxy<'s>(
     let (body, watch) = UpBody::client(body);
     let req = Request::from_parts(parts, body);
     let result = match client_upgrade {
-        Some(on) => Box::pin(upgrade::forward(upstream, req, on)).await,
+        Some(on) => Box::pin(upgrade::forward(shared, conn.listener, upstream, req, on)).await,
         None => {
             forward(
                 upstream,
@@ -421,14 +454,7 @@ async fn forward(
     // is copied only when the route would use the copy.
     let replay = policy
         .replays(req.method(), req.body().is_end_stream())
-        .then(|| {
-            let mut r = Request::new(());
-            *r.method_mut() = req.method().clone();
-            *r.uri_mut() = req.uri().clone();
-            *r.version_mut() = req.version();
-            *r.headers_mut() = req.headers().clone();
-            r
-        });
+        .then(|| retry::head_of(&req));
     if policy.attempts > 0 {
         up.retry_budget.deposit();
     }
@@ -439,7 +465,7 @@ async fn forward(
         let Some(ep) = up.pick(last.as_ref()) else {
             return Err(ProxyError::NoHealthyEndpoint);
         };
-        let Some(r) = req.take().or_else(|| replay.as_ref().map(rebuild)) else {
+        let Some(r) = req.take().or_else(|| replay.as_ref().map(retry::rebuild)) else {
             return Err(ProxyError::UpstreamReset);
         };
         let passive = up.passive_health.as_ref();
@@ -519,14 +545,4 @@ async fn forward(
         tries += 1;
         last = Some(ep);
     }
-}
-
-/// A fresh copy of a bodiless request for a retry.
-fn rebuild(head: &Request<()>) -> Request<UpBody> {
-    let mut r = Request::new(UpBody::Empty);
-    *r.method_mut() = head.method().clone();
-    *r.uri_mut() = head.uri().clone();
-    *r.version_mut() = head.version();
-    *r.headers_mut() = head.headers().clone();
-    r
 }

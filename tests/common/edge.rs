@@ -342,6 +342,13 @@ async fn mini_serve(
 /// Frames handed out in order.
 pub struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
 
+impl Frames {
+    /// A body of `frames` with no size hint (over HTTP/2: no content-length).
+    pub fn new(frames: Vec<hyper::body::Frame<Bytes>>) -> Frames {
+        Frames(frames.into())
+    }
+}
+
 impl hyper::body::Body for Frames {
     type Data = Bytes;
     type Error = hyper::Error;
