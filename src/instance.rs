@@ -151,6 +151,8 @@ impl Instance {
                         listener: l.name.clone(),
                         detail: e.to_string(),
                     })?,
+                proxy_protocol: l.proxy_protocol,
+                refused: crate::proxy::Refused::new(&registry, &l.name),
             });
         }
         let cert_stores: Vec<_> = listener_infos
@@ -191,6 +193,9 @@ impl Instance {
                     Some(crate::proxy::trace::Tracer::new(t, exporter))
                 }
             },
+            trusted_proxies: crate::proxy::client::TrustedProxies::new(
+                &settings.network.trusted_proxies,
+            ),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),

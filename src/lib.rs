@@ -51,7 +51,7 @@
 //! `admin` listener; `proxy` and `flagsvc` never name `admin` or `change`; `flags` imports
 //! nothing of the crate but `bucket`; `change/` has no import cycle.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod bucket;
@@ -72,5 +72,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod telemetry;
 
+#[cfg(test)]
+mod docs_check;
 #[cfg(test)]
 mod edges;

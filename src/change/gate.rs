@@ -888,6 +888,9 @@ impl Gate {
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
         self.published.publish(Arc::new(snap));
+        // Series of names this document no longer has go (SPEC §10).
+        self.registry
+            .retain(crate::snapshot::series_of(&parsed.doc));
         for w in &parsed.warnings {
             tracing::warn!(
                 version = parsed.doc.version,

@@ -205,6 +205,22 @@ pub struct RouteMatch {
     /// Methods accepted.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// A verified client certificate (mTLS listeners), optionally with this subject or SAN.
+    #[serde(default)]
+    pub client_cert: Option<ClientCertMatch>,
+}
+
+/// `match.client_cert`: the request's connection presented a verified client certificate;
+/// `{}` matches any.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertMatch {
+    /// The subject exactly, `CN=...,O=...` (RFC 4514 order as in the certificate).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// One of the subject alternative names exactly (DNS name, URI, e-mail or IP).
+    #[serde(default)]
+    pub san: Option<String>,
 }
 
 /// Where a route sends.
@@ -663,6 +679,10 @@ pub enum RequestAttr {
     Host,
     /// The client's IP address.
     ClientIp,
+    /// The subject of the verified client certificate (mTLS listeners), `CN=...,O=...`.
+    ClientSubject,
+    /// The first subject alternative name of the verified client certificate.
+    ClientSan,
 }
 
 /// flagd fractional hashing version (defined by the flag evaluator).
