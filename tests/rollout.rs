@@ -1524,7 +1524,7 @@ impl HookServer {
 }
 
 /// The `rollout.hook` audit events, as (hook, result).
-fn hook_events(rig: &Rig, rollout: &str) -> Vec<(String, String)> {
+fn hook_events(rig: &Sluice, rollout: &str) -> Vec<(String, String)> {
     rig.rollout_events()
         .iter()
         .filter(|e| e["event"] == "rollout.hook" && e["rollout"] == rollout)
@@ -1569,14 +1569,12 @@ hooks:
   post_rollout: [{{ url: "http://{h}/post" }}]
 "#
     );
-    let rig = Rig::start_with(
-        &doc(1, v1.addr, v2.addr, &rollout),
-        "trust: { require_approvals: false }\n",
-        false,
-    );
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, &rollout))
+        .start();
     // Not confirmed: polled, weight 0, every request served by stable.
     hooks.wait_calls("/confirm", 2).await;
-    let s = rig.status("web");
+    let s = rig.rollout("web");
     assert_eq!(
         (s["phase"].as_str(), s["waiting_for"].as_str()),
         (Some("progressing"), Some("start_hooks")),
@@ -1708,8 +1706,8 @@ rollouts:
     steps: [{{ weight: 10 }}, {{ weight: 100 }}]
 "#
     );
-    let rig = Rig::start_with(&text, "trust: { require_approvals: false }\n", false);
-    let status = |name: &str| rig.status(name);
+    let rig = Sluice::builder().traffic(&text).start();
+    let status = |name: &str| rig.rollout(name);
     let deadline = Instant::now() + Duration::from_secs(30);
     while status("plain")["phase"] != "completed" || status("api")["phase"] != "aborted" {
         assert!(
