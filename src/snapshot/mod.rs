@@ -90,8 +90,8 @@ pub enum Target {
         stable: VariantMetrics,
         /// Metrics for the canary side.
         canary: VariantMetrics,
-        /// Metrics for the mirror copies (with `mirror`).
-        mirror: Option<VariantMetrics>,
+        /// Metrics for the mirror copies (with `mirror`; boxed: most rollouts have none).
+        mirror: Option<Box<VariantMetrics>>,
     },
     /// The upstream a flag's variant maps to.
     Flag(FlagTarget),
@@ -378,7 +378,10 @@ impl Built<'_> {
                     rollout: *i,
                     stable: side(rt.stable, "stable"),
                     canary: side(rt.canary, "canary"),
-                    mirror: rt.mirror.as_ref().map(|m| side(m.upstream, "mirror")),
+                    mirror: rt
+                        .mirror
+                        .as_ref()
+                        .map(|m| Box::new(side(m.upstream, "mirror"))),
                 }
             }
             model::Target::Flag { flag, arms } => Target::Flag(FlagTarget::build(
