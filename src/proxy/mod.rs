@@ -13,6 +13,7 @@ pub mod headers;
 pub mod health;
 pub mod pool;
 pub mod proxy_protocol;
+pub mod record;
 pub mod retry;
 pub mod server;
 pub mod service;
