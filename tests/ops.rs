@@ -642,3 +642,97 @@ async fn a_prometheus_metric_check_rolls_back_a_canary_on_a_query_result() {
         0
     );
 }
+
+/// The access log's entry is written when the response body ends: it counts the request
+/// and response body bytes and names the endpoint that answered; a response the client cut
+/// short is logged with what was sent, marked incomplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_entries_count_body_bytes_at_the_end_of_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = common::Upstream::start("app");
+    let tmp = tempfile::tempdir().unwrap();
+    let inst = traced_sluice(tmp.path(), up.addr, "{ sample: 0.0 }");
+    let proxy = inst.listeners[0];
+
+    // A body streamed both ways (the upstream echoes it).
+    let mut c = Client::connect(proxy).await;
+    let sent = vec![b'y'; 10_000];
+    let echoed = c
+        .send(
+            http::Request::post("/echo")
+                .header("host", "test.local")
+                .header("x-request-id", "echo")
+                .body(http_body_util::Full::new(bytes::Bytes::from(sent)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((echoed.status.as_u16(), echoed.body.len()), (200, 10_000));
+    let bodiless = c.get("/cart", &[("x-request-id", "plain")]).await;
+    assert_eq!(bodiless.status, 200);
+
+    // 64 MiB asked for, the head read, then the client goes away: far more than the
+    // sockets' buffers hold, so the body cannot have been handed over in full.
+    const BIG: u64 = 64 << 20;
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(
+        format!("GET /big?n={BIG} HTTP/1.1\r\nhost: test.local\r\nx-request-id: cut\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut b))
+            .await
+            .expect("a response head")
+            .unwrap();
+        assert!(n > 0, "closed before a head");
+        head.extend_from_slice(&b[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    drop(s);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let log = std::fs::read_to_string(tmp.path().join("access.log")).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 3 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "access log: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no entry for {id}: {lines:?}"))
+    };
+    let up_addr = up.addr.to_string();
+
+    let e = by_id("echo");
+    assert_eq!(e["status"], 200);
+    assert_eq!(e["bytes_in"], 10_000);
+    assert_eq!(e["bytes_out"], 10_000);
+    assert_eq!(e["complete"], true);
+    assert_eq!(e["upstream"], "app");
+    assert_eq!(e["upstream_addr"], up_addr.as_str());
+
+    let e = by_id("plain");
+    assert_eq!(e["bytes_in"], 0);
+    assert_eq!(e["bytes_out"], bodiless.body.len() as u64);
+    assert_eq!(e["complete"], true);
+    assert_eq!(e["upstream_addr"], up_addr.as_str());
+
+    let e = by_id("cut");
+    assert_eq!(e["status"], 200);
+    assert_eq!(e["complete"], false, "{e}");
+    assert!(e["bytes_out"].as_u64().unwrap() < BIG, "{e}");
+    assert_eq!(e["upstream_addr"], up_addr.as_str());
+    inst.shutdown();
+}

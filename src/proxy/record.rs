@@ -66,6 +66,12 @@ impl Recorded {
                 if let (Some(d), Some(t)) = (f.data_ref(), self.tail.as_mut()) {
                     t.bytes_out += d.len() as u64;
                 }
+                // The last frame: recorded before the connection gets it, so a client that
+                // saw the response end finds the entry queued (entries keep request order
+                // on a connection).
+                if self.body.is_end_stream() {
+                    self.finish(true);
+                }
             }
             Poll::Ready(None) => self.finish(true),
             Poll::Ready(Some(Err(_))) => self.finish(false),
