@@ -630,7 +630,10 @@ async fn the_client_ca_reloads_without_dropping_connections() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!served(&alice).await, "the old CA still admits new connections");
+    assert!(
+        !served(&alice).await,
+        "the old CA still admits new connections"
+    );
     // The connection verified before the change was not dropped.
     let r = open
         .send(get("/api/x", &[("host", "a.test")]))

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
+use http_body::Body as _;
+
 use super::Shared;
 use super::access_log::Entry;
 use super::body::{BodyWatch, DownBody};

@@ -26,7 +26,7 @@ use super::split::{self, Side};
 use super::trace::TraceCtx;
 use super::{access_log, record, upgrade};
 use crate::snapshot::routes::strip_port;
-use crate::snapshot::{Endpoint, Route, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
+use crate::snapshot::{Endpoint, RolloutRt, Route, Snapshot, Target, Upstream, VariantMetrics};
 
 /// What the service knows about the connection a request came on.
 #[derive(Debug, Clone)]

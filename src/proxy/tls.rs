@@ -238,18 +238,14 @@ pub fn listener_tls(tls: &ListenerTls) -> Result<super::ListenerTls, TlsError> {
     let certs = CertStore::load(tls)?;
     let stamp = tls.client_auth.as_ref().map(|a| stamp(&a.ca_file));
     let config = Arc::new(ArcSwap::new(certs.server_config(tls.client_auth.as_ref())?));
-    let client_ca = tls
-        .client_auth
-        .clone()
-        .zip(stamp)
-        .map(|(auth, stamp)| {
-            Arc::new(ClientCa {
-                auth,
-                certs: certs.clone(),
-                stamp: std::sync::Mutex::new(stamp),
-                config: config.clone(),
-            })
-        });
+    let client_ca = tls.client_auth.clone().zip(stamp).map(|(auth, stamp)| {
+        Arc::new(ClientCa {
+            auth,
+            certs: certs.clone(),
+            stamp: std::sync::Mutex::new(stamp),
+            config: config.clone(),
+        })
+    });
     Ok(super::ListenerTls {
         config,
         certs,

@@ -170,7 +170,8 @@ fn export_loop(
         if !batch.is_empty() && oldest.is_none() {
             oldest = Some(Instant::now());
         }
-        let due = batch.len() >= BATCH || !open || oldest.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
+        let due =
+            batch.len() >= BATCH || !open || oldest.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
         if !due {
             std::thread::sleep(handoff::TICK);
             continue;
