@@ -566,24 +566,23 @@ async fn the_client_ca_reloads_without_dropping_connections() {
     let alice = old.client_leaf("alice", "Example", "spiffe://test/alice");
     let bob = new.client_leaf("bob", "Example", "spiffe://test/bob");
     // Weight 0: every request goes to v1, whichever connection it comes on.
-    let s = edge::start_with(&traffic(1, v1.addr, v2.addr, "[{ weight: 0 }]"), |dir| {
-        let leaf = ca.leaf(&["a.test"]);
-        let (c, k) = (
-            write(dir, "a.pem", &leaf.cert),
-            write(dir, "a.key", &leaf.key),
-        );
-        let cas = write(dir, "clients.pem", &old.pem);
-        edge::settings(
-            dir,
-            &format!(
-                "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}], client_auth: {{ ca_file: \"{}\" }} }}",
-                c.display(),
-                k.display(),
-                cas.display()
-            ),
-            "",
-        )
-    });
+    let sb = Sluice::builder();
+    let dir = sb.dir();
+    let leaf = ca.leaf(&["a.test"]);
+    let (c, k) = (
+        write(dir, "a.pem", &leaf.cert),
+        write(dir, "a.key", &leaf.key),
+    );
+    let cas = write(dir, "clients.pem", &old.pem);
+    let s = sb
+        .traffic(&traffic(1, v1.addr, v2.addr, "[{ weight: 0 }]"))
+        .listener(&format!(
+            "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}], client_auth: {{ ca_file: \"{}\" }} }}",
+            c.display(),
+            k.display(),
+            cas.display()
+        ))
+        .start();
     let with = |leaf| edge::client_config_with_cert(ca.roots(), leaf);
     let served = |leaf| {
         let cfg = with(leaf);
