@@ -409,10 +409,22 @@ impl Settings {
         }
     }
 
+    /// The checks serde cannot express, one named check a section, in a fixed order (the
+    /// order errors have always been reported in).
     fn check(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
         if let Some(c) = &self.cluster {
             c.check(spans, errors);
         }
+        self.check_listeners(spans, errors);
+        self.check_network(spans, errors);
+        self.check_ofrep(spans, errors);
+        self.check_tracing(spans, errors);
+        self.check_limits(spans, errors);
+        self.check_trust(spans, errors);
+    }
+
+    /// Listener names are unique; a TLS listener has a certificate.
+    fn check_listeners(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !names.insert(l.name.as_str()) {
@@ -432,6 +444,10 @@ impl Settings {
                 ));
             }
         }
+    }
+
+    /// Trusted proxies are CIDRs.
+    fn check_network(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
         for (i, p) in self.network.trusted_proxies.iter().enumerate() {
             if let Err(m) = super::cidr::Cidr::parse(p) {
                 errors.push(ConfigError::at(
@@ -441,6 +457,10 @@ impl Settings {
                 ));
             }
         }
+    }
+
+    /// CORS origins, stream bound and heartbeat of the OFREP API.
+    fn check_ofrep(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
         for (i, o) in self.ofrep.cors_origins.iter().enumerate() {
             if let Err(m) = check_origin(o) {
                 errors.push(ConfigError::at(
@@ -464,6 +484,10 @@ impl Settings {
                 "must be at least 10ms",
             ));
         }
+    }
+
+    /// The sampling fraction and the OTLP endpoint.
+    fn check_tracing(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
         if let Some(t) = &self.tracing {
             if !(0.0..=1.0).contains(&t.sample) {
                 errors.push(ConfigError::at(
@@ -478,6 +502,10 @@ impl Settings {
                 errors.push(ConfigError::at(spans, "tracing.otlp.endpoint", m));
             }
         }
+    }
+
+    /// Header size floor, upgrade protocol tokens, connection bound.
+    fn check_limits(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
         if self.limits.max_header_bytes < 1024 {
             errors.push(ConfigError::at(
                 spans,
@@ -510,6 +538,10 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+    }
+
+    /// Principal keys (format, one owner each) and policy requirements with roles.
+    fn check_trust(&self, spans: &yaml::Spans, errors: &mut Vec<ConfigError>) {
         let mut key_owner: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, p) in &self.trust.principals {
             for (i, k) in p.keys.iter().enumerate() {
