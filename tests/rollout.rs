@@ -1976,3 +1976,48 @@ rollouts:
     );
     assert_eq!(got.lock().unwrap().len(), 15);
 }
+
+/// Notifications are delivered per target: a target that accepts connections and never
+/// answers (listed first, 60 s per try) delays no other target's deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_notification_target_delays_no_other_target() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let got: Received = Default::default();
+    let recv = receiver(got.clone());
+    let hung = spawn_server(|s| async move {
+        let _held = s;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let text = format!(
+        "{}notifications:\n  - {{ url: \"http://{hung}/\", events: [\"*\"], timeout: 60s }}\n  - {{ url: \"http://{recv}/hook\", events: [\"rollout.*\"] }}\n",
+        doc(
+            1,
+            v1.addr,
+            v2.addr,
+            "strategy: canary\nstable: v1\ncanary: v2\nsteps: [{ gate: manual }, { weight: 100 }]"
+        ),
+    );
+    let rig = Sluice::builder().traffic(&text).manual_ticks().start();
+    rig.tick();
+    let r = rig.act("web", "pause", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = rig.act("web", "abort", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // One target in front of the other would hold every line for 3 × 60 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let names: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| serde_json::from_slice::<Value>(b).unwrap()["event"].to_string())
+            .collect();
+        if names.iter().any(|n| n == "\"rollout.aborted\"") {
+            assert!(names.iter().any(|n| n == "\"rollout.paused\""), "{names:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "received only {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
