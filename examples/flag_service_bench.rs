@@ -36,7 +36,9 @@ use sluice::flagsvc::grpc::pb::evaluation_v2 as v2;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+mod support;
+
+use support::{Error, default_binary, free_port, rss_kib};
 
 struct Args {
     streams: usize,
@@ -85,28 +87,6 @@ fn args() -> Result<Args, Error> {
         }
     }
     Ok(a)
-}
-
-fn default_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.parent()?.join("sluice")))
-        .unwrap_or_else(|| PathBuf::from("target/release/sluice"))
-}
-
-fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn rss_kib(pid: u32) -> Result<u64, Error> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
 }
 
 /// Version `v` of the document: `banner` serves "on" on odd versions.

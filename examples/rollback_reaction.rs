@@ -25,8 +25,8 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use sluice::cli::demo::spawn_upstream;
-use sluice::config::Settings;
-use sluice::instance::{Instance, StartOptions};
+
+mod support;
 
 /// Load: clients × one request per `PACE` each.
 const CLIENTS: u64 = 8;
@@ -94,11 +94,8 @@ async fn trial(window_secs: u64, fail_per_mille: u64, method: &str) -> (Duration
         .await
         .expect("upstream v2");
     let dir = tempfile::tempdir().expect("a temp dir");
-    let traffic = dir.path().join("traffic.yaml");
-    std::fs::write(
-        &traffic,
-        format!(
-            r#"version: 1
+    let text = format!(
+        r#"version: 1
 change: {{ id: BENCH, author: bench, summary: reaction }}
 upstreams:
   v1: {{ endpoints: ["{v1}"] }}
@@ -119,27 +116,8 @@ rollouts:
       max_error_rate: 0.05
       max_error_rate_increase: 0.01
 "#
-        ),
-    )
-    .expect("traffic.yaml");
-    let settings = Settings::parse(&format!(
-        r#"listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
-admin: {{ bind: "127.0.0.1:0" }}
-runtime: {{ workers: 1 }}
-limits: {{ drain_timeout: 1s }}
-paths: {{ traffic: "{}", approvals: "{}", state_dir: "{}" }}
-trust: {{ require_approvals: false }}
-"#,
-        traffic.display(),
-        dir.path().join("approvals").display(),
-        dir.path().join("state").display()
-    ))
-    .expect("settings");
-    let inst =
-        tokio::task::spawn_blocking(move || Instance::start(settings, StartOptions::default()))
-            .await
-            .expect("start task")
-            .expect("sluice starts");
+    );
+    let inst = support::start_in(dir.path(), &text).await;
     let proxy = inst.listeners[0];
     let stop = Arc::new(AtomicBool::new(false));
     let onset = Arc::new(AtomicBool::new(false));
@@ -157,12 +135,7 @@ trust: {{ require_approvals: false }}
     // Fill the window with healthy history, then fail at a random offset between ticks.
     let jitter = Duration::from_millis(rand_millis(1000));
     tokio::time::sleep(Duration::from_secs(window_secs + 1) + jitter).await;
-    let weight = || {
-        inst.shared
-            .snapshot
-            .load_full()
-            .map_or(0, |s| s.rollouts[0].weight())
-    };
+    let weight = || support::weight(&inst);
     assert_eq!(weight(), 1000, "still at 10% before the failure");
     let warm = counts.requests.swap(0, Ordering::Relaxed);
     canary_fail.store(fail_per_mille, Ordering::Relaxed);
@@ -182,9 +155,7 @@ trust: {{ require_approvals: false }}
     }
     assert_eq!(counts.stable_failed.load(Ordering::Relaxed), 0);
     let rps = warm as f64 / (window_secs + 1) as f64;
-    tokio::task::spawn_blocking(move || inst.shutdown())
-        .await
-        .expect("shutdown");
+    support::stop(inst).await;
     (reaction, counts.canary_failed.load(Ordering::Relaxed), rps)
 }
 

@@ -20,9 +20,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use sluice::config::Settings;
-use sluice::instance::{Instance, StartOptions};
 use sluice::rollout::simulation::Rng;
+
+mod support;
 
 /// Load: clients × one request per `PACE` each (~330 req/s with the upstreams' latency).
 const CLIENTS: u64 = 8;
@@ -53,11 +53,8 @@ async fn run(minutes: u64, per_mille: u64, method: &str) {
     let v1 = upstream("v1", per_mille, 1).await;
     let v2 = upstream("v2", per_mille, 2).await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let traffic = dir.path().join("traffic.yaml");
-    std::fs::write(
-        &traffic,
-        format!(
-            r#"version: 1
+    let text = format!(
+        r#"version: 1
 change: {{ id: AA, author: bench, summary: a/a }}
 upstreams:
   v1: {{ endpoints: ["{v1}"] }}
@@ -78,39 +75,15 @@ rollouts:
       max_error_rate: 0.05
       max_error_rate_increase: 0.01
 "#
-        ),
-    )
-    .expect("traffic.yaml");
-    let settings = Settings::parse(&format!(
-        r#"listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
-admin: {{ bind: "127.0.0.1:0" }}
-runtime: {{ workers: 1 }}
-limits: {{ drain_timeout: 1s }}
-paths: {{ traffic: "{}", approvals: "{}", state_dir: "{}" }}
-trust: {{ require_approvals: false }}
-"#,
-        traffic.display(),
-        dir.path().join("approvals").display(),
-        dir.path().join("state").display()
-    ))
-    .expect("settings");
-    let inst =
-        tokio::task::spawn_blocking(move || Instance::start(settings, StartOptions::default()))
-            .await
-            .expect("start task")
-            .expect("sluice starts");
+    );
+    let inst = support::start_in(dir.path(), &text).await;
     let proxy = inst.listeners[0];
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Counts::default());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(load(proxy, c, stop.clone(), counts.clone())))
         .collect();
-    let weight = || {
-        inst.shared
-            .snapshot
-            .load_full()
-            .map_or(0, |s| s.rollouts[0].weight())
-    };
+    let weight = || support::weight(&inst);
     let started = Instant::now();
     let mut rolled_back = None;
     while started.elapsed() < Duration::from_secs(minutes * 60) {
@@ -147,9 +120,7 @@ trust: {{ require_approvals: false }}
     let app = &status[0];
     println!("phase {}, weight {}", app["phase"], app["weight"]);
     println!("last verdict: {}", app["last_verdict"]);
-    tokio::task::spawn_blocking(move || inst.shutdown())
-        .await
-        .expect("shutdown");
+    support::stop(inst).await;
 }
 
 /// An upstream answering its name, failing `per_mille` of requests at random (seeded).

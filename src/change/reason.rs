@@ -164,11 +164,6 @@ impl Reason {
         }
     }
 
-    /// The reason with this snake_case code, if any.
-    pub fn from_code(code: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == code)
-    }
-
     /// A refusal with this reason and `detail`.
     pub fn because(self, detail: impl Into<String>) -> Refusal {
         Refusal {

@@ -117,11 +117,6 @@ impl TrustStore {
         self.keys.get(kid)
     }
 
-    /// Whether `principal` is listed in `trust.principals`.
-    pub fn has_principal(&self, principal: &str) -> bool {
-        self.roles.contains_key(principal)
-    }
-
     /// The roles `principal` holds (empty when unknown).
     pub fn roles(&self, principal: &str) -> impl Iterator<Item = &str> {
         self.roles

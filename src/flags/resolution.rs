@@ -156,11 +156,6 @@ impl<'s> Resolution<'s> {
         }
     }
 
-    /// True when the caller's code default applies (no value resolved).
-    pub fn is_code_default(&self) -> bool {
-        self.value.is_none()
-    }
-
     /// Index of the variant served in [`FlagSet::variants`](super::FlagSet::variants) order,
     /// so that callers can keep per-variant tables (routing, metric handles) and skip a
     /// lookup by name.

@@ -85,11 +85,6 @@ impl EndpointHealth {
         until != 0 && now_ms() < until
     }
 
-    /// Whether active probes mark it down.
-    pub fn is_probe_down(&self) -> bool {
-        self.probe_down.load(Ordering::Relaxed)
-    }
-
     fn probe_result(&self, ok: bool, a: &ActiveHealth, addr: SocketAddr) {
         let down = self.probe_down.load(Ordering::Relaxed);
         // Results that agree with the current state reset the streak toward a change.
