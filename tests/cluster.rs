@@ -563,6 +563,64 @@ fn without_etcd_nodes_serve_refuse_changes_and_still_roll_back_then_reconcile() 
     assert_eq!(code, 0, "{out}{err}");
 }
 
+#[test]
+fn bad_cluster_settings_are_refused_at_start_and_without_etcd_a_node_serves_its_persisted_document()
+{
+    if !etcd_available() {
+        return;
+    }
+    let _serial = serial();
+    let mut etcd = Etcd::start();
+
+    // A prefix that belongs to another trust environment's fleet: refused, saying whose.
+    etcd.put("/sluice/theirs/fleet", r#"{"environment":"staging"}"#);
+    let err = Node::try_start(NodeSpec::new(&etcd, "/sluice/theirs", "x"))
+        .err()
+        .expect("a node must not join another environment's fleet");
+    assert!(
+        err.contains("belongs to a fleet of environment `staging`"),
+        "{err}"
+    );
+
+    // etcd TLS files that do not read: refused at start, naming the file.
+    let mut spec = NodeSpec::new(&etcd, "/sluice/tls", "t");
+    spec.etcd = etcd.url.replace("http://", "https://");
+    spec.etcd_tls = Some("{ ca_file: /nonexistent/etcd-ca.pem }");
+    let err = Node::try_start(spec)
+        .err()
+        .expect("an unreadable CA file must stop the start");
+    assert!(err.contains("/nonexistent/etcd-ca.pem"), "{err}");
+
+    // A node restarted while etcd is away serves the document it persisted, and says why
+    // nothing else happens.
+    let prefix = "/sluice/alone";
+    let v1 = Upstream::start("v1", Failing::never());
+    let v2 = Upstream::start("v2", Failing::never());
+    let mut n = Node::start(NodeSpec::new(&etcd, prefix, "solo"));
+    let doc = rollout_doc(1, v1.addr, v2.addr, "[{ weight: 10, hold: 1h }]", "");
+    assert_eq!(n.push(&doc, &approvals(&doc, 1)).status, 200);
+    let d = digest(doc.as_bytes());
+    wait_all_active(std::slice::from_ref(&n), &d, 30);
+    etcd.stop();
+    n.stop();
+    n.restart().unwrap();
+    assert_eq!(n.active().1, d, "{}", n.log());
+    assert_eq!(n.get("/", &[("x-user-id", "u")]).status, 200);
+    assert_eq!(
+        fleet::http(n.admin, "GET", "/readyz", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(n.cluster()["connected"], false);
+    assert_eq!(n.metric("sluice_cluster_connected"), Some(0.0));
+    assert!(
+        n.log().contains("etcd is unreachable at start"),
+        "{}",
+        n.log()
+    );
+}
+
 /// The Kubernetes example's ConfigMaps carry settings and documents sluice accepts, and its
 /// workloads run sluice as those settings say: ports, probes, node id, volumes (CI also
 /// validates every manifest against the Kubernetes schemas).

@@ -397,6 +397,8 @@ pub struct NodeSpec {
     pub lease_ttl: &'static str,
     /// `traffic.yaml` on disk at start, if any.
     pub traffic: Option<String>,
+    /// `cluster.etcd.tls` as a YAML flow map, if any.
+    pub etcd_tls: Option<&'static str>,
 }
 
 /// A sluice process in a temp dir.
@@ -416,6 +418,7 @@ impl NodeSpec {
             prefix: prefix.into(),
             lease_ttl: "2s",
             traffic: None,
+            etcd_tls: None,
         }
     }
 }
@@ -476,9 +479,12 @@ impl Node {
              runtime: {{ workers: 1 }}\n\
              limits: {{ drain_timeout: 1s }}\n\
              paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-             cluster:\n  etcd: {{ endpoints: [\"{}\"], prefix: \"{}\" }}\n  node_id: {}\n  lease_ttl: {}\n{}",
+             cluster:\n  etcd: {{ endpoints: [\"{}\"], prefix: \"{}\"{} }}\n  node_id: {}\n  lease_ttl: {}\n{}",
             spec.etcd,
             spec.prefix,
+            spec.etcd_tls
+                .map(|t| format!(", tls: {t}"))
+                .unwrap_or_default(),
             spec.node_id,
             spec.lease_ttl,
             trust_yaml()
