@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
         host: "shop.example.com",
         path: "/checkout",
         client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        client_cert: None,
         drawn: None,
     };
     // Each iteration sets the headers on a fresh copy of the request's headers, as the

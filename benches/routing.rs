@@ -21,6 +21,7 @@ fn table(n: usize) -> RouteTable<usize> {
                 path_prefix: Some(format!("/api/v{i}").into()),
                 request: Default::default(),
                 methods: vec![],
+                client_cert: None,
             };
             (m, i)
         })

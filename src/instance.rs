@@ -151,6 +151,8 @@ impl Instance {
                         listener: l.name.clone(),
                         detail: e.to_string(),
                     })?,
+                proxy_protocol: l.proxy_protocol,
+                refused: crate::proxy::Refused::new(&registry, &l.name),
             });
         }
         let cert_stores: Vec<_> = listener_infos
@@ -191,6 +193,9 @@ impl Instance {
                     Some(crate::proxy::trace::Tracer::new(t, exporter))
                 }
             },
+            trusted_proxies: crate::proxy::client::TrustedProxies::new(
+                &settings.network.trusted_proxies,
+            ),
         });
         let state_err = |source| StartError::State {
             path: settings.paths.state_dir.clone(),
@@ -206,6 +211,9 @@ impl Instance {
         )
         .map_err(state_err)?;
         let gate = GateHandle::new(gate);
+        // Notifications: every audit line from here on is offered to a bounded queue.
+        let (notifier, deliveries) = crate::notify::Notifier::new(&registry);
+        gate.lock().set_notifier(notifier);
         let token = store::StateDir::open(&settings.paths.state_dir)
             .and_then(|s| s.admin_token(settings.admin.token_file.as_deref()))
             .map_err(state_err)?;
@@ -337,6 +345,7 @@ impl Instance {
             cert_stores,
             rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
             cluster: cluster.clone(),
+            deliveries,
         };
         threads.push(
             std::thread::Builder::new()
@@ -451,6 +460,8 @@ struct Control {
     /// `None` when rollouts tick by hand.
     rollouts: Option<Arc<Runner>>,
     cluster: Option<Arc<Cluster>>,
+    /// The notification queue's delivery side.
+    deliveries: crate::notify::Deliveries,
 }
 
 impl Control {
@@ -478,7 +489,10 @@ impl Control {
                 cert_stores,
                 rollouts,
                 cluster,
+                deliveries,
             } = self;
+            let notify_task =
+                tokio::spawn(deliveries.run(admin.shared.snapshot.clone(), shutdown.clone()));
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
                 cert_stores,
                 shutdown.clone(),
@@ -514,6 +528,7 @@ impl Control {
                 t.abort();
             }
             health_task.abort();
+            notify_task.abort();
             if let Some(t) = rollout_task {
                 let _ = t.await;
             }

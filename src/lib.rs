@@ -20,12 +20,16 @@
 //! - [`flagsvc`]: flags served to SDKs — OFREP over HTTP (on the admin listener and
 //!   `builtin: ofrep` routes) with its SSE change push, flagd gRPC (evaluation and sync),
 //!   and the API keys they may require; it follows publications of the snapshot.
+//! - [`metric_check`]: `analysis.metrics` checks (Prometheus, web) compiled, judged and
+//!   folded into a verdict; pure, shared by validation and the rollout runner.
 //! - [`rollout`]: per-variant windows, the verdict, the rollout state machine and runner.
 //! - [`change`]: the change gate — tokens, trust, classification, policy, anti-rollback,
 //!   the audit log and the state directory.
 //! - [`cluster`]: a fleet on etcd — publication, watch, leader election, fleet windows,
 //!   the fleet audit chain; it feeds the same change gate and rollout runner.
 //! - [`admin`]: the admin listener — health, readiness, metrics, the `/api/v1` endpoints.
+//! - [`notify`]: notifications — audit events POSTed (signed, retried) through a bounded
+//!   queue that never blocks.
 //! - [`instance`]: a running sluice: binds, starts the planes, wires them, shuts down.
 //! - [`cli`]: the `sluice` subcommands.
 //!
@@ -47,7 +51,7 @@
 //! `admin` listener; `proxy` and `flagsvc` never name `admin` or `change`; `flags` imports
 //! nothing of the crate but `bucket`; `change/` has no import cycle.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod bucket;
@@ -59,6 +63,8 @@ pub mod config;
 pub mod flags;
 pub mod flagsvc;
 pub mod instance;
+pub mod metric_check;
+pub mod notify;
 pub mod proxy;
 pub mod request_match;
 pub mod rollout;
@@ -66,5 +72,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod telemetry;
 
+#[cfg(test)]
+mod docs_check;
 #[cfg(test)]
 mod edges;

@@ -112,6 +112,12 @@ pub const ACTIVE_CONNECTIONS: Family = gauge(
     "sluice_active_connections",
     "Open client connections per listener.",
 );
+/// `sluice_connections_refused_total{listener,reason}`: connections closed before any
+/// request (reason `proxy_protocol`, `client_cert`, `tls_handshake`).
+pub const CONNECTIONS_REFUSED: Family = counter(
+    "sluice_connections_refused_total",
+    "Connections closed before any request, by listener and reason.",
+);
 /// `sluice_rollout_weight{rollout}`.
 pub const ROLLOUT_WEIGHT: Family = gauge("sluice_rollout_weight", "Canary weight in percent.");
 /// `sluice_rollout_phase{rollout,phase}`.
@@ -128,6 +134,16 @@ pub const ROLLOUT_VERDICTS: Family = counter(
 pub const ROLLBACKS: Family = counter(
     "sluice_rollbacks_total",
     "Rollouts rolled back or swapped back, by reason.",
+);
+/// `sluice_notifications_total{result}`.
+pub const NOTIFICATIONS: Family = counter(
+    "sluice_notifications_total",
+    "Notifications delivered (sent) or given up after every retry (failed).",
+);
+/// `sluice_notifications_dropped_total`.
+pub const NOTIFICATIONS_DROPPED: Family = counter(
+    "sluice_notifications_dropped_total",
+    "Audit events not queued for notification because the queue was full.",
 );
 /// `sluice_flag_evaluations_total{flag,variant,reason}`.
 pub const FLAG_EVALUATIONS: Family = counter(
@@ -228,6 +244,7 @@ pub const FAMILIES: &[Family] = &[
     UPSTREAM_ERRORS,
     CLIENT_ERRORS,
     ACTIVE_CONNECTIONS,
+    CONNECTIONS_REFUSED,
     ROLLOUT_WEIGHT,
     ROLLOUT_PHASE,
     ROLLOUT_VERDICTS,
@@ -240,6 +257,8 @@ pub const FAMILIES: &[Family] = &[
     EMERGENCY_OVERDUE,
     SPANS_EXPORTED,
     SPANS_DROPPED,
+    NOTIFICATIONS,
+    NOTIFICATIONS_DROPPED,
     CLUSTER_CONNECTED,
     CLUSTER_LEADER,
     CLUSTER_NODES,
@@ -323,8 +342,29 @@ impl Registry {
         Histogram::from_arc(h)
     }
 
+    /// Removes every series whose labels `keep` refuses, and the families left empty: how
+    /// series of routes, upstreams, rollouts and flags that the active document no longer
+    /// names go away (SPEC §10: series are bounded by the config). A handle still held (a
+    /// request in flight on the previous snapshot) counts on into a series nobody renders.
+    pub fn retain(&self, keep: impl Fn(&[(String, String)]) -> bool) {
+        let mut f = self.lock();
+        f.counters.retain(|_, s| {
+            s.retain(|l, _| keep(l));
+            !s.is_empty()
+        });
+        f.gauges.retain(|_, s| {
+            s.retain(|l, _| keep(l));
+            !s.is_empty()
+        });
+        f.histograms.retain(|_, s| {
+            s.retain(|l, _| keep(l));
+            !s.is_empty()
+        });
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Families> {
-        // A panic while holding this lock cannot leave the maps inconsistent (inserts only).
+        // A panic while holding this lock cannot leave the maps inconsistent (whole-entry
+        // inserts and removals only).
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -276,7 +276,14 @@ async fn upgrades_pass_through_only_after_101() {
         Upstream::start("b"),
         MiniUp::start("g", None),
     );
-    let s = Sluice::start(&doc(a.addr, b.addr, g.addr));
+    // Only `limits.upgrades` protocols are tunnelled (default `websocket`): `echo` is allowed here.
+    let s = edge::start_with(&doc(a.addr, b.addr, g.addr), |dir| {
+        edge::settings(
+            dir,
+            "bind: \"127.0.0.1:0\"",
+            "limits: { upgrades: [websocket, echo] }\n",
+        )
+    });
 
     let mut raw = tokio::net::TcpStream::connect(s.proxy()).await.unwrap();
     raw.write_all(

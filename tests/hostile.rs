@@ -828,3 +828,609 @@ async fn a_stalled_upload_is_a_client_timeout() {
     let r = common::get(inst.listeners[0], "/", &[]).await;
     assert_eq!(r.status, 200, "the endpoint was ejected: {}", r.text());
 }
+
+// --- items 5, 6, 7, 12: request hygiene over raw sockets ----------------------------------
+
+/// The JSON an echoing upstream answered (`common::Upstream`), from a raw response.
+fn echoed(resp: &str) -> serde_json::Value {
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {resp}"))
+}
+
+async fn raw_request(addr: std::net::SocketAddr, req: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw::exchange(&mut s, req.as_bytes()).await
+}
+
+fn two_routes(admin: std::net::SocketAddr, public: std::net::SocketAddr) -> String {
+    format!(
+        "version: 1\nchange: {{ id: C1, author: alice }}\n\
+         upstreams:\n  admin: {{ endpoints: [\"{admin}\"] }}\n  public: {{ endpoints: [\"{public}\"] }}\n\
+         routes:\n  - {{ name: admin, match: {{ path_prefix: /admin }}, to: {{ upstream: admin }} }}\n  - {{ name: public, to: {{ upstream: public }} }}\n"
+    )
+}
+
+/// Item 5: `%2e` is `.` (RFC 3986 §6.2.2.2). Before the fix `/public/%2e%2e/admin` matched
+/// the `public` route and reached its upstream as `/public/%2e%2e/admin`, which the upstream
+/// resolves to `/admin` — a route sluice never applied. Now it is routed as `/admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_dot_segments_are_routed_as_dots() {
+    let admin = common::Upstream::start("admin");
+    let public = common::Upstream::start("public");
+    let (_dir, inst) = start_one_worker(&two_routes(admin.addr, public.addr), false);
+    let proxy = inst.listeners[0];
+    for path in [
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+        "/public/.%2e/admin",
+        "/public/%2e%2E/admin/x",
+        "/%2e%2e/admin",
+    ] {
+        let resp = raw_request(proxy, &format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n")).await;
+        let v = echoed(&resp);
+        assert_eq!(v["name"], "admin", "{path} went to {}", v["name"]);
+        assert!(
+            v["path"].as_str().unwrap().starts_with("/admin"),
+            "{path} forwarded as {}",
+            v["path"]
+        );
+    }
+    // `%2F` stays encoded: not a separator.
+    let v = echoed(&raw_request(proxy, "GET /public/a%2Fb HTTP/1.1\r\nhost: t\r\n\r\n").await);
+    assert_eq!(v["name"], "public");
+    assert_eq!(v["path"], "/public/a%2Fb");
+    // A dot segment glued to an encoded slash or a backslash is `/admin` to an upstream that
+    // decodes `%2F` (or reads `\` as `/`) and not to sluice: it cannot be normalised safely.
+    for path in [
+        "/public/..%2Fadmin",
+        "/public/%2e%2e%2fadmin",
+        "/public/..%5Cadmin",
+    ] {
+        let resp = raw_request(proxy, &format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n")).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+        assert!(resp.contains("invalid_path"), "{path}: {resp}");
+    }
+    let resp = raw_request(proxy, "GET /public/..\\admin HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "backslash: {resp}");
+    assert_eq!(
+        metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
+        Some(4.0)
+    );
+}
+
+/// Item 6: `x_sluice_flag_beta` reaches CGI/WSGI as `HTTP_X_SLUICE_FLAG_BETA`, sluice's own
+/// flag header; `x_forwarded_for` likewise. Before the fix they were forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underscore_spellings_of_sluice_headers_are_removed() {
+    let up = common::Upstream::start("app");
+    let (_dir, inst) = start_one_worker(&plain_doc(1, up.addr), false);
+    let resp = raw_request(
+        inst.listeners[0],
+        "GET / HTTP/1.1\r\nhost: t\r\nx_sluice_flag_beta: on\r\nx-sluice_variant: canary\r\nx_forwarded_for: 6.6.6.6\r\nx_forwarded_host: evil\r\nx_user_id: kept\r\n\r\n",
+    )
+    .await;
+    let h = &echoed(&resp)["headers"];
+    for gone in [
+        "x_sluice_flag_beta",
+        "x-sluice_variant",
+        "x_forwarded_for",
+        "x_forwarded_host",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
+    }
+    assert_eq!(h["x_user_id"][0], "kept");
+    assert_eq!(h["x-forwarded-for"][0], "127.0.0.1");
+}
+
+/// Item 7: an HTTP/1.1 request without Host, or with two, is a 400 (RFC 9112 §3.2); the
+/// client's `X-Forwarded-Host` never travels. Before the fix a Host-less request was
+/// proxied with the client's `X-Forwarded-Host` intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_is_required_once_and_x_forwarded_host_is_ours() {
+    let up = common::Upstream::start("app");
+    let (_dir, inst) = start_one_worker(&plain_doc(1, up.addr), false);
+    let proxy = inst.listeners[0];
+    for req in [
+        "GET / HTTP/1.1\r\nx-forwarded-host: evil.example\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: user@a\r\n\r\n",
+    ] {
+        let resp = raw_request(proxy, req).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{req:?}: {resp}");
+        assert!(resp.contains("invalid_host"), "{resp}");
+    }
+    assert_eq!(
+        metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
+        Some(4.0)
+    );
+    // HTTP/1.0 has no Host requirement; its X-Forwarded-Host is dropped all the same.
+    let v = echoed(
+        &raw_request(
+            proxy,
+            "GET / HTTP/1.0\r\nx-forwarded-host: evil.example\r\n\r\n",
+        )
+        .await,
+    );
+    assert!(v["headers"].get("x-forwarded-host").is_none(), "{v}");
+    let v = echoed(
+        &raw_request(
+            proxy,
+            "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-host: evil.example\r\n\r\n",
+        )
+        .await,
+    );
+    assert_eq!(
+        v["headers"]["x-forwarded-host"],
+        serde_json::json!(["shop.example"])
+    );
+}
+
+/// Item 12: a GET with a chunked body keeps it (hyper sends no body for a GET of unknown
+/// length unless told); CONNECT is refused with 405. Before the fix the upstream read 0
+/// bytes, and CONNECT was proxied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_unknown_length_arrive_and_connect_is_refused() {
+    let app = raw::App::start();
+    let (_dir, inst) = start_one_worker(&plain_doc(1, app.addr), false);
+    let proxy = inst.listeners[0];
+    for method in ["GET", "DELETE", "POST"] {
+        let resp = raw_request(
+            proxy,
+            &format!("{method} / HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        )
+        .await;
+        assert!(resp.ends_with("read 5"), "{method}: {resp}");
+    }
+    let resp = raw_request(
+        proxy,
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
+    assert!(resp.contains("connect_refused"), "{resp}");
+}
+
+/// Item 12 over HTTP/2: a request body without content-length arrives, and the `cookie`
+/// fields an HTTP/2 client splits are joined with `; ` for the HTTP/1.1 upstream (RFC 9113
+/// §8.2.3). Before the fix the body was lost (a GET) and the cookies arrived as two fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_bodies_and_split_cookies_reach_an_http1_upstream() {
+    use bytes::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let app = raw::App::start();
+    let echo = common::Upstream::start("echo");
+    let doc = format!(
+        "version: 1\nchange: {{ id: C1, author: alice }}\n\
+         upstreams:\n  app: {{ endpoints: [\"{}\"] }}\n  echo: {{ endpoints: [\"{}\"] }}\n\
+         routes:\n  - {{ name: echo, match: {{ path_prefix: /e }}, to: {{ upstream: echo }} }}\n  - {{ name: app, to: {{ upstream: app }} }}\n",
+        app.addr, echo.addr
+    );
+    let (_dir, inst) = start_one_worker(&doc, false);
+    let tcp = tokio::net::TcpStream::connect(inst.listeners[0])
+        .await
+        .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, common::edge::Frames>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // No size hint: HTTP/2 DATA frames without content-length.
+    let body = common::edge::Frames::new(vec![hyper::body::Frame::data(Bytes::from("hello"))]);
+    let req = http::Request::get("http://t/x").body(body).unwrap();
+    let resp = common::collect(tx.send_request(req).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.text(), "read 5");
+    let req = http::Request::get("http://t/e/x")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(common::edge::Frames::new(Vec::new()))
+        .unwrap();
+    let resp = common::collect(tx.send_request(req).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json()["headers"]["cookie"],
+        serde_json::json!(["a=1; b=2"])
+    );
+}
+
+// --- item 10: tunnels -----------------------------------------------------------------------
+
+/// An upstream that switches to `websocket` (then echoes raw bytes) and answers anything
+/// else with 200 `plain`.
+fn ws_upstream() -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    common::spawn_server(|s| async move {
+        let svc = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+            let mut r = http::Response::new(Full::new(Bytes::from("plain")));
+            if let Some(p) = req.headers().get("upgrade").cloned() {
+                let on = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let Ok(up) = on.await {
+                        let mut io = TokioIo::new(up);
+                        let (mut r, mut w) = tokio::io::split(&mut io);
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    }
+                });
+                *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                *r.body_mut() = Full::new(Bytes::new());
+                r.headers_mut()
+                    .insert("connection", "upgrade".parse().unwrap());
+                r.headers_mut().insert("upgrade", p);
+            }
+            Ok::<_, std::convert::Infallible>(r)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(s), svc)
+            .with_upgrades()
+            .await;
+    })
+}
+
+/// Item 10: a WebSocket tunnel counts as a connection (`max_connections`,
+/// `sluice_active_connections`) for as long as it lives; an `Upgrade` to any protocol not in
+/// `limits.upgrades` (default: websocket) — `h2c` above all — is not tunnelled. Before the
+/// fix tunnels escaped both counts, and any protocol was switched to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_are_counted_and_only_websocket_is_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = ws_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
+    std::fs::write(dir.path().join("traffic.yaml"), plain_doc(1, up)).unwrap();
+    let yaml = settings_one_worker(dir.path()).replace(
+        "limits: { drain_timeout: 5s }",
+        "limits: { drain_timeout: 5s, max_connections: 1 }",
+    );
+    let inst = sluice::instance::Instance::start(
+        sluice::config::Settings::parse(&yaml).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let proxy = inst.listeners[0];
+    for proto in ["h2c", "echo"] {
+        let resp = raw_request(
+            proxy,
+            &format!(
+                "GET / HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: {proto}\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(
+            resp.starts_with("HTTP/1.1 200") && resp.ends_with("plain"),
+            "{proto}: {resp}"
+        );
+    }
+    let mut ws = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let resp = raw::exchange(
+        &mut ws,
+        b"GET /ws HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
+    ws.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(std::time::Duration::from_secs(10), ws.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"ping");
+    let gauge = "sluice_active_connections{listener=\"public\"}";
+    assert_eq!(
+        metric(&inst, gauge),
+        Some(1.0),
+        "the tunnel is one connection"
+    );
+    // max_connections is 1 and the tunnel holds it: another client is turned away.
+    let mut other = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let _ = other.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    let (got, closed) =
+        common::edge::read_to_close(&mut other, std::time::Duration::from_secs(10)).await;
+    assert!(
+        closed && got.is_empty(),
+        "served past max_connections: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(ws);
+    for _ in 0..200 {
+        if metric(&inst, gauge) == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(&inst, gauge),
+        Some(0.0),
+        "a closed tunnel is no connection"
+    );
+    // h2c can never be allowed.
+    let bad = settings_one_worker(dir.path()).replace(
+        "limits: { drain_timeout: 5s }",
+        "limits: { upgrades: [websocket, h2c] }",
+    );
+    let e = sluice::config::Settings::parse(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("limits.upgrades[1]") && e.contains("h2c"), "{e}");
+}
+
+// --- item 13: validate runs the gate's checks ---------------------------------------------
+
+/// Item 13: a document the gate refuses is refused by `sluice validate` too — a flag key
+/// longer than a header name may be on a `["*"]` route, and an upstream CA file that does
+/// not exist. Before the fix `validate` said "valid" (exit 0) to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_refuses_what_the_gate_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let long_key = "k".repeat(66_000);
+    let docs = [
+        (
+            "long flag key",
+            format!(
+                "version: 2\nchange: {{ id: C2, author: alice }}\n\
+                 upstreams: {{ app: {{ endpoints: [\"127.0.0.1:9\"] }} }}\n\
+                 routes: [{{ name: all, to: {{ upstream: app }}, flags: [\"*\"] }}]\n\
+                 flags:\n  ? {long_key}\n  : {{ state: ENABLED, variants: {{ a: true }}, defaultVariant: a }}\n"
+            ),
+            "routes[0].flags[0]",
+        ),
+        (
+            "missing CA file",
+            "version: 2\nchange: { id: C2, author: alice }\n\
+             upstreams: { app: { endpoints: [\"127.0.0.1:9\"], tls: { ca_file: /nonexistent/ca.pem } } }\n\
+             routes: [{ name: all, to: { upstream: app } }]\n"
+                .to_string(),
+            "upstreams.app.tls",
+        ),
+    ];
+    let up = common::Upstream::start("app");
+    let s = common::Sluice::start(&plain_doc(1, up.addr));
+    s.wait_version(1);
+    let auth = format!("Bearer {}", s.inst().admin_token);
+    for (what, doc, path) in docs {
+        let file = dir.join("doc.yaml");
+        std::fs::write(&file, &doc).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["validate", "-c", "/nonexistent/sluice.yaml"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{what}: validate said:\n{text}");
+        assert!(text.contains(path), "{what}: {text}");
+        let admin = s.admin();
+        let auth = auth.clone();
+        let pushed = tokio::task::spawn_blocking(move || {
+            bin::http(
+                admin,
+                "PUT",
+                "/api/v1/traffic",
+                &[("authorization", &auth)],
+                doc.as_bytes(),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(pushed.0, 400, "{what}: the gate said {}", pushed.1);
+        assert!(pushed.1.contains("invalid_document"), "{}", pushed.1);
+    }
+}
+
+// --- item 11: a kept-alive upstream connection closed under a request ----------------------
+
+/// An upstream that answers the first request of each connection (keep-alive, no
+/// `Connection: close`) and closes the connection unanswered when the next one arrives: the
+/// keep-alive race, every time. Logs each request line it read, and whether it dropped it.
+type DropLog = std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>;
+
+fn closes_after_one() -> (std::net::SocketAddr, DropLog) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let log: DropLog = Default::default();
+    let l = log.clone();
+    let addr = common::spawn_server(move |mut s| {
+        let log = l.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            for first in [true, false] {
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let line = head.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push((line, !first));
+                if !first {
+                    return; // closed under the request, unanswered
+                }
+                let len: usize = head
+                    .to_ascii_lowercase()
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..head_end + len);
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    (addr, log)
+}
+
+/// Item 11: an upstream closes each kept-alive connection as sluice reuses it. Once the
+/// endpoint has shown it (the first such request fails: nothing was kept to send again),
+/// every GET caught that way is sent again on a fresh connection — without `retries` on the
+/// route — and answered 200; a POST, or a PUT with a body, is never sent twice (502), as
+/// RFC 9112 §9.3.1 requires. Before the fix every GET caught by the race got 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_kept_alive_connection_resends_only_what_is_safe() {
+    let (up, log) = closes_after_one();
+    let (_dir, inst) = start_one_worker(&plain_doc(1, up), false);
+    let proxy = inst.listeners[0];
+    let count = |line: &str, dropped_only: bool| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, d)| l.starts_with(line) && (*d || !dropped_only))
+            .count()
+    };
+    // Each request either opens a connection (answered) or reuses the one a previous request
+    // left in the pool (closed under it). Each kind is sent until the race caught it; the
+    // GET until it was caught after the endpoint's first stale close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut stale_seen, mut get_resent, mut post, mut put) = (false, false, false, false);
+    for i in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the race never caught every kind: {:?}",
+            log.lock().unwrap()
+        );
+        let (req, line) = if !get_resent {
+            (
+                format!("GET /get-{i} HTTP/1.1\r\nhost: t\r\n\r\n"),
+                format!("GET /get-{i} "),
+            )
+        } else if !post {
+            (
+                format!("POST /post-{i} HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\nx"),
+                format!("POST /post-{i} "),
+            )
+        } else if !put {
+            (
+                format!("PUT /put-{i} HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\nx"),
+                format!("PUT /put-{i} "),
+            )
+        } else {
+            break;
+        };
+        let resp = raw_request(proxy, &req).await;
+        if count(&line, true) == 0 {
+            assert!(resp.starts_with("HTTP/1.1 200"), "{line}: {resp}");
+            continue;
+        }
+        if !stale_seen {
+            // The endpoint's first stale close: nothing was kept to send again.
+            stale_seen = true;
+            assert!(resp.starts_with("HTTP/1.1 502"), "{line}: {resp}");
+            assert_eq!(count(&line, false), 1, "{line}");
+        } else if line.starts_with("GET") {
+            assert!(
+                resp.starts_with("HTTP/1.1 200"),
+                "{line} was not sent again: {resp}"
+            );
+            assert_eq!(count(&line, false), 2, "{line}");
+            get_resent = true;
+        } else {
+            assert!(resp.starts_with("HTTP/1.1 502"), "{line}: {resp}");
+            assert_eq!(count(&line, false), 1, "{line} was sent twice");
+            if line.starts_with("POST") {
+                post = true;
+            } else {
+                put = true;
+            }
+        }
+    }
+}
+
+// --- item 9: series go with the names they label -----------------------------------------
+
+/// The distinct non-empty values of `label` in the exposition.
+fn label_values(
+    inst: &sluice::instance::Instance,
+    label: &str,
+) -> std::collections::BTreeSet<String> {
+    let pat = format!("{label}=\"");
+    inst.registry
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let at = l.find(&pat)? + pat.len();
+            Some(l[at..at + l[at..].find('"')?].to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Item 9: when a document replaces another, the series of routes, upstreams and rollouts
+/// it no longer names are removed — a removed rollout's phase series included — so that
+/// `/metrics` stays bounded by the active document however many documents came before.
+/// Before the fix every name ever activated kept its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_series_go_with_the_names_they_label() {
+    let v1 = common::Upstream::start("v1");
+    let v2 = common::Upstream::start("v2");
+    let s = common::Sluice::start(&common::traffic(1, v1.addr, v2.addr, "[{ weight: 50 }]"));
+    s.wait_version(1);
+    for path in ["/api/x", "/"] {
+        assert_eq!(common::get(s.proxy(), path, &[]).await.status, 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.inst().registry.render().contains("sluice_rollout_phase{") {
+        assert!(std::time::Instant::now() < deadline, "no phase series");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        label_values(s.inst(), "rollout"),
+        ["web".to_string()].into()
+    );
+    // Generations of differently named routes and upstreams, each replacing the last.
+    for g in 2..=4u64 {
+        let doc = format!(
+            "version: {g}\nchange: {{ id: C{g}, author: alice }}\n\
+             upstreams: {{ up{g}: {{ endpoints: [\"{}\"] }} }}\n\
+             routes:\n  - {{ name: a{g}, match: {{ path_prefix: /a }}, to: {{ upstream: up{g} }} }}\n  - {{ name: b{g}, to: {{ upstream: up{g} }} }}\n",
+            v1.addr
+        );
+        s.write_traffic(&doc);
+        s.wait_version(g);
+        for path in ["/a", "/b"] {
+            assert_eq!(common::get(s.proxy(), path, &[]).await.status, 200);
+        }
+        let routes = label_values(s.inst(), "route");
+        assert_eq!(
+            routes,
+            [format!("a{g}"), format!("b{g}")].into(),
+            "generation {g}"
+        );
+        assert_eq!(
+            label_values(s.inst(), "upstream"),
+            [format!("up{g}")].into()
+        );
+        // The rollout is gone, and so are its weight, phase and verdict series.
+        let left = label_values(s.inst(), "rollout");
+        assert!(left.is_empty(), "generation {g}: {left:?}");
+    }
+}

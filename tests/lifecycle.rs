@@ -303,7 +303,8 @@ async fn sigterm_under_load_loses_no_request_when_clients_follow_readiness() {
             .status,
         200
     );
-    let long = tokio::spawn(async move { get(proxy, "/sleep?ms=5500", &[]).await });
+    // Through the `api` route (always v1): the 10% split must not pick its answer.
+    let long = tokio::spawn(async move { get(proxy, "/api/sleep?ms=5500", &[]).await });
     // Load for a while, then SIGTERM.
     let warm = Instant::now() + Duration::from_secs(10);
     while ok.load(Ordering::Relaxed) < 200 && Instant::now() < warm {

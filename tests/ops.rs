@@ -54,6 +54,47 @@ fn have(binary: &str, var: &str) -> bool {
     found
 }
 
+/// A real Prometheus scraping `target` every second (`extra`: more top-level config, such as
+/// `rule_files`), ready: the process (killed on drop), its data dir, and its address.
+async fn start_prometheus(
+    target: SocketAddr,
+    extra: &str,
+) -> (KillOnDrop, tempfile::TempDir, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n{extra}\
+             scrape_configs:\n  - job_name: sluice\n    static_configs: [{{ targets: [\"{target}\"] }}]\n"
+        ),
+    )
+    .unwrap();
+    let child = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err()
+        || get(addr, "/-/ready", &[]).await.status != 200
+    {
+        assert!(Instant::now() < deadline, "Prometheus did not become ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (child, dir, addr)
+}
+
 /// Percent-encodes a PromQL query for a URL.
 fn encode(q: &str) -> String {
     q.bytes()
@@ -167,40 +208,9 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     }
 
     // Prometheus scraping the metrics listener every second, evaluating the rules.
-    let prom_dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
-    let cfg = prom_dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-             rule_files: [\"{}\"]\n\
-             scrape_configs:\n  - job_name: sluice\n    static_configs: [{{ targets: [\"{metrics}\"] }}]\n",
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let _prom = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let prom: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
+    let (_prom, _prom_dir, prom) =
+        start_prometheus(metrics, &format!("rule_files: [\"{}\"]\n", rules.display())).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(prom).await.is_err()
-        || get(prom, "/-/ready", &[]).await.status != 200
-    {
-        assert!(Instant::now() < deadline, "Prometheus did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 
     // Prometheus has scraped sluice before anything happens: `increase()` sees each event.
     loop {
@@ -559,4 +569,76 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     inst.shutdown();
+}
+
+/// `analysis.metrics` with `provider: prometheus`: a real Prometheus scrapes sluice, and the
+/// rollout is judged on a PromQL query over sluice's own request counter (templated with the
+/// rollout's name). The built-in analysis has no criterion, so only the Prometheus result can
+/// roll the failing canary back — and the rollback names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_metric_check_rolls_back_a_canary_on_a_query_result() {
+    if !have("prometheus", "SLUICE_REQUIRE_PROMETHEUS") {
+        return;
+    }
+    let stable = common::Upstream::start("stable");
+    let canary = common::edge::MiniUp::start("canary", None);
+    canary.state.status.store(500, Ordering::Relaxed);
+    let head = "change: { id: CHG-1, author: alice, summary: prometheus analysis }\n\
+                upstreams:\n";
+    let s = common::Sluice::start_with(
+        &format!(
+            "version: 1\n{head}  stable: {{ endpoints: [\"{}\"] }}\n\
+             routes: [{{ name: shop, to: {{ upstream: stable }} }}]\n",
+            stable.addr
+        ),
+        "metrics: { bind: \"127.0.0.1:0\" }\n",
+    );
+    s.wait_version(1);
+    let metrics = s.inst().metrics.unwrap();
+    let (_prom, _prom_dir, prom) = start_prometheus(metrics, "").await;
+
+    let query = "sum(sluice_requests_total{rollout=\"{{rollout}}\",variant=\"canary\",code_class=\"5xx\"}) or vector(0)";
+    s.write_traffic(&format!(
+        "version: 2\n{head}  stable: {{ endpoints: [\"{}\"] }}\n  canary: {{ endpoints: [\"{}\"] }}\n\
+         routes: [{{ name: shop, to: {{ rollout: shop }} }}]\n\
+         rollouts:\n  shop:\n    strategy: canary\n    stable: stable\n    canary: canary\n\
+         \x20   sticky: {{ header: x-user-id }}\n\
+         \x20   steps: [{{ weight: 50, hold: 1h }}, {{ weight: 100 }}]\n\
+         \x20   analysis:\n      interval: 500ms\n      min_requests: 0\n      metrics:\n\
+         \x20       - {{ name: canary-5xx, provider: prometheus, address: \"http://{prom}\", \
+         query: '{query}', condition: \"result < 5\", interval: 500ms }}\n",
+        stable.addr, canary.addr
+    ));
+    s.wait_version(2);
+    // Empty until the runner has synced with version 2.
+    let status = || s.inst().rollouts.status_json()[0].clone();
+    // Before any failure the check passes (0 errors), and the canary gets traffic.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status()["verdicts"][0]["metrics"][0]["state"] != "passed" {
+        assert!(Instant::now() < deadline, "{:#}", status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = Client::connect(s.proxy()).await;
+    let mut canary_errors = 0;
+    for i in 0..40 {
+        let r = c.get("/", &[("x-user-id", &format!("user-{i}"))]).await;
+        canary_errors += u32::from(r.status == 500);
+    }
+    assert!(canary_errors >= 5, "{canary_errors} canary errors");
+    // Prometheus scrapes the errors; the next query fails the condition: rollback.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status()["phase"] != "aborted" {
+        assert!(Instant::now() < deadline, "{:#}", status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = status();
+    assert_eq!(st["abort_reason"], "metric", "{st:#}");
+    let m = &st["verdicts"][0]["metrics"][0];
+    assert_eq!(m["name"], "canary-5xx", "{st:#}");
+    assert_eq!(m["state"], "failed", "{st:#}");
+    assert!(m["value"].as_f64().unwrap() >= 5.0, "{st:#}");
+    assert_eq!(
+        s.inst().shared.snapshot.load_full().unwrap().rollouts[0].weight(),
+        0
+    );
 }

@@ -1339,3 +1339,242 @@ analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.0
     assert_eq!(rig.weight_bp(), 10_000, "{}", rig.status("web"));
     assert!(seen.canary_failed > 0 && seen.stable_failed > 0, "{seen:?}");
 }
+
+/// A check endpoint for `provider: web`: answers `{"ok": true}`, `{"ok": false}`, or 503
+/// (the provider is down), as the test sets it.
+fn check_server(mode: Arc<AtomicU64>) -> SocketAddr {
+    spawn_server(move |s| {
+        let mode = mode.clone();
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let m = mode.load(Ordering::Relaxed);
+                // The template filled in the rollout's name.
+                let named = req.uri().query() == Some("rollout=web");
+                async move {
+                    let (status, body) = match m {
+                        _ if !named => (StatusCode::NOT_FOUND, "{}"),
+                        0 => (StatusCode::OK, r#"{"checks": {"ok": true}}"#),
+                        1 => (StatusCode::OK, r#"{"checks": {"ok": false}}"#),
+                        _ => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+                    };
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    *resp.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
+    })
+}
+
+/// Polls the rollout's status until `pred` holds (deadline 30 s).
+async fn wait_status(rig: &Rig, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = rig.status("web");
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `analysis.metrics` with `provider: web` on the real timer: a provider that is down holds
+/// the rollout (inconclusive, weight unchanged, never a rollback); a passing check lets it
+/// advance; a failing one rolls it back with reason `metric`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_metric_check_holds_when_down_advances_when_passing_and_rolls_back_when_failing() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let mode = Arc::new(AtomicU64::new(2));
+    let check = check_server(mode.clone());
+    let rollout = format!(
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: {{ header: x-user-id }}
+steps: [{{ weight: 20 }}, {{ weight: 50, hold: 1h }}, {{ weight: 100 }}]
+analysis:
+  interval: 200ms
+  window: 5s
+  min_requests: 0
+  metrics:
+    - name: smoke
+      provider: web
+      url: "http://{check}/check?rollout={{{{rollout}}}}"
+      json_path: $.checks.ok
+      condition: result == true
+      interval: 100ms
+      timeout: 2s
+"#
+    );
+    let rig = Rig::start_with(
+        &doc(1, v1.addr, v2.addr, &rollout),
+        "trust: { require_approvals: false }\n",
+        false,
+    );
+    // Down: inconclusive verdicts naming the error, and nothing moves.
+    let s = wait_status(
+        &rig,
+        "an inconclusive verdict with the provider error",
+        |s| {
+            s["last_verdict"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("inconclusive") && v.contains("answered 503"))
+        },
+    )
+    .await;
+    assert_eq!(s["verdicts"][0]["metrics"][0]["state"], "error", "{s:#}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = rig.status("web");
+    assert_eq!(
+        (s["phase"].as_str(), s["step"].as_u64()),
+        (Some("progressing"), Some(0)),
+        "{s:#}"
+    );
+    assert_eq!(rig.weight_bp(), 2000);
+
+    // Passing: the step advances.
+    mode.store(0, Ordering::Relaxed);
+    let s = wait_status(&rig, "step 1 once the check passes", |s| s["step"] == 1).await;
+    assert_eq!(s["phase"], "progressing", "{s:#}");
+    assert_eq!(rig.weight_bp(), 5000);
+
+    // Failing: rolled back, the metric named as the reason.
+    mode.store(1, Ordering::Relaxed);
+    let s = wait_status(&rig, "a rollback on the failing check", |s| {
+        s["phase"] == "aborted"
+    })
+    .await;
+    assert_eq!(s["abort_reason"], "metric", "{s:#}");
+    assert_eq!(rig.weight_bp(), 0);
+    let rollback = rig
+        .rollout_events()
+        .into_iter()
+        .find(|e| e["event"] == "rollout.aborted")
+        .expect("a rollback in the audit log");
+    assert!(
+        rollback.to_string().contains("smoke"),
+        "the audit names the check: {rollback:#}"
+    );
+    rig.verify_audit_chain();
+}
+
+/// A notification receiver: records each POST's signature header and body.
+type Received = Arc<std::sync::Mutex<Vec<(Option<String>, Bytes)>>>;
+
+fn receiver(got: Received) -> SocketAddr {
+    spawn_server(move |s| {
+        let got = got.clone();
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let got = got.clone();
+                async move {
+                    let sig = req
+                        .headers()
+                        .get("x-sluice-signature")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    let body = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    got.lock().unwrap().push((sig, body));
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
+    })
+}
+
+/// Notifications: matching audit events reach a real receiver, signed with HMAC-SHA256 of
+/// the exact body; a dead receiver (nothing listening) delays neither an activation nor an
+/// operator's abort, and its failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_signed_and_a_dead_receiver_blocks_nothing() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let got: Received = Default::default();
+    let recv = receiver(got.clone());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secrets.path().join("hook.key");
+    std::fs::write(&key, "s3cret-key\n").unwrap();
+    let text = format!(
+        "{}notifications:\n  - {{ url: \"http://{recv}/hook\", events: [\"change.activated\", \"rollout.*\"], secret_file: \"{}\" }}\n  - {{ url: \"http://{dead}/\", events: [\"*\"], timeout: 1s }}\n",
+        doc(
+            1,
+            v1.addr,
+            v2.addr,
+            "strategy: canary\nstable: v1\ncanary: v2\nsteps: [{ gate: manual }, { weight: 100 }]"
+        ),
+        key.display()
+    );
+    let started = Instant::now();
+    let rig = Rig::start(&text);
+    rig.tick();
+    let r = rig.act("web", "abort", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "activation and abort took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(rig.phase("web"), "aborted");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events: Vec<(Option<String>, Bytes)> = got.lock().unwrap().clone();
+        let names: Vec<String> = events
+            .iter()
+            .map(|(_, b)| {
+                serde_json::from_slice::<Value>(b).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        if names.iter().any(|n| n == "rollout.aborted") {
+            assert!(names.contains(&"change.activated".to_string()), "{names:?}");
+            assert!(
+                names
+                    .iter()
+                    .all(|n| n == "change.activated" || n.starts_with("rollout.")),
+                "only the events asked for: {names:?}"
+            );
+            break events;
+        }
+        assert!(Instant::now() < deadline, "received only {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Each body is the audit line as written, signed over its exact bytes.
+    let audit = std::fs::read_to_string(rig.dir.path().join("state/audit.jsonl")).unwrap();
+    for (sig, body) in &events {
+        let want = format!(
+            "sha256={}",
+            hex::encode(sluice::notify::hmac_sha256(b"s3cret-key", body))
+        );
+        assert_eq!(sig.as_deref(), Some(want.as_str()));
+        assert!(
+            audit.lines().any(|l| l.as_bytes() == &body[..]),
+            "not an audit line: {}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // The dead receiver: given up after its retries, counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rig.metrics().await.lines().any(|l| {
+        l.starts_with("sluice_notifications_total{result=\"failed\"}") && !l.ends_with(" 0")
+    }) {
+        assert!(Instant::now() < deadline, "{}", rig.metrics().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -116,6 +116,11 @@ struct Client {
 impl InProc {
     /// Starts sluice with `traffic` (`UP` stands for the upstream's address).
     pub fn start(traffic: &str) -> InProc {
+        InProc::start_with(traffic, "")
+    }
+
+    /// [`start`](Self::start) with `extra` lines of `sluice.yaml` (`tracing: ...`).
+    pub fn start_with(traffic: &str, extra: &str) -> InProc {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -139,7 +144,7 @@ impl InProc {
              admin: {{ bind: \"127.0.0.1:0\" }}\n\
              runtime: {{ workers: 1 }}\n\
              paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-             trust: {{ require_approvals: false }}\n",
+             trust: {{ require_approvals: false }}\n{extra}",
             d = d.display()
         );
         let settings = Settings::parse(&settings).expect("settings");
@@ -165,6 +170,7 @@ impl InProc {
             listener: 0,
             peer: "127.0.0.1:40000".parse().expect("address"),
             tls: false,
+            client_cert: None,
         };
         rt.spawn(server::serve_h1(
             server_io,

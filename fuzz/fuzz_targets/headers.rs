@@ -18,6 +18,35 @@ fuzz_target!(|data: &[u8]| {
                 !once.split('/').any(|s| s == "." || s == ".."),
                 "{path:?} -> {once:?}"
             );
+            // What the proxy routes and forwards: encoded dots are dots (`%2e%2e` is `..`).
+            let norm = headers::normalize_path(path);
+            assert!(norm.starts_with('/'), "{path:?} -> {norm:?}");
+            assert_eq!(
+                norm,
+                headers::normalize_path(&norm),
+                "not a fixed point for {path:?}"
+            );
+            assert!(
+                !norm.split('/').any(|s| s == "." || s == ".."),
+                "{path:?} -> {norm:?}"
+            );
+            assert!(
+                !norm.to_ascii_lowercase().contains("%2e"),
+                "an encoded dot survived: {path:?} -> {norm:?}"
+            );
+            // Unless refused, no upstream decoding `%2F`/`%5C` or reading `\` as `/` finds a
+            // dot segment sluice did not see.
+            if !headers::ambiguous_path(&norm) {
+                let decoded = norm
+                    .to_ascii_lowercase()
+                    .replace("%2f", "/")
+                    .replace("%5c", "/")
+                    .replace('\\', "/");
+                assert!(
+                    !decoded.split('/').any(|s| s == "." || s == ".."),
+                    "{path:?} -> {norm:?} hides a dot segment"
+                );
+            }
         }
     }
     // A header block: `name: value` lines.
@@ -42,7 +71,11 @@ fuzz_target!(|data: &[u8]| {
         .filter(|n| n != http::header::TE)
         .collect();
     headers::remove_sluice_headers(&mut h);
-    assert!(!h.keys().any(|k| k.as_str().starts_with("x-sluice-")));
+    // Nor a name that reads as one once `_` is taken for `-` (CGI/WSGI fold both to `_`).
+    assert!(
+        !h.keys()
+            .any(|k| k.as_str().replace('_', "-").starts_with("x-sluice-"))
+    );
     headers::remove_hop_by_hop(&mut h);
     for gone in [
         "connection",

@@ -40,6 +40,8 @@ pub struct AuditLog {
     len: u64,
     /// A failed append left bytes after `len` that could not be cut yet.
     torn: bool,
+    /// Where appended lines are offered for notifications (never waits).
+    tap: Option<crate::notify::Notifier>,
 }
 
 /// The last line's sequence number and hash.
@@ -257,6 +259,7 @@ impl AuditLog {
                 head: head.hash,
                 len,
                 torn: false,
+                tap: None,
             },
             entries,
         ))
@@ -298,7 +301,15 @@ impl AuditLog {
         self.seq += 1;
         self.head = hash;
         self.len += line.len() as u64;
+        if let Some(tap) = &self.tap {
+            tap.offer(&line[..line.len() - 1]);
+        }
         Ok(self.head())
+    }
+
+    /// Offers every line appended from now on to `tap` (notifications).
+    pub fn set_tap(&mut self, tap: crate::notify::Notifier) {
+        self.tap = Some(tap);
     }
 
     /// Truncates the file to its last good line (after a failed append).

@@ -472,6 +472,11 @@ impl Gate {
         self.audit.append(self.clock.now(), event)
     }
 
+    /// Offers every audit line appended from now on to `n` (notifications).
+    pub fn set_notifier(&mut self, n: crate::notify::Notifier) {
+        self.audit.set_tap(n);
+    }
+
     /// The active document, if any.
     pub fn active(&self) -> Option<&Active> {
         self.active.as_ref()
@@ -883,6 +888,9 @@ impl Gate {
             .gauge(telemetry::CONFIG_VERSION, &[])
             .set(parsed.doc.version as f64);
         self.published.publish(Arc::new(snap));
+        // Series of names this document no longer has go (SPEC §10).
+        self.registry
+            .retain(crate::snapshot::series_of(&parsed.doc));
         for w in &parsed.warnings {
             tracing::warn!(
                 version = parsed.doc.version,

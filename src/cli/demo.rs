@@ -14,7 +14,7 @@
 //! two release managers — exactly as it would in production.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -189,6 +189,17 @@ rollouts:
     )
 }
 
+/// A new directory under the system temp dir, named by pid and time so that no earlier run
+/// (a killed demo whose pid came round again) shares it.
+pub(crate) fn fresh_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("{prefix}{}-{nanos:09}", std::process::id()));
+    std::fs::create_dir(&dir)?;
+    Ok(dir)
+}
+
 async fn run(a: DemoArgs) -> Result<(), String> {
     let e = |e: std::io::Error| e.to_string();
     let v1 = spawn_upstream("v1", Arc::new(AtomicU64::new(0)))
@@ -198,7 +209,9 @@ async fn run(a: DemoArgs) -> Result<(), String> {
     let v2 = spawn_upstream("v2", Arc::new(AtomicU64::new(failing)))
         .await
         .map_err(e)?;
-    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
+    // A fresh directory each run (kept for the user to inspect): a leftover from an earlier
+    // run must not lend this one its state.
+    let dir = fresh_dir("sluice-demo-").map_err(e)?;
     std::fs::create_dir_all(dir.join("config/approvals")).map_err(e)?;
     let traffic_path = dir.join("config/traffic.yaml");
     std::fs::write(&traffic_path, traffic(v1, v2)).map_err(e)?;

@@ -49,8 +49,9 @@ impl Drop for Etcd {
 /// Runs the fleet demo.
 pub async fn run(a: DemoArgs) -> Result<(), String> {
     let e = |e: std::io::Error| e.to_string();
-    let dir = std::env::temp_dir().join(format!("sluice-demo-fleet-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(e)?;
+    // A fresh directory each run (kept for the user to inspect): a leftover from an earlier
+    // run must not lend this one its state.
+    let dir = super::demo::fresh_dir("sluice-demo-fleet-").map_err(e)?;
     let (etcd_url, _etcd) = start_etcd(&dir).await?;
     let fail = Arc::new(AtomicU64::new(0));
     let v1 = spawn_upstream("v1", Arc::new(AtomicU64::new(0)))

@@ -214,7 +214,15 @@ fn read_doc(path: &Path, ctx: &CheckContext) -> Result<(Vec<u8>, ParsedTraffic),
         EXIT_INVALID
     })?;
     match TrafficDoc::parse(text, ctx) {
-        Ok(p) => Ok((bytes, p)),
+        Ok(p) => {
+            // The gate compiles what it activates (TLS files, header names): so does validate,
+            // with the same code, so that a document validate accepts is one the gate takes.
+            if let Err(e) = crate::snapshot::Snapshot::check(&p) {
+                eprintln!("{}: 1 error(s):\n  {e}", path.display());
+                return Err(EXIT_INVALID);
+            }
+            Ok((bytes, p))
+        }
         Err(errs) => {
             eprintln!("{}: {} error(s):", path.display(), errs.0.len());
             for e in &errs.0 {

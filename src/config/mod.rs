@@ -5,6 +5,7 @@
 //! next, then checked semantically. Every error names its path and, when known, line and
 //! column.
 
+pub mod cidr;
 pub mod cluster;
 pub mod settings;
 pub mod traffic;

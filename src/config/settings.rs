@@ -35,6 +35,17 @@ pub struct Settings {
     pub metrics: Option<MetricsListener>,
     /// W3C trace context and OTLP span export (off when absent).
     pub tracing: Option<Tracing>,
+    /// Who the client is behind load balancers (`trusted_proxies`).
+    pub network: Network,
+}
+
+/// `network`: which peers may name the client.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// CIDRs (or single addresses) of proxies whose `X-Forwarded-For` names the client:
+    /// the right-most address that is not one of them is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `tracing`: W3C `traceparent` kept or started and propagated upstream; optional OTLP.
@@ -90,6 +101,10 @@ pub struct Listener {
     /// TLS termination, when present.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client;
+    /// connections without a valid one are closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// TLS settings of a listener.
@@ -98,6 +113,31 @@ pub struct Listener {
 pub struct ListenerTls {
     /// Certificate chains with their keys; chosen by SNI.
     pub certs: Vec<CertPair>,
+    /// Client certificates (mTLS), when present.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `tls.client_auth`: client certificates verified against a CA.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM file of the CA certificates client certificates must chain to.
+    pub ca_file: PathBuf,
+    /// Whether a client certificate is required.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a listener requires client certificates.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// A handshake without a valid client certificate fails.
+    #[default]
+    Required,
+    /// A client may present none; one it presents must be valid.
+    Optional,
 }
 
 /// One certificate chain and its private key (PEM files).
@@ -191,8 +231,12 @@ pub struct Limits {
     pub drain_timeout: Dur,
     /// Largest request head (and HTTP/2 header list).
     pub max_header_bytes: usize,
-    /// Connections accepted at once across listeners.
+    /// Connections accepted at once across listeners (upgraded tunnels included).
     pub max_connections: usize,
+    /// `Upgrade` protocols tunnelled to upstreams (lowercase tokens); any other `Upgrade`
+    /// is dropped and the request forwarded as plain HTTP. Never `h2c`: after the switch a
+    /// client would speak HTTP/2 straight to the upstream, past routing and header hygiene.
+    pub upgrades: Vec<String>,
 }
 
 /// Where files live.
@@ -337,6 +381,7 @@ impl Settings {
                 "cluster",
                 "metrics",
                 "tracing",
+                "network",
             ],
             spans,
             &mut errors,
@@ -354,6 +399,7 @@ impl Settings {
             cluster: field(map, "cluster", "", spans, &mut errors),
             metrics: field(map, "metrics", "", spans, &mut errors),
             tracing: field(map, "tracing", "", spans, &mut errors),
+            network: field(map, "network", "", spans, &mut errors),
         };
         s.check(spans, &mut errors);
         if errors.is_empty() {
@@ -383,6 +429,15 @@ impl Settings {
                     spans,
                     &format!("listeners[{i}].tls.certs"),
                     "at least one certificate is needed",
+                ));
+            }
+        }
+        for (i, p) in self.network.trusted_proxies.iter().enumerate() {
+            if let Err(m) = super::cidr::Cidr::parse(p) {
+                errors.push(ConfigError::at(
+                    spans,
+                    &format!("network.trusted_proxies[{i}]"),
+                    m,
                 ));
             }
         }
@@ -429,6 +484,24 @@ impl Settings {
                 "limits.max_header_bytes",
                 "must be at least 1024",
             ));
+        }
+        for (i, u) in self.limits.upgrades.iter().enumerate() {
+            let bad = if u.eq_ignore_ascii_case("h2c") {
+                Some(
+                    "`h2c` is never tunnelled: the client would speak HTTP/2 past sluice's routing and header rules",
+                )
+            } else if u.is_empty()
+                || !u
+                    .bytes()
+                    .all(|b| crate::flags::headers::is_tchar(b) && !b.is_ascii_uppercase())
+            {
+                Some("an upgrade protocol is a lowercase token, e.g. `websocket`")
+            } else {
+                None
+            };
+            if let Some(m) = bad {
+                errors.push(ConfigError::at(spans, &format!("limits.upgrades[{i}]"), m));
+            }
         }
         if self.limits.max_connections == 0 {
             errors.push(ConfigError::at(
@@ -499,6 +572,7 @@ impl Default for Limits {
             drain_timeout: Dur::secs(30),
             max_header_bytes: 65536,
             max_connections: 10_000,
+            upgrades: vec!["websocket".into()],
         }
     }
 }
@@ -643,6 +717,33 @@ mod tests {
         assert!(e.contains("admin.bind (line 1:"), "{e}");
         assert!(e.contains("metrics.bind (line 2:"), "{e}");
         assert!(e.contains("`:port`"), "{e}");
+    }
+
+    #[test]
+    fn client_identity_settings() {
+        let s = Settings::parse(
+            "listeners:\n  - name: lb\n    bind: \":8443\"\n    proxy_protocol: true\n    tls:\n      certs: [{ cert: a.pem, key: a.key }]\n      client_auth: { ca_file: clients.pem, mode: optional }\nnetwork: { trusted_proxies: [\"10.0.0.0/8\", \"2001:db8::1\"] }\n",
+        )
+        .unwrap();
+        let l = &s.listeners[0];
+        assert!(l.proxy_protocol);
+        let auth = l.tls.as_ref().unwrap().client_auth.as_ref().unwrap();
+        assert_eq!(auth.mode, ClientAuthMode::Optional);
+        assert_eq!(s.network.trusted_proxies.len(), 2);
+        let e = Settings::parse(
+            "network:\n  trusted_proxies: [\"10.0.0.0/8\", \"10.0.0.0/33\", \"proxy.internal\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("network.trusted_proxies[1] (line 2:"), "{e}");
+        assert!(e.contains("network.trusted_proxies[2]"), "{e}");
+        assert!(e.contains("`proxy.internal` is not a CIDR"), "{e}");
+        let e = Settings::parse(
+            "listeners:\n  - name: a\n    bind: \":1\"\n    tls: { certs: [{ cert: a, key: b }], client_auth: { ca_file: c, mode: sometimes } }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listeners[0]"), "{e}");
     }
 
     #[test]

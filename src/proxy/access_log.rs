@@ -46,8 +46,10 @@ pub struct Entry {
     pub method: Method,
     /// Path (after dot-segment removal).
     pub path: Box<str>,
-    /// Client address.
+    /// Client address (behind trusted proxies: the client they name).
     pub client: IpAddr,
+    /// The verified client certificate (mTLS listeners).
+    pub client_cert: Option<std::sync::Arc<crate::proxy::client::ClientCert>>,
     /// The `x-sluice-flags` value injected upstream (empty when none).
     pub flags: Option<HeaderValue>,
     /// `x-sluice-error` code when sluice answered itself.
@@ -73,6 +75,8 @@ struct Line<'a> {
     method: &'a str,
     path: &'a str,
     client: IpAddr,
+    client_subject: &'a str,
+    client_san: &'a str,
     flags: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -169,6 +173,12 @@ pub fn format(e: &Entry, buf: &mut Vec<u8>) -> serde_json::Result<()> {
         method: e.method.as_str(),
         path: &e.path,
         client: e.client,
+        client_subject: e.client_cert.as_ref().map_or("", |c| &c.subject),
+        client_san: e
+            .client_cert
+            .as_ref()
+            .and_then(|c| c.first_san())
+            .unwrap_or(""),
         flags: &flags,
         error: e.error,
         request_id: &request_id,
@@ -221,6 +231,10 @@ mod tests {
             method: Method::GET,
             path: "/checkout".into(),
             client: "127.0.0.1".parse().unwrap(),
+            client_cert: Some(std::sync::Arc::new(crate::proxy::client::ClientCert {
+                subject: "CN=alice,O=Example".into(),
+                sans: vec!["spiffe://example.org/alice".into()].into(),
+            })),
             flags: Some(HeaderValue::from_static("a=on; b=off")),
             error: None,
             request_id: Some(HeaderValue::from_static("req-1")),
@@ -243,6 +257,8 @@ mod tests {
         assert_eq!(v["trace_id"], "ab".repeat(16));
         assert_eq!(v["host"], "shop.example.com");
         assert_eq!(v["tls"], true);
+        assert_eq!(v["client_subject"], "CN=alice,O=Example");
+        assert_eq!(v["client_san"], "spiffe://example.org/alice");
         assert_eq!(*buf.last().unwrap(), b'\n');
     }
 }

@@ -28,13 +28,21 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// The request failed by the client's doing.
     Client(ClientFault),
+    /// An HTTP/1.1 request without `Host`, with two, or with one that is no authority
+    /// (RFC 9112 §3.2: 400).
+    InvalidHost,
+    /// `CONNECT`: sluice is a reverse proxy, not a tunnel to anywhere.
+    ConnectRefused,
+    /// A path that cannot be normalised safely: a dot segment glued to an encoded slash
+    /// or a backslash (see [`super::headers::ambiguous_path`]).
+    InvalidPath,
 }
 
 /// NGINX's "client closed request": logged, never seen by the client that left.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Every variant (for [`ProxyError::static_code`]).
-const ALL: [ProxyError; 10] = [
+const ALL: [ProxyError; 13] = [
     ProxyError::NoConfig,
     ProxyError::NoRoute,
     ProxyError::NoHealthyEndpoint,
@@ -45,6 +53,9 @@ const ALL: [ProxyError; 10] = [
     ProxyError::Client(ClientFault::Aborted),
     ProxyError::Client(ClientFault::Malformed),
     ProxyError::Client(ClientFault::Timeout),
+    ProxyError::InvalidHost,
+    ProxyError::ConnectRefused,
+    ProxyError::InvalidPath,
 ];
 
 // === impl ProxyError ===
@@ -64,6 +75,8 @@ impl ProxyError {
             }
             ProxyError::Client(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
             ProxyError::Client(ClientFault::Timeout) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::InvalidHost | ProxyError::InvalidPath => StatusCode::BAD_REQUEST,
+            ProxyError::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -71,6 +84,7 @@ impl ProxyError {
     pub fn client_fault(self) -> Option<ClientFault> {
         match self {
             ProxyError::Client(f) => Some(f),
+            ProxyError::InvalidHost | ProxyError::InvalidPath => Some(ClientFault::Malformed),
             _ => None,
         }
     }
@@ -88,6 +102,9 @@ impl ProxyError {
             ProxyError::Client(ClientFault::Aborted) => "client_aborted",
             ProxyError::Client(ClientFault::Malformed) => "client_body_invalid",
             ProxyError::Client(ClientFault::Timeout) => "client_timeout",
+            ProxyError::InvalidHost => "invalid_host",
+            ProxyError::ConnectRefused => "connect_refused",
+            ProxyError::InvalidPath => "invalid_path",
         }
     }
 
@@ -110,6 +127,13 @@ impl ProxyError {
             }
             ProxyError::Client(ClientFault::Malformed) => "the request body is malformed\n",
             ProxyError::Client(ClientFault::Timeout) => "the request body did not arrive in time\n",
+            ProxyError::InvalidHost => {
+                "an HTTP/1.1 request needs exactly one Host header with a valid authority\n"
+            }
+            ProxyError::ConnectRefused => "CONNECT is not served: sluice is a reverse proxy\n",
+            ProxyError::InvalidPath => {
+                "the path has a dot segment next to an encoded slash or a backslash\n"
+            }
         }
     }
 
@@ -126,6 +150,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if self == ProxyError::ConnectRefused {
+            h.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"),
+            );
+        }
         r
     }
 }

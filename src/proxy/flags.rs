@@ -92,8 +92,10 @@ pub struct RequestFacts<'r> {
     pub host: &'r str,
     /// Path after dot-segment removal.
     pub path: &'r str,
-    /// The connection's peer address.
+    /// The client's address (the peer, or the client behind trusted proxies).
     pub client_ip: IpAddr,
+    /// The verified client certificate (mTLS listeners).
+    pub client_cert: Option<&'r crate::proxy::client::ClientCert>,
     /// `(cookie name, id)`: a sticky key drawn for this request that is being set as
     /// that cookie; it stands in for the absent cookie (SPEC §3).
     pub drawn: Option<(&'r str, &'r str)>,
@@ -315,6 +317,12 @@ impl<'a> Facts<'a> {
             Source::Request(RequestAttr::Method) => Some(self.req.method.as_str()),
             Source::Request(RequestAttr::Host) => Some(self.host),
             Source::Request(RequestAttr::ClientIp) => Some(self.ip),
+            Source::Request(RequestAttr::ClientSubject) => {
+                self.req.client_cert.map(|c| &*c.subject)
+            }
+            Source::Request(RequestAttr::ClientSan) => {
+                self.req.client_cert.and_then(|c| c.first_san())
+            }
         }
     }
 }

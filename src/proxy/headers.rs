@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
+use super::error::ProxyError;
+
 /// `x-sluice-route`.
 pub static X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
 /// `x-sluice-variant`.
@@ -35,9 +37,16 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
     &header::TRANSFER_ENCODING,
 ];
 
-/// Removes every header whose name starts with `x-sluice-` (clients cannot set them).
+/// Removes every header whose name starts with `x-sluice-` (clients cannot set them), and
+/// every header that *becomes* one of sluice's own when `_` is read as `-`: CGI and WSGI
+/// (and so PHP, Python, Ruby apps) pass `x_sluice_flag_beta` as `HTTP_X_SLUICE_FLAG_BETA`,
+/// the very variable of sluice's `x-sluice-flag-beta`. The same goes for the forwarding
+/// headers sluice sets (`x_forwarded_for`, `x_forwarded_host`, `x_forwarded_proto`, `via`).
 pub fn remove_sluice_headers(headers: &mut HeaderMap) {
-    let is_ours = |n: &HeaderName| n.as_str().starts_with("x-sluice-");
+    let is_ours = |n: &HeaderName| {
+        let n = n.as_str();
+        n.starts_with("x-sluice-") || (n.contains('_') && spoofs_ours(n))
+    };
     if !headers.keys().any(is_ours) {
         return;
     }
@@ -45,6 +54,94 @@ pub fn remove_sluice_headers(headers: &mut HeaderMap) {
     for n in ours {
         headers.remove(&n);
     }
+}
+
+/// Refuses what must not be proxied at all: `CONNECT`, and a request whose host is missing,
+/// doubled or invalid (RFC 9112 §3.2: "a server MUST respond with a 400 … to any HTTP/1.1
+/// request message that lacks a Host header field and to any request message that contains
+/// more than one Host header field line or a Host header field with an invalid value").
+pub fn check_request<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::ConnectRefused);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::InvalidHost),
+        (Some(h), None) if !is_host(h.as_bytes()) => Err(ProxyError::InvalidHost),
+        (None, _) if req.version() == http::Version::HTTP_11 => Err(ProxyError::InvalidHost),
+        _ => Ok(()),
+    }
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name or an IP literal in
+/// brackets, then digits after a colon; no userinfo. Checked in place: parsing it as an
+/// `Authority` would copy it, an allocation on every request.
+fn is_host(h: &[u8]) -> bool {
+    let (host, port) = match h.first() {
+        Some(b'[') => match h.iter().position(|b| *b == b']') {
+            Some(i) => (&h[1..i], &h[i + 1..]),
+            None => return false,
+        },
+        _ => match h.iter().position(|b| *b == b':') {
+            Some(i) => (&h[..i], &h[i..]),
+            None => (h, &h[h.len()..]),
+        },
+    };
+    let literal = h.first() == Some(&b'[');
+    let host_ok = !host.is_empty()
+        && host.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || if literal {
+                    b":.%-_~".contains(b)
+                } else {
+                    b"-._~%!$&'()*+,;=".contains(b)
+                }
+        });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
+}
+
+/// Joins the `cookie` fields an HTTP/2 client split (RFC 9113 §8.2.3) into one, with `; `,
+/// as an HTTP/1.1 message must carry them.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Whether `name` (holding a `_`) reads as a header sluice sets once `_` is taken for `-`.
+fn spoofs_ours(name: &str) -> bool {
+    let folded = |want: &str| {
+        name.len() >= want.len()
+            && name
+                .bytes()
+                .zip(want.bytes())
+                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    };
+    folded("x-sluice-")
+        || [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "via",
+        ]
+        .iter()
+        .any(|w| name.len() == w.len() && folded(w))
 }
 
 /// Removes hop-by-hop headers and every header named in `Connection`, plus `Upgrade`
@@ -149,6 +246,102 @@ fn hex64(v: u64, out: &mut [u8]) {
     }
 }
 
+/// The path sluice routes and forwards: percent-encoded unreserved characters decoded (RFC
+/// 3986 §6.2.2.2: `%2E` *is* `.`, so `/public/%2e%2e/admin` is `/admin`), then dot segments
+/// removed (§5.2.4), as Envoy's `normalize_path` does. Reserved characters stay encoded
+/// (`%2F` is not a segment separator). Borrows when there is nothing to change.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    if !path.as_bytes().contains(&b'%') {
+        return remove_dot_segments(path);
+    }
+    let decoded = decode_unreserved(path);
+    match remove_dot_segments(&decoded) {
+        Cow::Borrowed(_) => decoded,
+        Cow::Owned(s) => Cow::Owned(s),
+    }
+}
+
+/// Decodes `%XX` where XX names an unreserved character (ALPHA, DIGIT, `-`, `.`, `_`, `~`),
+/// and writes a `%` that starts no valid escape as `%25`: otherwise `%%32e` would decode to
+/// `%2e`, a dot one decoding later, and the result would not be a fixed point.
+fn decode_unreserved(path: &str) -> Cow<'_, str> {
+    #[derive(PartialEq)]
+    enum At {
+        Byte,
+        Unreserved(u8),
+        Escape,
+        Lone,
+    }
+    let b = path.as_bytes();
+    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16)).map(|d| d as u8);
+    let at = |i: usize| -> At {
+        if b[i] != b'%' {
+            return At::Byte;
+        }
+        match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (Some(h), Some(l)) => {
+                let v = h << 4 | l;
+                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                    At::Unreserved(v)
+                } else {
+                    At::Escape
+                }
+            }
+            _ => At::Lone,
+        }
+    };
+    if !(0..b.len()).any(|i| matches!(at(i), At::Unreserved(_) | At::Lone)) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(b.len() + 2);
+    let mut i = 0;
+    while i < b.len() {
+        match at(i) {
+            At::Unreserved(v) => {
+                out.push(v);
+                i += 3;
+            }
+            At::Lone => {
+                out.extend_from_slice(b"%25");
+                i += 1;
+            }
+            At::Byte | At::Escape => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes replaced ASCII escapes: still UTF-8.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| path.to_string()))
+}
+
+/// Whether a normalised `path` holds a dot segment glued to an encoded slash or to a
+/// backslash (`..%2F`, `%5C..`, `..\\`). sluice keeps `%2F` encoded, so it sees no dot segment
+/// there; an upstream that decodes `%2F`, or takes `\\` for `/` (IIS, many frameworks), sees
+/// one and resolves a path sluice never routed. Neither reading is safe, so such a path is
+/// refused (as Envoy's `path_with_escaped_slashes_action: REJECT_REQUEST` would, limited to
+/// the paths where the two readings differ in their segments).
+pub fn ambiguous_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    if !b.contains(&b'\\') && !b.contains(&b'%') {
+        return false;
+    }
+    let separator =
+        |w: &[u8]| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f') | (b'5', b'c'));
+    path.split('/').any(|seg| {
+        if !seg.contains('\\') && !seg.as_bytes().windows(3).any(separator) {
+            return false;
+        }
+        // Rare: only a segment holding a separator is copied.
+        seg.to_ascii_lowercase()
+            .replace("%2f", "/")
+            .replace("%5c", "/")
+            .replace('\\', "/")
+            .split('/')
+            .any(|s| s == "." || s == "..")
+    })
+}
+
 /// Removes dot segments (RFC 3986 §5.2.4); borrows when there are none. `%2F` stays encoded.
 pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
     let has_dots = path.split('/').any(|s| s == "." || s == "..");
@@ -209,6 +402,94 @@ mod tests {
             remove_dot_segments("/plain/path"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn encoded_dots_are_dots() {
+        for (i, o) in [
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2E/admin", "/admin"),
+            ("/public/.%2e/admin", "/admin"),
+            ("/public/%2e./admin", "/admin"),
+            ("/a/%2e/b", "/a/b"),
+            ("/a/%2e%2e", "/"),
+            ("/%7euser/%41", "/~user/A"),
+            ("/a%2F..%2Fb", "/a%2F..%2Fb"),
+            ("/a/%2F%2e%2e", "/a/%2F.."),
+            ("/a/%zz/%2", "/a/%25zz/%252"),
+            ("/a/%25%32%65", "/a/%252e"),
+            ("/%%32e%%32e/x", "/%252e%252e/x"),
+        ] {
+            assert_eq!(normalize_path(i), o, "{i}");
+        }
+        assert!(matches!(normalize_path("/plain/%20x"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn dots_glued_to_encoded_slashes_are_ambiguous() {
+        for p in [
+            "/public/..%2Fadmin",
+            "/public/..%2fadmin",
+            "/a/%2F../b",
+            "/a/..%5Cadmin",
+            "/a/..\\admin",
+            "/a/.%2Fb",
+            "/a/x%2F..",
+        ] {
+            assert!(ambiguous_path(p), "{p}");
+        }
+        for p in [
+            "/a/b%2Fc",
+            "/a/..b%2Fc",
+            "/a%20b/c",
+            "/files/v1.2%2F",
+            "/a/b\\c",
+            "/",
+        ] {
+            assert!(!ambiguous_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for h in [
+            "a",
+            "shop.example:8080",
+            "127.0.0.1",
+            "[::1]:443",
+            "[fe80::1%25eth0]",
+            "a:",
+        ] {
+            assert!(is_host(h.as_bytes()), "{h}");
+        }
+        for h in [
+            "", "a b", "user@a", "a:80:81", "a:x", "[::1", "[::1]x", ":80", "a/b",
+        ] {
+            assert!(!is_host(h.as_bytes()), "{h}");
+        }
+    }
+
+    #[test]
+    fn underscore_spellings_of_our_headers_go() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x_sluice_flag_beta",
+            "x-sluice_variant",
+            "x_forwarded_for",
+            "x_forwarded_host",
+            "x_forwarded_proto",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        h.insert("x_user_id", HeaderValue::from_static("1"));
+        h.insert("x_forwarded_forx", HeaderValue::from_static("1"));
+        remove_sluice_headers(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(h.contains_key("x_user_id") && h.contains_key("x_forwarded_forx"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod client;
 pub mod connect;
 pub mod deadline;
 pub mod detect;
@@ -11,6 +12,7 @@ pub mod flags;
 pub mod headers;
 pub mod health;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod retry;
 pub mod server;
 pub mod service;
@@ -49,6 +51,8 @@ pub struct Shared {
     pub drain: Drain,
     /// W3C trace context and span export (`tracing`), when configured.
     pub tracer: Option<trace::Tracer>,
+    /// Proxies whose `X-Forwarded-For` names the client (`network.trusted_proxies`).
+    pub trusted_proxies: client::TrustedProxies,
 }
 
 /// `sluice_client_errors_total{kind}` handles: faults of the client, kept apart from the
@@ -95,6 +99,41 @@ pub struct ListenerInfo {
     pub active: Gauge,
     /// TLS termination, when the listener has `tls`.
     pub tls: Option<ListenerTls>,
+    /// Connections open with a PROXY protocol header (`proxy_protocol: true`).
+    pub proxy_protocol: bool,
+    /// `sluice_connections_refused_total{listener,reason}` by reason.
+    pub refused: Refused,
+}
+
+/// `sluice_connections_refused_total{listener,reason}` handles of one listener: connections
+/// closed before any request, by why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// reason="proxy_protocol": no valid PROXY header on a listener that requires one.
+    pub proxy_protocol: Counter,
+    /// reason="client_cert": the TLS handshake failed on the client's certificate.
+    pub client_cert: Counter,
+    /// reason="tls_handshake": any other TLS handshake failure or timeout.
+    pub tls_handshake: Counter,
+}
+
+// === impl Refused ===
+
+impl Refused {
+    /// Registers the handles of `listener` in `registry`.
+    pub fn new(registry: &crate::telemetry::Registry, listener: &str) -> Self {
+        let c = |reason| {
+            registry.counter(
+                crate::telemetry::CONNECTIONS_REFUSED,
+                &[("listener", listener), ("reason", reason)],
+            )
+        };
+        Refused {
+            proxy_protocol: c("proxy_protocol"),
+            client_cert: c("client_cert"),
+            tls_handshake: c("tls_handshake"),
+        }
+    }
 }
 
 /// A TLS listener's acceptor and the certificates it reloads.
@@ -104,6 +143,8 @@ pub struct ListenerTls {
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// The certificates, reloaded when their files change.
     pub certs: Arc<tls::CertStore>,
+    /// Client certificates are verified (`tls.client_auth`).
+    pub client_auth: bool,
 }
 
 impl std::fmt::Debug for ListenerTls {

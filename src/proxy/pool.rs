@@ -8,8 +8,18 @@
 //! it; a connection reused then would make the next request wait behind that upload. Any
 //! other connection is closed at once (its task aborted). A pooled connection that the upstream closed
 //! at the instant it was reused gives the request back unsent (`try_send_request`), and the
-//! request goes out on another connection. HTTP/2 upstreams get one shared connection per
-//! endpoint and worker.
+//! request goes out on another connection, whatever its method.
+//!
+//! When the close crosses the request instead (the upstream shuts a kept-alive connection
+//! without `Connection: close`, right after answering or on its idle timeout, while the
+//! next request is on its way), the request was written and never answered: the upstream
+//! never took it. An idempotent request without a body is then sent once more on a fresh
+//! connection (RFC 9112 §9.3.1, as NGINX does), whatever the route's `retries`; any other
+//! request is never sent twice. Sending consumes a request, so its head must be copied
+//! beforehand: that copy (a few allocations) is made only on the reused connections of an
+//! endpoint already seen closing one this way ([`Endpoint::drops_kept_alive`]), so a
+//! well-behaved upstream costs nothing and a misbehaving one loses at most its first such
+//! request per endpoint. HTTP/2 upstreams get one shared connection per endpoint and worker.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -18,6 +28,7 @@ use std::sync::atomic::Ordering;
 
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use rustc_hash::FxHashMap;
@@ -26,6 +37,7 @@ use tokio::task::AbortHandle;
 
 use super::body::{BodyWatch, UpBody};
 use super::connect::{Conn, ConnectError, Connector};
+use super::retry;
 use crate::snapshot::Endpoint;
 
 /// Idle connections kept per address and worker.
@@ -160,8 +172,11 @@ pub async fn send(
     let flight = InFlight::new(ep);
     let key = (ep.addr, connector.key);
     let body = req.body().watch().cloned();
+    // Set once a request is sent again after a stale connection: on a new connection, once.
+    let mut fresh = false;
     loop {
-        let (conn, reused) = match checkout(key) {
+        let pooled = if fresh { None } else { checkout(key) };
+        let (conn, reused) = match pooled {
             Some(c) => (c, true),
             // Boxed: handshake state (TLS, HTTP/2) is large and rarely needed, and would
             // otherwise sit in every request's future.
@@ -181,6 +196,11 @@ pub async fn send(
                     task.abort();
                     continue;
                 }
+                let again = (reused
+                    && ep.drops_kept_alive.load(Ordering::Relaxed)
+                    && req.body().is_end_stream()
+                    && retry::is_idempotent(req.method()))
+                .then(|| retry::head_of(&req));
                 match tx.try_send_request(req).await {
                     Ok(resp) => {
                         return Ok((
@@ -193,21 +213,30 @@ pub async fn send(
                             },
                         ));
                     }
-                    Err(mut e) => match e.take_message() {
-                        // Never written: safe to send again on another connection, whatever the method.
-                        Some(back) if reused => {
-                            task.abort();
-                            req = back;
+                    Err(mut e) => {
+                        task.abort();
+                        match (e.take_message(), again) {
+                            // Never written: safe to send again on another connection, whatever the method.
+                            (Some(back), _) if reused => req = back,
+                            // Written into a connection the upstream was closing: once more, anew.
+                            (None, Some(head)) => {
+                                tracing::debug!(error = %e.error(), addr = %ep.addr, "Kept-alive upstream connection closed under a request; sending it again.");
+                                req = retry::rebuild(&head);
+                                fresh = true;
+                            }
+                            (back, _) => {
+                                if reused && back.is_none() {
+                                    // Remembered: this endpoint's next such requests keep a copy.
+                                    ep.drops_kept_alive.store(true, Ordering::Relaxed);
+                                }
+                                tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream request failed.");
+                                return Err(Failure {
+                                    kind: failure_kind(e.error()),
+                                    req: back,
+                                });
+                            }
                         }
-                        back => {
-                            task.abort();
-                            tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream request failed.");
-                            return Err(Failure {
-                                kind: failure_kind(e.error()),
-                                req: back,
-                            });
-                        }
-                    },
+                    }
                 }
             }
             Conn::H2(mut tx) => {
@@ -321,6 +350,8 @@ pub async fn send_upgrade(
 /// `Host` the service set.
 pub(crate) fn to_h2_form(req: &mut Request<UpBody>, tls: bool, addr: SocketAddr) {
     *req.version_mut() = Version::HTTP_2;
+    // HTTP/2 frames its own bodies (the service marks unknown lengths chunked for HTTP/1.1).
+    req.headers_mut().remove(header::TRANSFER_ENCODING);
     if req.uri().scheme().is_some() {
         return;
     }

@@ -7,8 +7,9 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use http::Method;
+use http::{Method, Request};
 
+use super::body::UpBody;
 use super::health::now_ms;
 use crate::config::traffic::{Retries, RetryOn};
 
@@ -79,6 +80,26 @@ pub fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+/// A bodiless request's head, kept to send it again: sending consumes the request.
+pub fn head_of<B>(req: &Request<B>) -> Request<()> {
+    let mut r = Request::new(());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
+/// A fresh copy of a bodiless request from its head.
+pub fn rebuild(head: &Request<()>) -> Request<UpBody> {
+    let mut r = Request::new(UpBody::Empty);
+    *r.method_mut() = head.method().clone();
+    *r.uri_mut() = head.uri().clone();
+    *r.version_mut() = head.version();
+    *r.headers_mut() = head.headers().clone();
+    r
 }
 
 // === impl RetryBudget ===

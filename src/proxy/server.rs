@@ -124,6 +124,7 @@ async fn accept_loop(
             listener: index,
             peer,
             tls: shared.listeners[index].tls.is_some(),
+            client_cert: None,
         };
         let guard = tracker.enter(shared.clone(), index);
         tokio::spawn(serve_conn(
@@ -142,18 +143,37 @@ async fn accept_loop(
 /// open, so the rarer and bulkier paths (TLS, HTTP/2) are boxed: an idle plaintext HTTP/1
 /// connection carries only what HTTP/1 needs.
 async fn serve_conn(
-    stream: TcpStream,
-    info: ConnInfo,
+    mut stream: TcpStream,
+    mut info: ConnInfo,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     _guard: ConnGuard,
 ) {
-    if shared.listeners[info.listener].tls.is_some() {
-        Box::pin(serve_tls(stream, info, shared, shutdown)).await;
+    // One deadline for the PROXY header and the TLS handshake or protocol detection.
+    let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout.0;
+    let listener = &shared.listeners[info.listener];
+    if listener.proxy_protocol {
+        let read = crate::proxy::proxy_protocol::read_header(&mut stream);
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(Some(client))) => info.peer = client,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                listener.refused.proxy_protocol.increment(1);
+                tracing::debug!(reason = "proxy_protocol", error = %e, peer = %info.peer, "Connection refused.");
+                return;
+            }
+            Err(_) => {
+                listener.refused.proxy_protocol.increment(1);
+                tracing::debug!(reason = "proxy_protocol", peer = %info.peer, "No PROXY protocol header within handshake_timeout.");
+                return;
+            }
+        }
+    }
+    if listener.tls.is_some() {
+        Box::pin(serve_tls(stream, info, shared, shutdown, deadline)).await;
         return;
     }
-    let handshake = shared.limits.handshake_timeout.0;
-    let (proto, stream) = match tokio::time::timeout(handshake, detect(stream)).await {
+    let (proto, stream) = match tokio::time::timeout_at(deadline, detect(stream)).await {
         Ok(Ok(Some(x))) => x,
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Err(_) => {
@@ -167,22 +187,46 @@ async fn serve_conn(
     }
 }
 
-async fn serve_tls(stream: TcpStream, info: ConnInfo, shared: Arc<Shared>, shutdown: Shutdown) {
-    let Some(tls) = shared.listeners[info.listener].tls.clone() else {
+async fn serve_tls(
+    stream: TcpStream,
+    mut info: ConnInfo,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    deadline: tokio::time::Instant,
+) {
+    let listener = &shared.listeners[info.listener];
+    let Some(tls) = listener.tls.clone() else {
         return;
     };
-    let handshake = shared.limits.handshake_timeout.0;
-    let stream = match tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await {
+    let stream = match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, peer = %info.peer, "TLS handshake failed.");
+            let reason = if tls.client_auth && is_client_cert_error(&e) {
+                listener.refused.client_cert.increment(1);
+                "client_cert"
+            } else {
+                listener.refused.tls_handshake.increment(1);
+                "tls_handshake"
+            };
+            tracing::debug!(reason, error = %e, peer = %info.peer, "TLS handshake failed.");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %info.peer, "TLS handshake timed out.");
+            listener.refused.tls_handshake.increment(1);
+            tracing::debug!(reason = "tls_handshake", peer = %info.peer, "TLS handshake timed out.");
             return;
         }
     };
+    if tls.client_auth {
+        // Verified by rustls during the handshake; read once per connection.
+        info.client_cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|der| crate::proxy::client::ClientCert::from_der(der))
+            .map(Arc::new);
+    }
     match stream.get_ref().1.alpn_protocol() {
         Some(b"h2") => serve_h2(stream, info, shared, shutdown).await,
         _ => serve_h1(stream, info, shared, shutdown).await,
@@ -201,6 +245,7 @@ where
     let clock = Arc::new(ConnClock::new(limits.header_read_timeout.0));
     let svc_shared = shared.clone();
     let svc_clock = clock.clone();
+    let peer = info.peer;
     // hyper keeps room for one service future per HTTP/1 connection for as long as the
     // connection lives; boxing it per request keeps that room at a pointer, so an idle
     // keep-alive connection does not hold a request's worth of state.
@@ -208,7 +253,12 @@ where
         let s = svc_shared.clone();
         let c = svc_clock.clone();
         c.begin();
-        let fut = Box::pin(service::handle(s, info, req, Deadline::Conn(c.clone())));
+        let fut = Box::pin(service::handle(
+            s,
+            info.clone(),
+            req,
+            Deadline::Conn(c.clone()),
+        ));
         async move { Ok::<_, std::convert::Infallible>(fut.await.map(|b| Tracked::new(b, c))) }
     });
     let mut builder = http1::Builder::new();
@@ -231,7 +281,7 @@ where
             }
             () = &mut timer => match clock.fired(std::time::Instant::now()) {
                 Fired::Close => {
-                    tracing::debug!(peer = %info.peer, "No request head within header_read_timeout.");
+                    tracing::debug!(peer = %peer, "No request head within header_read_timeout.");
                     return;
                 }
                 Fired::Until(at) => timer.as_mut().reset(at.into()),
@@ -258,6 +308,7 @@ where
     let svc = service_fn(move |req| {
         let s = svc_shared.clone();
         let busy = Busy::enter(&act);
+        let info = info.clone();
         async move {
             let r = service::handle(s, info, req, Deadline::Own).await;
             drop(busy);
@@ -305,6 +356,14 @@ where
             }
         }
     }
+}
+
+/// Whether a failed handshake failed on the client's certificate (none, or not valid).
+fn is_client_cert_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
+    )
 }
 
 /// Streams served at once on one HTTP/2 connection.

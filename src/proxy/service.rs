@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::Shared;
 use super::body::{BodyWatch, DownBody, UpBody};
+use super::client::ClientCert;
 use super::deadline::Deadline;
 use super::error::ProxyError;
 use super::flags::{self, RequestFacts};
@@ -20,7 +21,7 @@ use super::headers::{
     X_SLUICE_VARIANT,
 };
 use super::pool::{self, SendError};
-use super::retry::RetryPolicy;
+use super::retry::{self, RetryPolicy};
 use super::split::{self, Side};
 use super::trace::TraceCtx;
 use super::{access_log, upgrade};
@@ -28,20 +29,23 @@ use crate::snapshot::routes::strip_port;
 use crate::snapshot::{Endpoint, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
 
 /// What the service knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// Index of the listener in `sluice.yaml`.
     pub listener: usize,
-    /// The client's address.
+    /// The peer's address: the TCP peer, or the client a PROXY protocol header named.
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The verified client certificate, on listeners with `tls.client_auth`.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 static X_SLUICE_FLAGS: HeaderName = HeaderName::from_static("x-sluice-flags");
 static VIA: HeaderValue = HeaderValue::from_static("1.1 sluice");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
+static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
@@ -54,7 +58,7 @@ pub async fn handle(
     deadline: Deadline,
 ) -> Response<DownBody> {
     let h1 = req.version() < Version::HTTP_2;
-    let mut resp = respond(&shared, conn, req, &deadline).await;
+    let mut resp = respond(&shared, &conn, req, &deadline).await;
     // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
     // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
     if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -65,7 +69,7 @@ pub async fn handle(
 
 async fn respond(
     shared: &Arc<Shared>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     deadline: &Deadline,
 ) -> Response<DownBody> {
@@ -77,7 +81,7 @@ async fn respond(
         (
             std::time::SystemTime::now(),
             req.method().clone(),
-            Box::<str>::from(headers::remove_dot_segments(req.uri().path())),
+            Box::<str>::from(headers::normalize_path(req.uri().path())),
         )
     });
     let mut seen = Seen {
@@ -131,7 +135,8 @@ async fn respond(
             duration,
             method,
             path,
-            client: conn.peer.ip(),
+            client: seen.client.unwrap_or(conn.peer.ip()),
+            client_cert: conn.client_cert.clone(),
             flags: seen.flags,
             error,
             request_id: seen.request_id,
@@ -141,6 +146,14 @@ async fn respond(
         });
     }
     resp
+}
+
+/// Answers a request refused before routing, counting the client's fault.
+fn refuse(shared: &Shared, e: ProxyError) -> Response<DownBody> {
+    if let Some(f) = e.client_fault() {
+        shared.client_errors.of(f).increment(1);
+    }
+    e.response()
 }
 
 /// What the access log wants to know about a request, filled in as it is routed.
@@ -156,18 +169,23 @@ struct Seen<'a> {
     host: Option<HeaderValue>,
     /// Set whenever tracing is on (logged or not): the span needs it.
     trace: Option<TraceCtx>,
+    /// The client behind trusted proxies, once known.
+    client: Option<std::net::IpAddr>,
 }
 
 async fn proxy<'s>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     snap: &'s Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
     start: Instant,
     deadline: &Deadline,
     seen: &mut Seen<'s>,
 ) -> Response<DownBody> {
     headers::remove_sluice_headers(req.headers_mut());
+    if let Err(e) = headers::check_request(&req) {
+        return refuse(shared, e);
+    }
 
     // One canonical authority: an absolute URI's wins over Host (RFC 9112 §3.2.2).
     let authority: Option<HeaderValue> = match req.uri().authority() {
@@ -179,10 +197,17 @@ async fn proxy<'s>(
         .and_then(|h| h.to_str().ok())
         .map(strip_port)
         .unwrap_or("");
-    let path = headers::remove_dot_segments(req.uri().path());
+    let path = headers::normalize_path(req.uri().path());
+    if headers::ambiguous_path(&path) {
+        return refuse(shared, ProxyError::InvalidPath);
+    }
 
-    let Some(route) = snap.routes.find(
-        conn.listener,
+    let from = crate::snapshot::routes::FromConn {
+        listener: conn.listener,
+        client_cert: conn.client_cert.as_deref(),
+    };
+    let Some(route) = snap.routes.find_for(
+        from,
         host,
         &path,
         req.method(),
@@ -212,6 +237,18 @@ async fn proxy<'s>(
         return resp;
     }
 
+    // The client behind trusted proxies; the `X-Forwarded-For` sent upstream starts at it.
+    // Without trusted proxies the client is the peer and the chain is appended to.
+    let (client_ip, chain) = if shared.trusted_proxies.is_empty() {
+        (conn.peer.ip(), None)
+    } else {
+        shared
+            .trusted_proxies
+            .resolve(req.headers(), conn.peer.ip())
+    };
+    if seen.wanted {
+        seen.client = Some(client_ip);
+    }
     // Split before flags: a sticky key drawn here also serves `flag_context` (SPEC §3).
     let split = match &route.target {
         Target::Rollout { rollout, .. } => {
@@ -228,7 +265,8 @@ async fn proxy<'s>(
             method: req.method(),
             host,
             path: &path,
-            client_ip: conn.peer.ip(),
+            client_ip,
+            client_cert: conn.client_cert.as_deref(),
             drawn: split
                 .as_ref()
                 .and_then(|(ro, d)| flags::drawn_cookie(ro, d)),
@@ -273,7 +311,11 @@ async fn proxy<'s>(
             Some(q) => format!("{path}?{q}"),
             None => path.into_owned(),
         };
-        PathAndQuery::try_from(pq).ok().map(Uri::from)
+        // Never the client's form instead: what goes upstream is what was routed.
+        match PathAndQuery::try_from(pq) {
+            Ok(pq) => Some(Uri::from(pq)),
+            Err(_) => return refuse(shared, ProxyError::InvalidPath),
+        }
     } else {
         None
     };
@@ -281,14 +323,26 @@ async fn proxy<'s>(
         *req.uri_mut() = u;
     }
     // An upgrade keeps its handshake headers and takes the client's side of the upgrade.
-    let upgrade_to = upgrade::requested(&req);
+    let upgrade_to = upgrade::requested(&req, &shared.limits.upgrades);
     let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let from_h2 = req.version() == Version::HTTP_2;
+    // A body of unknown length (chunked, or HTTP/2 without content-length) must say so on
+    // HTTP/1.1, whatever the method: hyper sends no body for a GET that does not.
+    let chunked = !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH);
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
     // Room for the headers added below (flags included), so the map grows at most once.
     h.reserve(8 + route.flags.len() + 1);
     headers::remove_hop_by_hop(h);
-    headers::append_forwarded_for(h, conn.peer.ip());
+    if from_h2 {
+        headers::join_cookies(h);
+    }
+    if chunked {
+        h.insert(header::TRANSFER_ENCODING, CHUNKED.clone());
+    }
+    shared.trusted_proxies.apply(h, conn.peer.ip(), chain);
     h.insert(
         X_FORWARDED_PROTO.clone(),
         if conn.tls {
@@ -297,6 +351,8 @@ async fn proxy<'s>(
             HTTP.clone()
         },
     );
+    // The client's own `X-Forwarded-Host` never travels: sluice says which host it served.
+    h.remove(&X_FORWARDED_HOST);
     if let Some(a) = authority {
         if seen.wanted {
             seen.host = Some(a.clone());
@@ -332,7 +388,7 @@ async fn proxy<'s>(
     let (body, watch) = UpBody::client(body);
     let req = Request::from_parts(parts, body);
     let result = match client_upgrade {
-        Some(on) => Box::pin(upgrade::forward(upstream, req, on)).await,
+        Some(on) => Box::pin(upgrade::forward(shared, conn.listener, upstream, req, on)).await,
         None => {
             forward(
                 upstream,
@@ -398,14 +454,7 @@ async fn forward(
     // is copied only when the route would use the copy.
     let replay = policy
         .replays(req.method(), req.body().is_end_stream())
-        .then(|| {
-            let mut r = Request::new(());
-            *r.method_mut() = req.method().clone();
-            *r.uri_mut() = req.uri().clone();
-            *r.version_mut() = req.version();
-            *r.headers_mut() = req.headers().clone();
-            r
-        });
+        .then(|| retry::head_of(&req));
     if policy.attempts > 0 {
         up.retry_budget.deposit();
     }
@@ -416,7 +465,7 @@ async fn forward(
         let Some(ep) = up.pick(last.as_ref()) else {
             return Err(ProxyError::NoHealthyEndpoint);
         };
-        let Some(r) = req.take().or_else(|| replay.as_ref().map(rebuild)) else {
+        let Some(r) = req.take().or_else(|| replay.as_ref().map(retry::rebuild)) else {
             return Err(ProxyError::UpstreamReset);
         };
         let passive = up.passive_health.as_ref();
@@ -496,14 +545,4 @@ async fn forward(
         tries += 1;
         last = Some(ep);
     }
-}
-
-/// A fresh copy of a bodiless request for a retry.
-fn rebuild(head: &Request<()>) -> Request<UpBody> {
-    let mut r = Request::new(UpBody::Empty);
-    *r.method_mut() = head.method().clone();
-    *r.uri_mut() = head.uri().clone();
-    *r.version_mut() = head.version();
-    *r.headers_mut() = head.headers().clone();
-    r
 }

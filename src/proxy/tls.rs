@@ -19,7 +19,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::settings::{CertPair, ListenerTls};
+use crate::config::settings::{CertPair, ClientAuth, ClientAuthMode, ListenerTls};
 use crate::shutdown::Shutdown;
 
 /// How often certificate files are checked for changes.
@@ -42,6 +42,14 @@ pub enum TlsError {
     /// A listener's `tls.certs` is empty.
     #[error("tls.certs is empty")]
     NoCerts,
+    /// `tls.client_auth.ca_file` does not give a usable set of CA certificates.
+    #[error("tls.client_auth.ca_file {path}: {detail}")]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// A listener's certificates, swappable while it serves.
@@ -88,12 +96,23 @@ impl CertStore {
         }))
     }
 
-    /// A rustls server config over this store: ALPN h2 and http/1.1, TLS 1.2 and 1.3.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
-        let mut cfg = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+    /// A rustls server config over this store: ALPN h2 and http/1.1, TLS 1.2 and 1.3,
+    /// and client certificates verified when `client_auth` says so.
+    pub fn server_config(
+        self: &Arc<Self>,
+        client_auth: Option<&ClientAuth>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let versions = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::File {
+                path: PathBuf::new(),
+                detail: e.to_string(),
+            })?;
+        let builder = match client_auth {
+            None => versions.with_no_client_auth(),
+            Some(a) => versions.with_client_cert_verifier(client_verifier(a)?),
+        };
+        let mut cfg = builder.with_cert_resolver(Arc::new(Resolver(self.clone())));
         cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(cfg))
     }
@@ -155,17 +174,43 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// Loads a listener's certificates and builds its acceptor.
+/// Loads a listener's certificates (and client CA) and builds its acceptor.
 pub fn listener_tls(tls: &ListenerTls) -> Result<super::ListenerTls, TlsError> {
     let certs = CertStore::load(tls)?;
-    let cfg = certs.server_config().map_err(|e| TlsError::File {
-        path: PathBuf::new(),
-        detail: e.to_string(),
-    })?;
+    let cfg = certs.server_config(tls.client_auth.as_ref())?;
     Ok(super::ListenerTls {
         acceptor: tokio_rustls::TlsAcceptor::from(cfg),
         certs,
+        client_auth: tls.client_auth.is_some(),
     })
+}
+
+/// Verifies client certificates against `ca_file` (webpki rules: chain, validity dates,
+/// the client-auth key usage); `optional` also lets clients present none.
+fn client_verifier(
+    a: &ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let err = |detail: String| TlsError::ClientCa {
+        path: a.ca_file.clone(),
+        detail,
+    };
+    let cas = read_certs(&a.ca_file).map_err(|e| match e {
+        TlsError::File { detail, .. } => err(detail),
+        other => err(other.to_string()),
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, c) in cas.into_iter().enumerate() {
+        roots
+            .add(c)
+            .map_err(|e| err(format!("certificate {} is not a usable CA: {e}", i + 1)))?;
+    }
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = match a.mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder.build().map_err(|e| err(e.to_string()))
 }
 
 /// The crypto provider sluice uses everywhere (ring).

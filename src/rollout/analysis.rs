@@ -24,6 +24,7 @@ use super::normal::normal_quantile;
 use super::sequential::Evidence;
 use super::window::{RolloutWindows, WindowStats};
 use crate::config::traffic::Analysis;
+use crate::metric_check::MetricResult;
 
 /// The outcome of one verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -47,6 +48,8 @@ pub enum Criterion {
     ErrorRateIncrease,
     /// Canary p99 above `max_p99`.
     P99,
+    /// An `analysis.metrics` check failed `failure_limit` times in a row.
+    Metric,
 }
 
 /// One verdict with the numbers behind it.
@@ -86,6 +89,9 @@ pub struct Verdict {
     /// counts since the step began; `z` is not computed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequential: Option<Evidence>,
+    /// `analysis.metrics`: each check's latest result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricResult>,
 }
 
 // === impl VerdictOutcome ===
@@ -110,6 +116,7 @@ impl Criterion {
             Criterion::ErrorRate => "error_rate",
             Criterion::ErrorRateIncrease => "error_rate_increase",
             Criterion::P99 => "p99",
+            Criterion::Metric => "metric",
         }
     }
 }
@@ -176,6 +183,7 @@ pub fn judge(analysis: &Analysis, canary: &WindowStats, stable: &WindowStats) ->
         increase_exceeded,
         canary_p99: canary.p99,
         sequential: None,
+        metrics: Vec::new(),
     }
 }
 

@@ -96,6 +96,8 @@ pub enum RollbackReason {
     ErrorRateIncrease,
     /// Canary p99 above `max_p99`.
     P99,
+    /// An `analysis.metrics` check.
+    Metric,
     /// An operator's abort action.
     Operator,
 }
@@ -178,6 +180,7 @@ impl RollbackReason {
             RollbackReason::ErrorRate => "error_rate",
             RollbackReason::ErrorRateIncrease => "error_rate_increase",
             RollbackReason::P99 => "p99",
+            RollbackReason::Metric => "metric",
             RollbackReason::Operator => "operator",
         }
     }
@@ -189,6 +192,7 @@ impl From<Criterion> for RollbackReason {
             Criterion::ErrorRate => RollbackReason::ErrorRate,
             Criterion::ErrorRateIncrease => RollbackReason::ErrorRateIncrease,
             Criterion::P99 => RollbackReason::P99,
+            Criterion::Metric => RollbackReason::Metric,
         }
     }
 }

@@ -30,6 +30,7 @@ mod actions;
 mod continuous;
 mod fleet;
 mod persist;
+mod probes;
 mod report;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -49,6 +50,7 @@ use crate::change::gate::GateHandle;
 use crate::change::store::StateDir;
 use crate::clock::{self, Clock};
 use crate::config::traffic::{AnalysisMethod, Rollout, Strategy};
+use crate::metric_check;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Published, RolloutRt, Snapshot};
 use crate::telemetry::{self, Registry};
@@ -56,6 +58,7 @@ use crate::telemetry::{self, Registry};
 pub use actions::{Action, ActionRefused};
 pub use continuous::EVALUATE_EVERY;
 use continuous::{Continuous, Source};
+use probes::Probes;
 pub use report::verdict_summary;
 
 /// How soon the timer retries when a tick or an admin action holds the runner's state.
@@ -120,6 +123,8 @@ struct Tracked {
     saved: Option<persist::Key>,
     /// `method: sequential`: the running test.
     continuous: Option<Continuous>,
+    /// `analysis.metrics`: the checks and their latest results.
+    probes: Option<Probes>,
     /// Fleet: the progress last written to (or read from) etcd.
     committed: Option<String>,
 }
@@ -205,12 +210,28 @@ impl Runner {
                 }
                 _ = shutdown.wait() => return,
             }
+            self.start_probes();
             if !self.has_work() {
                 continue;
             }
             let me = self.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || me.tick(Which::Due)).await {
                 tracing::error!(error = %e, "A rollout tick panicked; the next tick retries.");
+            }
+        }
+    }
+
+    /// Starts the `analysis.metrics` fetches that are due (on this, the control runtime).
+    fn start_probes(&self) {
+        let Ok(inner) = self.inner.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        for t in inner.rollouts.values() {
+            if let Some(p) = &t.probes
+                && !t.progress.phase.is_final()
+            {
+                p.start_due(now);
             }
         }
     }
@@ -358,6 +379,7 @@ impl Runner {
                         t.next_due,
                         t.saved,
                         t.continuous,
+                        t.probes,
                     )),
                 )),
                 None => inner
@@ -393,16 +415,22 @@ impl Runner {
                 fleet::committed_key(&docref, &fp.progress)
             });
             // Frequent reloads must not keep postponing a kept rollout's next tick.
-            let (verdicts, evidence_from, next_due, saved, continuous) =
-                history.unwrap_or_else(|| {
+            let (verdicts, evidence_from, next_due, saved, continuous, probes) = history
+                .unwrap_or_else(|| {
                     (
                         VecDeque::new(),
                         now_sec,
                         Instant::now() + interval_of(&spec),
                         None,
                         None,
+                        None,
                     )
                 });
+            // Kept checks keep their streaks unless the new document changes them.
+            let probes = match probes {
+                Some(p) if p.built_for(&name, &spec) => Some(p),
+                _ => Probes::new(&name, &spec),
+            };
             // A kept test goes on unless the new document judges differently.
             let continuous = sequential_analysis(&spec).map(|a| match continuous {
                 Some(c) if c.judges(a) => c,
@@ -419,6 +447,7 @@ impl Runner {
                 metrics,
                 saved,
                 continuous,
+                probes,
                 committed,
             };
             t.publish();
@@ -454,7 +483,7 @@ impl Runner {
         if t.progress.phase.is_final() {
             return;
         }
-        let verdict = match (&t.spec.analysis, judge_now) {
+        let mut verdict = match (&t.spec.analysis, judge_now) {
             (Some(_), true) if t.continuous.is_some() => {
                 // The leader judges the fleet's sum; anyone else (a node cut off) its own.
                 let source = match (self.fleet.get(), role) {
@@ -473,6 +502,9 @@ impl Runner {
             }
             _ => None,
         };
+        if let (Some(v), Some(p)) = (&mut verdict, &t.probes) {
+            metric_check::combine(v, p.results());
+        }
         if let Some(v) = &verdict {
             t.metrics.count(v);
             t.verdicts.push_front(Stamped {
@@ -657,6 +689,7 @@ impl Handles {
             RollbackReason::ErrorRate,
             RollbackReason::ErrorRateIncrease,
             RollbackReason::P99,
+            RollbackReason::Metric,
             RollbackReason::Operator,
         ] {
             // Registered at zero so dashboards see every series before the first rollback.

@@ -346,6 +346,7 @@ impl Sequential {
             increase_exceeded: failed == Some(Criterion::ErrorRateIncrease),
             canary_p99: None,
             sequential: Some(evidence),
+            metrics: Vec::new(),
         }
     }
 

@@ -14,7 +14,7 @@ pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub rollouts: Vec<Arc<RolloutRt>>,
     /// Compiled flags, `flag_context` and flag metric handles (data plane and OFREP).
     pub flags: FlagRuntime,
+    /// `notifications`, with their secrets read.
+    pub notifications: Arc<[crate::notify::Target]>,
 }
 
 /// A compiled route.
@@ -162,6 +164,10 @@ pub struct Endpoint {
     pub in_flight: AtomicU32,
     /// Passive and active health.
     pub health: EndpointHealth,
+    /// It was seen closing a kept-alive connection under a request (without `Connection:
+    /// close`): from then on, requests that may go out again keep a copy of their head on
+    /// its reused connections (see `proxy::pool`).
+    pub drops_kept_alive: AtomicBool,
 }
 
 /// State of a rollout that outlives snapshots: the canary weight the controller moves.
@@ -215,8 +221,19 @@ pub struct BuildCtx<'a> {
 // === impl Snapshot ===
 
 impl Snapshot {
+    /// Compiles `traffic` as the gate would, and throws the result away: what `sluice
+    /// validate` runs so that it refuses exactly what activation would. No lookups (the
+    /// build does none: addresses are resolved before it), no metrics kept.
+    pub fn check(traffic: &ParsedTraffic) -> Result<(), String> {
+        let ctx = BuildCtx {
+            registry: &Registry::new(),
+            addresses: &Addresses::default(),
+        };
+        Snapshot::build(traffic, "sha256:check", &ctx, None).map(|_| ())
+    }
+
     /// Compiles a checked document. `prev` carries endpoint and rollout state over.
-    /// Fails only when an upstream's TLS files do not load.
+    /// Fails only when an upstream's TLS files or a notification's secret file do not load.
     pub fn build(
         traffic: &ParsedTraffic,
         digest: &str,
@@ -236,6 +253,11 @@ impl Snapshot {
             .map(|((name, r), m)| build_rollout(name, r, m, ctx, prev))
             .collect();
         let flags = FlagRuntime::build(doc, ctx.registry)?;
+        let notifications = doc
+            .notifications
+            .iter()
+            .map(crate::notify::Target::build)
+            .collect::<Result<Vec<_>, String>>()?;
         let built = Built {
             model,
             upstreams: &upstreams,
@@ -256,6 +278,7 @@ impl Snapshot {
             upstreams,
             rollouts,
             flags,
+            notifications: notifications.into(),
         })
     }
 }
@@ -296,6 +319,10 @@ impl Built<'_> {
             path_prefix: r.matches.path_prefix.as_deref().map(Into::into),
             request: m.request.clone(),
             methods: m.methods.clone(),
+            client_cert: r.matches.client_cert.as_ref().map(|c| routes::CertRule {
+                subject: c.subject.as_deref().map(Into::into),
+                san: c.san.as_deref().map(Into::into),
+            }),
         };
         let upstream_metrics = |u: usize| {
             let name = &doc.upstreams.keys().nth(u).map_or("", String::as_str);
@@ -462,6 +489,36 @@ fn same_progress_spec(old: &Rollout, new: &Rollout) -> bool {
         && old.steps == new.steps
 }
 
+/// Whether a series belongs to `doc`: every route, upstream, rollout and flag its labels
+/// name is one of the document's, and so is a flag's variant (an empty value names none).
+/// What [`Registry::retain`] keeps when `doc` becomes active.
+pub fn series_of(doc: &TrafficDoc) -> impl Fn(&[(String, String)]) -> bool + '_ {
+    let routes: std::collections::HashSet<&str> =
+        doc.routes.iter().map(|r| r.name.as_str()).collect();
+    move |labels| {
+        let flag = labels
+            .iter()
+            .find(|(k, _)| k == "flag")
+            .map(|(_, v)| v.as_str());
+        labels.iter().all(|(k, v)| {
+            v.is_empty()
+                || match (k.as_str(), flag) {
+                    ("route", _) => routes.contains(v.as_str()),
+                    ("upstream", _) => doc.upstreams.contains_key(v),
+                    ("rollout", _) => doc.rollouts.contains_key(v),
+                    ("flag", _) => doc.flags.contains_key(v),
+                    ("variant", Some(f)) => doc
+                        .flags
+                        .get(f)
+                        .and_then(|d| d.get("variants"))
+                        .and_then(|vs| vs.as_object())
+                        .is_some_and(|vs| vs.contains_key(v)),
+                    _ => true,
+                }
+        })
+    }
+}
+
 fn variant_metrics(
     registry: &Registry,
     route: &str,
@@ -535,6 +592,7 @@ fn merge_endpoints(
                     host: host.into(),
                     in_flight: AtomicU32::new(0),
                     health: EndpointHealth::default(),
+                    drops_kept_alive: AtomicBool::new(false),
                 })
             }));
         }

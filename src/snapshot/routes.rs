@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use http::{HeaderMap, Method};
 
+use crate::proxy::client::ClientCert;
 use crate::request_match::RequestMatcher;
 
 /// How a route matches the host.
@@ -35,6 +36,27 @@ pub struct RouteMatcher {
     pub request: RequestMatcher,
     /// Methods accepted (empty: any).
     pub methods: Vec<Method>,
+    /// A verified client certificate is required (mTLS listeners), with this subject or
+    /// SAN when given.
+    pub client_cert: Option<CertRule>,
+}
+
+/// What a request's connection tells routing: its listener and verified client certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct FromConn<'a> {
+    /// Index of the listener in `sluice.yaml`.
+    pub listener: usize,
+    /// The verified client certificate (mTLS listeners).
+    pub client_cert: Option<&'a ClientCert>,
+}
+
+/// `match.client_cert`, compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertRule {
+    /// The subject exactly.
+    pub subject: Option<Box<str>>,
+    /// One of the SANs exactly.
+    pub san: Option<Box<str>>,
 }
 
 /// A route table over routes of type `R`.
@@ -87,7 +109,16 @@ impl RouteMatcher {
         method: &Method,
         headers: &HeaderMap,
         query: Option<&str>,
+        client: Option<&ClientCert>,
     ) -> bool {
+        if let Some(rule) = &self.client_cert {
+            let Some(c) = client else { return false };
+            if rule.subject.as_ref().is_some_and(|s| *s != c.subject)
+                || rule.san.as_ref().is_some_and(|s| !c.sans.contains(s))
+            {
+                return false;
+            }
+        }
         if let Some(l) = self.listener
             && l != listener
         {
@@ -259,6 +290,28 @@ impl<R> RouteTable<R> {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Option<&R> {
+        let conn = FromConn {
+            listener,
+            client_cert: None,
+        };
+        self.find_for(conn, host, path, method, headers, query)
+    }
+
+    /// [`find`](Self::find) for a connection that presented `client` (mTLS), which routes
+    /// with `match.client_cert` need.
+    pub fn find_for(
+        &self,
+        conn: FromConn<'_>,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Option<&R> {
+        let FromConn {
+            listener,
+            client_cert: client,
+        } = conn;
         let host = host.as_bytes();
         let mut buf = [0u8; HOST_BUF];
         let candidates: &Candidates = if host.len() <= HOST_BUF && !self.by_host.is_empty() {
@@ -277,7 +330,7 @@ impl<R> RouteTable<R> {
         };
         let i = candidates.first(path, |i| {
             let m = &self.routes[i as usize].0;
-            m.host_matches(host) && m.rest_matches(listener, path, method, headers, query)
+            m.host_matches(host) && m.rest_matches(listener, path, method, headers, query, client)
         })?;
         Some(&self.routes[i as usize].1)
     }
@@ -297,6 +350,7 @@ mod tests {
             path_prefix: prefix.map(Into::into),
             request: RequestMatcher::default(),
             methods: vec![],
+            client_cert: None,
         }
     }
 
@@ -416,7 +470,7 @@ mod tests {
                     for method in [Method::GET, Method::POST] {
                         let want = scan.iter().find_map(|(rm, r)| {
                             (rm.host_matches(strip_port(host).as_bytes())
-                                && rm.rest_matches(0, path, &method, &h, None))
+                                && rm.rest_matches(0, path, &method, &h, None, None))
                             .then_some(r)
                         });
                         assert_eq!(

@@ -1,31 +1,9 @@
 //! The standard `process_*` metrics (the names every Prometheus client library uses), read
 //! from `/proc` at scrape time: nothing runs between scrapes and the request path never
-//! sees them. On systems without `/proc` the families are left out.
-
-#![allow(unsafe_code)] // sysconf, getrlimit and prctl: the only unsafe in sluice, four libc calls.
+//! sees them. On systems without `/proc` the families are left out. Everything comes from
+//! files under `/proc` (no libc call): the crate forbids `unsafe`.
 
 use std::fmt::Write as _;
-
-/// Turns transparent huge pages off for this process, for every mapping present and future
-/// (the `sluice` binary calls it first thing in `main`).
-///
-/// mimalloc reserves its arenas committed on Linux and `madvise(MADV_HUGEPAGE)`s them, so
-/// with THP in `madvise` mode (Debian's default) the few small blocks an idle connection
-/// keeps are backed by 2 MiB pages: 21 KiB of resident memory per idle keep-alive
-/// connection instead of 13.9 KiB (`examples/idle_memory.rs`, README "Memory per idle
-/// connection"), and twice the resident set at start. This is what `MIMALLOC_ALLOW_THP=0`
-/// does, made the default: the flag is per process, so it also covers the arena mimalloc
-/// reserved before `main`.
-#[cfg(target_os = "linux")]
-pub fn no_transparent_huge_pages() {
-    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and reads no memory of ours.
-    // A kernel without it (before 3.15) answers EINVAL: nothing to turn off then.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-}
-
-/// Transparent huge pages are a Linux matter: nothing to do elsewhere.
-#[cfg(not(target_os = "linux"))]
-pub fn no_transparent_huge_pages() {}
 
 /// One reading of the process's resources.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,28 +76,51 @@ impl Sample {
     }
 }
 
+/// `AT_PAGESZ` and `AT_CLKTCK` in the auxiliary vector (`getauxval(3)`).
+const AT_PAGESZ: u64 = 6;
+const AT_CLKTCK: u64 = 17;
+
+/// The clock tick rate the kernel counts CPU time in (`sysconf(_SC_CLK_TCK)`).
 fn clock_ticks() -> Option<u64> {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(t).ok().filter(|t| *t > 0)
+    auxv(AT_CLKTCK)
 }
 
+/// The page size RSS is counted in (`sysconf(_SC_PAGESIZE)`).
 fn page_size() -> Option<u64> {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(p).ok().filter(|p| *p > 0)
+    auxv(AT_PAGESZ)
 }
 
-fn max_fds() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+/// One entry of the auxiliary vector the kernel gave this process, read from
+/// `/proc/self/auxv` (pairs of native words: type, value) rather than through libc, so
+/// that the crate needs no `unsafe`.
+fn auxv(key: u64) -> Option<u64> {
+    const WORD: usize = std::mem::size_of::<usize>();
+    let bytes = std::fs::read("/proc/self/auxv").ok()?;
+    let word = |b: &[u8]| -> Option<u64> {
+        let w: [u8; WORD] = b.try_into().ok()?;
+        u64::try_from(usize::from_ne_bytes(w)).ok()
     };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
+    bytes
+        .chunks_exact(2 * WORD)
+        .filter_map(|pair| Some((word(&pair[..WORD])?, word(&pair[WORD..])?)))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .filter(|v| *v > 0)
+}
+
+/// The soft limit on open files (`getrlimit(RLIMIT_NOFILE)`), from `/proc/self/limits`;
+/// `unlimited` is `u64::MAX`, as `RLIM_INFINITY`.
+fn max_fds() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
     }
-    Some(lim.rlim_cur)
 }
 
 /// Boot time in seconds since the epoch (`btime` in `/proc/stat`).
@@ -152,6 +153,17 @@ mod tests {
         assert!(
             s.start_time_seconds <= now + 1.0 && s.start_time_seconds > now - 86_400.0,
             "{s:?}"
+        );
+        // The values libc would give: the kernel's tick rate and page size on Linux.
+        assert!(
+            clock_ticks().is_some_and(|t| (50..=10_000).contains(&t)),
+            "{:?}",
+            clock_ticks()
+        );
+        assert!(
+            page_size().is_some_and(|p| p >= 4096 && p.is_power_of_two()),
+            "{:?}",
+            page_size()
         );
         let mut out = String::new();
         render(&mut out);

@@ -63,6 +63,27 @@ impl Ca {
         }
     }
 
+    /// A client certificate (extended key usage clientAuth) with subject `CN=<cn>,O=<org>`
+    /// and one URI SAN.
+    pub fn client_leaf(&self, cn: &str, org: &str, uri: &str) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
     pub fn roots(&self) -> rustls::RootCertStore {
         let mut r = rustls::RootCertStore::empty();
         r.add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
@@ -92,6 +113,24 @@ pub fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> Arc<rustls
         .with_root_certificates(roots)
         .with_no_client_auth();
     c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+/// A TLS client config trusting `roots` that presents `leaf` as its client certificate.
+pub fn client_config_with_cert(
+    roots: rustls::RootCertStore,
+    leaf: &Leaf,
+) -> Arc<rustls::ClientConfig> {
+    let chain = CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
     Arc::new(c)
 }
 
@@ -302,6 +341,13 @@ async fn mini_serve(
 
 /// Frames handed out in order.
 pub struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
+
+impl Frames {
+    /// A body of `frames` with no size hint (over HTTP/2: no content-length).
+    pub fn new(frames: Vec<hyper::body::Frame<Bytes>>) -> Frames {
+        Frames(frames.into())
+    }
+}
 
 impl hyper::body::Body for Frames {
     type Data = Bytes;

@@ -59,6 +59,9 @@ pub struct TrafficDoc {
     /// flagd flag-set `metadata`, merged under each flag's own (OFREP and gRPC return it).
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    /// Where audit events are POSTed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
 }
 
 /// What validation needs to know from `sluice.yaml`.
@@ -143,6 +146,7 @@ fn read_sections(
             "$evaluators",
             "$schema",
             "metadata",
+            "notifications",
         ],
         spans,
         errors,
@@ -164,6 +168,7 @@ fn read_sections(
         evaluators: field(map, "$evaluators", "", spans, errors),
         schema: field(map, "$schema", "", spans, errors),
         metadata: field(map, "metadata", "", spans, errors),
+        notifications: items(map, "notifications", spans, errors),
     }
 }
 

@@ -205,6 +205,22 @@ pub struct RouteMatch {
     /// Methods accepted.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// A verified client certificate (mTLS listeners), optionally with this subject or SAN.
+    #[serde(default)]
+    pub client_cert: Option<ClientCertMatch>,
+}
+
+/// `match.client_cert`: the request's connection presented a verified client certificate;
+/// `{}` matches any.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertMatch {
+    /// The subject exactly, `CN=...,O=...` (RFC 4514 order as in the certificate).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// One of the subject alternative names exactly (DNS name, URI, e-mail or IP).
+    #[serde(default)]
+    pub san: Option<String>,
 }
 
 /// Where a route sends.
@@ -482,6 +498,91 @@ pub struct Analysis {
     pub inconclusive_limit: u32,
     /// How the verdict is computed.
     pub method: AnalysisMethod,
+    /// Extra verdict inputs: queries to Prometheus or a web endpoint.
+    pub metrics: Vec<MetricCheck>,
+}
+
+/// One extra verdict input (`analysis.metrics[]`): a query whose result must meet
+/// `condition`; a failing result fails the verdict, an unreachable provider makes it
+/// inconclusive (the rollout holds, never rolls back on a provider outage).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricCheck {
+    /// Names the input in status, audit and logs.
+    pub name: String,
+    /// Where the value comes from.
+    pub provider: MetricProvider,
+    /// `prometheus`: the server's base URL (`http://host:9090`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `prometheus`: the PromQL instant query (templated).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// `web`: the URL to GET (templated).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `web`: where the value is in the JSON body (`$.a.b[0]`; the whole body without it).
+    #[serde(default)]
+    pub json_path: Option<String>,
+    /// `result <op> <number|true|false>`, op one of `< <= > >= == !=`.
+    pub condition: String,
+    /// How often the value is fetched (default: the analysis `interval`).
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    /// Consecutive failing results before this input fails the verdict.
+    #[serde(default = "one")]
+    pub failure_limit: u32,
+    /// How long one fetch may take.
+    #[serde(default = "default_metric_timeout")]
+    pub timeout: Dur,
+}
+
+/// A notification target (`notifications[]`): audit events POSTed as they happen.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    /// Where to POST (`http://host[:port]/path`).
+    pub url: String,
+    /// Event names or patterns (`change.*`, `rollout.*`, `*`, `rollout.aborted`).
+    pub events: Vec<String>,
+    /// A file holding the HMAC-SHA256 key; the body is then signed in `x-sluice-signature`.
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// The body: the audit line, or a Slack message.
+    #[serde(default)]
+    pub format: NotifyFormat,
+    /// Deadline of one try.
+    #[serde(default = "default_metric_timeout")]
+    pub timeout: Dur,
+}
+
+/// The body of a notification.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyFormat {
+    /// The audit line as written.
+    #[default]
+    Json,
+    /// `{"text": "sluice: <event> rollout=... phase=..."}` (a Slack incoming webhook).
+    Slack,
+}
+
+/// Where a metric check's value comes from.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricProvider {
+    /// A Prometheus instant query (`GET /api/v1/query`).
+    Prometheus,
+    /// A JSON document fetched by GET.
+    Web,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_metric_timeout() -> Dur {
+    Dur::secs(5)
 }
 
 /// How a rollout's verdict is computed (SPEC §6).
@@ -511,6 +612,7 @@ impl Default for Analysis {
             failure_limit: 1,
             inconclusive_limit: 600,
             method: AnalysisMethod::default(),
+            metrics: Vec::new(),
         }
     }
 }
@@ -577,6 +679,10 @@ pub enum RequestAttr {
     Host,
     /// The client's IP address.
     ClientIp,
+    /// The subject of the verified client certificate (mTLS listeners), `CN=...,O=...`.
+    ClientSubject,
+    /// The first subject alternative name of the verified client certificate.
+    ClientSan,
 }
 
 /// flagd fractional hashing version (defined by the flag evaluator).

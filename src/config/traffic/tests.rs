@@ -234,3 +234,34 @@ fn bad_matchers_are_refused_at_their_path() {
     let e = with("{}");
     assert!(e.contains("at least one condition is needed"), "{e}");
 }
+
+#[test]
+fn metric_checks_are_criteria_and_refused_at_their_path() {
+    let only_metrics = GOOD.replace(
+        "analysis: { interval: 1s, window: 30s, min_requests: 50, max_error_rate: 0.05 }",
+        "analysis:\n      metrics:\n        - { name: smoke, provider: web, url: \"http://127.0.0.1:1/ok\", json_path: $.ok, condition: \"result == true\" }",
+    );
+    TrafficDoc::parse(&only_metrics, &CheckContext::default()).unwrap();
+    let e = errors(&only_metrics.replace("result == true", "result is true"));
+    assert!(
+        e.contains("rollouts.checkout.analysis.metrics[0].condition"),
+        "{e}"
+    );
+    let e = errors(&only_metrics.replace("provider: web, url", "provider: prometheus, url"));
+    assert!(e.contains("analysis.metrics[0].provider"), "{e}");
+}
+
+#[test]
+fn notifications_are_checked_at_their_path() {
+    let ok = format!(
+        "{GOOD}notifications:\n  - {{ url: \"http://127.0.0.1:9/h\", events: [\"change.*\", \"rollout.aborted\", \"*\"], format: slack }}\n"
+    );
+    let p = TrafficDoc::parse(&ok, &CheckContext::default()).unwrap();
+    assert_eq!(p.doc.notifications[0].format, NotifyFormat::Slack);
+    let e = errors(&ok.replace("rollout.aborted", "rollout.exploded"));
+    assert!(e.contains("notifications[0].events[1]"), "{e}");
+    let e = errors(&ok.replace("http://127.0.0.1:9/h", "https://hooks.example/x"));
+    assert!(e.contains("notifications[0].url"), "{e}");
+    let e = errors(&ok.replace("format: slack", "format: xml"));
+    assert!(e.contains("notifications[0]"), "{e}");
+}

@@ -47,6 +47,7 @@ pub(super) fn check(
     let routes = check_routes(doc, ctx, report);
     let rollouts = check_rollouts(doc, report);
     check_flag_context(doc, report);
+    check_notifications(doc, report);
     check_flags(doc, report);
     Some(Model {
         upstreams: upstreams?,
@@ -766,15 +767,68 @@ fn check_analysis(ap: &str, a: &Analysis, r: &mut Report<'_>) -> Option<Vec<(u16
     if a.inconclusive_limit == 0 {
         r.err(&format!("{ap}.inconclusive_limit"), "must be at least 1");
     }
-    if a.max_error_rate.is_none() && a.max_error_rate_increase.is_none() && a.max_p99.is_none() {
+    let mut names = std::collections::BTreeSet::new();
+    for (j, m) in a.metrics.iter().enumerate() {
+        let mp = format!("{ap}.metrics[{j}]");
+        if let Err(e) = crate::metric_check::CompiledCheck::compile(m, a) {
+            r.err(&format!("{mp}.{}", e.0), e.1);
+        }
+        if !names.insert(m.name.as_str()) {
+            r.err(&format!("{mp}.name"), format!("`{}` is used twice", m.name));
+        }
+    }
+    if a.max_error_rate.is_none()
+        && a.max_error_rate_increase.is_none()
+        && a.max_p99.is_none()
+        && a.metrics.is_empty()
+    {
         r.err(
             ap,
-            "no criterion: set max_error_rate, max_error_rate_increase or max_p99 \
+            "no criterion: set max_error_rate, max_error_rate_increase, max_p99 or metrics \
              (an analysis that judges nothing would pass any canary); \
              leave `analysis` out for steps that advance on `hold` alone",
         );
     }
     statuses
+}
+
+/// `notifications`: an http URL, known event names or patterns, a positive timeout.
+fn check_notifications(doc: &TrafficDoc, r: &mut Report<'_>) {
+    for (i, n) in doc.notifications.iter().enumerate() {
+        let base = format!("notifications[{i}]");
+        match n.url.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+            Ok(u) if u.scheme_str() == Some("https") => r.err(
+                &format!("{base}.url"),
+                "https is not supported for notifications yet; use an http address \
+                 (a local relay for external services)",
+            ),
+            _ => r.err(
+                &format!("{base}.url"),
+                format!("`{}` is not an http:// URL with a host", n.url),
+            ),
+        }
+        if n.events.is_empty() {
+            r.err(
+                &format!("{base}.events"),
+                "at least one event or pattern (`change.*`, `rollout.*`, `*`)",
+            );
+        }
+        for (j, p) in n.events.iter().enumerate() {
+            if !crate::notify::matches_some_event(p) {
+                r.err(
+                    &format!("{base}.events[{j}]"),
+                    format!("`{p}` matches no audit event (see SPEC §11; patterns end in `.*`)"),
+                );
+            }
+        }
+        if n.timeout.0.is_zero() {
+            r.err(&format!("{base}.timeout"), "must be greater than zero");
+        }
+        if n.secret_file.as_deref() == Some("") {
+            r.err(&format!("{base}.secret_file"), "must not be empty");
+        }
+    }
 }
 
 /// `flag_context`: each source is exactly one of header, cookie or request.

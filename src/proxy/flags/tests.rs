@@ -47,6 +47,7 @@ fn facts<'r>(headers: &'r HeaderMap, drawn: Option<(&'r str, &'r str)>) -> Reque
         host: "Shop.Example.COM",
         path: "/checkout/pay",
         client_ip: "2001:db8::1".parse().unwrap(),
+        client_cert: None,
         drawn,
     }
 }

@@ -76,6 +76,7 @@ fn analysis() -> Analysis {
         failure_limit: 1,
         inconclusive_limit: 600,
         method: AnalysisMethod::ZTest,
+        metrics: Vec::new(),
     }
 }
 
@@ -95,6 +96,7 @@ fn verdict(outcome: VerdictOutcome) -> Verdict {
         increase_exceeded: false,
         canary_p99: None,
         sequential: None,
+        metrics: Vec::new(),
     }
 }
 

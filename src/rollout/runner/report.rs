@@ -9,6 +9,7 @@ use super::{DocRef, Runner, Stamped, Tracked, strategy_str};
 use crate::change::audit::{Event as AuditEvent, EventKind};
 use crate::clock;
 use crate::config::traffic::Strategy;
+use crate::metric_check::MetricState;
 use crate::rollout::analysis::{Verdict, VerdictOutcome};
 use crate::rollout::controller::Event;
 use crate::rollout::progress::{PauseReason, Phase};
@@ -58,8 +59,26 @@ pub fn verdict_summary(v: &Verdict) -> String {
     if let Some(p99) = v.canary_p99 {
         s.push_str(&format!(", p99 {:.1}ms", p99.as_secs_f64() * 1000.0));
     }
+    for m in &v.metrics {
+        s.push_str(&format!(", metric {} ", m.name));
+        match (&m.value, &m.error) {
+            (_, Some(e)) => s.push_str(&format!("error ({e})")),
+            (Some(x), None) => s.push_str(&format!(
+                "{x} {} ({}/{})",
+                m.state.as_str(),
+                m.consecutive_failures,
+                m.failure_limit
+            )),
+            (None, None) => s.push_str(m.state.as_str()),
+        }
+    }
     if v.outcome == VerdictOutcome::Inconclusive {
-        s.push_str(" (too few canary requests)");
+        let metrics_hold = v.metrics.iter().any(|m| m.state != MetricState::Passed);
+        s.push_str(if metrics_hold {
+            " (metrics not all passing)"
+        } else {
+            " (too few canary requests)"
+        });
     }
     s
 }

@@ -1,0 +1,345 @@
+//! Notifications (SPEC §2.2 `notifications`): every audit event whose name matches a target's
+//! `events` is POSTed to its `url`, as the audit line itself (`format: json`) or a Slack
+//! message (`format: slack`), signed with HMAC-SHA256 when the target has a `secret_file`
+//! (`x-sluice-signature: sha256=<hex>` over the exact body).
+//!
+//! The audit log hands each appended line to [`Notifier::tap`]: a `try_send` into a bounded
+//! queue, so a slow or dead receiver never blocks an activation, a rollback or a request —
+//! lines that do not fit are dropped and counted (`sluice_notifications_dropped_total`). One
+//! task delivers them in order, each with up to [`ATTEMPTS`] tries and a doubling backoff;
+//! an undeliverable one is logged, counted (`sluice_notifications_total{result="failed"}`),
+//! and the next goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use metrics::Counter;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::traffic::{Notification, NotifyFormat};
+use crate::shutdown::Shutdown;
+use crate::snapshot::Published;
+use crate::telemetry::{self, Registry};
+
+/// Lines waiting for delivery before new ones are dropped.
+pub const QUEUE: usize = 1024;
+
+/// Tries per delivery.
+pub const ATTEMPTS: u32 = 3;
+
+/// The wait before the second try; doubled before each later one.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "x-sluice-signature";
+
+/// A notification target, ready to send to (built with the snapshot).
+#[derive(Clone)]
+pub struct Target {
+    url: String,
+    events: Vec<String>,
+    secret: Option<Vec<u8>>,
+    format: NotifyFormat,
+    timeout: Duration,
+}
+
+/// The audit log's side of the queue.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: mpsc::Sender<Bytes>,
+    dropped: Counter,
+}
+
+/// The delivery task's side.
+pub struct Deliveries {
+    rx: mpsc::Receiver<Bytes>,
+    sent: Counter,
+    failed: Counter,
+}
+
+// === impl Target ===
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("signed", &self.secret.is_some())
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl Target {
+    /// The target of `n`, reading its secret file (blocking; at activation).
+    pub fn build(n: &Notification) -> Result<Target, String> {
+        let secret = match &n.secret_file {
+            Some(p) => {
+                let s = std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"))?;
+                let s = s.trim_ascii().to_vec();
+                if s.is_empty() {
+                    return Err(format!("{p} is empty"));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(Target {
+            url: n.url.clone(),
+            events: n.events.clone(),
+            secret,
+            format: n.format,
+            timeout: n.timeout.0,
+        })
+    }
+
+    /// Whether this target wants the event named `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.events.iter().any(|p| event_matches(p, name))
+    }
+}
+
+/// `*` matches every event, `rollout.*` every event whose name starts with `rollout.`, any
+/// other pattern only that name.
+pub fn event_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => prefix.ends_with('.') && name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// Whether `pattern` matches the name of some audit event (SPEC §11).
+pub fn matches_some_event(pattern: &str) -> bool {
+    crate::change::audit::EventKind::ALL
+        .iter()
+        .any(|k| event_matches(pattern, k.name()))
+}
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.map(|x| x ^ b);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The body sent for an audit line: the line (`json`), or a Slack message naming the event.
+pub fn body(format: NotifyFormat, line: &[u8], event: &Value) -> Bytes {
+    match format {
+        NotifyFormat::Json => Bytes::copy_from_slice(line),
+        NotifyFormat::Slack => {
+            let name = event["event"].as_str().unwrap_or("event");
+            let mut text = format!("sluice: {name}");
+            for key in ["rollout", "phase", "step", "weight", "reason", "actor"] {
+                if let Some(v) = event.get(key).filter(|v| !v.is_null()) {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    text.push_str(&format!(" {key}={v}"));
+                }
+            }
+            if let Some(c) = event.get("change").and_then(|c| c.get("version")) {
+                text.push_str(&format!(" version={c}"));
+            }
+            Bytes::from(json!({ "text": text }).to_string())
+        }
+    }
+}
+
+// === impl Notifier ===
+
+impl Notifier {
+    /// A queue of [`QUEUE`] lines, with its counters.
+    pub fn new(registry: &Registry) -> (Notifier, Deliveries) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let n = Notifier {
+            tx,
+            dropped: registry.counter(telemetry::NOTIFICATIONS_DROPPED, &[]),
+        };
+        let d = Deliveries {
+            rx,
+            sent: registry.counter(telemetry::NOTIFICATIONS, &[("result", "sent")]),
+            failed: registry.counter(telemetry::NOTIFICATIONS, &[("result", "failed")]),
+        };
+        (n, d)
+    }
+
+    /// Offers an appended audit line; never waits.
+    pub fn offer(&self, line: &[u8]) {
+        if self.tx.try_send(Bytes::copy_from_slice(line)).is_err() {
+            self.dropped.increment(1);
+        }
+    }
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
+}
+
+// === impl Deliveries ===
+
+impl Deliveries {
+    /// Delivers queued lines to the active document's targets until shutdown.
+    pub async fn run(mut self, snapshot: Arc<Published>, mut shutdown: Shutdown) {
+        loop {
+            let line = tokio::select! {
+                l = self.rx.recv() => match l {
+                    Some(l) => l,
+                    None => return,
+                },
+                _ = shutdown.wait() => return,
+            };
+            let Some(snap) = snapshot.load_full() else {
+                continue;
+            };
+            if snap.notifications.is_empty() {
+                continue;
+            }
+            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            let name = event["event"].as_str().unwrap_or("");
+            for t in snap.notifications.iter().filter(|t| t.wants(name)) {
+                let body = body(t.format, &line, &event);
+                match deliver(t, body).await {
+                    Ok(()) => self.sent.increment(1),
+                    Err(e) => {
+                        self.failed.increment(1);
+                        tracing::warn!(url = %t.url, event = name, error = %e, "A notification could not be delivered; it is dropped.");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// POSTs `body` to the target, with retries and backoff.
+async fn deliver(t: &Target, body: Bytes) -> Result<(), String> {
+    let signature = t
+        .secret
+        .as_ref()
+        .map(|k| format!("sha256={}", hex::encode(hmac_sha256(k, &body))));
+    let mut wait = BACKOFF;
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        match tokio::time::timeout(t.timeout, post(&t.url, &body, signature.as_deref())).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = format!("no answer within {:?}", t.timeout),
+        }
+    }
+    Err(format!("{last} (after {ATTEMPTS} tries)"))
+}
+
+/// One POST (plain http, HTTP/1.1); 2xx is success.
+async fn post(url: &str, body: &Bytes, signature: Option<&str>) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("no host in {url}"))?
+        .clone();
+    let addr = match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!("{}:80", authority.host()),
+    };
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, "sluice-notifications");
+    if let Some(s) = signature {
+        req = req.header(SIGNATURE_HEADER, s);
+    }
+    let req = req
+        .body(Full::new(body.clone()))
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 4231 test cases 1, 2 and 6 (a key longer than the block).
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            hex::encode(hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn event_patterns() {
+        assert!(event_matches("*", "change.activated"));
+        assert!(event_matches("rollout.*", "rollout.aborted"));
+        assert!(!event_matches("rollout.*", "rollouts.x"));
+        assert!(!event_matches("roll*", "rollout.aborted"));
+        assert!(event_matches("change.activated", "change.activated"));
+        assert!(!event_matches("change.activated", "change.activated2"));
+    }
+
+    #[test]
+    fn slack_bodies_name_the_event() {
+        let e = json!({"event": "rollout.aborted", "rollout": "web", "reason": "metric", "weight": 0.0, "change": {"version": 3}});
+        let b = body(NotifyFormat::Slack, b"{}", &e);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            v["text"],
+            "sluice: rollout.aborted rollout=web weight=0.0 reason=metric version=3"
+        );
+        assert_eq!(
+            &body(NotifyFormat::Json, b"{\"a\":1}", &e)[..],
+            b"{\"a\":1}"
+        );
+    }
+}
