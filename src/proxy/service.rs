@@ -188,6 +188,7 @@ async fn proxy<'s>(
     }
 
     // One canonical authority: an absolute URI's wins over Host (RFC 9112 §3.2.2).
+    let from_uri = req.uri().authority().is_some();
     let authority: Option<HeaderValue> = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(header::HOST).cloned(),
@@ -335,7 +336,7 @@ async fn proxy<'s>(
     let h = req.headers_mut();
     // Room for the headers added below (flags included), so the map grows at most once.
     h.reserve(8 + route.flags.len() + 1);
-    headers::remove_hop_by_hop(h);
+    let had_hop = headers::remove_hop_by_hop(h);
     if from_h2 {
         headers::join_cookies(h);
     }
@@ -351,14 +352,23 @@ async fn proxy<'s>(
             HTTP.clone()
         },
     );
-    // The client's own `X-Forwarded-Host` never travels: sluice says which host it served.
-    h.remove(&X_FORWARDED_HOST);
-    if let Some(a) = authority {
-        if seen.wanted {
-            seen.host = Some(a.clone());
+    // The client's own `X-Forwarded-Host` never travels: sluice says which host it served
+    // (an insert replaces every value the client sent).
+    match authority {
+        Some(a) => {
+            if seen.wanted {
+                seen.host = Some(a.clone());
+            }
+            h.insert(X_FORWARDED_HOST.clone(), a.clone());
+            // The `Host` the authority was read from is already the one value there (more
+            // than one is refused above) unless `Connection` named it: no second insert.
+            if from_uri || had_hop {
+                h.insert(header::HOST, a);
+            }
         }
-        h.insert(X_FORWARDED_HOST.clone(), a.clone());
-        h.insert(header::HOST, a);
+        None => {
+            h.remove(&X_FORWARDED_HOST);
+        }
     }
     h.insert(header::VIA, VIA.clone());
     // One lookup: the client's id is kept, else one is made.
@@ -390,10 +400,11 @@ async fn proxy<'s>(
     let result = match client_upgrade {
         Some(on) => Box::pin(upgrade::forward(shared, conn.listener, upstream, req, on)).await,
         None => {
+            let mut req = Some(req);
             forward(
                 upstream,
                 &route.retry,
-                req,
+                &mut req,
                 watch.as_deref(),
                 start,
                 deadline,
@@ -442,37 +453,46 @@ async fn proxy<'s>(
 /// Sends to a pool with the route's retry policy; maps failures to sluice's errors and
 /// feeds passive health. A failure the client caused (`body` says so) is answered as the
 /// client's error at once: not retried, not counted against the upstream or its health.
+/// The request is lent (see [`pool::send`]): this future stays small.
 async fn forward(
     up: &Upstream,
     policy: &RetryPolicy,
-    req: Request<UpBody>,
+    req: &mut Option<Request<UpBody>>,
     body: Option<&BodyWatch>,
     start: Instant,
     deadline: &Deadline,
 ) -> Result<Response<DownBody>, ProxyError> {
     // A bodiless idempotent request can be rebuilt for a retry after it was sent; its head
-    // is copied only when the route would use the copy.
-    let replay = policy
-        .replays(req.method(), req.body().is_end_stream())
-        .then(|| retry::head_of(&req));
+    // is copied only when the route would use the copy (boxed: only then is it kept).
+    let replay = req.as_ref().and_then(|r| {
+        policy
+            .replays(r.method(), r.body().is_end_stream())
+            .then(|| Box::new(retry::head_of(r)))
+    });
     if policy.attempts > 0 {
         up.retry_budget.deposit();
     }
-    let mut req = Some(req);
     let mut tries = 0;
     let mut last: Option<Arc<Endpoint>> = None;
     loop {
         let Some(ep) = up.pick(last.as_ref()) else {
             return Err(ProxyError::NoHealthyEndpoint);
         };
-        let Some(r) = req.take().or_else(|| replay.as_ref().map(retry::rebuild)) else {
-            return Err(ProxyError::UpstreamReset);
-        };
+        if req.is_none() {
+            match &replay {
+                Some(head) => *req = Some(retry::rebuild(head)),
+                None => return Err(ProxyError::UpstreamReset),
+            }
+        }
         let passive = up.passive_health.as_ref();
         // The first attempt's clock started with the request (no clock read); a retry's now.
         let began = if tries == 0 { start } else { Instant::now() };
         let sent = deadline
-            .within(began, up.request_timeout, pool::send(&ep, &up.connector, r))
+            .within(
+                began,
+                up.request_timeout,
+                pool::send(&ep, &up.connector, req),
+            )
             .await;
         let failed = match &sent {
             Ok(Ok(_)) => None,
@@ -486,6 +506,8 @@ async fn forward(
         }
         let (err, retry) = match sent {
             Err(_) => {
+                // Given up on, sent or not: a retry goes out from the replay copy only.
+                *req = None;
                 up.errors.timeout.increment(1);
                 ep.health.failure(passive, ep.addr);
                 (
@@ -493,11 +515,11 @@ async fn forward(
                     policy.timeout && replay.is_some(),
                 )
             }
-            Ok(Err(f)) => {
+            Ok(Err(kind)) => {
                 ep.health.failure(passive, ep.addr);
-                let unsent = f.req.is_some();
-                req = f.req;
-                match f.kind {
+                // The pool gave the request back: none of it was written.
+                let unsent = req.is_some();
+                match kind {
                     SendError::Connect => {
                         up.errors.connect.increment(1);
                         (ProxyError::UpstreamConnect, policy.connect_failure)
