@@ -6,17 +6,19 @@
 //! metrics agree on the same codes.
 
 mod common;
-mod gated;
 
-use common::{Upstream, get};
-use gated::{Doc, Gated, HOUR, refused, token_at};
+use std::time::Duration;
+
+use common::gate::{Doc, refused, token_at};
+use common::principals::HOUR;
+use common::{Sluice, Upstream, get};
 use serde_json::json;
 use sluice::change::token::Act;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_change_activates_on_the_author_token_alone() {
     let up = Upstream::start("v1");
-    let g = Gated::start();
+    let g = Sluice::builder().approvals().manual_clock().start();
     assert_eq!(get(g.admin(), "/readyz", &[]).await.status, 503);
     let v1 = Doc::new(1).upstream(up.addr);
     g.activate(&v1).await;
@@ -63,7 +65,7 @@ async fn standard_change_activates_on_the_author_token_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn normal_change_in_the_folder_waits_for_two_approvers_then_activates() {
-    let g = Gated::start();
+    let g = Sluice::builder().approvals().manual_clock().start();
     let t = Doc::new(1).text();
     g.write_token("alice.jwt", &g.token("alice", &t, Act::Author));
     g.write_traffic(&t);
@@ -123,7 +125,7 @@ async fn normal_change_in_the_folder_waits_for_two_approvers_then_activates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_change_gets_approvals_later_and_survives_a_restart() {
-    let mut g = Gated::start();
+    let mut g = Sluice::builder().approvals().manual_clock().start();
     let t = Doc::new(1).text();
     let r = g.push(&t, &[&g.token("alice", &t, Act::Author)]).await;
     assert_eq!(r.status, 202, "{}", r.text());
@@ -164,7 +166,7 @@ async fn pushed_change_gets_approvals_later_and_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_are_verified_again_when_the_change_activates() {
-    let g = Gated::start();
+    let g = Sluice::builder().approvals().manual_clock().start();
     let t = Doc::new(1).text();
     let author = token_at("alice", &t, Act::Author, g.now(), 48 * HOUR);
     let r = g
@@ -172,7 +174,7 @@ async fn approvals_are_verified_again_when_the_change_activates() {
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     // bob's one-hour approval expires while the change waits.
-    g.advance(2 * HOUR);
+    g.advance(Duration::from_secs(2 * HOUR));
     let r = g.approve(&g.token("carol", &t, Act::Approve)).await;
     assert_eq!(r.status, 202, "{}", r.text());
     let missing = r.json()["missing"].as_str().unwrap().to_string();
@@ -186,7 +188,7 @@ async fn approvals_are_verified_again_when_the_change_activates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_changes_at_or_below_the_high_water_mark_are_dropped() {
-    let g = Gated::start();
+    let g = Sluice::builder().approvals().manual_clock().start();
     let t2 = Doc::new(2).text();
     let r = g.push(&t2, &[&g.token("alice", &t2, Act::Author)]).await;
     assert_eq!(r.status, 202, "{}", r.text());
@@ -209,7 +211,7 @@ async fn pending_changes_at_or_below_the_high_water_mark_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_activates_at_once_and_is_reviewed_later() {
-    let g = Gated::start();
+    let g = Sluice::builder().approvals().manual_clock().start();
     g.activate(&Doc::new(1)).await;
     let t = Doc::new(2).class("emergency").port(20).text();
     // Without an incident commander it waits; the author cannot approve it herself.
@@ -276,7 +278,7 @@ async fn emergency_activates_at_once_and_is_reviewed_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overdue_review_blocks_the_authors_next_emergency_until_reviewed() {
-    let mut g = Gated::start();
+    let mut g = Sluice::builder().approvals().manual_clock().start();
     g.activate(&Doc::new(1)).await;
     let t2 = Doc::new(2).class("emergency").port(20).text();
     let r = g
@@ -294,7 +296,7 @@ async fn an_overdue_review_blocks_the_authors_next_emergency_until_reviewed() {
         Some(0.0)
     );
 
-    g.advance(25 * HOUR);
+    g.advance(Duration::from_secs(25 * HOUR));
     let s = g.status().await;
     assert_eq!(s["emergency_reviews"][0]["overdue"], true, "{s}");
     assert_eq!(s["emergency_reviews_overdue"], 1);
@@ -362,7 +364,7 @@ async fn an_overdue_review_blocks_the_authors_next_emergency_until_reviewed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revert_restores_an_earlier_document_and_keeps_the_high_water_mark() {
-    let mut g = Gated::start();
+    let mut g = Sluice::builder().approvals().manual_clock().start();
     let d1 = Doc::new(1);
     let d2 = Doc::new(2).port(12);
     g.activate(&d1).await;
@@ -422,7 +424,7 @@ async fn revert_restores_an_earlier_document_and_keeps_the_high_water_mark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_their_status_and_reason_everywhere() {
-    let g = Gated::start();
+    let g = Sluice::builder().approvals().manual_clock().start();
     let d1 = Doc::new(1);
     g.activate(&d1).await;
     let t1 = d1.text();
@@ -455,7 +457,7 @@ async fn refusals_carry_their_status_and_reason_everywhere() {
     );
 
     // 403: tokens that are well-formed but invalid.
-    let mallory = gated::token_at("mallory", &t2, Act::Approve, g.now(), HOUR);
+    let mallory = token_at("mallory", &t2, Act::Approve, g.now(), HOUR);
     refused(
         &g.push(&t2, &[&author2, &mallory]).await,
         403,
@@ -472,7 +474,7 @@ async fn refusals_carry_their_status_and_reason_everywhere() {
         403,
         "bad_signature",
     );
-    let expired = gated::token_at("bob", &t2, Act::Approve, g.now() - 3 * HOUR, HOUR);
+    let expired = token_at("bob", &t2, Act::Approve, g.now() - 3 * HOUR, HOUR);
     refused(&g.push(&t2, &[&author2, &expired]).await, 403, "expired");
     let earlier = g.token("bob", &t1, Act::Approve);
     refused(
@@ -583,7 +585,7 @@ async fn refusals_carry_their_status_and_reason_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_a_token_is_reported_once_and_ignored() {
-    let g = Gated::start();
+    let g = Sluice::builder().approvals().manual_clock().start();
     std::fs::write(g.path("approvals/junk.jwt"), "hello, not a token\n").unwrap();
     let t = Doc::new(1).text();
     for (who, act) in [

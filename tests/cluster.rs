@@ -2,7 +2,6 @@
 
 mod common;
 mod fleet;
-mod gated;
 
 use std::time::{Duration, Instant};
 

@@ -13,15 +13,15 @@
 //! unless `SLUICE_REQUIRE_TMPFS=1`).
 
 mod common;
-mod gated;
 
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::gate::{Doc, token_at};
+use common::principals::{HOUR, trust_yaml};
 use common::settings_yaml;
-use gated::{Doc, HOUR, token_at, trust_yaml};
 use serde_json::Value;
 use sluice::change::digest;
 use sluice::change::token::Act;

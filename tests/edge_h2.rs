@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::edge::{self, H2, MiniUp, get, read_to_close};
+use common::edge::{H2, MiniUp, get, read_to_close};
 use common::{Sluice, Upstream};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +39,9 @@ async fn h2c_prior_knowledge_and_one_canonical_authority() {
         Upstream::start("b"),
         MiniUp::start("g", None),
     );
-    let s = Sluice::start(&doc(a.addr, b.addr, g.addr));
+    let s = Sluice::builder()
+        .traffic(&doc(a.addr, b.addr, g.addr))
+        .start();
 
     // HTTP/2: :authority wins over a disagreeing Host header.
     let mut c = h2c(s.proxy()).await;
@@ -77,7 +79,9 @@ async fn grpc_trailers_and_te_pass_through() {
         Upstream::start("b"),
         MiniUp::start("g", None),
     );
-    let s = Sluice::start(&doc(a.addr, b.addr, g.addr));
+    let s = Sluice::builder()
+        .traffic(&doc(a.addr, b.addr, g.addr))
+        .start();
     let mut c = h2c(s.proxy()).await;
     let req = http::Request::post("http://a.example/pkg.Svc/grpc")
         .header("te", "trailers")
@@ -142,7 +146,9 @@ async fn rapid_reset_flood_loses_the_connection() {
         Upstream::start("b"),
         MiniUp::start("g", None),
     );
-    let s = Sluice::start(&doc(a.addr, b.addr, g.addr));
+    let s = Sluice::builder()
+        .traffic(&doc(a.addr, b.addr, g.addr))
+        .start();
     let mut raw = tokio::net::TcpStream::connect(s.proxy()).await.unwrap();
     let mut out = edge_preface();
     let n = 2000u32;
@@ -176,13 +182,10 @@ async fn continuation_flood_is_bounded_by_max_header_bytes() {
         MiniUp::start("g", None),
     );
     let doc = doc(a.addr, b.addr, g.addr);
-    let s = edge::start_with(&doc, |dir| {
-        edge::settings(
-            dir,
-            "bind: \"127.0.0.1:0\"",
-            "limits: { max_header_bytes: 16384 }\n",
-        )
-    });
+    let s = Sluice::builder()
+        .traffic(&doc)
+        .limits("max_header_bytes: 16384")
+        .start();
     let raw = tokio::net::TcpStream::connect(s.proxy()).await.unwrap();
     let (mut rd, mut wr) = raw.into_split();
     // One header block that never ends: HEADERS without END_HEADERS, then CONTINUATIONs
@@ -241,13 +244,10 @@ async fn h2_header_list_limit_and_idle_timeout() {
         MiniUp::start("g", None),
     );
     let doc = doc(a.addr, b.addr, g.addr);
-    let s = edge::start_with(&doc, |dir| {
-        edge::settings(
-            dir,
-            "bind: \"127.0.0.1:0\"",
-            "limits: { max_header_bytes: 8192, idle_timeout: 1s }\n",
-        )
-    });
+    let s = Sluice::builder()
+        .traffic(&doc)
+        .limits("max_header_bytes: 8192, idle_timeout: 1s")
+        .start();
     let mut c = h2c(s.proxy()).await;
     let big = "v".repeat(10_000);
     let r = c.send(get("http://a.example/x", &[("x-big", &big)])).await;
@@ -277,13 +277,10 @@ async fn upgrades_pass_through_only_after_101() {
         MiniUp::start("g", None),
     );
     // Only `limits.upgrades` protocols are tunnelled (default `websocket`): `echo` is allowed here.
-    let s = edge::start_with(&doc(a.addr, b.addr, g.addr), |dir| {
-        edge::settings(
-            dir,
-            "bind: \"127.0.0.1:0\"",
-            "limits: { upgrades: [websocket, echo] }\n",
-        )
-    });
+    let s = Sluice::builder()
+        .traffic(&doc(a.addr, b.addr, g.addr))
+        .limits("upgrades: [websocket, echo]")
+        .start();
 
     let mut raw = tokio::net::TcpStream::connect(s.proxy()).await.unwrap();
     raw.write_all(
@@ -359,16 +356,12 @@ async fn access_log_lines() {
         MiniUp::start("g", None),
     );
     let doc = doc(a.addr, b.addr, g.addr);
-    let s = edge::start_with(&doc, |dir| {
-        edge::settings(
-            dir,
-            "bind: \"127.0.0.1:0\"",
-            &format!(
-                "access_log: {{ enabled: true, path: \"{}/access.log\" }}\n",
-                dir.display()
-            ),
-        )
-    });
+    let sb = Sluice::builder();
+    let access_log = format!(
+        "access_log: {{ enabled: true, path: \"{}/access.log\" }}\n",
+        sb.dir().display()
+    );
+    let s = sb.traffic(&doc).settings(&access_log).start();
     let mut c = h2c(s.proxy()).await;
     assert_eq!(
         c.send(get("http://a.example/x", &[])).await.unwrap().status,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::edge::{self, RawUp, read_to_close};
+use common::edge::{RawUp, read_to_close};
 use tokio::io::AsyncWriteExt;
 
 fn doc(up: std::net::SocketAddr) -> String {
@@ -21,13 +21,10 @@ routes:
 }
 
 fn start(up: &RawUp, limits: &str) -> common::Sluice {
-    edge::start_with(&doc(up.addr), |dir| {
-        edge::settings(
-            dir,
-            "bind: \"127.0.0.1:0\"",
-            &format!("limits: {{ {limits} }}\n"),
-        )
-    })
+    common::Sluice::builder()
+        .traffic(&doc(up.addr))
+        .limits(limits)
+        .start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

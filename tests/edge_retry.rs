@@ -46,14 +46,16 @@ async fn post(c: &mut Client, body: &'static str) -> common::Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_are_retried_for_any_method_with_its_body() {
     let live = MiniUp::start("live", None);
-    let s = Sluice::start(&doc(
-        &format!(
-            "  pool: {{ endpoints: [\"{}\", \"{}\"], connect_timeout: 500ms }}",
-            dead(),
-            live.addr
-        ),
-        "{ attempts: 1, on: [connect_failure] }",
-    ));
+    let s = Sluice::builder()
+        .traffic(&doc(
+            &format!(
+                "  pool: {{ endpoints: [\"{}\", \"{}\"], connect_timeout: 500ms }}",
+                dead(),
+                live.addr
+            ),
+            "{ attempts: 1, on: [connect_failure] }",
+        ))
+        .start();
     let mut c = Client::connect(s.proxy()).await;
     for _ in 0..10 {
         let r = post(&mut c, "payload").await;
@@ -68,13 +70,15 @@ async fn status_503_is_retried_for_idempotent_bodiless_requests_only() {
     let bad = MiniUp::start("bad", None);
     bad.state.status.store(503, Ordering::Relaxed);
     let good = MiniUp::start("good", None);
-    let s = Sluice::start(&doc(
-        &format!(
-            "  pool: {{ endpoints: [\"{}\", \"{}\"] }}",
-            bad.addr, good.addr
-        ),
-        "{ attempts: 1, on: [status_503] }",
-    ));
+    let s = Sluice::builder()
+        .traffic(&doc(
+            &format!(
+                "  pool: {{ endpoints: [\"{}\", \"{}\"] }}",
+                bad.addr, good.addr
+            ),
+            "{ attempts: 1, on: [status_503] }",
+        ))
+        .start();
     let mut c = Client::connect(s.proxy()).await;
     for _ in 0..10 {
         let r = c.get("/x", &[]).await;
@@ -98,10 +102,12 @@ async fn status_503_is_retried_for_idempotent_bodiless_requests_only() {
 async fn the_retry_budget_bounds_amplification() {
     let bad = MiniUp::start("bad", None);
     bad.state.status.store(503, Ordering::Relaxed);
-    let s = Sluice::start(&doc(
-        &format!("  pool: {{ endpoints: [\"{}\"] }}", bad.addr),
-        "{ attempts: 5, on: [status_503] }",
-    ));
+    let s = Sluice::builder()
+        .traffic(&doc(
+            &format!("  pool: {{ endpoints: [\"{}\"] }}", bad.addr),
+            "{ attempts: 5, on: [status_503] }",
+        ))
+        .start();
     let mut c = Client::connect(s.proxy()).await;
     let started = Instant::now();
     let n = 200u64;
@@ -127,7 +133,7 @@ async fn the_retry_budget_bounds_amplification() {
 async fn passive_health_ejects_and_panic_mode_keeps_routing() {
     let live = MiniUp::start("live", None);
     let d = dead();
-    let s = Sluice::start(&doc(
+    let s = Sluice::builder().traffic(&doc(
         &format!(
             "  pool: {{ endpoints: [\"{d}\", \"{}\"], connect_timeout: 500ms, passive_health: {{ consecutive_failures: 2, eject_for: 60s }} }}\n  \
              dead-pool: {{ endpoints: [\"{d}\", \"{}\"], passive_health: {{ consecutive_failures: 1, eject_for: 60s }} }}",
@@ -139,7 +145,7 @@ async fn passive_health_ejects_and_panic_mode_keeps_routing() {
     .replace(
         "routes:\n",
         "routes:\n  - { name: all-dead, match: { path_prefix: /dead }, to: { upstream: dead-pool } }\n",
-    ));
+    )).start();
     let mut c = Client::connect(s.proxy()).await;
     let mut failures = 0;
     for _ in 0..30 {
@@ -166,13 +172,13 @@ async fn passive_health_ejects_and_panic_mode_keeps_routing() {
 async fn active_health_takes_endpoints_out_and_back() {
     let a = MiniUp::start("a", None);
     let b = MiniUp::start("b", None);
-    let s = Sluice::start(&doc(
+    let s = Sluice::builder().traffic(&doc(
         &format!(
             "  pool: {{ endpoints: [\"{}\", \"{}\"], active_health: {{ path: /healthz, interval: 100ms, unhealthy_after: 2, healthy_after: 2 }} }}",
             a.addr, b.addr
         ),
         "{ attempts: 0 }",
-    ));
+    )).start();
     let mut c = Client::connect(s.proxy()).await;
     // Wait for probes to run at all.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -226,14 +232,16 @@ fn resetter() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_are_retried_for_bodiless_idempotent_requests_only() {
     let good = MiniUp::start("good", None);
-    let s = Sluice::start(&doc(
-        &format!(
-            "  pool: {{ endpoints: [\"{}\", \"{}\"] }}",
-            resetter(),
-            good.addr
-        ),
-        "{ attempts: 1, on: [reset] }",
-    ));
+    let s = Sluice::builder()
+        .traffic(&doc(
+            &format!(
+                "  pool: {{ endpoints: [\"{}\", \"{}\"] }}",
+                resetter(),
+                good.addr
+            ),
+            "{ attempts: 1, on: [reset] }",
+        ))
+        .start();
     let mut c = Client::connect(s.proxy()).await;
     for _ in 0..10 {
         let r = c.get("/x", &[]).await;

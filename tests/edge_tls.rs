@@ -10,27 +10,26 @@ use std::time::Duration;
 use common::edge::{
     self, Ca, H2, MiniUp, UpTls, client_config, get, read_to_close, tls_connect, write,
 };
-use common::{Client, Upstream, traffic};
+use common::{Client, Sluice, Upstream, traffic};
 
 /// A sluice with one TLS listener serving `a.test` and `b.test` (two certificates).
-fn start_tls(ca: &Ca, doc: &str) -> common::Sluice {
+fn start_tls(ca: &Ca, doc: &str) -> Sluice {
     let a = ca.leaf(&["a.test"]);
     let b = ca.leaf(&["b.test", "*.b.test"]);
-    edge::start_with(doc, |dir| {
-        let (ac, ak) = (write(dir, "a.pem", &a.cert), write(dir, "a.key", &a.key));
-        let (bc, bk) = (write(dir, "b.pem", &b.cert), write(dir, "b.key", &b.key));
-        edge::settings(
-            dir,
-            &format!(
-                "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}, {{ cert: \"{}\", key: \"{}\" }}] }}",
-                ac.display(),
-                ak.display(),
-                bc.display(),
-                bk.display()
-            ),
-            "limits: { handshake_timeout: 1s }\n",
-        )
-    })
+    let sb = Sluice::builder();
+    let dir = sb.dir();
+    let (ac, ak) = (write(dir, "a.pem", &a.cert), write(dir, "a.key", &a.key));
+    let (bc, bk) = (write(dir, "b.pem", &b.cert), write(dir, "b.key", &b.key));
+    sb.traffic(doc)
+        .listener(&format!(
+            "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}, {{ cert: \"{}\", key: \"{}\" }}] }}",
+            ac.display(),
+            ak.display(),
+            bc.display(),
+            bk.display()
+        ))
+        .limits("handshake_timeout: 1s")
+        .start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,13 +155,10 @@ async fn silent_clients_are_cut_off_by_handshake_timeout() {
     assert!(closed, "a silent TLS client was never cut off");
 
     // Plaintext: protocol detection is bounded the same way.
-    let p = edge::start_with(&doc, |dir| {
-        edge::settings(
-            dir,
-            "bind: \"127.0.0.1:0\"",
-            "limits: { handshake_timeout: 1s }\n",
-        )
-    });
+    let p = Sluice::builder()
+        .traffic(&doc)
+        .limits("handshake_timeout: 1s")
+        .start();
     let mut raw = tokio::net::TcpStream::connect(p.proxy()).await.unwrap();
     let (got, closed) = read_to_close(&mut raw, Duration::from_secs(20)).await;
     assert!(
@@ -214,7 +210,7 @@ routes:
         cc = cc.display(),
         ck = ck.display(),
     );
-    let s = common::Sluice::start(&doc);
+    let s = Sluice::builder().traffic(&doc).start();
     let mut c = common::Client::connect(s.proxy()).await;
 
     let r = c.get("/mtls/x", &[]).await;
@@ -372,32 +368,32 @@ async fn mtls_client_identity_routes_flags_and_logs() {
     let bot = clients.client_leaf("ops-bot", "Example", "spiffe://test/ops-bot");
     let dev = clients.client_leaf("dev", "Example", "spiffe://test/dev");
     let forged = stranger.client_leaf("ops-bot", "Example", "spiffe://test/ops-bot");
-    let s = edge::start_with(&identity_doc(v1.addr, v2.addr), |dir| {
-        let leaf = ca.leaf(&["a.test"]);
-        let (c, k) = (
-            write(dir, "a.pem", &leaf.cert),
-            write(dir, "a.key", &leaf.key),
-        );
-        let cas = write(dir, "clients.pem", &clients.pem);
-        let tls = |mode: &str| {
-            format!(
-                "tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}], client_auth: {{ ca_file: \"{}\", mode: {mode} }} }}",
-                c.display(),
-                k.display(),
-                cas.display()
-            )
-        };
+    let sb = Sluice::builder();
+    let dir = sb.dir();
+    let leaf = ca.leaf(&["a.test"]);
+    let (c, k) = (
+        write(dir, "a.pem", &leaf.cert),
+        write(dir, "a.key", &leaf.key),
+    );
+    let cas = write(dir, "clients.pem", &clients.pem);
+    let tls = |mode: &str| {
         format!(
-            "listeners:\n  - {{ name: public, bind: \"127.0.0.1:0\", {} }}\n  - {{ name: optional, bind: \"127.0.0.1:0\", {} }}\n\
-             admin: {{ bind: \"127.0.0.1:0\" }}\nruntime: {{ workers: 2 }}\n\
-             paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-             trust: {{ require_approvals: false }}\n\
-             access_log: {{ enabled: true, path: \"{d}/access.log\" }}\n",
-            tls("required"),
-            tls("optional"),
-            d = dir.display()
+            "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}], client_auth: {{ ca_file: \"{}\", mode: {mode} }} }}",
+            c.display(),
+            k.display(),
+            cas.display()
         )
-    });
+    };
+    let access_log = format!(
+        "access_log: {{ enabled: true, path: \"{}/access.log\" }}\n",
+        dir.display()
+    );
+    let s = sb
+        .traffic(&identity_doc(v1.addr, v2.addr))
+        .listener(&tls("required"))
+        .add_listener("optional", &tls("optional"))
+        .settings(&access_log)
+        .start();
     let (required, optional) = (s.inst().listeners[0], s.inst().listeners[1]);
     let with = |leaf| edge::client_config_with_cert(ca.roots(), leaf);
 
@@ -529,24 +525,21 @@ async fn mtls_client_identity_routes_flags_and_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_ca_file_that_does_not_parse_names_the_setting() {
-    let dir = tempfile::tempdir().unwrap();
+    let sb = Sluice::builder();
     let ca = Ca::new("server CA");
     let leaf = ca.leaf(&["a.test"]);
     let (c, k) = (
-        write(dir.path(), "a.pem", &leaf.cert),
-        write(dir.path(), "a.key", &leaf.key),
+        write(sb.dir(), "a.pem", &leaf.cert),
+        write(sb.dir(), "a.key", &leaf.key),
     );
-    let bad = write(dir.path(), "clients.pem", "not a certificate\n");
-    let yaml = edge::settings(
-        dir.path(),
-        &format!(
+    let bad = write(sb.dir(), "clients.pem", "not a certificate\n");
+    let sb = sb.listener(&format!(
             "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}], client_auth: {{ ca_file: \"{}\" }} }}",
             c.display(),
             k.display(),
             bad.display()
-        ),
-        "",
-    );
+        ));
+    let yaml = sb.settings_yaml();
     let settings = sluice::config::Settings::parse(&yaml).unwrap();
     let err = match sluice::instance::Instance::start(settings, Default::default()) {
         Ok(_) => panic!("started with a CA file that does not parse"),
@@ -600,18 +593,18 @@ fn proxy_v2(src: std::net::SocketAddrV4) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_and_proxy_protocol_name_the_real_client() {
     let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
-    let s = edge::start_with(&identity_doc(v1.addr, v2.addr), |dir| {
-        format!(
-            "listeners:\n  - {{ name: public, bind: \"127.0.0.1:0\" }}\n  - {{ name: lb, bind: \"127.0.0.1:0\", proxy_protocol: true }}\n\
-             network: {{ trusted_proxies: [\"127.0.0.1/32\", \"10.0.0.0/8\"] }}\n\
-             admin: {{ bind: \"127.0.0.1:0\" }}\nruntime: {{ workers: 2 }}\n\
-             limits: {{ handshake_timeout: 2s }}\n\
-             paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-             trust: {{ require_approvals: false }}\n\
-             access_log: {{ enabled: true, path: \"{d}/access.log\" }}\n",
-            d = dir.display()
-        )
-    });
+    let sb = Sluice::builder();
+    let access_log = format!(
+        "access_log: {{ enabled: true, path: \"{}/access.log\" }}\n",
+        sb.dir().display()
+    );
+    let s = sb
+        .traffic(&identity_doc(v1.addr, v2.addr))
+        .add_listener("lb", "bind: \"127.0.0.1:0\", proxy_protocol: true")
+        .limits("handshake_timeout: 2s")
+        .settings("network: { trusted_proxies: [\"127.0.0.1/32\", \"10.0.0.0/8\"] }\n")
+        .settings(&access_log)
+        .start();
     let (public, lb) = (s.inst().listeners[0], s.inst().listeners[1]);
     // (listener, PROXY header, X-Forwarded-For, client, chain upstream, `where` variant)
     type Case<'a> = (

@@ -943,7 +943,6 @@ fn flagd_core_v3_reference() {
 // ---------------------------------------------------------------------------------------
 
 mod common;
-mod gated;
 
 use std::net::SocketAddr;
 
@@ -982,7 +981,7 @@ fn traffic_json(
 }
 
 /// Pushes `text` with the author's and two release managers' tokens.
-async fn push_approved(g: &gated::Gated, text: &str) -> common::Reply {
+async fn push_approved(g: &common::Sluice, text: &str) -> common::Reply {
     g.push(
         text,
         &[
@@ -1032,7 +1031,7 @@ fn all_flags() -> (Map<String, Value>, Map<String, Value>) {
 #[test]
 fn testbed_flag_files_activate_through_the_change_gate_and_serve_over_ofrep() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let g = gated::Gated::start();
+    let g = common::Sluice::builder().approvals().manual_clock().start();
     let app = common::Upstream::start("app");
     let (mut flags, evaluators) = all_flags();
     let total = flags.len();
@@ -1180,8 +1179,8 @@ fn testbed_flag_files_activate_through_the_change_gate_and_serve_over_ofrep() {
         let text = traffic_json(9, "v3", app.addr, &[], &json!({"flags": refused, "$evaluators": evaluators}));
         // (`sluice approve` would refuse to sign it: the token is made by hand.)
         let claims = Claims::new("alice", "prod", text.as_bytes(), 9, Act::Author, g.now(), 3600);
-        let r = g.push(&text, &[&sign(&claims, &gated::key("alice"))]).await;
-        gated::refused(&r, 400, "invalid_document");
+        let r = g.push(&text, &[&sign(&claims, &common::principals::key("alice"))]).await;
+        common::gate::refused(&r, 400, "invalid_document");
         let detail = r.json()["detail"].as_str().expect("detail").to_string();
         for p in [
             "flags.error-targeting-flag.targeting.invalid",
@@ -1201,7 +1200,7 @@ fn testbed_flag_files_activate_through_the_change_gate_and_serve_over_ofrep() {
 #[test]
 fn gherkin_suites_over_ofrep_through_the_change_gate() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let g = gated::Gated::start();
+    let g = common::Sluice::builder().approvals().manual_clock().start();
     let root = conformance().join("flagd-testbed/evaluator");
     let mut flagd = read_json(&root.join("flags/testkit-flags.json"));
     for k in REFUSED {

@@ -127,7 +127,7 @@ flags:
 fn start() -> (Upstream, Upstream, Sluice) {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&doc(1, v1.addr, v2.addr));
+    let s = Sluice::builder().traffic(&doc(1, v1.addr, v2.addr)).start();
     assert_eq!(s.version(), 1, "the test document must activate");
     (v1, v2, s)
 }
@@ -497,7 +497,7 @@ async fn ofrep_on_a_builtin_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ofrep_without_an_active_document() {
-    let s = Sluice::start("");
+    let s = Sluice::builder().traffic("").start();
     let r = post(s.admin(), "/ofrep/v1/evaluate/flags/beta", "{}", &[]).await;
     assert_eq!(r.status, 503);
     assert!(r.json()["errorDetails"].is_string());
@@ -527,7 +527,7 @@ async fn invalid_flag_documents_are_refused_with_their_path_while_traffic_contin
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
     let good = doc(1, v1.addr, v2.addr);
-    let s = Sluice::start(&good);
+    let s = Sluice::builder().traffic(&good).start();
     assert_eq!(s.version(), 1);
     let line_of = |d: &str, needle: &str| d.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let v = |n: u64| good.replace("version: 1", &format!("version: {n}"));

@@ -144,10 +144,10 @@ impl Events {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_streams_announce_each_flag_change_once_and_survive_activations() {
-    let s = Sluice::start_with(
-        &doc(1, "off", 9),
-        "ofrep: { heartbeat: 100ms, max_streams: 3 }\n",
-    );
+    let s = Sluice::builder()
+        .traffic(&doc(1, "off", 9))
+        .settings("ofrep: { heartbeat: 100ms, max_streams: 3 }\n")
+        .start();
     assert_eq!(s.version(), 1);
 
     // Bulk responses name the stream below the prefix they were asked on.
@@ -220,10 +220,13 @@ fn write_keys(dir: &Path, keys: &str) -> PathBuf {
 async fn api_keys_guard_ofrep_and_its_event_stream_and_reload_when_the_file_changes() {
     let kdir = tempfile::tempdir().unwrap();
     let keys = write_keys(kdir.path(), "# team a\nkey-one\nkey-two\n");
-    let s = Sluice::start_with(
-        &doc(1, "off", 9),
-        &format!("ofrep: {{ api_keys_file: \"{}\" }}\n", keys.display()),
-    );
+    let s = Sluice::builder()
+        .traffic(&doc(1, "off", 9))
+        .settings(&format!(
+            "ofrep: {{ api_keys_file: \"{}\" }}\n",
+            keys.display()
+        ))
+        .start();
     let single = "/ofrep/v1/evaluate/flags/banner";
     for addr in [s.admin(), s.proxy()] {
         let path = if addr == s.admin() {
@@ -373,10 +376,13 @@ async fn openfeature_ofrep_web_provider_follows_changes_over_sse() {
     };
     let kdir = tempfile::tempdir().unwrap();
     let keys = write_keys(kdir.path(), "web-key\n");
-    let s = Sluice::start_with(
-        &doc(1, "off", 9),
-        &format!("ofrep: {{ api_keys_file: \"{}\" }}\n", keys.display()),
-    );
+    let s = Sluice::builder()
+        .traffic(&doc(1, "off", 9))
+        .settings(&format!(
+            "ofrep: {{ api_keys_file: \"{}\" }}\n",
+            keys.display()
+        ))
+        .start();
     for base in [
         format!("http://{}", s.admin()),
         format!("http://{}/features", s.proxy()),
@@ -550,10 +556,10 @@ async fn flagd_python_provider_reads_the_same_flags_over_grpc_in_rpc_and_in_proc
     if require("FLAGD_PYTHON", flagd_python_ready()).is_none() {
         return;
     }
-    let s = Sluice::start_with(
-        &grpc_doc(1, "a"),
-        "flags: { grpc: { bind: \"127.0.0.1:0\" } }\n",
-    );
+    let s = Sluice::builder()
+        .traffic(&grpc_doc(1, "a"))
+        .settings("flags: { grpc: { bind: \"127.0.0.1:0\" } }\n")
+        .start();
     assert_eq!(s.version(), 1);
     let port = s.inst().grpc.expect("gRPC is bound").port();
 
@@ -660,13 +666,13 @@ async fn grpc_calls_need_an_api_key_when_keys_are_set() {
     }
     let kdir = tempfile::tempdir().unwrap();
     let keys = write_keys(kdir.path(), "grpc-key\n");
-    let s = Sluice::start_with(
-        &grpc_doc(1, "a"),
-        &format!(
+    let s = Sluice::builder()
+        .traffic(&grpc_doc(1, "a"))
+        .settings(&format!(
             "ofrep: {{ api_keys_file: \"{}\" }}\nflags: {{ grpc: {{ bind: \"127.0.0.1:0\" }} }}\n",
             keys.display()
-        ),
-    );
+        ))
+        .start();
     let port = s.inst().grpc.expect("gRPC is bound").port();
     let script = r#"
 import grpc, json, sys

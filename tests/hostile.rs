@@ -474,7 +474,9 @@ fn a_hostile_document_never_stops_the_active_one_from_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_in_the_approvals_folder_does_not_freeze_the_gate() {
     let up = common::Upstream::start("app");
-    let s = common::Sluice::start(&plain_doc(1, up.addr));
+    let s = common::Sluice::builder()
+        .traffic(&plain_doc(1, up.addr))
+        .start();
     s.wait_version(1);
     let fifo = s.path("a.fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -1192,7 +1194,9 @@ async fn validate_refuses_what_the_gate_refuses() {
         ),
     ];
     let up = common::Upstream::start("app");
-    let s = common::Sluice::start(&plain_doc(1, up.addr));
+    let s = common::Sluice::builder()
+        .traffic(&plain_doc(1, up.addr))
+        .start();
     s.wait_version(1);
     let auth = format!("Bearer {}", s.inst().admin_token);
     for (what, doc, path) in docs {
@@ -1392,7 +1396,9 @@ fn label_values(
 async fn metric_series_go_with_the_names_they_label() {
     let v1 = common::Upstream::start("v1");
     let v2 = common::Upstream::start("v2");
-    let s = common::Sluice::start(&common::traffic(1, v1.addr, v2.addr, "[{ weight: 50 }]"));
+    let s = common::Sluice::builder()
+        .traffic(&common::traffic(1, v1.addr, v2.addr, "[{ weight: 50 }]"))
+        .start();
     s.wait_version(1);
     for path in ["/api/x", "/"] {
         assert_eq!(common::get(s.proxy(), path, &[]).await.status, 200);

@@ -177,7 +177,7 @@ fn openfeature_python_client_against_sluice() {
         );
         return;
     }
-    let s = Sluice::start(DOC);
+    let s = Sluice::builder().traffic(DOC).start();
     assert_eq!(s.version(), 1);
     // The fractional variant for user-1, as sluice itself computes it.
     let doc = sluice::config::TrafficDoc::parse(DOC, &Default::default()).expect("valid");

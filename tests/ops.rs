@@ -585,14 +585,14 @@ async fn a_prometheus_metric_check_rolls_back_a_canary_on_a_query_result() {
     canary.state.status.store(500, Ordering::Relaxed);
     let head = "change: { id: CHG-1, author: alice, summary: prometheus analysis }\n\
                 upstreams:\n";
-    let s = common::Sluice::start_with(
-        &format!(
+    let s = common::Sluice::builder()
+        .traffic(&format!(
             "version: 1\n{head}  stable: {{ endpoints: [\"{}\"] }}\n\
              routes: [{{ name: shop, to: {{ upstream: stable }} }}]\n",
             stable.addr
-        ),
-        "metrics: { bind: \"127.0.0.1:0\" }\n",
-    );
+        ))
+        .settings("metrics: { bind: \"127.0.0.1:0\" }\n")
+        .start();
     s.wait_version(1);
     let metrics = s.inst().metrics.unwrap();
     let (_prom, _prom_dir, prom) = start_prometheus(metrics, "").await;

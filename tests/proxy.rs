@@ -10,7 +10,9 @@ use http_body_util::Full;
 fn start() -> (Upstream, Upstream, Sluice) {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"));
+    let s = Sluice::builder()
+        .traffic(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"))
+        .start();
     (v1, v2, s)
 }
 
@@ -124,7 +126,7 @@ routes:
 "#,
         v1 = v1.addr
     );
-    let s = Sluice::start(&doc);
+    let s = Sluice::builder().traffic(&doc).start();
     let r = get(s.proxy(), "/nothing", &[]).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.headers["x-sluice-error"], "no_route");
@@ -157,7 +159,7 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_config_until_something_is_active() {
-    let s = Sluice::start("");
+    let s = Sluice::builder().traffic("").start();
     let r = get(s.proxy(), "/", &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.headers["x-sluice-error"], "no_config");

@@ -36,7 +36,7 @@ async fn invalid_documents_are_refused_with_path_and_line_while_traffic_continue
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
     let good = traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]");
-    let s = Sluice::start(&good);
+    let s = Sluice::builder().traffic(&good).start();
     assert_eq!(s.version(), 1);
 
     let line_of =
@@ -120,7 +120,9 @@ async fn invalid_documents_are_refused_with_path_and_line_while_traffic_continue
 async fn fifty_reloads_under_load_fail_no_request() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"));
+    let s = Sluice::builder()
+        .traffic(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"))
+        .start();
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -178,7 +180,9 @@ async fn fifty_reloads_under_load_fail_no_request() {
 async fn restart_restores_and_the_audit_chain_verifies() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let mut s = Sluice::start(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"));
+    let mut s = Sluice::builder()
+        .traffic(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"))
+        .start();
     s.write_traffic(&traffic(2, v1.addr, v2.addr, "[{ weight: 20 }]"));
     s.wait_version(2);
     // On disk now: an older version, which must not be activated on restart (anti-rollback).
@@ -252,7 +256,9 @@ async fn restart_restores_and_the_audit_chain_verifies() {
 async fn equivocation_and_version_steps_are_refused() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&traffic(5, v1.addr, v2.addr, "[{ weight: 10 }]"));
+    let s = Sluice::builder()
+        .traffic(&traffic(5, v1.addr, v2.addr, "[{ weight: 10 }]"))
+        .start();
     s.write_traffic(&traffic(5, v1.addr, v2.addr, "[{ weight: 30 }]"));
     assert_eq!(wait_rejection(&s, 1)["reason"], "equivocation");
     s.write_traffic(&traffic(5000, v1.addr, v2.addr, "[{ weight: 30 }]"));

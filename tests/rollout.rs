@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, Reply, get, settings_yaml, spawn_server};
+use common::{Client, Reply, Sluice, get, settings_yaml, spawn_server};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,12 +21,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sluice::change::token::{self, Act, Claims};
-use sluice::clock::Clock;
-use sluice::config::Settings;
-use sluice::instance::{Instance, StartOptions};
-
-/// A far-from-zero start for the manual clock (unix ms).
-const T0: u64 = 1_800_000_000_000;
 
 // === upstreams ===
 
@@ -70,168 +64,6 @@ impl Flaky {
 
     fn set_fail_per_mille(&self, v: u64) {
         self.fail_per_mille.store(v, Ordering::Relaxed);
-    }
-}
-
-// === the rig ===
-
-/// A sluice with a manual clock in a temp dir.
-struct Rig {
-    dir: tempfile::TempDir,
-    inst: Option<Instance>,
-    clock: Clock,
-    settings: String,
-    manual_ticks: bool,
-}
-
-impl Rig {
-    /// Manual clock, manual ticks, approvals off.
-    fn start(traffic: &str) -> Rig {
-        Rig::start_with(traffic, "trust: { require_approvals: false }\n", true)
-    }
-
-    fn start_with(traffic: &str, trust: &str, manual_ticks: bool) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
-        std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
-        let settings = settings_yaml(dir.path(), trust);
-        let clock = if manual_ticks {
-            Clock::manual(T0)
-        } else {
-            Clock::System
-        };
-        let mut rig = Rig {
-            dir,
-            inst: None,
-            clock,
-            settings,
-            manual_ticks,
-        };
-        rig.restart();
-        rig
-    }
-
-    fn restart(&mut self) {
-        if let Some(i) = self.inst.take() {
-            i.shutdown();
-        }
-        let opts = StartOptions {
-            clock: self.clock.clone(),
-            manual_rollout_ticks: self.manual_ticks,
-        };
-        self.inst = Some(Instance::start(Settings::parse(&self.settings).unwrap(), opts).unwrap());
-    }
-
-    fn inst(&self) -> &Instance {
-        self.inst.as_ref().unwrap()
-    }
-
-    fn proxy(&self) -> SocketAddr {
-        self.inst().listeners[0]
-    }
-
-    fn tick(&self) {
-        self.inst().rollouts.tick_now();
-    }
-
-    fn advance(&self, by: Duration) {
-        self.clock.advance(by);
-    }
-
-    /// The rollout's status entry.
-    fn status(&self, name: &str) -> Value {
-        self.inst()
-            .rollouts
-            .status_json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no rollout {name} in status"))
-    }
-
-    fn phase(&self, name: &str) -> String {
-        self.status(name)["phase"].as_str().unwrap().to_string()
-    }
-
-    /// The weight the data plane splits by, in basis points.
-    fn weight_bp(&self) -> u32 {
-        self.inst().shared.snapshot.load_full().unwrap().rollouts[0].weight()
-    }
-
-    fn version(&self) -> u64 {
-        self.inst()
-            .shared
-            .snapshot
-            .load()
-            .as_ref()
-            .map_or(0, |s| s.version)
-    }
-
-    /// Writes traffic.yaml (temp file + rename) and waits until it is active.
-    fn activate(&self, text: &str, version: u64) {
-        let tmp = self.dir.path().join(".traffic.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.dir.path().join("traffic.yaml")).unwrap();
-        for _ in 0..200 {
-            if self.version() == version {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("version {version} never became active");
-    }
-
-    fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("state/audit.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// The rollout events of the audit log, in order.
-    fn rollout_events(&self) -> Vec<Value> {
-        self.audit()
-            .into_iter()
-            .filter(|e| e["event"].as_str().unwrap().starts_with("rollout."))
-            .collect()
-    }
-
-    fn event_names(&self) -> Vec<String> {
-        self.rollout_events()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    async fn metrics(&self) -> String {
-        get(self.inst().admin, "/metrics", &[]).await.text()
-    }
-
-    /// `POST /api/v1/rollouts/{name}/{action}` with the admin token and extra headers.
-    async fn act(&self, name: &str, action: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut c = Client::connect(self.inst().admin).await;
-        let mut b = Request::builder()
-            .method("POST")
-            .uri(format!("/api/v1/rollouts/{name}/{action}"))
-            .header("host", "127.0.0.1")
-            .header(
-                "authorization",
-                format!("Bearer {}", self.inst().admin_token),
-            );
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        c.send(b.body(Full::new(Bytes::new())).unwrap())
-            .await
-            .unwrap()
-    }
-
-    fn verify_audit_chain(&self) {
-        sluice::change::audit::verify(&self.dir.path().join("state/audit.jsonl"), None)
-            .expect("the audit chain verifies");
     }
 }
 
@@ -307,7 +139,10 @@ analysis: { interval: 1s, window: 60s, min_requests: 50, max_error_rate: 0.05, m
 async fn a_canary_failing_30_percent_rolls_back_within_two_intervals_of_min_requests() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 300);
-    let rig = Rig::start(&doc(1, v1.addr, v2.addr, CANARY_FAILING));
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, CANARY_FAILING))
+        .manual_ticks()
+        .start();
     rig.tick();
     assert_eq!(rig.weight_bp(), 5000);
 
@@ -324,7 +159,7 @@ async fn a_canary_failing_30_percent_rolls_back_within_two_intervals_of_min_requ
         rig.tick();
         if seen.canary < 50 {
             assert_eq!(rig.weight_bp(), 5000, "rolled back before min_requests");
-            assert_eq!(rig.status("web")["verdicts"][0]["outcome"], "inconclusive");
+            assert_eq!(rig.rollout("web")["verdicts"][0]["outcome"], "inconclusive");
         }
     }
     assert!(
@@ -337,7 +172,7 @@ async fn a_canary_failing_30_percent_rolls_back_within_two_intervals_of_min_requ
     users(rig.proxy(), "after", 200, "/", &mut seen).await;
     let after = seen;
     assert_eq!(after.stable_failed, 0, "{after:?}");
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "aborted");
     assert_eq!(st["abort_reason"], "error_rate");
     assert_eq!(st["weight"], 0.0);
@@ -376,16 +211,14 @@ async fn a_canary_failing_30_percent_rolls_back_within_two_intervals_of_min_requ
 async fn real_time_a_failing_canary_is_rolled_back_at_the_first_verdict_with_enough_traffic() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 300);
-    let rig = Rig::start_with(
-        &doc(
+    let rig = Sluice::builder()
+        .traffic(&doc(
             1,
             v1.addr,
             v2.addr,
             &CANARY_FAILING.replace("window: 60s", "window: 10s"),
-        ),
-        "trust: { require_approvals: false }\n",
-        false,
-    );
+        ))
+        .start();
     let stop = Arc::new(AtomicBool::new(false));
     let stable_failed = Arc::new(AtomicU64::new(0));
     let canary_seen = Arc::new(AtomicU64::new(0));
@@ -438,7 +271,7 @@ async fn real_time_a_failing_canary_is_rolled_back_at_the_first_verdict_with_eno
 
     // The decision came at the first verdict that had min_requests: every earlier verdict
     // (status keeps the last five) was inconclusive.
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "aborted", "{st}");
     let verdicts = st["verdicts"].as_array().unwrap();
     assert_eq!(verdicts[0]["outcome"], "failed", "{st}");
@@ -461,11 +294,12 @@ async fn real_time_a_failing_canary_is_rolled_back_at_the_first_verdict_with_eno
 async fn a_healthy_canary_walks_every_step_to_completed() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 0);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        r#"
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            r#"
 strategy: canary
 stable: v1
 canary: v2
@@ -473,7 +307,9 @@ sticky: { header: x-user-id }
 steps: [{ weight: 10, hold: 1m }, { weight: 50, hold: 1m }, { weight: 100, hold: 1m }]
 analysis: { min_requests: 20, max_error_rate: 0.01, max_error_rate_increase: 0.01, max_p99: 2s }
 "#,
-    ));
+        ))
+        .manual_ticks()
+        .start();
     rig.tick();
     let mut seen = Seen::default();
     for (step, weight) in [(0, 1000), (1, 5000), (2, 10_000)] {
@@ -488,13 +324,13 @@ analysis: { min_requests: 20, max_error_rate: 0.01, max_error_rate_increase: 0.0
         );
         // A passed verdict alone does not advance: the hold has not passed.
         rig.tick();
-        assert_eq!(rig.status("web")["verdicts"][0]["outcome"], "passed");
-        assert_eq!(rig.status("web")["step"], step);
-        assert!(rig.status("web")["hold_left_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(rig.rollout("web")["verdicts"][0]["outcome"], "passed");
+        assert_eq!(rig.rollout("web")["step"], step);
+        assert!(rig.rollout("web")["hold_left_s"].as_f64().unwrap() > 0.0);
         rig.advance(Duration::from_secs(61));
         rig.tick();
     }
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "completed", "{st}");
     assert_eq!(rig.weight_bp(), 10_000);
     assert_eq!(seen.stable_failed + seen.canary_failed, 0);
@@ -524,21 +360,24 @@ analysis: { min_requests: 20, max_error_rate: 0.01, max_error_rate_increase: 0.0
 async fn a_manual_gate_waits_for_promote_and_operators_pause_resume_and_abort() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 0);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        r#"
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            r#"
 strategy: canary
 stable: v1
 canary: v2
 sticky: { header: x-user-id }
 steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 100 }]
 "#,
-    ));
+        ))
+        .manual_ticks()
+        .start();
     rig.tick();
     assert_eq!(rig.phase("web"), "waiting_for_promotion");
-    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.rollout("web")["step"], 1);
     assert_eq!(rig.weight_bp(), 1000, "a gate holds the weight before it");
     // Time alone never passes a gate.
     rig.advance(Duration::from_secs(30 * 86_400));
@@ -611,7 +450,7 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 1
     rig.advance(Duration::from_secs(3600));
     rig.tick();
     assert_eq!(rig.phase("web"), "paused");
-    assert_eq!(rig.status("web")["step"], 2);
+    assert_eq!(rig.rollout("web")["step"], 2);
     let out = tokio::task::spawn_blocking({
         let a = args("resume");
         move || cli(a)
@@ -621,7 +460,11 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 1
     assert_eq!(out.status.code(), Some(0));
     rig.advance(Duration::from_secs(5 * 60));
     rig.tick();
-    assert_eq!(rig.status("web")["step"], 2, "the hold restarted at resume");
+    assert_eq!(
+        rig.rollout("web")["step"],
+        2,
+        "the hold restarted at resume"
+    );
     assert_eq!(rig.phase("web"), "progressing");
 
     // Abort: weight 0 at once, final.
@@ -633,7 +476,7 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 1
     .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(rig.weight_bp(), 0);
-    assert_eq!(rig.status("web")["abort_reason"], "operator");
+    assert_eq!(rig.rollout("web")["abort_reason"], "operator");
     let out = tokio::task::spawn_blocking({
         let a = args("promote");
         move || cli(a)
@@ -710,28 +553,31 @@ sticky: { header: x-user-id }
 paused: true
 steps: [{ weight: 10, hold: 1m }, { weight: 100 }]
 "#;
-    let rig = Rig::start(&doc(1, v1.addr, v2.addr, body));
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, body))
+        .manual_ticks()
+        .start();
     rig.tick();
     assert_eq!(rig.phase("web"), "paused");
-    assert_eq!(rig.status("web")["paused_by"], "document");
+    assert_eq!(rig.rollout("web")["paused_by"], "document");
     assert_eq!(rig.weight_bp(), 1000);
     rig.advance(Duration::from_secs(3600));
     rig.tick();
     assert_eq!(rig.phase("web"), "paused");
-    assert_eq!(rig.status("web")["step"], 0);
+    assert_eq!(rig.rollout("web")["step"], 0);
     let r = rig.act("web", "resume", &[]).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.json()["error"], "paused_by_document");
 
     // A new version without `paused` keeps the progress (same stable, canary, steps) and
     // resumes it; the hold restarts then.
-    rig.activate(
+    rig.activate_file(
         &doc(2, v1.addr, v2.addr, &body.replace("paused: true\n", "")),
         2,
     );
     rig.tick();
     assert_eq!(rig.phase("web"), "progressing");
-    assert_eq!(rig.status("web")["step"], 0);
+    assert_eq!(rig.rollout("web")["step"], 0);
     rig.advance(Duration::from_secs(61));
     rig.tick();
     assert_eq!(rig.phase("web"), "completed");
@@ -756,11 +602,12 @@ async fn low_traffic_stays_inconclusive_never_rolls_back_and_pauses_at_the_limit
     let v1 = Flaky::start("v1", 0);
     // Failing badly, but with too little traffic to judge.
     let v2 = Flaky::start("v2", 500);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        r#"
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            r#"
 strategy: canary
 stable: v1
 canary: v2
@@ -768,12 +615,14 @@ sticky: { header: x-user-id }
 steps: [{ weight: 50 }, { weight: 100 }]
 analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5, method: z_test }
 "#,
-    ));
+        ))
+        .manual_ticks()
+        .start();
     let mut seen = Seen::default();
     for i in 0..4 {
         users(rig.proxy(), &format!("t{i}"), 8, "/", &mut seen).await;
         rig.tick();
-        let st = rig.status("web");
+        let st = rig.rollout("web");
         assert_eq!(st["phase"], "progressing", "{st}");
         assert_eq!(st["verdicts"][0]["outcome"], "inconclusive");
         assert_eq!(st["consecutive_inconclusive"], i + 1);
@@ -782,7 +631,7 @@ analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5, metho
     assert!(seen.canary_failed > 0, "{seen:?}");
     assert!(seen.canary < 50, "{seen:?}");
     rig.tick();
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "paused", "{st}");
     assert_eq!(st["paused_by"], "inconclusive");
     assert_eq!(rig.weight_bp(), 5000, "pausing keeps the weight");
@@ -803,11 +652,12 @@ analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5, metho
 async fn one_error_in_sixty_against_a_clean_stable_does_not_roll_back() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 0);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        r#"
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            r#"
 strategy: canary
 stable: v1
 canary: v2
@@ -816,7 +666,9 @@ canary_match: { headers: { x-canary: always } }
 steps: [{ gate: manual }, { weight: 100 }]
 analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99, method: z_test }
 "#,
-    ));
+        ))
+        .manual_ticks()
+        .start();
     rig.tick();
     assert_eq!(rig.weight_bp(), 0);
     // SPEC §6's worked example: 0 errors in 1140 stable, 1 in 60 canary.
@@ -832,7 +684,7 @@ analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99, m
         (1140, 60, 1)
     );
     rig.tick();
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     let v = &st["verdicts"][0];
     assert_eq!(v["outcome"], "passed", "{st}");
     assert_eq!(
@@ -860,7 +712,7 @@ analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99, m
         seen.add(&c.get("/fail", &[("x-canary", "always")]).await);
     }
     rig.tick();
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "aborted", "{st}");
     assert_eq!(st["abort_reason"], "error_rate_increase");
     assert_eq!(seen.stable_failed, 0);
@@ -870,29 +722,32 @@ analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99, m
 async fn a_restart_mid_rollout_resumes_at_the_same_step_with_the_hold_running() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 0);
-    let mut rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        r#"
+    let mut rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            r#"
 strategy: canary
 stable: v1
 canary: v2
 sticky: { header: x-user-id }
 steps: [{ weight: 10, hold: 1m }, { weight: 30, hold: 10m }, { weight: 100 }]
 "#,
-    ));
+        ))
+        .manual_ticks()
+        .start();
     rig.tick();
     rig.advance(Duration::from_secs(61));
     rig.tick();
-    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.rollout("web")["step"], 1);
     assert_eq!(rig.weight_bp(), 3000);
     rig.advance(Duration::from_secs(3 * 60));
 
     rig.restart();
     // Serving at step 1 from the first request, before any tick.
     assert_eq!(rig.weight_bp(), 3000);
-    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.rollout("web")["step"], 1);
     assert_eq!(rig.phase("web"), "progressing");
     let mut seen = Seen::default();
     users(rig.proxy(), "r", 200, "/", &mut seen).await;
@@ -901,7 +756,7 @@ steps: [{ weight: 10, hold: 1m }, { weight: 30, hold: 10m }, { weight: 100 }]
     // 9 minutes into the 10-minute hold (3 before the restart): not yet.
     rig.advance(Duration::from_secs(6 * 60));
     rig.tick();
-    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.rollout("web")["step"], 1);
     // 11 minutes: the hold counted the time across the restart.
     rig.advance(Duration::from_secs(2 * 60));
     rig.tick();
@@ -925,7 +780,10 @@ canary: v2
 sticky: { header: x-user-id }
 steps: [{ weight: 20 }, { gate: manual }, { weight: 100 }]
 "#;
-    let mut rig = Rig::start(&doc(1, v1.addr, v2.addr, body));
+    let mut rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, body))
+        .manual_ticks()
+        .start();
     rig.tick();
     assert_eq!(rig.act("web", "abort", &[]).await.status, 200);
     assert_eq!(rig.weight_bp(), 0);
@@ -940,7 +798,7 @@ steps: [{ weight: 20 }, { gate: manual }, { weight: 100 }]
         "routes:\n",
         "routes:\n  - name: api\n    match: { path_prefix: /api }\n    to: { upstream: v1 }\n",
     );
-    rig.activate(&other, 2);
+    rig.activate_file(&other, 2);
     rig.tick();
     assert_eq!(rig.phase("web"), "aborted");
     assert_eq!(rig.weight_bp(), 0);
@@ -952,9 +810,9 @@ steps: [{ weight: 20 }, { gate: manual }, { weight: 100 }]
         v2.addr,
         &body.replace("weight: 20", "weight: 5"),
     );
-    rig.activate(&changed, 3);
+    rig.activate_file(&changed, 3);
     rig.tick();
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "waiting_for_promotion", "{st}");
     assert_eq!(st["step"], 1);
     assert_eq!(rig.weight_bp(), 500);
@@ -975,7 +833,10 @@ analysis: { min_requests: 20, max_error_rate: 0.02 }
 async fn blue_green_promotes_after_analysis_and_swaps_back_on_failure() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 0);
-    let rig = Rig::start(&doc(1, v1.addr, v2.addr, BLUE_GREEN));
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, BLUE_GREEN))
+        .manual_ticks()
+        .start();
     rig.tick();
     assert_eq!(rig.weight_bp(), 0);
 
@@ -990,13 +851,13 @@ async fn blue_green_promotes_after_analysis_and_swaps_back_on_failure() {
     assert_eq!(seen.canary, 30);
     // Passed, but `after` has not passed: still waiting.
     rig.tick();
-    assert_eq!(rig.status("web")["verdicts"][0]["outcome"], "passed");
+    assert_eq!(rig.rollout("web")["verdicts"][0]["outcome"], "passed");
     assert_eq!(rig.weight_bp(), 0);
     rig.advance(Duration::from_secs(61));
     rig.tick();
     // Promoted: the whole swap in one store.
     assert_eq!(rig.weight_bp(), 10_000);
-    assert_eq!(rig.status("web")["step"], 1);
+    assert_eq!(rig.rollout("web")["step"], 1);
     let before = seen;
     users(rig.proxy(), "p", 100, "/", &mut seen).await;
     assert_eq!(seen.canary - before.canary, 100);
@@ -1006,7 +867,7 @@ async fn blue_green_promotes_after_analysis_and_swaps_back_on_failure() {
     users(rig.proxy(), "f", 20, "/", &mut seen).await;
     rig.tick();
     assert_eq!(rig.weight_bp(), 0);
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "aborted");
     assert_eq!(st["abort_reason"], "error_rate");
     let before = seen;
@@ -1027,12 +888,15 @@ async fn blue_green_promotes_after_analysis_and_swaps_back_on_failure() {
 async fn blue_green_manual_promotion_needs_a_passed_preview_and_completes_after_the_window() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 0);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        &BLUE_GREEN.replace("after: 1m", "manual: true"),
-    ));
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            &BLUE_GREEN.replace("after: 1m", "manual: true"),
+        ))
+        .manual_ticks()
+        .start();
     rig.tick();
     assert_eq!(rig.phase("web"), "waiting_for_promotion");
     let r = rig.act("web", "promote", &[]).await;
@@ -1080,14 +944,14 @@ sticky: { header: x-user-id }
 steps: [{ weight: 10 }, { gate: manual }, { weight: 100 }]
 "#,
     );
-    let mut rig = Rig::start(&text);
+    let mut rig = Sluice::builder().traffic(&text).manual_ticks().start();
     rig.tick();
     assert_eq!(rig.phase("web"), "waiting_for_promotion");
 
     // Restart with approvals required: the persisted document is restored (it was
     // activated before), the rollout waits at its gate, and promote now needs a token.
     let bob = sluice::change::keys::generate().unwrap();
-    rig.settings = settings_yaml(
+    rig.settings_yaml = settings_yaml(
         rig.dir.path(),
         &format!(
             "trust:\n  require_approvals: true\n  environment: test\n  principals:\n    \
@@ -1172,7 +1036,10 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 100 }]
 async fn status_api_shows_rollouts_with_their_verdict_numbers() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 0);
-    let rig = Rig::start(&doc(1, v1.addr, v2.addr, CANARY_FAILING));
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, CANARY_FAILING))
+        .manual_ticks()
+        .start();
     let mut seen = Seen::default();
     users(rig.proxy(), "u", 200, "/", &mut seen).await;
     rig.tick();
@@ -1216,9 +1083,9 @@ async fn status_api_shows_rollouts_with_their_verdict_numbers() {
         "routes:\n",
         "routes:\n  - name: api\n    match: { path_prefix: /api }\n    to: { upstream: v1 }\n",
     );
-    rig.activate(&other, 2);
+    rig.activate_file(&other, 2);
     rig.tick();
-    let ro = rig.status("web");
+    let ro = rig.rollout("web");
     assert_eq!(ro["window"]["canary"]["requests"], seen.canary, "{ro}");
     assert_eq!(ro["verdicts"].as_array().unwrap().len(), 2, "{ro}");
     assert_eq!(ro["verdicts"][0]["canary_requests"], seen.canary);
@@ -1228,17 +1095,20 @@ async fn status_api_shows_rollouts_with_their_verdict_numbers() {
 async fn on_failure_pause_keeps_the_weight_and_waits_for_an_operator() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 300);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        &format!("{}on_failure: pause\n", CANARY_FAILING.trim_start()),
-    ));
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            &format!("{}on_failure: pause\n", CANARY_FAILING.trim_start()),
+        ))
+        .manual_ticks()
+        .start();
     let mut seen = Seen::default();
     users(rig.proxy(), "u", 200, "/", &mut seen).await;
     assert!(seen.canary >= 50, "{seen:?}");
     rig.tick();
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "paused", "{st}");
     assert_eq!(st["paused_by"], "analysis_failed");
     assert_eq!(rig.weight_bp(), 5000);
@@ -1258,11 +1128,12 @@ async fn on_failure_pause_keeps_the_weight_and_waits_for_an_operator() {
 async fn sequential_rolls_back_an_all_failing_canary_at_low_traffic_before_min_requests() {
     let v1 = Flaky::start("v1", 0);
     let v2 = Flaky::start("v2", 1000);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        r#"
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            r#"
 strategy: canary
 stable: v1
 canary: v2
@@ -1270,7 +1141,9 @@ sticky: { header: x-user-id }
 steps: [{ weight: 50, hold: 1h }, { weight: 100 }]
 analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.01 }
 "#,
-    ));
+        ))
+        .manual_ticks()
+        .start();
     rig.tick();
     // A trickle: four users a tick, about two of them on the canary.
     let mut seen = Seen::default();
@@ -1283,7 +1156,7 @@ analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.0
     }
     assert!(seen.canary < 20, "{seen:?}");
     assert_eq!(seen.canary_failed, seen.canary);
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["phase"], "aborted", "{st}");
     let v = &st["verdicts"][0];
     assert_eq!(v["outcome"], "failed", "{st}");
@@ -1312,11 +1185,12 @@ async fn sequential_passes_a_healthy_canary_with_a_little_noise_and_advances() {
     // Both sides fail 1% in the same pattern: A/A. With enough traffic the step passes.
     let v1 = Flaky::start("v1", 10);
     let v2 = Flaky::start("v2", 10);
-    let rig = Rig::start(&doc(
-        1,
-        v1.addr,
-        v2.addr,
-        r#"
+    let rig = Sluice::builder()
+        .traffic(&doc(
+            1,
+            v1.addr,
+            v2.addr,
+            r#"
 strategy: canary
 stable: v1
 canary: v2
@@ -1324,19 +1198,21 @@ sticky: { header: x-user-id }
 steps: [{ weight: 50, hold: 10s }, { weight: 100 }]
 analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.01 }
 "#,
-    ));
+        ))
+        .manual_ticks()
+        .start();
     rig.tick();
     let mut seen = Seen::default();
     users(rig.proxy(), "a", 300, "/", &mut seen).await;
     rig.tick();
-    let st = rig.status("web");
+    let st = rig.rollout("web");
     assert_eq!(st["verdicts"][0]["outcome"], "passed", "{st}");
     assert!(st["verdicts"][0]["sequential"]["log10_e"].as_f64().unwrap() < 0.0);
     rig.advance(Duration::from_secs(11));
     users(rig.proxy(), "b", 20, "/", &mut seen).await;
     rig.tick();
     rig.tick();
-    assert_eq!(rig.weight_bp(), 10_000, "{}", rig.status("web"));
+    assert_eq!(rig.weight_bp(), 10_000, "{}", rig.rollout("web"));
     assert!(seen.canary_failed > 0 && seen.stable_failed > 0, "{seen:?}");
 }
 
@@ -1370,10 +1246,10 @@ fn check_server(mode: Arc<AtomicU64>) -> SocketAddr {
 }
 
 /// Polls the rollout's status until `pred` holds (deadline 30 s).
-async fn wait_status(rig: &Rig, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+async fn wait_status(rig: &Sluice, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = rig.status("web");
+        let s = rig.rollout("web");
         if pred(&s) {
             return s;
         }
@@ -1412,11 +1288,9 @@ analysis:
       timeout: 2s
 "#
     );
-    let rig = Rig::start_with(
-        &doc(1, v1.addr, v2.addr, &rollout),
-        "trust: { require_approvals: false }\n",
-        false,
-    );
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, &rollout))
+        .start();
     // Down: inconclusive verdicts naming the error, and nothing moves.
     let s = wait_status(
         &rig,
@@ -1430,7 +1304,7 @@ analysis:
     .await;
     assert_eq!(s["verdicts"][0]["metrics"][0]["state"], "error", "{s:#}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let s = rig.status("web");
+    let s = rig.rollout("web");
     assert_eq!(
         (s["phase"].as_str(), s["step"].as_u64()),
         (Some("progressing"), Some(0)),
@@ -1520,7 +1394,7 @@ async fn notifications_are_signed_and_a_dead_receiver_blocks_nothing() {
         key.display()
     );
     let started = Instant::now();
-    let rig = Rig::start(&text);
+    let rig = Sluice::builder().traffic(&text).manual_ticks().start();
     rig.tick();
     let r = rig.act("web", "abort", &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());

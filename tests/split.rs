@@ -46,7 +46,9 @@ async fn variants(s: &Sluice, users: std::ops::Range<u32>) -> HashMap<u32, Strin
 async fn ten_thousand_users_split_ten_percent_and_stay_put() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"));
+    let s = Sluice::builder()
+        .traffic(&traffic(1, v1.addr, v2.addr, "[{ weight: 10 }]"))
+        .start();
     let first = variants(&s, 0..10_000).await;
     let canary = first.values().filter(|v| *v == "canary").count();
     assert!(
@@ -81,7 +83,9 @@ async fn ten_thousand_users_split_ten_percent_and_stay_put() {
 async fn keyless_clients_get_a_cookie_and_keep_their_variant() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&traffic(1, v1.addr, v2.addr, "[{ weight: 50 }]"));
+    let s = Sluice::builder()
+        .traffic(&traffic(1, v1.addr, v2.addr, "[{ weight: 50 }]"))
+        .start();
     let mut c = Client::connect(s.proxy()).await;
     let mut seen = HashMap::new();
     for _ in 0..40 {
@@ -126,12 +130,14 @@ async fn keyless_clients_get_a_cookie_and_keep_their_variant() {
 async fn weight_zero_sends_nobody_but_testers() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let s = Sluice::start(&traffic(
-        1,
-        v1.addr,
-        v2.addr,
-        "[{ gate: manual }, { weight: 100 }]",
-    ));
+    let s = Sluice::builder()
+        .traffic(&traffic(
+            1,
+            v1.addr,
+            v2.addr,
+            "[{ gate: manual }, { weight: 100 }]",
+        ))
+        .start();
     let mut c = Client::connect(s.proxy()).await;
     for u in 0..300 {
         let r = c.get("/", &[("x-user-id", &format!("u{u}"))]).await;
@@ -175,7 +181,7 @@ rollouts:
 "#,
         v1.addr, v2.addr
     );
-    let s = Sluice::start(&doc);
+    let s = Sluice::builder().traffic(&doc).start();
     let mut c = Client::connect(s.proxy()).await;
     let mut side = async |path: &str, headers: &[(&str, &str)]| {
         let r = c.get(path, headers).await;

@@ -15,11 +15,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-use sluice::config::Settings;
-use sluice::instance::{Instance, StartOptions};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Reply, Sluice, collect, headers_json, spawn_server};
+use super::{Reply, collect, headers_json, spawn_server};
 
 /// A test certificate authority.
 pub struct Ca {
@@ -401,36 +399,6 @@ impl RawUp {
     pub fn received(&self) -> String {
         String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
-}
-
-/// Starts sluice with `traffic` and settings from `settings(dir)` (`require_approvals: false`
-/// is the caller's to add).
-pub fn start_with(traffic: &str, settings: impl FnOnce(&Path) -> String) -> Sluice {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
-    if !traffic.is_empty() {
-        std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
-    }
-    let yaml = settings(dir.path());
-    let inst = Instance::start(Settings::parse(&yaml).unwrap(), StartOptions::default()).unwrap();
-    Sluice {
-        dir,
-        inst: Some(inst),
-        settings_yaml: yaml,
-    }
-}
-
-/// Settings with one listener (`listener` is its YAML body after `name: public,`) and `extra`.
-pub fn settings(dir: &Path, listener: &str, extra: &str) -> String {
-    format!(
-        "listeners: [{{ name: public, {listener} }}]\n\
-         admin: {{ bind: \"127.0.0.1:0\" }}\n\
-         runtime: {{ workers: 2 }}\n\
-         paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-         trust: {{ require_approvals: false }}\n\
-         {extra}",
-        d = dir.display()
-    )
 }
 
 /// Reads until the peer closes (or `limit` passes); returns what was read and whether it closed.

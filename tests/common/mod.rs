@@ -1,7 +1,11 @@
-//! Shared test harness: in-process upstreams, a sluice in a temp dir, a small HTTP client.
+//! Shared test harness: in-process upstreams, a sluice in a temp dir ([`Sluice::builder`]),
+//! a small HTTP client.
 #![allow(dead_code)]
 
 pub mod edge;
+pub mod gate;
+pub mod principals;
+pub mod rollouts;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +20,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use principals::T0;
+use sluice::clock::Clock;
 use sluice::config::Settings;
 use sluice::instance::{Instance, StartOptions};
 
@@ -201,49 +207,173 @@ impl hyper::body::Body for Big {
     }
 }
 
-/// A sluice running in a temp dir.
+/// A sluice running in a temp dir: the one instance harness of every integration suite.
+/// Start it with [`Sluice::builder`]; `gate.rs` adds the admin API and approvals helpers,
+/// `rollouts.rs` the rollout runner's.
 pub struct Sluice {
     pub dir: tempfile::TempDir,
     pub inst: Option<Instance>,
+    /// The settings it (re)starts with; a test may edit them before [`Sluice::restart`].
     pub settings_yaml: String,
+    /// The control plane's wall clock (manual at [`T0`] with [`Builder::manual_clock`]).
+    pub clock: Clock,
+    manual_ticks: bool,
 }
 
-pub fn settings_yaml(dir: &Path, extra: &str) -> String {
+/// Builds a [`Sluice`]: the temp dir exists from the start ([`Builder::dir`]) so a test can
+/// write certificates or keys into it before naming them in the settings.
+pub struct Builder {
+    dir: tempfile::TempDir,
+    traffic: String,
+    listeners: Vec<String>,
+    limits: String,
+    trust: String,
+    extra: String,
+    clock: Clock,
+    manual_ticks: bool,
+}
+
+impl Builder {
+    /// The instance's directory (traffic.yaml, approvals/, state/ live here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The traffic document written to traffic.yaml before the start (none by default).
+    pub fn traffic(mut self, text: &str) -> Builder {
+        self.traffic = text.to_string();
+        self
+    }
+
+    /// The `public` listener's YAML after `name: public, ` (default `bind: "127.0.0.1:0"`).
+    pub fn listener(mut self, body: &str) -> Builder {
+        self.listeners[0] = format!("name: public, {body}");
+        self
+    }
+
+    /// One more listener, `name` with `body` after `name: …, `.
+    pub fn add_listener(mut self, name: &str, body: &str) -> Builder {
+        self.listeners.push(format!("name: {name}, {body}"));
+        self
+    }
+
+    /// Entries added to `limits:` (after `drain_timeout: 5s`).
+    pub fn limits(mut self, entries: &str) -> Builder {
+        self.limits = format!(", {entries}");
+        self
+    }
+
+    /// Settings lines appended as they are (end each with a newline).
+    pub fn settings(mut self, lines: &str) -> Builder {
+        self.extra.push_str(lines);
+        self
+    }
+
+    /// The `trust` section (default `require_approvals: false`).
+    pub fn trust(mut self, yaml: &str) -> Builder {
+        self.trust = yaml.to_string();
+        self
+    }
+
+    /// Approvals required, with the principals and policy of [`principals::trust_yaml`].
+    pub fn approvals(self) -> Builder {
+        self.trust(&principals::trust_yaml())
+    }
+
+    /// A manual control-plane clock starting at [`T0`].
+    pub fn manual_clock(mut self) -> Builder {
+        self.clock = Clock::manual(T0 * 1000);
+        self
+    }
+
+    /// Rollouts tick only on [`Sluice::tick`] (one tick is one `analysis.interval`); implies
+    /// a manual clock.
+    pub fn manual_ticks(mut self) -> Builder {
+        self.manual_ticks = true;
+        self.manual_clock()
+    }
+
+    /// The settings this builder starts with.
+    pub fn settings_yaml(&self) -> String {
+        format!(
+            "listeners: [{}]\n\
+             admin: {{ bind: \"127.0.0.1:0\" }}\n\
+             runtime: {{ workers: 2 }}\n\
+             limits: {{ drain_timeout: 5s{} }}\n\
+             paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
+             {}{}",
+            self.listeners
+                .iter()
+                .map(|l| format!("{{ {l} }}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.limits,
+            self.trust,
+            self.extra,
+            d = self.dir.path().display()
+        )
+    }
+
+    /// Writes traffic.yaml and starts the instance.
+    pub fn start(self) -> Sluice {
+        if !self.traffic.is_empty() {
+            std::fs::write(self.dir.path().join("traffic.yaml"), &self.traffic).unwrap();
+        }
+        let settings_yaml = self.settings_yaml();
+        let mut s = Sluice {
+            dir: self.dir,
+            inst: None,
+            settings_yaml,
+            clock: self.clock,
+            manual_ticks: self.manual_ticks,
+        };
+        s.restart();
+        s
+    }
+}
+
+/// Settings for a sluice in `dir` (as [`Builder::settings_yaml`] writes them) with `rest`
+/// after the paths, for tests that run the binary or start an [`Instance`] that must fail.
+pub fn settings_yaml(dir: &Path, rest: &str) -> String {
     format!(
         "listeners: [{{ name: public, bind: \"127.0.0.1:0\" }}]\n\
          admin: {{ bind: \"127.0.0.1:0\" }}\n\
          runtime: {{ workers: 2 }}\n\
          limits: {{ drain_timeout: 5s }}\n\
          paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-         {extra}",
+         {rest}",
         d = dir.display()
     )
 }
 
 impl Sluice {
-    /// Starts with `traffic` written to traffic.yaml and `require_approvals: false`.
-    pub fn start(traffic: &str) -> Sluice {
+    /// A builder: no traffic, one plaintext listener, approvals off, the system clock.
+    pub fn builder() -> Builder {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
-        if !traffic.is_empty() {
-            std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
-        }
-        let yaml = settings_yaml(dir.path(), "trust: { require_approvals: false }\n");
-        let mut s = Sluice {
+        Builder {
             dir,
-            inst: None,
-            settings_yaml: yaml,
-        };
-        s.restart();
-        s
+            traffic: String::new(),
+            listeners: vec!["name: public, bind: \"127.0.0.1:0\"".into()],
+            limits: String::new(),
+            trust: "trust: { require_approvals: false }\n".into(),
+            extra: String::new(),
+            clock: Clock::System,
+            manual_ticks: false,
+        }
     }
 
+    /// Stops the instance (if running) and starts it again from [`Sluice::settings_yaml`].
     pub fn restart(&mut self) {
         if let Some(i) = self.inst.take() {
             i.shutdown();
         }
         let settings = Settings::parse(&self.settings_yaml).unwrap();
-        self.inst = Some(Instance::start(settings, StartOptions::default()).unwrap());
+        let opts = StartOptions {
+            clock: self.clock.clone(),
+            manual_rollout_ticks: self.manual_ticks,
+        };
+        self.inst = Some(Instance::start(settings, opts).unwrap());
     }
 
     pub fn inst(&self) -> &Instance {
@@ -274,6 +404,60 @@ impl Sluice {
     /// Waits until the active version is `v` (up to 10 s).
     pub fn wait_version(&self, v: u64) {
         wait_version(self.inst(), v);
+    }
+
+    /// Writes traffic.yaml (temp file + rename) and waits until `version` is active.
+    pub fn activate_file(&self, text: &str, version: u64) {
+        self.write_traffic(text);
+        self.wait_version(version);
+    }
+
+    /// Now on the control plane's clock, Unix seconds.
+    pub fn now(&self) -> u64 {
+        self.clock.unix_secs()
+    }
+
+    /// Moves the manual clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// The audit log, parsed.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("state/audit.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Audit entries with this event.
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["event"] == event)
+            .collect()
+    }
+
+    /// Waits until the log holds `n` entries with `event` (up to 10 s).
+    pub fn wait_events(&self, event: &str, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let e = self.events(event);
+            if e.len() >= n {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{event} never reached {n} entries: {:?}",
+            self.events(event)
+        );
+    }
+
+    /// The audit chain verifies end to end.
+    pub fn verify_audit_chain(&self) {
+        sluice::change::audit::verify(&self.path("state/audit.jsonl"), None)
+            .expect("the audit chain verifies");
     }
 }
 
@@ -374,28 +558,6 @@ rollouts:
     steps: {rollout_steps}
 "#
     )
-}
-
-impl Sluice {
-    /// Starts with `traffic`, `require_approvals: false`, and `extra` settings lines.
-    pub fn start_with(traffic: &str, extra: &str) -> Sluice {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
-        if !traffic.is_empty() {
-            std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
-        }
-        let yaml = settings_yaml(
-            dir.path(),
-            &format!("trust: {{ require_approvals: false }}\n{extra}"),
-        );
-        let mut s = Sluice {
-            dir,
-            inst: None,
-            settings_yaml: yaml,
-        };
-        s.restart();
-        s
-    }
 }
 
 /// `promtool check metrics` on an exposition: `None` (after saying why) when promtool is not

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice::change::token::{Act, Claims, sign};
 
-use crate::gated::{key, trust_yaml};
+use crate::common::principals::{key, trust_yaml};
 
 /// The admin bearer token every test node uses.
 pub const ADMIN_TOKEN: &str = "fleet-test-admin-token-0123456789";
