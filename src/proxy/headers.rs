@@ -346,6 +346,10 @@ pub fn ambiguous_path(path: &str) -> bool {
 
 /// Removes dot segments (RFC 3986 §5.2.4); borrows when there are none. `%2F` stays encoded.
 pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
+    // Most paths hold no dot at all: one byte scan, not a split into segments.
+    if !path.as_bytes().contains(&b'.') {
+        return Cow::Borrowed(path);
+    }
     let has_dots = path.split('/').any(|s| s == "." || s == "..");
     if !has_dots {
         return Cow::Borrowed(path);
