@@ -44,9 +44,9 @@ fn bench(c: &mut Criterion) {
         digest: digest(active_text.as_bytes()),
     };
     let tokens = vec![
-        token(&alice(), "alice", &text, 8, Act::Author),
-        token(&bob(), "bob", &text, 8, Act::Approve),
-        token(&carol(), "carol", &text, 8, Act::Approve),
+        token(&key("alice"), "alice", &text, 8, Act::Author),
+        token(&key("bob"), "bob", &text, 8, Act::Approve),
+        token(&key("carol"), "carol", &text, 8, Act::Approve),
     ];
     let input = ChangeInput {
         bytes: text.as_bytes(),
@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
         high_water: Some(&mark),
         tokens: &tokens,
         author_review_overdue: false,
-        now: NOW,
+        now: T0,
     };
     assert!(matches!(assess(&store, &input).ruling, Ruling::Activate(_)));
 
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| assess(&store, black_box(&input)))
     });
     c.bench_function("change/verify_1_token", |b| {
-        b.iter(|| verify(black_box(&tokens[1]), &store, NOW))
+        b.iter(|| verify(black_box(&tokens[1]), &store, T0))
     });
     c.bench_function("change/classify", |b| {
         b.iter(|| {
@@ -135,7 +135,7 @@ fn bench_gate(c: &mut Criterion) {
     settings.paths.traffic = dir.path().join("traffic.yaml");
     settings.trust = trust();
     let trust_store = Arc::new(TrustStore::new(&settings.trust).expect("trust compiles"));
-    let clock = Clock::manual(NOW * 1000);
+    let clock = Clock::manual(T0 * 1000);
     let mut gate = Gate::open(
         Arc::new(settings),
         trust_store,
@@ -150,9 +150,9 @@ fn bench_gate(c: &mut Criterion) {
         version.set(v);
         let text = big_doc(v, ROUTES, FLAGS, v as usize);
         let tokens = vec![
-            token(&alice(), "alice", &text, v, Act::Author),
-            token(&bob(), "bob", &text, v, Act::Approve),
-            token(&carol(), "carol", &text, v, Act::Approve),
+            token(&key("alice"), "alice", &text, v, Act::Author),
+            token(&key("bob"), "bob", &text, v, Act::Approve),
+            token(&key("carol"), "carol", &text, v, Act::Approve),
         ];
         (text, tokens)
     };

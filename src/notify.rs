@@ -247,8 +247,14 @@ async fn deliver(t: &Target, body: Bytes) -> Result<(), String> {
             tokio::time::sleep(wait).await;
             wait *= 2;
         }
-        match tokio::time::timeout(t.timeout, post(&t.url, &body, signature.as_deref())).await {
-            Ok(Ok(())) => return Ok(()),
+        let headers: &[(&str, &str)] = match &signature {
+            Some(s) => &[(SIGNATURE_HEADER, s.as_str())],
+            None => &[],
+        };
+        let sent = post(&t.url, &body, headers, "sluice-notifications");
+        match tokio::time::timeout(t.timeout, sent).await {
+            Ok(Ok(status)) if status.is_success() => return Ok(()),
+            Ok(Ok(status)) => last = format!("{} answered {status}", t.url),
             Ok(Err(e)) => last = e,
             Err(_) => last = format!("no answer within {:?}", t.timeout),
         }
@@ -256,8 +262,14 @@ async fn deliver(t: &Target, body: Bytes) -> Result<(), String> {
     Err(format!("{last} (after {ATTEMPTS} tries)"))
 }
 
-/// One POST (plain http, HTTP/1.1); 2xx is success.
-async fn post(url: &str, body: &Bytes, signature: Option<&str>) -> Result<(), String> {
+/// One JSON POST (plain http, HTTP/1.1) with extra `headers`; the answer's status (its
+/// body is read, at most 64 KiB, and dropped). Shared by notifications and rollout hooks.
+pub(crate) async fn post(
+    url: &str,
+    body: &Bytes,
+    headers: &[(&str, &str)],
+    agent: &str,
+) -> Result<http::StatusCode, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let authority = uri
         .authority()
@@ -277,9 +289,9 @@ async fn post(url: &str, body: &Bytes, signature: Option<&str>) -> Result<(), St
     let mut req = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::HOST, authority.as_str())
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, "sluice-notifications");
-    if let Some(s) = signature {
-        req = req.header(SIGNATURE_HEADER, s);
+        .header(http::header::USER_AGENT, agent);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let req = req
         .body(Full::new(body.clone()))
@@ -287,11 +299,7 @@ async fn post(url: &str, body: &Bytes, signature: Option<&str>) -> Result<(), St
     let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("{url} answered {status}"))
-    }
+    Ok(status)
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::settings_yaml;
-use sluice::config::Settings;
-use sluice::instance::{Instance, StartOptions};
+use common::Sluice;
 
 fn sluice(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -46,9 +44,8 @@ routes:
 
 #[test]
 fn keygen_approve_validate_push_revert_with_the_binary() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("approvals")).unwrap();
+    let sb = Sluice::builder();
+    let dir = &sb.dir().to_path_buf();
     std::fs::create_dir_all(dir.join("tok")).unwrap();
 
     // keygen: one line on stdout, the private key 0600, never overwritten.
@@ -86,9 +83,10 @@ fn keygen_approve_validate_push_revert_with_the_binary() {
     let trust = format!(
         "trust:\n  environment: prod\n  principals:\n{principals}  policy:\n    normal:\n      require: [{{ count: 2, roles: [release-manager] }}]\n"
     );
-    let yaml = settings_yaml(dir, &trust);
-    std::fs::write(dir.join("sluice.yaml"), &yaml).unwrap();
-    let inst = Instance::start(Settings::parse(&yaml).unwrap(), StartOptions::default()).unwrap();
+    let sb = sb.trust(&trust);
+    std::fs::write(dir.join("sluice.yaml"), sb.settings_yaml()).unwrap();
+    let mut s = sb.start();
+    let inst = s.inst();
     let admin = format!("http://{}", inst.admin);
     let token_file = dir.join("state/admin.token");
     let token_file = token_file.to_str().unwrap();
@@ -244,7 +242,7 @@ fn keygen_approve_validate_push_revert_with_the_binary() {
         0,
         "chain intact",
     );
-    inst.shutdown();
+    s.stop();
 }
 
 /// A token from `sluice approve` (the binary) verifies in PyJWT with the key line from
@@ -323,23 +321,21 @@ print(json.dumps(claims))
 #[test]
 fn admin_cli_over_https_from_sluice_admin_and_status_watch() {
     use std::io::{BufRead, BufReader};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("approvals")).unwrap();
+    let sb = Sluice::builder();
+    let dir = &sb.dir().to_path_buf();
     let ca = common::edge::Ca::new("admin test CA");
     let leaf = ca.leaf(&["localhost"]);
     let cert = common::edge::write(dir, "admin.pem", &leaf.cert);
     let key = common::edge::write(dir, "admin.key", &leaf.key);
     common::edge::write(dir, "ca.pem", &ca.pem);
-    let yaml = settings_yaml(dir, "trust: { require_approvals: false }\n").replace(
-        "bind: \"127.0.0.1:0\" }]",
-        &format!(
-            "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]",
+    let mut s = sb
+        .listener(&format!(
+            "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}] }}",
             cert.display(),
             key.display()
-        ),
-    );
-    let inst = Instance::start(Settings::parse(&yaml).unwrap(), StartOptions::default()).unwrap();
+        ))
+        .start();
+    let inst = s.inst();
     // The TLS listener routes everything to the admin listener.
     std::fs::write(
         dir.join("traffic.yaml"),
@@ -351,7 +347,7 @@ fn admin_cli_over_https_from_sluice_admin_and_status_watch() {
         ),
     )
     .unwrap();
-    common::wait_version(&inst, 1);
+    s.wait_version(1);
     let url = format!("https://localhost:{}", inst.listeners[0].port());
     let token_file = dir.join("state/admin.token");
     let token_file = token_file.to_str().unwrap();
@@ -428,5 +424,5 @@ fn admin_cli_over_https_from_sluice_admin_and_status_watch() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(frames, 3);
-    inst.shutdown();
+    s.stop();
 }

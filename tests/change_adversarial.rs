@@ -29,7 +29,7 @@ fn verify_doc(tok: &str, text: &str, version: u64) -> Outcome {
         version,
         target: None,
     };
-    verify_for(tok, &store(), &expected, NOW).map(|t| format!("verified token of {}", t.principal))
+    verify_for(tok, &store(), &expected, T0).map(|t| format!("verified token of {}", t.principal))
 }
 
 /// Runs the whole assessment; `active` is the active document text (its version is the mark).
@@ -51,7 +51,7 @@ fn run(text: &str, tokens: &[String], active: Option<&str>, overdue: bool) -> As
             high_water: mark.as_ref(),
             tokens,
             author_review_overdue: overdue,
-            now: NOW,
+            now: T0,
         },
     )
 }
@@ -129,7 +129,7 @@ fn with_header_field(k: &SigningKey, field: &str, value: serde_json::Value, text
 fn cases() -> Vec<(&'static str, Reason, Outcome)> {
     let t7 = v7();
     let t8 = v8_normal();
-    let bob7 = token(&bob(), "bob", &t7, 7, Act::Approve);
+    let bob7 = token(&key("bob"), "bob", &t7, 7, Act::Approve);
     let c7 = claims_json("bob", &t7, 7, "approve");
     let mut out: Vec<(&'static str, Reason, Outcome)> = Vec::new();
     let mut case = |name, want, got| out.push((name, want, got));
@@ -162,15 +162,19 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
     case(
         "unknown kid (key not in trust)",
         Reason::UnknownKey,
-        verify_doc(&token(&mallory(), "bob", &t7, 7, Act::Approve), &t7, 7),
+        verify_doc(&token(&key("mallory"), "bob", &t7, 7, Act::Approve), &t7, 7),
     );
     case("kid of bob, signed by carol's key", Reason::BadSignature, {
-        verify_doc(&raw(&carol(), &header(&bob()), &c7.to_string()), &t7, 7)
+        verify_doc(
+            &raw(&key("carol"), &header(&key("bob")), &c7.to_string()),
+            &t7,
+            7,
+        )
     });
     case(
         "iss bob, signed by carol's key under carol's kid",
         Reason::IssuerMismatch,
-        verify_doc(&signed_claims(&carol(), &c7), &t7, 7),
+        verify_doc(&signed_claims(&key("carol"), &c7), &t7, 7),
     );
     case(
         "iss a principal that does not exist",
@@ -178,7 +182,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         {
             let mut c = c7.clone();
             c["iss"] = json!("mallory");
-            verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+            verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
         },
     );
 
@@ -186,7 +190,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
     case("aud of another environment", Reason::WrongAudience, {
         let mut c = c7.clone();
         c["aud"] = json!("staging");
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case(
         "sub: one byte of the document changed",
@@ -200,7 +204,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
     case("ver other than the document's", Reason::WrongVersion, {
         let mut c = c7.clone();
         c["ver"] = json!(6);
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case(
         "token replayed from an earlier change",
@@ -210,18 +214,18 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
     case(
         "review token offered as an approval",
         Reason::WrongAction,
-        verify_doc(&token(&bob(), "bob", &t7, 7, Act::Review), &t7, 7),
+        verify_doc(&token(&key("bob"), "bob", &t7, 7, Act::Review), &t7, 7),
     );
     case("act nobody knows", Reason::WrongAction, {
         let mut c = c7.clone();
         c["act"] = json!("superuser");
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case("promote for another step", Reason::WrongTarget, {
         let d = digest(t7.as_bytes());
         let t = sign(
             &claims("bob", &t7, 7, Act::Promote).with_target("checkout", 1),
-            &bob(),
+            &key("bob"),
         );
         let e = Expected {
             acts: &[Act::Promote],
@@ -229,46 +233,46 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
             version: 7,
             target: Some(("checkout", 2)),
         };
-        verify_for(&t, &store(), &e, NOW).map(|_| "verified".into())
+        verify_for(&t, &store(), &e, T0).map(|_| "verified".into())
     });
 
     // --- time
     case("expired", Reason::Expired, {
         let mut c = c7.clone();
-        c["iat"] = json!(NOW - 3 * HOUR);
-        c["exp"] = json!(NOW - 2 * HOUR);
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        c["iat"] = json!(T0 - 3 * HOUR);
+        c["exp"] = json!(T0 - 2 * HOUR);
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case("expired just beyond skew", Reason::Expired, {
         let mut c = c7.clone();
-        c["iat"] = json!(NOW - HOUR);
-        c["exp"] = json!(NOW - 60);
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        c["iat"] = json!(T0 - HOUR);
+        c["exp"] = json!(T0 - 60);
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case("exp before iat", Reason::Expired, {
         let mut c = c7.clone();
-        c["exp"] = json!(NOW - 1);
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        c["exp"] = json!(T0 - 1);
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case(
         "lifetime above max_token_lifetime",
         Reason::LifetimeTooLong,
         {
             let mut c = c7.clone();
-            c["exp"] = json!(NOW + 72 * HOUR + 1);
-            verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+            c["exp"] = json!(T0 + 72 * HOUR + 1);
+            verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
         },
     );
     case("issued in the future beyond skew", Reason::NotYetValid, {
         let mut c = c7.clone();
-        c["iat"] = json!(NOW + 61);
-        c["exp"] = json!(NOW + HOUR);
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        c["iat"] = json!(T0 + 61);
+        c["exp"] = json!(T0 + HOUR);
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case("nbf in the future", Reason::NotYetValid, {
         let mut c = c7.clone();
-        c["nbf"] = json!(NOW + 600);
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        c["nbf"] = json!(T0 + 600);
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
 
     // --- algorithm and header
@@ -277,7 +281,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
             &format!(
                 "{}.",
                 forged(
-                    json!({"alg": "none", "kid": kid(&bob().verifying_key())}),
+                    json!({"alg": "none", "kid": kid(&key("bob").verifying_key())}),
                     &c7,
                     b""
                 )
@@ -288,13 +292,13 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         )
     });
     case("HS256 keyed with bob's public key", Reason::BadAlgorithm, {
-        let h = json!({"alg": "HS256", "typ": "JWT", "kid": kid(&bob().verifying_key())});
+        let h = json!({"alg": "HS256", "typ": "JWT", "kid": kid(&key("bob").verifying_key())});
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(h.to_string()),
             URL_SAFE_NO_PAD.encode(c7.to_string())
         );
-        let mac = hmac_sha256(bob().verifying_key().as_bytes(), input.as_bytes());
+        let mac = hmac_sha256(key("bob").verifying_key().as_bytes(), input.as_bytes());
         verify_doc(&format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac)), &t7, 7)
     });
     case(
@@ -303,7 +307,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         {
             verify_doc(
                 &forged(
-                    json!({"alg": "RS256", "kid": kid(&bob().verifying_key())}),
+                    json!({"alg": "RS256", "kid": kid(&key("bob").verifying_key())}),
                     &c7,
                     &[0x42; 256],
                 ),
@@ -313,14 +317,14 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         },
     );
     case("alg eddsa in lower case", Reason::BadAlgorithm, {
-        let h = json!({"alg": "eddsa", "kid": kid(&bob().verifying_key())});
-        verify_doc(&raw(&bob(), &h.to_string(), &c7.to_string()), &t7, 7)
+        let h = json!({"alg": "eddsa", "kid": kid(&key("bob").verifying_key())});
+        verify_doc(&raw(&key("bob"), &h.to_string(), &c7.to_string()), &t7, 7)
     });
     case("alg missing", Reason::BadAlgorithm, {
         verify_doc(
             &raw(
-                &bob(),
-                &json!({"kid": kid(&bob().verifying_key())}).to_string(),
+                &key("bob"),
+                &json!({"kid": kid(&key("bob").verifying_key())}).to_string(),
                 &c7.to_string(),
             ),
             &t7,
@@ -331,15 +335,15 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         "jwk header carrying the attacker's key",
         Reason::ForbiddenHeader,
         {
-            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(mallory().verifying_key().as_bytes())});
-            verify_doc(&with_header_field(&bob(), "jwk", jwk, &t7), &t7, 7)
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(key("mallory").verifying_key().as_bytes())});
+            verify_doc(&with_header_field(&key("bob"), "jwk", jwk, &t7), &t7, 7)
         },
     );
     case(
         "jku header",
         Reason::ForbiddenHeader,
         verify_doc(
-            &with_header_field(&bob(), "jku", json!("https://evil/jwks"), &t7),
+            &with_header_field(&key("bob"), "jku", json!("https://evil/jwks"), &t7),
             &t7,
             7,
         ),
@@ -348,7 +352,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         "x5u header",
         Reason::ForbiddenHeader,
         verify_doc(
-            &with_header_field(&bob(), "x5u", json!("https://evil/cert"), &t7),
+            &with_header_field(&key("bob"), "x5u", json!("https://evil/cert"), &t7),
             &t7,
             7,
         ),
@@ -357,7 +361,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         "x5c header",
         Reason::ForbiddenHeader,
         verify_doc(
-            &with_header_field(&bob(), "x5c", json!(["MIIB"]), &t7),
+            &with_header_field(&key("bob"), "x5c", json!(["MIIB"]), &t7),
             &t7,
             7,
         ),
@@ -366,13 +370,17 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         "crit header",
         Reason::ForbiddenHeader,
         verify_doc(
-            &with_header_field(&bob(), "crit", json!(["exp"]), &t7),
+            &with_header_field(&key("bob"), "crit", json!(["exp"]), &t7),
             &t7,
             7,
         ),
     );
     case("kid missing", Reason::MalformedToken, {
-        verify_doc(&raw(&bob(), r#"{"alg":"EdDSA"}"#, &c7.to_string()), &t7, 7)
+        verify_doc(
+            &raw(&key("bob"), r#"{"alg":"EdDSA"}"#, &c7.to_string()),
+            &t7,
+            7,
+        )
     });
 
     // --- encoding and size
@@ -389,7 +397,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         Reason::MalformedToken,
         {
             let claims = c7.to_string().replacen('{', r#"{"iss":"alice","#, 1);
-            verify_doc(&raw(&bob(), &header(&bob()), &claims), &t7, 7)
+            verify_doc(&raw(&key("bob"), &header(&key("bob")), &claims), &t7, 7)
         },
     );
     case(
@@ -398,20 +406,20 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         {
             let h = format!(
                 r#"{{"alg":"EdDSA","alg":"none","kid":"{}"}}"#,
-                kid(&bob().verifying_key())
+                kid(&key("bob").verifying_key())
             );
-            verify_doc(&raw(&bob(), &h, &c7.to_string()), &t7, 7)
+            verify_doc(&raw(&key("bob"), &h, &c7.to_string()), &t7, 7)
         },
     );
     case("ver as a string", Reason::MalformedToken, {
         let mut c = c7.clone();
         c["ver"] = json!("7");
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7)
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7)
     });
     case(
         "claims are an array",
         Reason::MalformedToken,
-        verify_doc(&raw(&bob(), &header(&bob()), "[1,2]"), &t7, 7),
+        verify_doc(&raw(&key("bob"), &header(&key("bob")), "[1,2]"), &t7, 7),
     );
     case(
         "a non-JWT string",
@@ -443,8 +451,8 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
     let active = Some(t7.as_str());
     case("no author token", Reason::MissingAuthor, {
         let toks = [
-            token(&bob(), "bob", &t8, 8, Act::Approve),
-            token(&carol(), "carol", &t8, 8, Act::Approve),
+            token(&key("bob"), "bob", &t8, 8, Act::Approve),
+            token(&key("carol"), "carol", &t8, 8, Act::Approve),
         ];
         outcome(&run(&t8, &toks, active, false))
     });
@@ -452,16 +460,16 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         "author token of someone else than change.author",
         Reason::AuthorMismatch,
         {
-            let toks = [token(&dave(), "dave", &t8, 8, Act::Author)];
+            let toks = [token(&key("dave"), "dave", &t8, 8, Act::Author)];
             outcome(&run(&t8, &toks, active, false))
         },
     );
     case("self-approval by the author", Reason::SelfApproval, {
         let t = v8_normal().replace("author: alice", "author: carol");
         let toks = [
-            token(&carol(), "carol", &t, 8, Act::Author),
-            token(&carol(), "carol", &t, 8, Act::Approve),
-            token(&bob(), "bob", &t, 8, Act::Approve),
+            token(&key("carol"), "carol", &t, 8, Act::Author),
+            token(&key("carol"), "carol", &t, 8, Act::Approve),
+            token(&key("bob"), "bob", &t, 8, Act::Approve),
         ];
         outcome(&run(&t, &toks, active, false))
     });
@@ -470,9 +478,9 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         Reason::InsufficientApprovals,
         {
             let toks = [
-                token(&alice(), "alice", &t8, 8, Act::Author),
-                token(&erin1(), "erin", &t8, 8, Act::Approve),
-                token(&erin2(), "erin", &t8, 8, Act::Approve),
+                token(&key("alice"), "alice", &t8, 8, Act::Author),
+                token(&key("erin"), "erin", &t8, 8, Act::Approve),
+                token(&key("erin2"), "erin", &t8, 8, Act::Approve),
             ];
             outcome(&run(&t8, &toks, active, false))
         },
@@ -481,16 +489,20 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         "the same approval token twice",
         Reason::InsufficientApprovals,
         {
-            let b = token(&bob(), "bob", &t8, 8, Act::Approve);
-            let toks = [token(&alice(), "alice", &t8, 8, Act::Author), b.clone(), b];
+            let b = token(&key("bob"), "bob", &t8, 8, Act::Approve);
+            let toks = [
+                token(&key("alice"), "alice", &t8, 8, Act::Author),
+                b.clone(),
+                b,
+            ];
             outcome(&run(&t8, &toks, active, false))
         },
     );
     case("approver without the role", Reason::MissingRole, {
         let toks = [
-            token(&alice(), "alice", &t8, 8, Act::Author),
-            token(&bob(), "bob", &t8, 8, Act::Approve),
-            token(&dave(), "dave", &t8, 8, Act::Approve),
+            token(&key("alice"), "alice", &t8, 8, Act::Author),
+            token(&key("bob"), "bob", &t8, 8, Act::Approve),
+            token(&key("dave"), "dave", &t8, 8, Act::Approve),
         ];
         outcome(&run(&t8, &toks, active, false))
     });
@@ -500,9 +512,9 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         {
             let t = v8_normal().replace("checkout-v1: { endpoints: [\"10.0.0.5:8080\"] }", "checkout-v1: { endpoints: [\"10.0.0.5:8080\"], tls: { server_name: evil.example } }");
             let toks = [
-                token(&alice(), "alice", &t, 8, Act::Author),
-                token(&bob(), "bob", &t, 8, Act::Approve),
-                token(&carol(), "carol", &t, 8, Act::Approve),
+                token(&key("alice"), "alice", &t, 8, Act::Author),
+                token(&key("bob"), "bob", &t, 8, Act::Approve),
+                token(&key("carol"), "carol", &t, 8, Act::Approve),
             ];
             outcome(&run(&t, &toks, active, false))
         },
@@ -514,7 +526,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
             let t = doc(8, "alice", "standard").replace("10.0.0.7:8080", "10.6.6.6:8080");
             outcome(&run(
                 &t,
-                &[token(&alice(), "alice", &t, 8, Act::Author)],
+                &[token(&key("alice"), "alice", &t, 8, Act::Author)],
                 active,
                 false,
             ))
@@ -527,7 +539,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
             let t = doc(8, "alice", "standard").replace("defaultVariant: v1", "defaultVariant: v2");
             outcome(&run(
                 &t,
-                &[token(&alice(), "alice", &t, 8, Act::Author)],
+                &[token(&key("alice"), "alice", &t, 8, Act::Author)],
                 active,
                 false,
             ))
@@ -542,8 +554,8 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
                 "author: carol, class: emergency",
             );
             let toks = [
-                token(&carol(), "carol", &t, 8, Act::Author),
-                token(&carol(), "carol", &t, 8, Act::Approve),
+                token(&key("carol"), "carol", &t, 8, Act::Author),
+                token(&key("carol"), "carol", &t, 8, Act::Approve),
             ];
             outcome(&run(&t, &toks, active, false))
         },
@@ -554,8 +566,8 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         {
             let t = v8_normal().replace("class: normal", "class: emergency");
             let toks = [
-                token(&alice(), "alice", &t, 8, Act::Author),
-                token(&ivan(), "ivan", &t, 8, Act::Approve),
+                token(&key("alice"), "alice", &t, 8, Act::Author),
+                token(&key("ivan"), "ivan", &t, 8, Act::Approve),
             ];
             outcome(&run(&t, &toks, active, true))
         },
@@ -563,12 +575,20 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
     case(
         "review signed by the author",
         Reason::SelfApproval,
-        review_outcome("alice", &["ivan"], &[(&alice(), "alice"), (&bob(), "bob")]),
+        review_outcome(
+            "alice",
+            &["ivan"],
+            &[(&key("alice"), "alice"), (&key("bob"), "bob")],
+        ),
     );
     case(
         "review by an approver of the same emergency",
         Reason::SelfApproval,
-        review_outcome("alice", &["carol"], &[(&carol(), "carol"), (&bob(), "bob")]),
+        review_outcome(
+            "alice",
+            &["carol"],
+            &[(&key("carol"), "carol"), (&key("bob"), "bob")],
+        ),
     );
 
     // --- anti-rollback
@@ -576,7 +596,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         let t = doc(6, "alice", "normal").replace("10.0.0.7:8080", "10.0.0.9:8080");
         outcome(&run(
             &t,
-            &[token(&alice(), "alice", &t, 6, Act::Author)],
+            &[token(&key("alice"), "alice", &t, 6, Act::Author)],
             active,
             false,
         ))
@@ -599,7 +619,7 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
             let t = doc(1008, "alice", "normal").replace("10.0.0.7:8080", "10.0.0.9:8080");
             outcome(&run(
                 &t,
-                &[token(&alice(), "alice", &t, 1008, Act::Author)],
+                &[token(&key("alice"), "alice", &t, 1008, Act::Author)],
                 active,
                 false,
             ))
@@ -609,10 +629,10 @@ fn cases() -> Vec<(&'static str, Reason, Outcome)> {
         let t = verify(
             &sign(
                 &claims("bob", &t7, 7, Act::Promote).with_target("checkout", 1),
-                &bob(),
+                &key("bob"),
             ),
             &store(),
-            NOW,
+            T0,
         )
         .unwrap();
         let seen = [t.replay_key()];
@@ -641,7 +661,7 @@ fn review_outcome(author: &str, approvers: &[&str], reviewers: &[(&SigningKey, &
     };
     let toks: Vec<_> = reviewers
         .iter()
-        .map(|(k, who)| verify_for(&token(k, who, &t, 8, Act::Review), &store, &e, NOW).unwrap())
+        .map(|(k, who)| verify_for(&token(k, who, &t, 8, Act::Review), &store, &e, T0).unwrap())
         .collect();
     let approvers: Vec<String> = approvers.iter().map(|s| s.to_string()).collect();
     let r = evaluate_review(&store, &class, author, &approvers, &toks);
@@ -682,14 +702,14 @@ fn adversarial_table() {
 fn hostile_input_never_panics() {
     let s = store();
     let t7 = v7();
-    let good = token(&bob(), "bob", &t7, 7, Act::Approve);
+    let good = token(&key("bob"), "bob", &t7, 7, Act::Approve);
     // Every truncation and every single-character substitution of a good token.
     for i in 0..good.len() {
-        let _ = verify(&good[..i], &s, NOW);
+        let _ = verify(&good[..i], &s, T0);
         for c in ['.', 'A', '_', '-', '=', ' ', 'é'] {
             let mut t = good.clone();
             t.replace_range(i..i + 1, &c.to_string());
-            assert!(verify(&t, &s, NOW).is_err() || t == good);
+            assert!(verify(&t, &s, T0).is_err() || t == good);
         }
     }
     for junk in [
@@ -703,16 +723,16 @@ fn hostile_input_never_panics() {
         "\u{0}\u{0}",
         "..AAAA",
     ] {
-        assert!(verify(junk, &s, NOW).is_err(), "{junk:?}");
+        assert!(verify(junk, &s, T0).is_err(), "{junk:?}");
     }
     // Extreme numbers.
     let mut c = claims_json("bob", &t7, 7, "approve");
     c["exp"] = json!(u64::MAX);
     c["iat"] = json!(u64::MAX);
-    assert!(verify(&signed_claims(&bob(), &c), &s, NOW).is_err());
+    assert!(verify(&signed_claims(&key("bob"), &c), &s, T0).is_err());
     c["iat"] = json!(-1);
     assert_eq!(
-        verify(&signed_claims(&bob(), &c), &s, NOW)
+        verify(&signed_claims(&key("bob"), &c), &s, T0)
             .unwrap_err()
             .reason,
         Reason::MalformedToken
@@ -724,18 +744,18 @@ fn hostile_input_never_panics() {
 #[test]
 fn token_file_newline_and_skew_are_tolerated() {
     let t7 = v7();
-    let tok = format!("{}\n", token(&bob(), "bob", &t7, 7, Act::Approve));
+    let tok = format!("{}\n", token(&key("bob"), "bob", &t7, 7, Act::Approve));
     assert!(verify_doc(&tok, &t7, 7).is_ok());
     let mut c = claims_json("bob", &t7, 7, "approve");
-    c["iat"] = json!(NOW + 60);
+    c["iat"] = json!(T0 + 60);
     assert!(
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7).is_ok(),
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7).is_ok(),
         "iat within clock_skew"
     );
-    c["iat"] = json!(NOW - 2 * HOUR);
-    c["exp"] = json!(NOW - 30);
+    c["iat"] = json!(T0 - 2 * HOUR);
+    c["exp"] = json!(T0 - 30);
     assert!(
-        verify_doc(&signed_claims(&bob(), &c), &t7, 7).is_ok(),
+        verify_doc(&signed_claims(&key("bob"), &c), &t7, 7).is_ok(),
         "exp within clock_skew"
     );
 }
@@ -750,7 +770,7 @@ fn standard_on_the_author_token_alone() {
         .replace("paused: false", "paused: true");
     let a = run(
         &t,
-        &[token(&alice(), "alice", &t, 8, Act::Author)],
+        &[token(&key("alice"), "alice", &t, 8, Act::Author)],
         Some(&t7),
         false,
     );
@@ -779,8 +799,11 @@ fn standard_on_the_author_token_alone() {
 fn normal_with_two_approvers() {
     let t7 = v7();
     let t8 = v8_normal();
-    let bob8 = token(&bob(), "bob", &t8, 8, Act::Approve);
-    let toks = [token(&alice(), "alice", &t8, 8, Act::Author), bob8.clone()];
+    let bob8 = token(&key("bob"), "bob", &t8, 8, Act::Approve);
+    let toks = [
+        token(&key("alice"), "alice", &t8, 8, Act::Author),
+        bob8.clone(),
+    ];
     let a = run(&t8, &toks, Some(&t7), false);
     let Ruling::Pending(d) = &a.ruling else {
         panic!("{:?}", a.ruling)
@@ -794,7 +817,7 @@ fn normal_with_two_approvers() {
     let toks = [
         toks[0].clone(),
         bob8,
-        token(&carol(), "carol", &t8, 8, Act::Approve),
+        token(&key("carol"), "carol", &t8, 8, Act::Approve),
     ];
     let a = run(&t8, &toks, Some(&t7), false);
     let Ruling::Activate(d) = &a.ruling else {
@@ -803,8 +826,8 @@ fn normal_with_two_approvers() {
     assert_eq!(d.class, ChangeClass::Normal);
     assert_eq!(approver_names(d), ["bob", "carol"]);
     assert_eq!(d.approvers[0].role, "release-manager");
-    assert_eq!(d.approvers[0].kid, kid(&bob().verifying_key()));
-    assert_eq!(d.approvers[0].iat, NOW);
+    assert_eq!(d.approvers[0].kid, kid(&key("bob").verifying_key()));
+    assert_eq!(d.approvers[0].iat, T0);
     assert!(a.rejected.is_empty());
 }
 
@@ -816,9 +839,9 @@ fn path_scoped_requirement_says_what_is_missing() {
         "checkout-v1: { endpoints: [\"10.0.0.5:8080\"], tls: { server_name: a.example } }",
     );
     let mut toks = vec![
-        token(&alice(), "alice", &t, 8, Act::Author),
-        token(&bob(), "bob", &t, 8, Act::Approve),
-        token(&carol(), "carol", &t, 8, Act::Approve),
+        token(&key("alice"), "alice", &t, 8, Act::Author),
+        token(&key("bob"), "bob", &t, 8, Act::Approve),
+        token(&key("carol"), "carol", &t, 8, Act::Approve),
     ];
     let a = run(&t, &toks, Some(&t7), false);
     let Ruling::Pending(d) = &a.ruling else {
@@ -830,7 +853,7 @@ fn path_scoped_requirement_says_what_is_missing() {
          /upstreams/checkout-v1/tls/server_name (no qualifying approval yet; bob lacks role security; \
          carol lacks role security; alice is the author)"
     );
-    toks.push(token(&sam(), "sam", &t, 8, Act::Approve));
+    toks.push(token(&key("sam"), "sam", &t, 8, Act::Approve));
     let a = run(&t, &toks, Some(&t7), false);
     let Ruling::Activate(d) = &a.ruling else {
         panic!("{:?}", a.ruling)
@@ -843,8 +866,8 @@ fn emergency_activates_on_its_require() {
     let t7 = v7();
     let t = v8_normal().replace("class: normal", "class: emergency");
     let toks = [
-        token(&alice(), "alice", &t, 8, Act::Author),
-        token(&ivan(), "ivan", &t, 8, Act::Approve),
+        token(&key("alice"), "alice", &t, 8, Act::Author),
+        token(&key("ivan"), "ivan", &t, 8, Act::Approve),
     ];
     let a = run(&t, &toks, Some(&t7), false);
     let Ruling::Activate(d) = &a.ruling else {
@@ -854,10 +877,14 @@ fn emergency_activates_on_its_require() {
     assert_eq!(d.approvers[0].role, "incident-commander");
     // Reviewed afterwards by two release managers who took no part.
     assert_eq!(
-        review_outcome("alice", &["ivan"], &[(&bob(), "bob"), (&fred(), "fred")]),
+        review_outcome(
+            "alice",
+            &["ivan"],
+            &[(&key("bob"), "bob"), (&key("fred"), "fred")]
+        ),
         Ok("review closed".into())
     );
-    assert!(review_outcome("alice", &["ivan"], &[(&bob(), "bob")]).is_err());
+    assert!(review_outcome("alice", &["ivan"], &[(&key("bob"), "bob")]).is_err());
 }
 
 #[test]
@@ -872,8 +899,8 @@ fn emergency_self_approval_when_allowed() {
     );
     let (a, c) = (parse(&t7), parse(&t));
     let toks = [
-        token(&carol(), "carol", &t, 8, Act::Author),
-        token(&carol(), "carol", &t, 8, Act::Approve),
+        token(&key("carol"), "carol", &t, 8, Act::Author),
+        token(&key("carol"), "carol", &t, 8, Act::Approve),
     ];
     let r = assess(
         &store,
@@ -885,7 +912,7 @@ fn emergency_self_approval_when_allowed() {
             high_water: None,
             tokens: &toks,
             author_review_overdue: false,
-            now: NOW,
+            now: T0,
         },
     );
     let Ruling::Activate(d) = &r.ruling else {
@@ -899,7 +926,7 @@ fn nothing_active_is_normal_and_same_document_is_no_op() {
     let t7 = v7();
     let a = run(
         &t7,
-        &[token(&alice(), "alice", &t7, 7, Act::Author)],
+        &[token(&key("alice"), "alice", &t7, 7, Act::Author)],
         None,
         false,
     );
@@ -919,9 +946,9 @@ fn refused_author_token_is_named() {
     let t7 = v7();
     let t8 = v8_normal();
     let mut c = claims_json("alice", &t8, 8, "author");
-    c["exp"] = json!(NOW - 2 * HOUR);
-    c["iat"] = json!(NOW - 3 * HOUR);
-    let a = run(&t8, &[signed_claims(&alice(), &c)], Some(&t7), false);
+    c["exp"] = json!(T0 - 2 * HOUR);
+    c["iat"] = json!(T0 - 3 * HOUR);
+    let a = run(&t8, &[signed_claims(&key("alice"), &c)], Some(&t7), false);
     let Ruling::Refused(r) = &a.ruling else {
         panic!("{:?}", a.ruling)
     };
@@ -939,7 +966,7 @@ fn standard_claim_lists_the_paths_that_made_it_normal() {
         .replace("defaultVariant: \"off\"", "defaultVariant: \"on\"");
     let a = run(
         &t,
-        &[token(&alice(), "alice", &t, 8, Act::Author)],
+        &[token(&key("alice"), "alice", &t, 8, Act::Author)],
         Some(&t7),
         false,
     );

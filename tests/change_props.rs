@@ -12,7 +12,7 @@ use sluice::change::token::{Act, verify};
 use sluice::config::traffic::ChangeClass;
 
 /// Object keys that exercise RFC 6901 escaping.
-fn key() -> impl Strategy<Value = String> {
+fn object_key() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-c]{1,2}",
         Just("a/b".to_string()),
@@ -32,14 +32,14 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 40, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(key(), inner, 0..4)
+            prop::collection::btree_map(object_key(), inner, 0..4)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 fn document() -> impl Strategy<Value = Value> {
-    prop::collection::btree_map(key(), json_value(), 0..5)
+    prop::collection::btree_map(object_key(), json_value(), 0..5)
         .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
 }
 
@@ -77,7 +77,7 @@ proptest! {
     }
 
     #[test]
-    fn a_path_matches_itself_with_wildcards(segs in prop::collection::vec(key(), 1..6), star in any::<prop::sample::Index>(), dstar in any::<prop::sample::Index>()) {
+    fn a_path_matches_itself_with_wildcards(segs in prop::collection::vec(object_key(), 1..6), star in any::<prop::sample::Index>(), dstar in any::<prop::sample::Index>()) {
         let escaped: Vec<String> = segs.iter().map(|s| escape(s)).collect();
         let path = format!("/{}", escaped.join("/"));
         let lit = Glob::parse(&path).unwrap();
@@ -147,18 +147,18 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_are_refused_without_panic(s in "\\PC{0,300}") {
-        prop_assert!(verify(&s, &store(), NOW).is_err());
+        prop_assert!(verify(&s, &store(), T0).is_err());
     }
 
     #[test]
     fn any_single_byte_change_to_a_token_is_refused(i in any::<prop::sample::Index>(), c in prop::sample::select(b"AZaz09-_.=+/ ".to_vec())) {
         let t7 = doc(7, "alice", "normal");
-        let good = token(&bob(), "bob", &t7, 7, Act::Approve);
+        let good = token(&key("bob"), "bob", &t7, 7, Act::Approve);
         let mut bytes = good.clone().into_bytes();
         let at = i.index(bytes.len());
         bytes[at] = c;
         let bad = String::from_utf8(bytes).unwrap();
-        let res = verify(&bad, &store(), NOW);
+        let res = verify(&bad, &store(), T0);
         // The last base64 char may carry only padding bits that the decoder must refuse.
         prop_assert!(bad.trim() == good || res.is_err(), "accepted a modified token at byte {}", at);
     }

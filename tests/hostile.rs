@@ -591,28 +591,15 @@ mod raw {
     }
 }
 
-fn settings_one_worker(dir: &std::path::Path) -> String {
-    common::settings_yaml(dir, "trust: { require_approvals: false }\n")
-        .replace("workers: 2", "workers: 1")
-}
-
-fn start_one_worker(
-    traffic: &str,
-    manual_ticks: bool,
-) -> (tempfile::TempDir, sluice::instance::Instance) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
-    std::fs::write(dir.path().join("traffic.yaml"), traffic).unwrap();
-    let settings = sluice::config::Settings::parse(&settings_one_worker(dir.path())).unwrap();
-    let inst = sluice::instance::Instance::start(
-        settings,
-        sluice::instance::StartOptions {
-            manual_rollout_ticks: manual_ticks,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    (dir, inst)
+/// A sluice on one worker thread, serving `traffic`; rollouts tick by hand (on a manual
+/// clock) when `manual_ticks`.
+fn start_one_worker(traffic: &str, manual_ticks: bool) -> common::Sluice {
+    let b = common::Sluice::builder().traffic(traffic).workers(1);
+    if manual_ticks {
+        b.manual_ticks().start()
+    } else {
+        b.start()
+    }
 }
 
 fn metric(inst: &sluice::instance::Instance, series: &str) -> Option<f64> {
@@ -640,7 +627,8 @@ async fn an_unfinished_upload_never_stalls_the_next_request() {
          routes:\n  - {{ name: app, match: {{ path_prefix: /app }}, to: {{ upstream: app }} }}\n  - {{ name: early, to: {{ upstream: early }} }}\n",
         early.addr, app.addr
     );
-    let (_dir, inst) = start_one_worker(&doc, false);
+    let s = start_one_worker(&doc, false);
+    let inst = s.inst();
     let proxy = inst.listeners[0];
     // A: an upload the upstream answers at once; the rest of the body never comes.
     let mut a = tokio::net::TcpStream::connect(proxy).await.unwrap();
@@ -708,7 +696,8 @@ async fn client_faults_never_fail_a_canary_or_eject_an_endpoint() {
          \x20   analysis: {{ interval: 1s, window: 5m, min_requests: 20, max_error_rate: 0.05 }}\n",
         stable.addr, canary.addr
     );
-    let (_dir, inst) = start_one_worker(&doc, true);
+    let s = start_one_worker(&doc, true);
+    let inst = s.inst();
     let proxy = inst.listeners[0];
     for i in 0..60 {
         let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
@@ -732,7 +721,7 @@ async fn client_faults_never_fail_a_canary_or_eject_an_endpoint() {
     }
     let aborted = "sluice_client_errors_total{kind=\"aborted\"}";
     for _ in 0..200 {
-        if metric(&inst, aborted) == Some(30.0) {
+        if metric(inst, aborted) == Some(30.0) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -765,15 +754,15 @@ async fn client_faults_never_fail_a_canary_or_eject_an_endpoint() {
             .starts_with("passed: canary 0/30"),
         "{web}"
     );
-    assert_eq!(metric(&inst, aborted), Some(30.0));
+    assert_eq!(metric(inst, aborted), Some(30.0));
     assert_eq!(
-        metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
+        metric(inst, "sluice_client_errors_total{kind=\"malformed\"}"),
         Some(30.0)
     );
     for kind in ["reset", "connect", "timeout"] {
         assert_eq!(
             metric(
-                &inst,
+                inst,
                 &format!("sluice_upstream_errors_total{{upstream=\"canary\",kind=\"{kind}\"}}")
             ),
             Some(0.0),
@@ -804,7 +793,8 @@ async fn a_stalled_upload_is_a_client_timeout() {
          routes: [{{ name: app, to: {{ upstream: app }} }}]\n",
         app.addr
     );
-    let (_dir, inst) = start_one_worker(&doc, false);
+    let s = start_one_worker(&doc, false);
+    let inst = s.inst();
     let mut s = tokio::net::TcpStream::connect(inst.listeners[0])
         .await
         .unwrap();
@@ -817,12 +807,12 @@ async fn a_stalled_upload_is_a_client_timeout() {
     assert!(got.contains("client_timeout"), "{got}");
     let _ = s.write_all(b"late").await;
     assert_eq!(
-        metric(&inst, "sluice_client_errors_total{kind=\"timeout\"}"),
+        metric(inst, "sluice_client_errors_total{kind=\"timeout\"}"),
         Some(1.0)
     );
     assert_eq!(
         metric(
-            &inst,
+            inst,
             "sluice_upstream_errors_total{upstream=\"app\",kind=\"timeout\"}"
         ),
         Some(0.0)
@@ -859,7 +849,8 @@ fn two_routes(admin: std::net::SocketAddr, public: std::net::SocketAddr) -> Stri
 async fn encoded_dot_segments_are_routed_as_dots() {
     let admin = common::Upstream::start("admin");
     let public = common::Upstream::start("public");
-    let (_dir, inst) = start_one_worker(&two_routes(admin.addr, public.addr), false);
+    let s = start_one_worker(&two_routes(admin.addr, public.addr), false);
+    let inst = s.inst();
     let proxy = inst.listeners[0];
     for path in [
         "/public/%2e%2e/admin",
@@ -895,7 +886,7 @@ async fn encoded_dot_segments_are_routed_as_dots() {
     let resp = raw_request(proxy, "GET /public/..\\admin HTTP/1.1\r\nhost: t\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "backslash: {resp}");
     assert_eq!(
-        metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
+        metric(inst, "sluice_client_errors_total{kind=\"malformed\"}"),
         Some(4.0)
     );
 }
@@ -905,7 +896,8 @@ async fn encoded_dot_segments_are_routed_as_dots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn underscore_spellings_of_sluice_headers_are_removed() {
     let up = common::Upstream::start("app");
-    let (_dir, inst) = start_one_worker(&plain_doc(1, up.addr), false);
+    let s = start_one_worker(&plain_doc(1, up.addr), false);
+    let inst = s.inst();
     let resp = raw_request(
         inst.listeners[0],
         "GET / HTTP/1.1\r\nhost: t\r\nx_sluice_flag_beta: on\r\nx-sluice_variant: canary\r\nx_forwarded_for: 6.6.6.6\r\nx_forwarded_host: evil\r\nx_user_id: kept\r\n\r\n",
@@ -930,7 +922,8 @@ async fn underscore_spellings_of_sluice_headers_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_is_required_once_and_x_forwarded_host_is_ours() {
     let up = common::Upstream::start("app");
-    let (_dir, inst) = start_one_worker(&plain_doc(1, up.addr), false);
+    let s = start_one_worker(&plain_doc(1, up.addr), false);
+    let inst = s.inst();
     let proxy = inst.listeners[0];
     for req in [
         "GET / HTTP/1.1\r\nx-forwarded-host: evil.example\r\n\r\n",
@@ -943,7 +936,7 @@ async fn host_is_required_once_and_x_forwarded_host_is_ours() {
         assert!(resp.contains("invalid_host"), "{resp}");
     }
     assert_eq!(
-        metric(&inst, "sluice_client_errors_total{kind=\"malformed\"}"),
+        metric(inst, "sluice_client_errors_total{kind=\"malformed\"}"),
         Some(4.0)
     );
     // HTTP/1.0 has no Host requirement; its X-Forwarded-Host is dropped all the same.
@@ -974,7 +967,8 @@ async fn host_is_required_once_and_x_forwarded_host_is_ours() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_of_unknown_length_arrive_and_connect_is_refused() {
     let app = raw::App::start();
-    let (_dir, inst) = start_one_worker(&plain_doc(1, app.addr), false);
+    let s = start_one_worker(&plain_doc(1, app.addr), false);
+    let inst = s.inst();
     let proxy = inst.listeners[0];
     for method in ["GET", "DELETE", "POST"] {
         let resp = raw_request(
@@ -1008,7 +1002,8 @@ async fn h2_bodies_and_split_cookies_reach_an_http1_upstream() {
          routes:\n  - {{ name: echo, match: {{ path_prefix: /e }}, to: {{ upstream: echo }} }}\n  - {{ name: app, to: {{ upstream: app }} }}\n",
         app.addr, echo.addr
     );
-    let (_dir, inst) = start_one_worker(&doc, false);
+    let s = start_one_worker(&doc, false);
+    let inst = s.inst();
     let tcp = tokio::net::TcpStream::connect(inst.listeners[0])
         .await
         .unwrap();
@@ -1084,18 +1079,12 @@ fn ws_upstream() -> std::net::SocketAddr {
 async fn tunnels_are_counted_and_only_websocket_is_one() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = ws_upstream();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
-    std::fs::write(dir.path().join("traffic.yaml"), plain_doc(1, up)).unwrap();
-    let yaml = settings_one_worker(dir.path()).replace(
-        "limits: { drain_timeout: 5s }",
-        "limits: { drain_timeout: 5s, max_connections: 1 }",
-    );
-    let inst = sluice::instance::Instance::start(
-        sluice::config::Settings::parse(&yaml).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
+    let s = common::Sluice::builder()
+        .traffic(&plain_doc(1, up))
+        .workers(1)
+        .limits("max_connections: 1")
+        .start();
+    let inst = s.inst();
     let proxy = inst.listeners[0];
     for proto in ["h2c", "echo"] {
         let resp = raw_request(
@@ -1126,7 +1115,7 @@ async fn tunnels_are_counted_and_only_websocket_is_one() {
     assert_eq!(&buf, b"ping");
     let gauge = "sluice_active_connections{listener=\"public\"}";
     assert_eq!(
-        metric(&inst, gauge),
+        metric(inst, gauge),
         Some(1.0),
         "the tunnel is one connection"
     );
@@ -1142,21 +1131,21 @@ async fn tunnels_are_counted_and_only_websocket_is_one() {
     );
     drop(ws);
     for _ in 0..200 {
-        if metric(&inst, gauge) == Some(0.0) {
+        if metric(inst, gauge) == Some(0.0) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(
-        metric(&inst, gauge),
+        metric(inst, gauge),
         Some(0.0),
         "a closed tunnel is no connection"
     );
     // h2c can never be allowed.
-    let bad = settings_one_worker(dir.path()).replace(
-        "limits: { drain_timeout: 5s }",
-        "limits: { upgrades: [websocket, h2c] }",
-    );
+    let bad = common::Sluice::builder()
+        .workers(1)
+        .limits("upgrades: [websocket, h2c]")
+        .settings_yaml();
     let e = sluice::config::Settings::parse(&bad)
         .unwrap_err()
         .to_string();
@@ -1301,7 +1290,8 @@ fn closes_after_one() -> (std::net::SocketAddr, DropLog) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_kept_alive_connection_resends_only_what_is_safe() {
     let (up, log) = closes_after_one();
-    let (_dir, inst) = start_one_worker(&plain_doc(1, up), false);
+    let s = start_one_worker(&plain_doc(1, up), false);
+    let inst = s.inst();
     let proxy = inst.listeners[0];
     let count = |line: &str, dropped_only: bool| {
         log.lock()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use change_support::{HOUR, NOW, alice, ivan, token};
+use change_support::{HOUR, T0, key, token};
 use common::{Client, get, promtool_check, settings_yaml};
 use sluice::change::token::Act;
 use sluice::clock::Clock;
@@ -184,15 +184,18 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     std::fs::write(dir.join("traffic.yaml"), &text).unwrap();
     std::fs::create_dir_all(dir.join("approvals")).unwrap();
     for (name, t) in [
-        ("author", token(&alice(), "alice", &text, 1, Act::Author)),
-        ("ivan", token(&ivan(), "ivan", &text, 1, Act::Approve)),
+        (
+            "author",
+            token(&key("alice"), "alice", &text, 1, Act::Author),
+        ),
+        ("ivan", token(&key("ivan"), "ivan", &text, 1, Act::Approve)),
     ] {
         std::fs::write(dir.join(format!("approvals/{name}.jwt")), t).unwrap();
     }
     let mut settings =
         Settings::parse(&settings_yaml(dir, "metrics: { bind: \"127.0.0.1:0\" }\n")).unwrap();
     settings.trust = change_support::trust();
-    let clock = Clock::manual(NOW * 1000);
+    let clock = Clock::manual(T0 * 1000);
     let inst = Instance::start(
         settings,
         StartOptions {

@@ -1452,3 +1452,329 @@ async fn notifications_are_signed_and_a_dead_receiver_blocks_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// === hooks ===
+
+/// A webhook endpoint: answers each path with the status the test sets (404 for a path it
+/// was not told about) and records every call's path and JSON body.
+#[derive(Clone, Default)]
+struct HookServer {
+    statuses: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u16>>>,
+    calls: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl HookServer {
+    fn start(&self) -> SocketAddr {
+        let me = self.clone();
+        spawn_server(move |s| {
+            let me = me.clone();
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let me = me.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = http_body_util::BodyExt::collect(req.into_body())
+                            .await
+                            .unwrap()
+                            .to_bytes();
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        me.calls.lock().unwrap().push((path.clone(), body));
+                        let status = me.statuses.lock().unwrap().get(&path).copied();
+                        let mut resp = Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = StatusCode::from_u16(status.unwrap_or(404)).unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            }
+        })
+    }
+
+    fn set(&self, path: &str, status: u16) {
+        self.statuses
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), status);
+    }
+
+    /// The bodies POSTed to `path` so far.
+    fn calls(&self, path: &str) -> Vec<Value> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Waits (deadline 30 s) until `path` was called at least `n` times.
+    async fn wait_calls(&self, path: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = self.calls(path);
+            if c.len() >= n {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "{path} called {} times", c.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The `rollout.hook` audit events, as (hook, result).
+fn hook_events(rig: &Sluice, rollout: &str) -> Vec<(String, String)> {
+    rig.rollout_events()
+        .iter()
+        .filter(|e| e["event"] == "rollout.hook" && e["rollout"] == rollout)
+        .map(|e| {
+            (
+                e["hook"].as_str().unwrap().to_string(),
+                e["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Flagger-style hooks on the real timer, through an instance and its listener: the canary
+/// gets no traffic until `confirm_rollout` answers 2xx and `pre_rollout` passed; every
+/// weight step waits for its `rollout` hook; the move to 100% waits for
+/// `confirm_promotion`; `post_rollout` hears the success. Payloads are Flagger's; every
+/// result is audited and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_gate_the_start_each_step_and_the_promotion_and_report_the_end() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let hooks = HookServer::default();
+    let h = hooks.start();
+    hooks.set("/confirm", 403);
+    hooks.set("/pre", 200);
+    hooks.set("/load", 200);
+    hooks.set("/promote", 409);
+    hooks.set("/post", 200);
+    let rollout = format!(
+        r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: {{ header: x-user-id }}
+steps: [{{ weight: 20 }}, {{ weight: 50 }}, {{ weight: 100 }}]
+analysis: {{ interval: 200ms, window: 5s, min_requests: 0, max_error_rate: 0.5 }}
+hooks:
+  confirm_rollout: [{{ url: "http://{h}/confirm", timeout: 2s }}]
+  pre_rollout: [{{ url: "http://{h}/pre", metadata: {{ suite: smoke }} }}]
+  rollout: [{{ url: "http://{h}/load" }}]
+  confirm_promotion: [{{ url: "http://{h}/promote" }}]
+  post_rollout: [{{ url: "http://{h}/post" }}]
+"#
+    );
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, &rollout))
+        .start();
+    // Not confirmed: polled, weight 0, every request served by stable.
+    hooks.wait_calls("/confirm", 2).await;
+    let s = rig.rollout("web");
+    assert_eq!(
+        (s["phase"].as_str(), s["waiting_for"].as_str()),
+        (Some("progressing"), Some("start_hooks")),
+        "{s:#}"
+    );
+    assert_eq!(rig.weight_bp(), 0);
+    let mut seen = Seen::default();
+    users(rig.proxy(), "before", 20, "/", &mut seen).await;
+    assert_eq!((seen.stable, seen.canary), (20, 0), "{seen:?}");
+    assert!(
+        hooks.calls("/pre").is_empty(),
+        "pre_rollout before confirmation"
+    );
+    let c = &hooks.calls("/confirm")[0];
+    assert_eq!(c["type"], "confirm-rollout", "{c:#}");
+    assert_eq!(c["name"], "web");
+    assert_eq!(c["metadata"]["version"], "1");
+    let digest = rig
+        .inst()
+        .shared
+        .snapshot
+        .load_full()
+        .unwrap()
+        .digest
+        .clone();
+    assert_eq!(c["checksum"].as_str(), Some(digest.as_str()), "{c:#}");
+
+    // Confirmed: pre_rollout, then each step's rollout hook, up to the promotion gate.
+    hooks.set("/confirm", 200);
+    let s = wait_status(&rig, "waiting for confirm_promotion at step 1", |s| {
+        s["waiting_for"] == "confirm_promotion"
+    })
+    .await;
+    assert_eq!(
+        (s["phase"].as_str(), s["step"].as_u64()),
+        (Some("progressing"), Some(1)),
+        "{s:#}"
+    );
+    assert_eq!(rig.weight_bp(), 5000);
+    let pre = hooks.calls("/pre");
+    assert_eq!(pre.len(), 1, "{pre:#?}");
+    assert_eq!(pre[0]["type"], "pre-rollout");
+    assert_eq!(pre[0]["metadata"]["suite"], "smoke");
+    let load = hooks.calls("/load");
+    let steps: Vec<&str> = load
+        .iter()
+        .map(|b| b["metadata"]["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["0", "1"], "one rollout hook per step");
+    hooks.wait_calls("/promote", 2).await;
+    assert_eq!(rig.weight_bp(), 5000, "not promoted before confirmation");
+
+    // Promotion confirmed: 100%, its step's hook, completed; post_rollout hears it.
+    hooks.set("/promote", 200);
+    wait_status(&rig, "completed", |s| s["phase"] == "completed").await;
+    assert_eq!(rig.weight_bp(), 10000);
+    let post = hooks.wait_calls("/post", 1).await;
+    assert_eq!(post[0]["type"], "post-rollout");
+    assert_eq!(post[0]["phase"], "Succeeded");
+    // Audited: the refusals once each, every pass.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = hook_events(&rig, "web");
+        let has = |h: &str, r: &str| ev.iter().filter(|(a, b)| a == h && b == r).count();
+        if has("post_rollout", "passed") == 1 {
+            assert_eq!(has("confirm_rollout", "waiting"), 1, "{ev:?}");
+            assert_eq!(has("confirm_rollout", "passed"), 1, "{ev:?}");
+            assert_eq!(has("pre_rollout", "passed"), 1, "{ev:?}");
+            assert_eq!(has("rollout", "passed"), 3, "{ev:?}");
+            assert_eq!(has("confirm_promotion", "waiting"), 1, "{ev:?}");
+            assert_eq!(has("confirm_promotion", "passed"), 1, "{ev:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ev:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.verify_audit_chain();
+}
+
+/// A dead hook endpoint degrades only the rollout whose hook it is: `web` (dead
+/// `confirm_rollout`) waits at weight 0 and serves stable, `api` (dead `pre_rollout`) is
+/// rolled back with reason `hook` after its retries, while `plain` (no hooks) completes;
+/// `pay`'s `rollback` hook rolls it back the moment it answers 2xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hook_degrades_only_its_rollout_and_a_rollback_hook_rolls_back() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let hooks = HookServer::default();
+    let h = hooks.start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (a, b) = (v1.addr, v2.addr);
+    let text = format!(
+        r#"version: 1
+change: {{ id: CHG-1, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{a}"] }}
+  v2: {{ endpoints: ["{b}"] }}
+routes:
+  - {{ name: web, match: {{ path_prefix: /web }}, to: {{ rollout: web }} }}
+  - {{ name: api, match: {{ path_prefix: /api }}, to: {{ rollout: api }} }}
+  - {{ name: pay, match: {{ path_prefix: /pay }}, to: {{ rollout: pay }} }}
+  - {{ name: plain, to: {{ rollout: plain }} }}
+rollouts:
+  web:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 50 }}, {{ weight: 100 }}]
+    hooks: {{ confirm_rollout: [{{ url: "http://{dead}/confirm", timeout: 500ms }}] }}
+  api:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 50, hold: 1h }}]
+    hooks: {{ pre_rollout: [{{ url: "http://{dead}/pre", timeout: 500ms, retries: 1 }}] }}
+  pay:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 30, hold: 1h }}]
+    hooks: {{ rollback: [{{ url: "http://{h}/rollback" }}] }}
+  plain:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 10 }}, {{ weight: 100 }}]
+"#
+    );
+    let rig = Sluice::builder().traffic(&text).start();
+    let status = |name: &str| rig.rollout(name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status("plain")["phase"] != "completed" || status("api")["phase"] != "aborted" {
+        assert!(
+            Instant::now() < deadline,
+            "{:#} {:#}",
+            status("plain"),
+            status("api")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("api")["abort_reason"], "hook");
+    let api_hooks = hook_events(&rig, "api");
+    assert_eq!(
+        api_hooks,
+        [("pre_rollout".to_string(), "failed".to_string())]
+    );
+    let failed = rig
+        .rollout_events()
+        .into_iter()
+        .find(|e| e["event"] == "rollout.hook" && e["rollout"] == "api")
+        .unwrap();
+    assert_eq!(
+        failed["run"]["tries"], 2,
+        "retries: 1 is two tries: {failed:#}"
+    );
+    // web: still waiting, weight 0, stable serves.
+    let w = status("web");
+    assert_eq!(
+        (w["phase"].as_str(), w["waiting_for"].as_str()),
+        (Some("progressing"), Some("start_hooks")),
+        "{w:#}"
+    );
+    let snap = rig.inst().shared.snapshot.load_full().unwrap();
+    let web_weight = snap
+        .rollouts
+        .iter()
+        .find(|r| &*r.name == "web")
+        .unwrap()
+        .weight();
+    let mut c = Client::connect(rig.proxy()).await;
+    for i in 0..10 {
+        let r = c.get("/web/x", &[("x-user-id", &format!("u{i}"))]).await;
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"v1"[..]));
+    }
+    assert_eq!(web_weight, 0);
+
+    // pay: serving its step until the rollback hook says 2xx.
+    hooks.wait_calls("/rollback", 2).await;
+    assert_eq!(status("pay")["phase"], "progressing");
+    hooks.set("/rollback", 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status("pay")["phase"] != "aborted" {
+        assert!(Instant::now() < deadline, "{:#}", status("pay"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("pay")["abort_reason"], "hook");
+    let r = hook_events(&rig, "pay");
+    assert!(
+        r.contains(&("rollback".to_string(), "rollback".to_string())),
+        "{r:?}"
+    );
+    assert!(
+        rig.metrics()
+            .await
+            .contains("sluice_rollbacks_total{rollout=\"pay\",reason=\"hook\"} 1"),
+        "{}",
+        rig.metrics().await
+    );
+    rig.verify_audit_chain();
+}

@@ -50,6 +50,8 @@ pub enum Criterion {
     P99,
     /// An `analysis.metrics` check failed `failure_limit` times in a row.
     Metric,
+    /// A `pre_rollout` or `rollout` hook failed.
+    Hook,
 }
 
 /// One verdict with the numbers behind it.
@@ -117,6 +119,7 @@ impl Criterion {
             Criterion::ErrorRateIncrease => "error_rate_increase",
             Criterion::P99 => "p99",
             Criterion::Metric => "metric",
+            Criterion::Hook => "hook",
         }
     }
 }

@@ -23,8 +23,9 @@
 
 use thiserror::Error;
 
+use super::analysis::Criterion;
 use super::analysis::{Verdict, VerdictOutcome};
-use super::progress::{PauseReason, PauseState, Phase, Progress, RollbackReason};
+use super::progress::{HookGate, PauseReason, PauseState, Phase, Progress, RollbackReason};
 use crate::change::audit::EventKind;
 use crate::config::Weight;
 use crate::config::traffic::{OnFailure, Rollout, Step, Strategy};
@@ -78,6 +79,32 @@ pub enum Event {
     },
     /// Past the last step.
     Completed,
+}
+
+/// What a rollout's hooks say at one tick (pure input; the runner makes the calls).
+/// The default — every gate open, no rollback — is a rollout without hooks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookSignals {
+    /// `confirm_rollout` then `pre_rollout`, while the rollout awaits its start.
+    pub start: Gate,
+    /// The current step's `rollout` hooks.
+    pub step: Gate,
+    /// `confirm_promotion`.
+    pub promotion: Gate,
+    /// A `rollback` hook answered 2xx.
+    pub rollback: bool,
+}
+
+/// Where a hook gate stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Gate {
+    /// Passed (or no such hook).
+    #[default]
+    Open,
+    /// Not answered yet, or (confirmations) not confirmed yet.
+    Waiting,
+    /// A check run failed: counted once as a failed verdict, then it waits for the re-run.
+    Failed,
 }
 
 /// Why an operator action was refused.
@@ -173,7 +200,7 @@ pub fn carry_over(old_spec: &Rollout, new_spec: &Rollout, old: &Progress, now_ms
 
 /// The canary weight (basis points) the data plane should split by.
 pub fn current_weight(p: &Progress, spec: &Rollout) -> Weight {
-    if p.phase == Phase::Aborted {
+    if p.phase == Phase::Aborted || p.awaiting_start {
         return Weight(0);
     }
     match spec.strategy {
@@ -205,11 +232,28 @@ pub fn tick(
     verdict: Option<&Verdict>,
     now_ms: u64,
 ) -> Vec<Event> {
+    tick_with_hooks(p, spec, verdict, HookSignals::default(), now_ms)
+}
+
+/// [`tick`] with what the rollout's hooks say (see the module notes).
+pub fn tick_with_hooks(
+    p: &mut Progress,
+    spec: &Rollout,
+    verdict: Option<&Verdict>,
+    hooks: HookSignals,
+    now_ms: u64,
+) -> Vec<Event> {
     let mut ev = Vec::new();
+    p.waiting_for = None;
     if p.phase.is_final() {
         return ev;
     }
     let before = current_weight(p, spec);
+    if hooks.rollback {
+        roll_back(p, spec, RollbackReason::Hook, now_ms, &mut ev);
+        weight_event(before, current_weight(p, spec), &mut ev);
+        return ev;
+    }
 
     if spec.paused {
         if p.phase != Phase::Paused {
@@ -219,15 +263,34 @@ pub fn tick(
         leave_pause(p, now_ms, &mut ev);
     }
 
-    if let (Some(analysis), Some(v)) = (&spec.analysis, verdict) {
-        p.last_outcome = Some(v.outcome);
-        match (v.outcome, v.rule) {
+    // A failed check hook is a failed verdict input, with analysis or without.
+    let hook_failed = if p.awaiting_start {
+        hooks.start == Gate::Failed
+    } else {
+        hooks.step == Gate::Failed
+    };
+    let judged = if hook_failed {
+        Some((VerdictOutcome::Failed, Some(Criterion::Hook)))
+    } else {
+        match (&spec.analysis, verdict) {
+            (Some(_), Some(v)) => Some((v.outcome, v.rule)),
+            _ => None,
+        }
+    };
+    let failure_limit = spec.analysis.as_ref().map_or(1, |a| a.failure_limit);
+    let inconclusive_limit = spec
+        .analysis
+        .as_ref()
+        .map_or(u32::MAX, |a| a.inconclusive_limit);
+    if let Some((outcome, rule)) = judged {
+        p.last_outcome = Some(outcome);
+        match (outcome, rule) {
             (VerdictOutcome::Failed, Some(rule)) => {
                 p.consecutive_failures = p.consecutive_failures.saturating_add(1);
                 p.consecutive_inconclusive = 0;
                 if p.promoted_at_ms.is_some() {
                     roll_back(p, spec, rule.into(), now_ms, &mut ev);
-                } else if p.consecutive_failures >= analysis.failure_limit {
+                } else if p.consecutive_failures >= failure_limit {
                     match spec.on_failure {
                         OnFailure::Rollback => roll_back(p, spec, rule.into(), now_ms, &mut ev),
                         OnFailure::Pause => {
@@ -242,7 +305,7 @@ pub fn tick(
                 p.consecutive_failures = 0;
                 if p.phase == Phase::Progressing {
                     p.consecutive_inconclusive = p.consecutive_inconclusive.saturating_add(1);
-                    if p.consecutive_inconclusive >= analysis.inconclusive_limit {
+                    if p.consecutive_inconclusive >= inconclusive_limit {
                         enter_pause(p, PauseReason::Inconclusive, now_ms, &mut ev);
                     }
                 }
@@ -254,10 +317,26 @@ pub fn tick(
         }
     }
 
-    if p.phase == Phase::Progressing {
+    if p.phase == Phase::Progressing && p.awaiting_start {
+        if hooks.start != Gate::Open {
+            p.waiting_for = Some(HookGate::Start);
+        } else {
+            // Step 0 begins now, its hold with it.
+            p.awaiting_start = false;
+            p.step_started_at_ms = now_ms;
+            p.last_outcome = None;
+            if spec.strategy == Strategy::Canary && !is_gate(spec.steps.first()) {
+                ev.push(Event::StepAdvanced {
+                    step: 0,
+                    weight: current_weight(p, spec),
+                });
+            }
+        }
+    }
+    if p.phase == Phase::Progressing && !p.awaiting_start {
         match spec.strategy {
-            Strategy::Canary => advance_canary(p, spec, now_ms, &mut ev),
-            Strategy::BlueGreen => advance_blue_green(p, spec, now_ms, &mut ev),
+            Strategy::Canary => advance_canary(p, spec, hooks, now_ms, &mut ev),
+            Strategy::BlueGreen => advance_blue_green(p, spec, hooks, now_ms, &mut ev),
         }
     }
     weight_event(before, current_weight(p, spec), &mut ev);
@@ -430,7 +509,13 @@ fn enter_step(p: &mut Progress, spec: &Rollout, next: usize, now_ms: u64, ev: &m
     }
 }
 
-fn advance_canary(p: &mut Progress, spec: &Rollout, now_ms: u64, ev: &mut Vec<Event>) {
+fn advance_canary(
+    p: &mut Progress,
+    spec: &Rollout,
+    hooks: HookSignals,
+    now_ms: u64,
+    ev: &mut Vec<Event>,
+) {
     while p.phase == Phase::Progressing {
         let Some(step) = spec.steps.get(p.step) else {
             complete(p, now_ms, ev);
@@ -449,11 +534,41 @@ fn advance_canary(p: &mut Progress, spec: &Rollout, now_ms: u64, ev: &mut Vec<Ev
         if spec.analysis.is_some() && p.last_outcome != Some(VerdictOutcome::Passed) {
             return;
         }
+        if hooks.step != Gate::Open {
+            p.waiting_for = Some(HookGate::Step);
+            return;
+        }
+        if promotes(p, spec) && hooks.promotion != Gate::Open {
+            p.waiting_for = Some(HookGate::Promotion);
+            return;
+        }
         enter_step(p, spec, p.step + 1, now_ms, ev);
+        if !spec.hooks.rollout.is_empty() {
+            // The new step's hooks have not run yet: it waits for them.
+            return;
+        }
     }
 }
 
-fn advance_blue_green(p: &mut Progress, spec: &Rollout, now_ms: u64, ev: &mut Vec<Event>) {
+/// Whether leaving the current canary step is the promotion `confirm_promotion` gates: the
+/// first move to 100%, or completion from below 100%.
+fn promotes(p: &Progress, spec: &Rollout) -> bool {
+    if current_weight(p, spec) == Weight::FULL {
+        return false;
+    }
+    match spec.steps.get(p.step + 1) {
+        None => true,
+        Some(next) => next.weight == Some(Weight::FULL),
+    }
+}
+
+fn advance_blue_green(
+    p: &mut Progress,
+    spec: &Rollout,
+    hooks: HookSignals,
+    now_ms: u64,
+    ev: &mut Vec<Event>,
+) {
     if p.promoted_at_ms.is_some() {
         let window_ms = spec.post_promotion_window.map_or(0, |w| millis(w.0));
         if now_ms >= p.step_started_at_ms.saturating_add(window_ms) {
@@ -472,6 +587,14 @@ fn advance_blue_green(p: &mut Progress, spec: &Rollout, now_ms: u64, ev: &mut Ve
         return;
     }
     if spec.analysis.is_some() && p.last_outcome != Some(VerdictOutcome::Passed) {
+        return;
+    }
+    if hooks.step != Gate::Open {
+        p.waiting_for = Some(HookGate::Step);
+        return;
+    }
+    if hooks.promotion != Gate::Open {
+        p.waiting_for = Some(HookGate::Promotion);
         return;
     }
     promote_preview(p, spec, now_ms, ev);

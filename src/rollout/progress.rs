@@ -40,6 +40,25 @@ pub struct Progress {
     /// restart a step advances only on fresh evidence.
     #[serde(skip)]
     pub last_outcome: Option<VerdictOutcome>,
+    /// A fresh start whose `confirm_rollout`/`pre_rollout` hooks have not all passed yet:
+    /// the canary gets no traffic and step 0's hold has not begun.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_start: bool,
+    /// The hook gate the last tick stopped at (for the runner to poll, and for status).
+    #[serde(skip)]
+    pub waiting_for: Option<HookGate>,
+}
+
+/// A hook gate a rollout can stand at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookGate {
+    /// `confirm_rollout` or `pre_rollout`, before the canary gets traffic.
+    Start,
+    /// The current step's `rollout` hooks.
+    Step,
+    /// `confirm_promotion`.
+    Promotion,
 }
 
 /// Rollout phases (SPEC §6).
@@ -98,6 +117,8 @@ pub enum RollbackReason {
     P99,
     /// An `analysis.metrics` check.
     Metric,
+    /// A failed `pre_rollout`/`rollout` hook, or a `rollback` hook that answered 2xx.
+    Hook,
     /// An operator's abort action.
     Operator,
 }
@@ -119,12 +140,27 @@ impl Progress {
             abort_reason: None,
             finished_at_ms: None,
             last_outcome: None,
+            awaiting_start: false,
+            waiting_for: None,
         }
     }
 
     /// Why it is paused, when it is.
     pub fn pause_reason(&self) -> Option<PauseReason> {
         self.pause.map(|p| p.reason)
+    }
+}
+
+// === impl HookGate ===
+
+impl HookGate {
+    /// The snake_case name used in status (`waiting_for`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookGate::Start => "start_hooks",
+            HookGate::Step => "rollout_hooks",
+            HookGate::Promotion => "confirm_promotion",
+        }
     }
 }
 
@@ -181,6 +217,7 @@ impl RollbackReason {
             RollbackReason::ErrorRateIncrease => "error_rate_increase",
             RollbackReason::P99 => "p99",
             RollbackReason::Metric => "metric",
+            RollbackReason::Hook => "hook",
             RollbackReason::Operator => "operator",
         }
     }
@@ -193,6 +230,7 @@ impl From<Criterion> for RollbackReason {
             Criterion::ErrorRateIncrease => RollbackReason::ErrorRateIncrease,
             Criterion::P99 => RollbackReason::P99,
             Criterion::Metric => RollbackReason::Metric,
+            Criterion::Hook => RollbackReason::Hook,
         }
     }
 }

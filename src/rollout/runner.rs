@@ -29,6 +29,7 @@
 mod actions;
 mod continuous;
 mod fleet;
+mod hooks;
 mod persist;
 mod probes;
 mod report;
@@ -58,6 +59,7 @@ use crate::telemetry::{self, Registry};
 pub use actions::{Action, ActionRefused};
 pub use continuous::EVALUATE_EVERY;
 use continuous::{Continuous, Source};
+use hooks::HookRuns;
 use probes::Probes;
 pub use report::verdict_summary;
 
@@ -69,6 +71,9 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// How many verdicts per rollout status keeps.
 const KEPT_VERDICTS: usize = 5;
+
+/// How soon the timer wakes while a hook runs or its result waits to be audited.
+const HOOK_WAKE: Duration = Duration::from_millis(100);
 
 /// The tick interval of a rollout without `analysis` (holds only).
 const HOLD_INTERVAL: Duration = Duration::from_secs(1);
@@ -125,6 +130,8 @@ struct Tracked {
     continuous: Option<Continuous>,
     /// `analysis.metrics`: the checks and their latest results.
     probes: Option<Probes>,
+    /// `hooks`: the webhooks and their latest runs.
+    hooks: Option<HookRuns>,
     /// Fleet: the progress last written to (or read from) etcd.
     committed: Option<String>,
 }
@@ -221,17 +228,25 @@ impl Runner {
         }
     }
 
-    /// Starts the `analysis.metrics` fetches that are due (on this, the control runtime).
+    /// Starts the `analysis.metrics` fetches and the hook runs that are due (on this, the
+    /// control runtime). Hooks are called by the node that decides: a single instance or
+    /// the fleet's leader.
     fn start_probes(&self) {
+        let decides = matches!(self.role(), None | Some(Role::Lead));
         let Ok(inner) = self.inner.try_lock() else {
             return;
         };
         let now = Instant::now();
-        for t in inner.rollouts.values() {
+        for (name, t) in inner.rollouts.iter() {
             if let Some(p) = &t.probes
                 && !t.progress.phase.is_final()
             {
                 p.start_due(now);
+            }
+            if let Some(h) = &t.hooks
+                && decides
+            {
+                h.start_due(name, &t.spec, &t.progress, inner.document.as_ref(), now);
             }
         }
     }
@@ -249,13 +264,18 @@ impl Runner {
         let Ok(inner) = self.inner.try_lock() else {
             return BUSY_RETRY;
         };
-        inner
+        let hooks = inner
+            .rollouts
+            .values()
+            .any(|t| t.hooks.as_ref().is_some_and(|h| h.busy()));
+        let next = inner
             .rollouts
             .values()
             .filter(|t| !t.progress.phase.is_final())
             .map(|t| t.next_due.saturating_duration_since(now))
             .min()
-            .unwrap_or(IDLE)
+            .unwrap_or(IDLE);
+        if hooks { next.min(HOOK_WAKE) } else { next }
     }
 
     /// A new snapshot to sync with, or a rollout due.
@@ -270,10 +290,10 @@ impl Runner {
         };
         let now = Instant::now();
         fresh
-            || inner
-                .rollouts
-                .values()
-                .any(|t| !t.progress.phase.is_final() && t.next_due <= now)
+            || inner.rollouts.values().any(|t| {
+                (!t.progress.phase.is_final() && t.next_due <= now)
+                    || t.hooks.as_ref().is_some_and(|h| h.busy())
+            })
     }
 
     fn tick(&self, which: Which) {
@@ -286,6 +306,11 @@ impl Runner {
         let now = Instant::now();
         let document = inner.document.clone();
         for (name, t) in inner.rollouts.iter_mut() {
+            if let Some(h) = &t.hooks {
+                for r in h.take_reports() {
+                    audit.push(report::hook_event(name, t, &r, document.as_ref()));
+                }
+            }
             let due = match which {
                 Which::SyncOnly => false,
                 Which::All => true,
@@ -380,6 +405,7 @@ impl Runner {
                         t.saved,
                         t.continuous,
                         t.probes,
+                        t.hooks,
                     )),
                 )),
                 None => inner
@@ -393,12 +419,18 @@ impl Runner {
                     let kept = p == old_progress;
                     // The saved spec must be the one the progress now runs under.
                     inner.dirty |= old_spec != spec;
+                    let mut p = p;
                     if !kept {
                         tracing::info!(rollout = %name, version = docref.version, "The new document changes this rollout: it starts again at step 0.");
+                        p.awaiting_start = hooks::gates_start(&spec);
                     }
                     (p, history.filter(|_| kept))
                 }
-                None => (Progress::new(now_ms), None),
+                None => {
+                    let mut p = Progress::new(now_ms);
+                    p.awaiting_start = hooks::gates_start(&spec);
+                    (p, None)
+                }
             };
             // In a fleet, the leader's progress for this document wins over anything local
             // (a joining node and a new leader continue where the fleet stands) — except
@@ -415,7 +447,7 @@ impl Runner {
                 fleet::committed_key(&docref, &fp.progress)
             });
             // Frequent reloads must not keep postponing a kept rollout's next tick.
-            let (verdicts, evidence_from, next_due, saved, continuous, probes) = history
+            let (verdicts, evidence_from, next_due, saved, continuous, probes, hooks) = history
                 .unwrap_or_else(|| {
                     (
                         VecDeque::new(),
@@ -424,8 +456,14 @@ impl Runner {
                         None,
                         None,
                         None,
+                        None,
                     )
                 });
+            // Kept hooks keep their results unless the new document changes them.
+            let hooks = match hooks {
+                Some(h) if h.built_for(&name, &spec) => Some(h),
+                _ => HookRuns::new(&name, &spec),
+            };
             // Kept checks keep their streaks unless the new document changes them.
             let probes = match probes {
                 Some(p) if p.built_for(&name, &spec) => Some(p),
@@ -448,6 +486,7 @@ impl Runner {
                 saved,
                 continuous,
                 probes,
+                hooks,
                 committed,
             };
             t.publish();
@@ -505,6 +544,22 @@ impl Runner {
         if let (Some(v), Some(p)) = (&mut verdict, &t.probes) {
             metric_check::combine(v, p.results());
         }
+        let signals = t
+            .hooks
+            .as_ref()
+            .map(|h| h.signals(&t.progress, &t.spec))
+            .unwrap_or_default();
+        let hook_failed = if t.progress.awaiting_start {
+            signals.start == controller::Gate::Failed
+        } else {
+            signals.step == controller::Gate::Failed
+        };
+        if let Some(v) = &mut verdict
+            && hook_failed
+        {
+            v.outcome = super::analysis::VerdictOutcome::Failed;
+            v.rule = Some(super::analysis::Criterion::Hook);
+        }
         if let Some(v) = &verdict {
             t.metrics.count(v);
             t.verdicts.push_front(Stamped {
@@ -519,7 +574,13 @@ impl Runner {
             return;
         }
         let before = t.progress.clone();
-        let events = controller::tick(&mut t.progress, &t.spec, verdict.as_ref(), now_ms);
+        let events = controller::tick_with_hooks(
+            &mut t.progress,
+            &t.spec,
+            verdict.as_ref(),
+            signals,
+            now_ms,
+        );
         if role == Some(Role::Lead)
             && let Err(e) = self.commit(name, t, document, verdict.as_ref(), now_ms)
         {
@@ -570,13 +631,16 @@ impl Runner {
                         c.step_started();
                     }
                 }
-                Event::RolledBack { reason } | Event::SwappedBack { reason } => self
-                    .registry
-                    .counter(
-                        telemetry::ROLLBACKS,
-                        &[("rollout", name), ("reason", reason.as_str())],
-                    )
-                    .increment(1),
+                Event::RolledBack { reason } | Event::SwappedBack { reason } => {
+                    self.registry
+                        .counter(
+                            telemetry::ROLLBACKS,
+                            &[("rollout", name), ("reason", reason.as_str())],
+                        )
+                        .increment(1);
+                    t.finished_hooks();
+                }
+                Event::Completed => t.finished_hooks(),
                 _ => {}
             }
             // Reaching a gate right after a step is part of that step's line; reaching one
@@ -676,6 +740,16 @@ impl Tracked {
         }
     }
 
+    /// The rollout finished: its `post_rollout` hooks are due.
+    fn finished_hooks(&self) {
+        if let Some(h) = &self.hooks {
+            h.finished(
+                self.progress.step,
+                self.progress.finished_at_ms.unwrap_or_default(),
+            );
+        }
+    }
+
     fn weight_percent(&self) -> f64 {
         f64::from(controller::current_weight(&self.progress, &self.spec).0) / 100.0
     }
@@ -690,6 +764,7 @@ impl Handles {
             RollbackReason::ErrorRateIncrease,
             RollbackReason::P99,
             RollbackReason::Metric,
+            RollbackReason::Hook,
             RollbackReason::Operator,
         ] {
             // Registered at zero so dashboards see every series before the first rollback.

@@ -333,6 +333,7 @@ fn rollout_spec(s: &Scenario) -> Rollout {
         on_failure: OnFailure::Rollback,
         promote: None,
         post_promotion_window: None,
+        hooks: Default::default(),
     }
 }
 

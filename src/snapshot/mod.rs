@@ -471,7 +471,12 @@ fn build_rollout(
 }
 
 /// The weight a rollout starts at: the first step's (0 if it is a gate); blue-green starts at 0.
+/// A rollout with `confirm_rollout` or `pre_rollout` hooks starts at 0: its canary gets no
+/// traffic before they pass, not even between the activation and the runner's first tick.
 pub fn initial_weight(r: &Rollout) -> u32 {
+    if !r.hooks.confirm_rollout.is_empty() || !r.hooks.pre_rollout.is_empty() {
+        return 0;
+    }
     match r.strategy {
         Strategy::BlueGreen => 0,
         Strategy::Canary => match r.steps.first() {

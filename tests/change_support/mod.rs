@@ -7,64 +7,20 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
-use sluice::change::keys::{kid, public_key_line};
+use sluice::change::keys::kid;
 use sluice::change::token::{Act, Claims, sign, sign_parts};
 use sluice::change::{Decision, TrustStore, digest};
 use sluice::config::settings::{Principal, Requirement, Trust};
 use sluice::config::traffic::{CheckContext, ParsedTraffic};
 use sluice::config::{Dur, TrafficDoc};
 
-/// A fixed "now", Unix seconds.
-pub const NOW: u64 = 1_750_000_000;
-/// One hour.
-pub const HOUR: u64 = 3600;
-
-/// A signing key from a one-byte seed.
-pub fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-pub fn alice() -> SigningKey {
-    key(1)
-}
-pub fn bob() -> SigningKey {
-    key(2)
-}
-pub fn carol() -> SigningKey {
-    key(3)
-}
-pub fn dave() -> SigningKey {
-    key(4)
-}
-pub fn erin1() -> SigningKey {
-    key(5)
-}
-pub fn erin2() -> SigningKey {
-    key(6)
-}
-pub fn sam() -> SigningKey {
-    key(7)
-}
-pub fn ivan() -> SigningKey {
-    key(8)
-}
-pub fn fred() -> SigningKey {
-    key(9)
-}
-/// Not in the trust store.
-pub fn mallory() -> SigningKey {
-    key(66)
-}
-
-fn principal(keys: &[SigningKey], roles: &[&str]) -> Principal {
-    Principal {
-        keys: keys
-            .iter()
-            .map(|k| public_key_line(&k.verifying_key()))
-            .collect(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-    }
-}
+// The principals, their keys and the clock's start are the integration harness's
+// (`tests/common/principals.rs`), so that both fixtures sign with the same keys. A suite that
+// has both `common` and this fixture (ops.rs) compiles the file twice, harmlessly.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/principals.rs"]
+mod principals;
+pub use principals::{HOUR, PRINCIPALS, T0, key};
 
 fn req(count: usize, roles: &[&str], paths: Option<&[&str]>) -> Requirement {
     Requirement {
@@ -74,23 +30,18 @@ fn req(count: usize, roles: &[&str], paths: Option<&[&str]>) -> Requirement {
     }
 }
 
-/// The trust section of SPEC §2.1, with a few more principals.
+/// The trust section of SPEC §2.1 for [`PRINCIPALS`], as `principals::trust_yaml` writes it.
 pub fn trust() -> Trust {
-    let mut principals = BTreeMap::new();
-    principals.insert("alice".into(), principal(&[alice()], &["developer"]));
-    principals.insert("bob".into(), principal(&[bob()], &["release-manager"]));
-    principals.insert(
-        "carol".into(),
-        principal(&[carol()], &["release-manager", "incident-commander"]),
-    );
-    principals.insert("dave".into(), principal(&[dave()], &["developer"]));
-    principals.insert(
-        "erin".into(),
-        principal(&[erin1(), erin2()], &["release-manager"]),
-    );
-    principals.insert("sam".into(), principal(&[sam()], &["security"]));
-    principals.insert("ivan".into(), principal(&[ivan()], &["incident-commander"]));
-    principals.insert("fred".into(), principal(&[fred()], &["release-manager"]));
+    let principals: BTreeMap<String, Principal> = PRINCIPALS
+        .iter()
+        .map(|(name, seeds, roles)| {
+            let p = Principal {
+                keys: principals::public_keys(seeds),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+            };
+            (name.to_string(), p)
+        })
+        .collect();
     let mut t = Trust {
         require_approvals: true,
         environment: "prod".into(),
@@ -169,7 +120,7 @@ pub fn parse(text: &str) -> ParsedTraffic {
 
 /// Claims for `text` signed later by `k`'s owner `iss`.
 pub fn claims(iss: &str, text: &str, version: u64, act: Act) -> Claims {
-    Claims::new(iss, "prod", text.as_bytes(), version, act, NOW, HOUR)
+    Claims::new(iss, "prod", text.as_bytes(), version, act, T0, HOUR)
 }
 
 /// A token of `iss` (signed by `k`) for `text` at `version`.
@@ -191,7 +142,7 @@ pub fn header(k: &SigningKey) -> String {
 pub fn claims_json(iss: &str, text: &str, version: u64, act: &str) -> Value {
     json!({
         "iss": iss, "aud": "prod", "sub": digest(text.as_bytes()), "ver": version,
-        "act": act, "iat": NOW, "exp": NOW + HOUR, "jti": format!("jti-{iss}-{act}-{version}"),
+        "act": act, "iat": T0, "exp": T0 + HOUR, "jti": format!("jti-{iss}-{act}-{version}"),
     })
 }
 

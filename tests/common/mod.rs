@@ -226,6 +226,7 @@ pub struct Builder {
     dir: tempfile::TempDir,
     traffic: String,
     listeners: Vec<String>,
+    workers: usize,
     limits: String,
     trust: String,
     extra: String,
@@ -254,6 +255,12 @@ impl Builder {
     /// One more listener, `name` with `body` after `name: …, `.
     pub fn add_listener(mut self, name: &str, body: &str) -> Builder {
         self.listeners.push(format!("name: {name}, {body}"));
+        self
+    }
+
+    /// Runtime worker threads (default 2).
+    pub fn workers(mut self, n: usize) -> Builder {
+        self.workers = n;
         self
     }
 
@@ -295,22 +302,17 @@ impl Builder {
 
     /// The settings this builder starts with.
     pub fn settings_yaml(&self) -> String {
-        format!(
-            "listeners: [{}]\n\
-             admin: {{ bind: \"127.0.0.1:0\" }}\n\
-             runtime: {{ workers: 2 }}\n\
-             limits: {{ drain_timeout: 5s{} }}\n\
-             paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
-             {}{}",
-            self.listeners
-                .iter()
-                .map(|l| format!("{{ {l} }}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.limits,
-            self.trust,
-            self.extra,
-            d = self.dir.path().display()
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| format!("{{ {l} }}"))
+            .collect();
+        settings_text(
+            self.dir.path(),
+            &listeners.join(", "),
+            self.workers,
+            &self.limits,
+            &format!("{}{}", self.trust, self.extra),
         )
     }
 
@@ -332,14 +334,20 @@ impl Builder {
     }
 }
 
-/// Settings for a sluice in `dir` (as [`Builder::settings_yaml`] writes them) with `rest`
-/// after the paths, for tests that run the binary or start an [`Instance`] that must fail.
+/// Settings for a sluice in `dir` with the builder's defaults and `rest` after the paths, for
+/// tests that run the binary (which reads a settings file) rather than an [`Instance`].
 pub fn settings_yaml(dir: &Path, rest: &str) -> String {
+    settings_text(dir, "{ name: public, bind: \"127.0.0.1:0\" }", 2, "", rest)
+}
+
+/// The one settings template: loopback listeners and admin, `drain_timeout: 5s` plus `limits`
+/// (`, key: value…`), paths inside `dir`, then `rest`.
+fn settings_text(dir: &Path, listeners: &str, workers: usize, limits: &str, rest: &str) -> String {
     format!(
-        "listeners: [{{ name: public, bind: \"127.0.0.1:0\" }}]\n\
+        "listeners: [{listeners}]\n\
          admin: {{ bind: \"127.0.0.1:0\" }}\n\
-         runtime: {{ workers: 2 }}\n\
-         limits: {{ drain_timeout: 5s }}\n\
+         runtime: {{ workers: {workers} }}\n\
+         limits: {{ drain_timeout: 5s{limits} }}\n\
          paths: {{ traffic: \"{d}/traffic.yaml\", approvals: \"{d}/approvals\", state_dir: \"{d}/state\" }}\n\
          {rest}",
         d = dir.display()
@@ -355,6 +363,7 @@ impl Sluice {
             dir,
             traffic: String::new(),
             listeners: vec!["name: public, bind: \"127.0.0.1:0\"".into()],
+            workers: 2,
             limits: String::new(),
             trust: "trust: { require_approvals: false }\n".into(),
             extra: String::new(),
@@ -365,15 +374,20 @@ impl Sluice {
 
     /// Stops the instance (if running) and starts it again from [`Sluice::settings_yaml`].
     pub fn restart(&mut self) {
-        if let Some(i) = self.inst.take() {
-            i.shutdown();
-        }
+        self.stop();
         let settings = Settings::parse(&self.settings_yaml).unwrap();
         let opts = StartOptions {
             clock: self.clock.clone(),
             manual_rollout_ticks: self.manual_ticks,
         };
         self.inst = Some(Instance::start(settings, opts).unwrap());
+    }
+
+    /// Shuts the instance down (in-flight requests drain within `drain_timeout`).
+    pub fn stop(&mut self) {
+        if let Some(i) = self.inst.take() {
+            i.shutdown();
+        }
     }
 
     pub fn inst(&self) -> &Instance {

@@ -41,6 +41,9 @@ pub enum EventKind {
     RolloutAborted,
     /// `rollout.completed`.
     RolloutCompleted,
+    /// `rollout.hook`: a rollout hook run's result (a check passed or failed, a gate
+    /// refused or confirmed, a rollback hook triggered).
+    RolloutHook,
     /// `admin.action`: an operator action on a rollout, allowed or refused.
     AdminAction,
     /// `cluster.joined`: this node joined its fleet (SPEC §12).
@@ -77,7 +80,7 @@ pub struct Record {
 
 impl EventKind {
     /// Every kind, in SPEC §11 order.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Started,
         EventKind::ChangeActivated,
         EventKind::ChangeRestored,
@@ -92,6 +95,7 @@ impl EventKind {
         EventKind::RolloutResumed,
         EventKind::RolloutAborted,
         EventKind::RolloutCompleted,
+        EventKind::RolloutHook,
         EventKind::AdminAction,
         EventKind::ClusterJoined,
         EventKind::ClusterLeader,
@@ -117,6 +121,7 @@ impl EventKind {
             EventKind::RolloutResumed => "rollout.resumed",
             EventKind::RolloutAborted => "rollout.aborted",
             EventKind::RolloutCompleted => "rollout.completed",
+            EventKind::RolloutHook => "rollout.hook",
             EventKind::AdminAction => "admin.action",
             EventKind::ClusterJoined => "cluster.joined",
             EventKind::ClusterLeader => "cluster.leader",
@@ -150,6 +155,7 @@ impl EventKind {
                 | EventKind::RolloutResumed
                 | EventKind::RolloutAborted
                 | EventKind::RolloutCompleted
+                | EventKind::RolloutHook
         )
     }
 }

@@ -327,6 +327,61 @@ pub struct Rollout {
     /// Blue-green: analysis after promotion; a failure swaps back.
     #[serde(default)]
     pub post_promotion_window: Option<Dur>,
+    /// Webhooks called at the rollout's stages (Flagger's webhook types).
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// `hooks`: webhooks POSTed a Flagger-compatible JSON payload at a rollout's stages; a 2xx
+/// answer is a pass.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Gate before the canary gets traffic: polled until every one answers 2xx.
+    #[serde(default)]
+    pub confirm_rollout: Vec<Hook>,
+    /// Checks before the canary gets traffic: a failure is a failed verdict.
+    #[serde(default)]
+    pub pre_rollout: Vec<Hook>,
+    /// Called as each weight step begins: a failure is a failed verdict; the step advances
+    /// only once they passed.
+    #[serde(default)]
+    pub rollout: Vec<Hook>,
+    /// Gate before promotion (the canary's move to 100%, or completion; blue-green: the
+    /// swap): polled until every one answers 2xx.
+    #[serde(default)]
+    pub confirm_promotion: Vec<Hook>,
+    /// Called once the rollout completed or aborted; the result is only recorded.
+    #[serde(default)]
+    pub post_rollout: Vec<Hook>,
+    /// Polled while the rollout is live: a 2xx answer rolls it back (reason `hook`).
+    #[serde(default)]
+    pub rollback: Vec<Hook>,
+}
+
+/// One webhook.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// Where to POST (`http://host[:port]/path`).
+    pub url: String,
+    /// Deadline of one try.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: Dur,
+    /// Extra tries after a failed one (checks only; gates are polled instead).
+    #[serde(default = "default_hook_retries")]
+    pub retries: u32,
+    /// Strings added to the payload's `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_hook_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+fn default_hook_retries() -> u32 {
+    2
 }
 
 /// Rollout strategy.

@@ -265,3 +265,38 @@ fn notifications_are_checked_at_their_path() {
     let e = errors(&ok.replace("format: slack", "format: xml"));
     assert!(e.contains("notifications[0]"), "{e}");
 }
+
+#[test]
+fn hooks_are_checked_at_their_path() {
+    let a = "analysis: { interval: 1s, window: 30s, min_requests: 50, max_error_rate: 0.05 }";
+    let ok = GOOD.replace(
+        a,
+        &format!(
+            "{a}\n    hooks:\n      pre_rollout: [{{ url: \"http://127.0.0.1:9/pre\", timeout: 2s, retries: 1, metadata: {{ suite: smoke }} }}]\n      confirm_promotion: [{{ url: \"http://127.0.0.1:9/ok\" }}]"
+        ),
+    );
+    let p = TrafficDoc::parse(&ok, &CheckContext::default()).unwrap();
+    let h = &p.doc.rollouts["checkout"].hooks;
+    assert_eq!(
+        (h.pre_rollout[0].retries, h.confirm_promotion[0].retries),
+        (1, 2)
+    );
+    assert_eq!(
+        h.confirm_promotion[0].timeout.0,
+        std::time::Duration::from_secs(10)
+    );
+    let e = errors(&ok.replace("http://127.0.0.1:9/ok", "https://gate.example/ok"));
+    assert!(
+        e.contains("rollouts.checkout.hooks.confirm_promotion[0].url"),
+        "{e}"
+    );
+    let e = errors(&ok.replace("timeout: 2s", "timeout: 0s"));
+    assert!(
+        e.contains("rollouts.checkout.hooks.pre_rollout[0].timeout"),
+        "{e}"
+    );
+    let e = errors(&ok.replace("retries: 1", "retries: 99"));
+    assert!(e.contains("hooks.pre_rollout[0].retries"), "{e}");
+    let e = errors(&ok.replace("confirm_promotion:", "confirm_rollback:"));
+    assert!(e.contains("confirm_rollback"), "{e}");
+}

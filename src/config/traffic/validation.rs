@@ -21,8 +21,8 @@ use super::model::{
     CheckedRollout, CheckedRoute, CheckedUpstream, ListenerRef, Model, Target, UpstreamId,
 };
 use super::raw::{
-    Analysis, ChangeClass, ContextSource, Protocol, RequestMatch, Rollout, Route, RouteMatch,
-    RouteTarget, Step, Sticky, Strategy, Upstream, ValueMatch,
+    Analysis, ChangeClass, ContextSource, Hooks, Protocol, RequestMatch, Rollout, Route,
+    RouteMatch, RouteTarget, Step, Sticky, Strategy, Upstream, ValueMatch,
 };
 use super::{CheckContext, MAX_INJECTED_KEY_BYTES, MAX_ROUTE_FLAGS, TrafficDoc};
 use crate::config::{ConfigError, MAX_ERRORS, yaml};
@@ -511,6 +511,7 @@ fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRol
             Some(a) => check_analysis(&format!("{base}.analysis"), a, r),
             None => Some(vec![(500, 599)]),
         };
+        check_hooks(&format!("{base}.hooks"), &ro.hooks, r);
         let force_canary = match ro.strategy {
             Strategy::Canary => canary_match,
             Strategy::BlueGreen => preview_match,
@@ -792,22 +793,69 @@ fn check_analysis(ap: &str, a: &Analysis, r: &mut Report<'_>) -> Option<Vec<(u16
     statuses
 }
 
+/// Most hooks of one kind.
+const MAX_HOOKS: usize = 8;
+
+/// Longest deadline of one hook try.
+const MAX_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Most extra tries of one hook.
+const MAX_HOOK_RETRIES: u32 = 10;
+
+/// `hooks`: per kind at most [`MAX_HOOKS`], each an http URL, a timeout in (0, 5m], at most
+/// [`MAX_HOOK_RETRIES`] retries.
+fn check_hooks(base: &str, h: &Hooks, r: &mut Report<'_>) {
+    for (kind, list) in [
+        ("confirm_rollout", &h.confirm_rollout),
+        ("pre_rollout", &h.pre_rollout),
+        ("rollout", &h.rollout),
+        ("confirm_promotion", &h.confirm_promotion),
+        ("post_rollout", &h.post_rollout),
+        ("rollback", &h.rollback),
+    ] {
+        let kp = format!("{base}.{kind}");
+        if list.len() > MAX_HOOKS {
+            r.err(&kp, format!("at most {MAX_HOOKS} hooks"));
+        }
+        for (i, hook) in list.iter().enumerate() {
+            let hp = format!("{kp}[{i}]");
+            check_http_url(&format!("{hp}.url"), &hook.url, "hooks", r);
+            if hook.timeout.0.is_zero() || hook.timeout.0 > MAX_HOOK_TIMEOUT {
+                r.err(
+                    &format!("{hp}.timeout"),
+                    "must be greater than zero and at most 5m",
+                );
+            }
+            if hook.retries > MAX_HOOK_RETRIES {
+                r.err(
+                    &format!("{hp}.retries"),
+                    format!("at most {MAX_HOOK_RETRIES}"),
+                );
+            }
+        }
+    }
+}
+
+/// An `http://` URL with a host (https is refused with its own sentence).
+fn check_http_url(path: &str, url: &str, what: &str, r: &mut Report<'_>) {
+    match url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+        Ok(u) if u.scheme_str() == Some("https") => r.err(
+            path,
+            format!(
+                "https is not supported for {what} yet; use an http address \
+                 (a local relay for external services)"
+            ),
+        ),
+        _ => r.err(path, format!("`{url}` is not an http:// URL with a host")),
+    }
+}
+
 /// `notifications`: an http URL, known event names or patterns, a positive timeout.
 fn check_notifications(doc: &TrafficDoc, r: &mut Report<'_>) {
     for (i, n) in doc.notifications.iter().enumerate() {
         let base = format!("notifications[{i}]");
-        match n.url.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-            Ok(u) if u.scheme_str() == Some("https") => r.err(
-                &format!("{base}.url"),
-                "https is not supported for notifications yet; use an http address \
-                 (a local relay for external services)",
-            ),
-            _ => r.err(
-                &format!("{base}.url"),
-                format!("`{}` is not an http:// URL with a host", n.url),
-            ),
-        }
+        check_http_url(&format!("{base}.url"), &n.url, "notifications", r);
         if n.events.is_empty() {
             r.err(
                 &format!("{base}.events"),

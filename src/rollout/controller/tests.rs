@@ -45,6 +45,7 @@ pub(crate) fn canary(steps: Vec<Step>, analysis: Option<Analysis>) -> Rollout {
         on_failure: OnFailure::Rollback,
         promote: None,
         post_promotion_window: None,
+        hooks: Default::default(),
     }
 }
 
@@ -58,6 +59,7 @@ fn blue_green(promote: Promote, post_window_secs: u64, analysis: Option<Analysis
         steps: Vec::new(),
         promote: Some(promote),
         post_promotion_window: (post_window_secs > 0).then(|| Dur::secs(post_window_secs)),
+        hooks: Default::default(),
         ..canary(Vec::new(), analysis)
     }
 }
@@ -1111,4 +1113,170 @@ fn events_name_their_audit_records() {
     assert_eq!(names["weight"], None);
     assert_eq!(RollbackReason::P99.as_str(), "p99");
     assert_eq!(Phase::WaitingForPromotion.as_str(), "waiting_for_promotion");
+}
+
+// === hooks ===
+
+fn hooked(steps: Vec<Step>, analysis: Option<Analysis>) -> Rollout {
+    let mut spec = canary(steps, analysis);
+    let hook = crate::config::traffic::Hook {
+        url: "http://127.0.0.1:9/h".into(),
+        timeout: Dur::secs(1),
+        retries: 0,
+        metadata: BTreeMap::new(),
+    };
+    spec.hooks.pre_rollout = vec![hook.clone()];
+    spec.hooks.rollout = vec![hook];
+    spec
+}
+
+fn signals(start: Gate, step: Gate, promotion: Gate) -> HookSignals {
+    HookSignals {
+        start,
+        step,
+        promotion,
+        rollback: false,
+    }
+}
+
+#[test]
+fn a_start_awaiting_hooks_serves_weight_zero_and_starts_step_zero_when_they_pass() {
+    let spec = hooked(vec![weight(20, 60), weight(100, 0)], None);
+    let mut p = Progress::new(T0);
+    p.awaiting_start = true;
+    let open = Gate::Open;
+    let ev = tick_with_hooks(
+        &mut p,
+        &spec,
+        None,
+        signals(Gate::Waiting, open, open),
+        T0 + MIN,
+    );
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(
+        (weight_of(&p, &spec), p.waiting_for),
+        (0, Some(HookGate::Start))
+    );
+    // They pass: step 0 begins now (its hold from here), then waits for its rollout hooks.
+    let at = T0 + 2 * MIN;
+    let ev = tick_with_hooks(&mut p, &spec, None, signals(open, Gate::Waiting, open), at);
+    assert_eq!(weight_of(&p, &spec), 2000);
+    assert_eq!(p.step_started_at_ms, at);
+    assert!(
+        ev.contains(&Event::StepAdvanced {
+            step: 0,
+            weight: Weight(2000)
+        }),
+        "{ev:?}"
+    );
+    // Hold passed, hooks still running: no advance.
+    tick_with_hooks(
+        &mut p,
+        &spec,
+        None,
+        signals(open, Gate::Waiting, open),
+        at + 2 * MIN,
+    );
+    assert_eq!((p.step, p.waiting_for), (0, Some(HookGate::Step)));
+    // The step's hooks passed: advance, and the new step waits for its own.
+    tick_with_hooks(&mut p, &spec, None, signals(open, open, open), at + 2 * MIN);
+    assert_eq!((p.step, weight_of(&p, &spec)), (1, 10000));
+    assert_eq!(
+        p.phase,
+        Phase::Progressing,
+        "the last step's hooks have not run"
+    );
+}
+
+#[test]
+fn a_failed_check_hook_counts_once_as_a_failed_verdict_without_analysis() {
+    let spec = hooked(vec![weight(20, 0), weight(100, 0)], None);
+    let mut p = Progress::new(T0);
+    p.awaiting_start = true;
+    let ev = tick_with_hooks(
+        &mut p,
+        &spec,
+        None,
+        signals(Gate::Failed, Gate::Open, Gate::Open),
+        T0,
+    );
+    assert_eq!(p.phase, Phase::Aborted);
+    assert_eq!(p.abort_reason, Some(RollbackReason::Hook));
+    assert!(ev.contains(&Event::RolledBack {
+        reason: RollbackReason::Hook
+    }));
+    assert_eq!(weight_of(&p, &spec), 0);
+}
+
+#[test]
+fn failure_limit_counts_failed_hook_runs_with_analysis() {
+    let mut a = analysis();
+    a.failure_limit = 2;
+    let spec = hooked(vec![weight(20, 0), weight(100, 0)], Some(a));
+    let mut p = Progress::new(T0);
+    let open = Gate::Open;
+    tick_with_hooks(
+        &mut p,
+        &spec,
+        Some(&passed()),
+        signals(open, Gate::Failed, open),
+        T0,
+    );
+    assert_eq!((p.phase, p.consecutive_failures), (Phase::Progressing, 1));
+    // Waiting for the re-run: not a failure, not an advance.
+    tick_with_hooks(
+        &mut p,
+        &spec,
+        Some(&passed()),
+        signals(open, Gate::Waiting, open),
+        T0,
+    );
+    assert_eq!(
+        (p.phase, p.step, p.consecutive_failures),
+        (Phase::Progressing, 0, 0)
+    );
+    tick_with_hooks(
+        &mut p,
+        &spec,
+        Some(&passed()),
+        signals(open, Gate::Failed, open),
+        T0,
+    );
+    tick_with_hooks(
+        &mut p,
+        &spec,
+        Some(&passed()),
+        signals(open, Gate::Failed, open),
+        T0,
+    );
+    assert_eq!(p.abort_reason, Some(RollbackReason::Hook));
+}
+
+#[test]
+fn confirm_promotion_gates_the_move_to_full_weight_and_a_rollback_hook_rolls_back() {
+    let mut spec = canary(vec![weight(20, 0), weight(50, 0), weight(100, 0)], None);
+    spec.hooks.confirm_promotion = hooked(Vec::new(), None).hooks.pre_rollout;
+    let mut p = Progress::new(T0);
+    let open = Gate::Open;
+    tick_with_hooks(&mut p, &spec, None, signals(open, open, Gate::Waiting), T0);
+    assert_eq!((p.step, weight_of(&p, &spec)), (1, 5000));
+    assert_eq!(p.waiting_for, Some(HookGate::Promotion));
+    tick_with_hooks(&mut p, &spec, None, signals(open, open, open), T0);
+    assert_eq!(p.phase, Phase::Completed);
+
+    let mut p = Progress::new(T0);
+    spec.steps[0].hold = Some(Dur::secs(60));
+    let rollback = HookSignals {
+        rollback: true,
+        ..HookSignals::default()
+    };
+    let ev = tick_with_hooks(&mut p, &spec, None, rollback, T0);
+    assert_eq!(p.abort_reason, Some(RollbackReason::Hook));
+    assert_eq!(
+        ev[0],
+        Event::WeightChanged {
+            from: Weight(2000),
+            to: Weight(0)
+        }
+    );
 }

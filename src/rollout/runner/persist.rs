@@ -49,6 +49,7 @@ pub struct Key {
     pause: Option<PauseState>,
     abort_reason: Option<RollbackReason>,
     finished_at_ms: Option<u64>,
+    awaiting_start: bool,
 }
 
 // === impl Key ===
@@ -65,6 +66,7 @@ impl Key {
             pause: p.pause,
             abort_reason: p.abort_reason,
             finished_at_ms: p.finished_at_ms,
+            awaiting_start: p.awaiting_start,
         }
     }
 }

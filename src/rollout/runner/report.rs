@@ -12,7 +12,7 @@ use crate::config::traffic::Strategy;
 use crate::metric_check::MetricState;
 use crate::rollout::analysis::{Verdict, VerdictOutcome};
 use crate::rollout::controller::Event;
-use crate::rollout::progress::{PauseReason, Phase};
+use crate::rollout::progress::{HookGate, PauseReason, Phase};
 
 /// One line for logs, status and the demo: outcome, broken rule and the numbers behind it,
 /// e.g. `failed (error_rate): canary 18/60 errors (30.00%), stable 0/1140 (0.00%), z 5.02 > 2.33, p99 3.1ms`,
@@ -95,6 +95,24 @@ fn stamped_json(s: &Stamped) -> Value {
 
 fn rfc3339_ms(ms: u64) -> String {
     clock::rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// The `rollout.hook` event of a hook run's result.
+pub(super) fn hook_event(
+    name: &str,
+    t: &Tracked,
+    r: &super::hooks::HookReport,
+    document: Option<&DocRef>,
+) -> AuditEvent {
+    let mut a = AuditEvent::new(EventKind::RolloutHook, "sluice").with("rollout", name);
+    if let Some(d) = document {
+        a = a.change(json!({ "version": d.version, "digest": d.digest }));
+    }
+    a.with("hook", r.kind.as_str())
+        .with("result", r.result)
+        .with("step", r.step)
+        .with("phase", t.progress.phase.as_str())
+        .with("run", &r.run)
 }
 
 /// The audit event of transition `e` of rollout `name`, as `kind`.
@@ -196,6 +214,13 @@ pub(super) fn status_of(name: &str, t: &Tracked, now_ms: u64, now_sec: u64) -> V
         }
         if p.phase == Phase::WaitingForPromotion {
             m.insert("waiting_for".into(), json!("promote"));
+        } else if let Some(g) = p.waiting_for {
+            m.insert("waiting_for".into(), json!(g.as_str()));
+        } else if p.awaiting_start {
+            m.insert("waiting_for".into(), json!(HookGate::Start.as_str()));
+        }
+        if let Some(h) = &t.hooks {
+            m.insert("hooks".into(), h.status());
         }
         if let Some(at) = p.promoted_at_ms {
             m.insert("promoted_at".into(), json!(rfc3339_ms(at)));
