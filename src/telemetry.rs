@@ -135,6 +135,16 @@ pub const ROLLBACKS: Family = counter(
     "sluice_rollbacks_total",
     "Rollouts rolled back or swapped back, by reason.",
 );
+/// `sluice_mirror_skipped_total{rollout,reason}`.
+pub const MIRROR_SKIPPED: Family = counter(
+    "sluice_mirror_skipped_total",
+    "Requests picked for mirroring but not copied: in_flight (max_in_flight copies already out) or body (longer than max_body, or never ended).",
+);
+/// `sluice_mirror_errors_total{rollout,kind}`.
+pub const MIRROR_ERRORS: Family = counter(
+    "sluice_mirror_errors_total",
+    "Mirror copies that got no answer: connect, timeout, reset, tls.",
+);
 /// `sluice_notifications_total{result}`.
 pub const NOTIFICATIONS: Family = counter(
     "sluice_notifications_total",
@@ -259,6 +269,8 @@ pub const FAMILIES: &[Family] = &[
     SPANS_DROPPED,
     NOTIFICATIONS,
     NOTIFICATIONS_DROPPED,
+    MIRROR_SKIPPED,
+    MIRROR_ERRORS,
     CLUSTER_CONNECTED,
     CLUSTER_LEADER,
     CLUSTER_NODES,

@@ -1778,3 +1778,201 @@ rollouts:
     );
     rig.verify_audit_chain();
 }
+
+// === mirroring ===
+
+/// What a mirror upstream received: method, path, `x-sluice-variant`, body.
+type Copies = Arc<std::sync::Mutex<Vec<(String, String, String, Bytes)>>>;
+
+/// A mirror upstream: records each request, then answers 200 — or, while `hang` is set,
+/// holds the answer until it is cleared.
+fn mirror_server(hang: Arc<AtomicBool>, got: Copies) -> SocketAddr {
+    spawn_server(move |s| {
+        let (hang, got) = (hang.clone(), got.clone());
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (hang, got) = (hang.clone(), got.clone());
+                async move {
+                    let method = req.method().to_string();
+                    let path = req.uri().path().to_string();
+                    let variant = req
+                        .headers()
+                        .get("x-sluice-variant")
+                        .map_or(String::new(), |v| v.to_str().unwrap().to_string());
+                    let body = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    got.lock().unwrap().push((method, path, variant, body));
+                    while hang.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                        "shadow answer",
+                    ))))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
+    })
+}
+
+/// The value of the sample line starting with `series` (`name{labels}`), 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (deadline 30 s) until `series` reads `want`.
+async fn wait_sample(rig: &Sluice, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = rig.metrics().await;
+        if sample(&m, series) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {} (want {want})",
+            sample(&m, series)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One request through the proxy, bounded: a client that waited on its mirror copy (which
+/// hangs below) would fail here instead of hanging the test.
+async fn through(c: &mut Client, method: &str, path: &str, body: &'static [u8]) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test.local")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), c.send(req))
+        .await
+        .expect("the client's answer never waits for its mirror copy")
+        .unwrap()
+}
+
+/// Mirroring through the listener (SPEC §2.2 `mirror`): exactly `percent` of requests are
+/// copied (evenly spread, so the copies are known), bodies up to `max_body` go along (teed,
+/// not buffered first), longer ones are skipped and counted; the client's answers are the
+/// stable side's whether the mirror answers, hangs or is down; at most `max_in_flight` copies
+/// are out while it hangs (the rest skipped and counted); mirror errors are counted; the
+/// copies carry `x-sluice-variant: mirror` and count as that variant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_copies_never_change_or_delay_the_client_and_stay_bounded() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let hang = Arc::new(AtomicBool::new(false));
+    let got: Copies = Default::default();
+    let shadow = mirror_server(hang.clone(), got.clone());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = |version: u64, mirror: SocketAddr| {
+        format!(
+            r#"version: {version}
+change: {{ id: CHG-{version}, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{}"] }}
+  v2: {{ endpoints: ["{}"] }}
+  shadow: {{ endpoints: ["{mirror}"], request_timeout: 60s }}
+routes:
+  - name: web
+    to: {{ rollout: web }}
+rollouts:
+  web:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ gate: manual }}, {{ weight: 100 }}]
+    mirror: {{ upstream: shadow, percent: 50, max_body: 1KiB, max_in_flight: 4 }}
+"#,
+            v1.addr, v2.addr
+        )
+    };
+    let rig = Sluice::builder().traffic(&text(1, shadow)).start();
+    let mut c = Client::connect(rig.proxy()).await;
+    let v1_ok = |r: &Reply| r.status == StatusCode::OK && &r.body[..] == b"v1";
+
+    // Mirror up. Requests 0..=20 are GETs; every odd one is copied (50%, evenly).
+    for i in 0..=20 {
+        let r = through(&mut c, "GET", &format!("/p{i}"), b"").await;
+        assert!(v1_ok(&r), "{i}: {} {:?}", r.status, r.body);
+    }
+    // 21: a small body (copied with it), 22: not picked, 23: over max_body (skipped).
+    assert!(v1_ok(&through(&mut c, "POST", "/small", b"hello").await));
+    assert!(v1_ok(&through(&mut c, "POST", "/even", b"x").await));
+    assert!(v1_ok(
+        &through(&mut c, "POST", "/large", &[b'a'; 4096]).await
+    ));
+    let mirror_2xx = "sluice_requests_total{route=\"web\",upstream=\"shadow\",rollout=\"web\",variant=\"mirror\",code_class=\"2xx\"}";
+    wait_sample(&rig, mirror_2xx, 11.0).await;
+    let copies = got.lock().unwrap().clone();
+    let mut want: Vec<String> = (1..=19).step_by(2).map(|i| format!("GET /p{i}")).collect();
+    want.push("POST /small".into());
+    let mut seen: Vec<String> = copies
+        .iter()
+        .map(|(m, p, _, _)| format!("{m} {p}"))
+        .collect();
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(
+        copies.iter().all(|(_, _, v, _)| v == "mirror"),
+        "{copies:?}"
+    );
+    let small = copies.iter().find(|(_, p, _, _)| p == "/small").unwrap();
+    assert_eq!(&small.3[..], b"hello");
+    let m = rig.metrics().await;
+    let skipped = "sluice_mirror_skipped_total{rollout=\"web\",reason=";
+    assert_eq!(sample(&m, &format!("{skipped}\"body\"}}")), 1.0, "{m}");
+    assert_eq!(sample(&m, &format!("{skipped}\"in_flight\"}}")), 0.0);
+
+    // Mirror hangs: 20 more requests (24..=43, 10 picked) all answered by stable at once;
+    // 4 copies out (the bound), 6 skipped.
+    hang.store(true, Ordering::Relaxed);
+    for i in 24..=43 {
+        let r = through(&mut c, "GET", &format!("/h{i}"), b"").await;
+        assert!(v1_ok(&r), "{i}: {} {:?}", r.status, r.body);
+    }
+    wait_sample(&rig, &format!("{skipped}\"in_flight\"}}"), 6.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < 15 {
+        assert!(Instant::now() < deadline, "{:?}", got.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        got.lock().unwrap().len(),
+        15,
+        "at most max_in_flight copies out"
+    );
+    hang.store(false, Ordering::Relaxed);
+    wait_sample(&rig, mirror_2xx, 15.0).await;
+
+    // Mirror down (nothing listens): answers unchanged; 5 of 10 picked, 5 connect errors.
+    rig.activate_file(&text(2, dead), 2);
+    let mut c = Client::connect(rig.proxy()).await;
+    for i in 0..10 {
+        let r = through(&mut c, "GET", &format!("/d{i}"), b"").await;
+        assert!(v1_ok(&r), "{i}: {} {:?}", r.status, r.body);
+    }
+    wait_sample(
+        &rig,
+        "sluice_mirror_errors_total{rollout=\"web\",kind=\"connect\"}",
+        5.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&rig.metrics().await, &mirror_2xx.replace("2xx", "5xx")),
+        5.0
+    );
+    assert_eq!(got.lock().unwrap().len(), 15);
+}

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 pub use settings::Settings;
 pub use traffic::TrafficDoc;
-pub use types::{Dur, Weight};
+pub use types::{Dur, Size, Weight};
 
 /// Errors reported for one document. Validation stops looking after this many: every error
 /// costs at most a bounded amount, so the list — and the work to build it — stays linear in

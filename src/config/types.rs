@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
+/// A size in bytes, written as a number or with a unit: `512`, `512B`, `64KiB`, `1MiB`
+/// (`KB`/`MB` are read as 1000s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Size(pub u64);
+
 /// A percentage with at most two decimals, held exactly as basis points (5.25% = 525).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Weight(pub u32);
@@ -123,6 +128,77 @@ impl Serialize for Dur {
     }
 }
 
+// === impl Size ===
+
+impl Size {
+    /// Parses `512`, `512B`, `64KiB`, `1MiB`, `1GiB`, `10KB`, `1MB`.
+    pub fn parse(s: &str) -> Result<Size, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size `{s}`: expected a number of bytes, e.g. 64KiB"))?;
+        let mul: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            other => {
+                return Err(format!(
+                    "invalid size `{s}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB)"
+                ));
+            }
+        };
+        n.checked_mul(mul)
+            .map(Size)
+            .ok_or_else(|| format!("invalid size `{s}`: too large"))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, n) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if self.0 >= n && self.0.is_multiple_of(n) {
+                return write!(f, "{}{unit}", self.0 / n);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as `64KiB`, `1MiB` or a number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 // === impl Weight ===
 
 impl Weight {
@@ -218,6 +294,18 @@ impl Serialize for Weight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(Size::parse("512").unwrap(), Size(512));
+        assert_eq!(Size::parse("64KiB").unwrap(), Size(65_536));
+        assert_eq!(Size::parse("1MiB").unwrap(), Size(1 << 20));
+        assert_eq!(Size::parse("10KB").unwrap(), Size(10_000));
+        assert!(Size::parse("1TiB").unwrap_err().contains("unknown unit"));
+        assert!(Size::parse("KiB").is_err());
+        assert_eq!(Size(65_536).to_string(), "64KiB");
+        assert_eq!(Size(1000).to_string(), "1000B");
+    }
 
     #[test]
     fn durations() {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::mirror::Tee;
 use super::pool::Returner;
 
 /// A body sent upstream: the client's body streamed through, or nothing.
@@ -22,6 +23,10 @@ use super::pool::Returner;
 pub enum UpBody {
     /// The client's request body, watched when it has one.
     Stream(Incoming, Option<Arc<BodyWatch>>),
+    /// The client's request body, watched, with a copy kept for a mirror.
+    Teed(Incoming, Option<Arc<BodyWatch>>, Box<Tee>),
+    /// A complete body (a mirror's copy).
+    Copy(Option<Bytes>),
     /// No body.
     Empty,
 }
@@ -79,10 +84,41 @@ impl UpBody {
     /// The watch of a client's body, if any.
     pub fn watch(&self) -> Option<&Arc<BodyWatch>> {
         match self {
-            UpBody::Stream(_, w) => w.as_ref(),
-            UpBody::Empty => None,
+            UpBody::Stream(_, w) | UpBody::Teed(_, w, _) => w.as_ref(),
+            UpBody::Copy(_) | UpBody::Empty => None,
         }
     }
+
+    /// This client body with a copy kept for a mirror.
+    pub fn teed(self, tee: Tee) -> UpBody {
+        match self {
+            UpBody::Stream(b, w) => UpBody::Teed(b, w, Box::new(tee)),
+            other => other,
+        }
+    }
+}
+
+/// Polls a client's body, keeping its watch up to date.
+#[inline]
+fn poll_watched(
+    inner: &mut Incoming,
+    w: Option<&BodyWatch>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    let r = Pin::new(&mut *inner).poll_frame(cx);
+    if let Some(w) = w {
+        match &r {
+            Poll::Pending => w.set(WAITING),
+            Poll::Ready(None) => w.set(DONE),
+            Poll::Ready(Some(Ok(_))) => w.set(if inner.is_end_stream() {
+                DONE
+            } else {
+                STREAMING
+            }),
+            Poll::Ready(Some(Err(e))) => w.set(fault_of(e)),
+        }
+    }
+    r
 }
 
 impl Body for UpBody {
@@ -96,40 +132,46 @@ impl Body for UpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpBody::Stream(inner, None) => Pin::new(inner).poll_frame(cx),
-            UpBody::Stream(inner, Some(w)) => {
-                let r = Pin::new(&mut *inner).poll_frame(cx);
+            UpBody::Stream(inner, Some(w)) => poll_watched(inner, Some(w), cx),
+            UpBody::Teed(inner, w, tee) => {
+                let r = poll_watched(inner, w.as_deref(), cx);
                 match &r {
-                    Poll::Pending => w.set(WAITING),
-                    Poll::Ready(None) => w.set(DONE),
-                    Poll::Ready(Some(Ok(_))) => w.set(if inner.is_end_stream() {
-                        DONE
-                    } else {
-                        STREAMING
-                    }),
-                    Poll::Ready(Some(Err(e))) => w.set(fault_of(e)),
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            tee.data(d);
+                        }
+                        if inner.is_end_stream() {
+                            tee.end();
+                        }
+                    }
+                    Poll::Ready(None) => tee.end(),
+                    _ => {}
                 }
                 r
             }
+            UpBody::Copy(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             UpBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Stream(inner, w) => {
+            UpBody::Stream(inner, w) | UpBody::Teed(inner, w, _) => {
                 let end = inner.is_end_stream();
                 if end && let Some(w) = w {
                     w.set(DONE);
                 }
                 end
             }
+            UpBody::Copy(b) => b.is_none(),
             UpBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpBody::Stream(inner, _) => inner.size_hint(),
+            UpBody::Stream(inner, _) | UpBody::Teed(inner, _, _) => inner.size_hint(),
+            UpBody::Copy(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             UpBody::Empty => SizeHint::with_exact(0),
         }
     }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod flags;
 pub mod headers;
 pub mod health;
+pub mod mirror;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod retry;

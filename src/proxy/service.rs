@@ -24,7 +24,7 @@ use super::pool::{self, SendError};
 use super::retry::{self, RetryPolicy};
 use super::split::{self, Side};
 use super::trace::TraceCtx;
-use super::{access_log, upgrade};
+use super::{access_log, mirror, upgrade};
 use crate::snapshot::routes::strip_port;
 use crate::snapshot::{Endpoint, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
 
@@ -394,8 +394,24 @@ async fn proxy<'s>(
         seen.request_id = h.get(&X_REQUEST_ID).cloned();
     }
 
+    // Mirrored rollouts only: one test for every other request.
+    let tee = match (rollout, &route.target) {
+        (
+            Some((ro, _)),
+            Target::Rollout {
+                mirror: Some(mm), ..
+            },
+        ) if client_upgrade.is_none() => ro
+            .mirror
+            .as_ref()
+            .and_then(|m| mirror::begin(m, &snap.upstreams[m.upstream], mm, &req)),
+        _ => None,
+    };
     let (parts, body) = req.into_parts();
-    let (body, watch) = UpBody::client(body);
+    let (mut body, watch) = UpBody::client(body);
+    if let Some(t) = tee {
+        body = body.teed(t);
+    }
     let req = Request::from_parts(parts, body);
     let result = match client_upgrade {
         Some(on) => Box::pin(upgrade::forward(shared, conn.listener, upstream, req, on)).await,

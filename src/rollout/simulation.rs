@@ -334,6 +334,7 @@ fn rollout_spec(s: &Scenario) -> Rollout {
         promote: None,
         post_promotion_window: None,
         hooks: Default::default(),
+        mirror: None,
     }
 }
 

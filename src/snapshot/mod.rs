@@ -14,7 +14,7 @@ pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -90,6 +90,8 @@ pub enum Target {
         stable: VariantMetrics,
         /// Metrics for the canary side.
         canary: VariantMetrics,
+        /// Metrics for the mirror copies (with `mirror`; boxed: most rollouts have none).
+        mirror: Option<Box<VariantMetrics>>,
     },
     /// The upstream a flag's variant maps to.
     Flag(FlagTarget),
@@ -210,6 +212,32 @@ pub struct RolloutRt {
     pub errors: ErrorStatuses,
     /// The split's hasher state after the rollout's name ([`crate::bucket::rollout_prefix`]).
     pub bucket_prefix: crate::bucket::Murmur3,
+    /// `mirror`, compiled (none: nothing is copied).
+    pub mirror: Option<Arc<MirrorRt>>,
+}
+
+/// A rollout's `mirror`: which requests are copied, the bounds, and its counters.
+#[derive(Debug)]
+pub struct MirrorRt {
+    /// Index of the mirror upstream.
+    pub upstream: usize,
+    /// `percent` in basis points.
+    bp: u64,
+    /// `max_body`, bytes.
+    pub max_body: u64,
+    /// `max_in_flight`.
+    pub max_in_flight: u32,
+    /// Requests offered so far (the pick is a function of it).
+    seq: AtomicU64,
+    /// Copies out now; shared with the previous snapshot's mirror of this rollout, so a
+    /// new document does not reset the bound.
+    pub in_flight: Arc<AtomicU32>,
+    /// `sluice_mirror_skipped_total{reason="body"}`.
+    pub skipped_body: Counter,
+    /// `sluice_mirror_skipped_total{reason="in_flight"}`.
+    pub skipped_in_flight: Counter,
+    /// `sluice_mirror_errors_total{kind}`.
+    pub errors: UpstreamErrors,
 }
 
 /// What building a snapshot needs besides the document.
@@ -352,6 +380,10 @@ impl Built<'_> {
                     rollout: *i,
                     stable: side(rt.stable, "stable"),
                     canary: side(rt.canary, "canary"),
+                    mirror: rt
+                        .mirror
+                        .as_ref()
+                        .map(|m| Box::new(side(m.upstream, "mirror"))),
                 }
             }
             model::Target::Flag { flag, arms } => Target::Flag(FlagTarget::build(
@@ -467,7 +499,50 @@ fn build_rollout(
         windows: recording::windows(kept, r),
         errors: ErrorStatuses::from_ranges(&m.error_statuses),
         bucket_prefix: crate::bucket::rollout_prefix(name),
+        mirror: build_mirror(name, r, m, ctx, old.map(|o| &**o)),
     })
+}
+
+/// A rollout's compiled `mirror`, its in-flight count carried over from `old`.
+fn build_mirror(
+    name: &str,
+    r: &Rollout,
+    m: &CheckedRollout,
+    ctx: &BuildCtx<'_>,
+    old: Option<&RolloutRt>,
+) -> Option<Arc<MirrorRt>> {
+    let (spec, upstream) = (r.mirror.as_ref()?, m.mirror?);
+    let skipped = |reason: &str| {
+        ctx.registry.counter(
+            telemetry::MIRROR_SKIPPED,
+            &[("rollout", name), ("reason", reason)],
+        )
+    };
+    let err = |kind: &str| {
+        ctx.registry.counter(
+            telemetry::MIRROR_ERRORS,
+            &[("rollout", name), ("kind", kind)],
+        )
+    };
+    let in_flight = old
+        .and_then(|o| o.mirror.as_ref())
+        .map_or_else(Arc::default, |o| o.in_flight.clone());
+    Some(Arc::new(MirrorRt {
+        upstream,
+        bp: u64::from(spec.percent.0),
+        max_body: spec.max_body.0,
+        max_in_flight: spec.max_in_flight,
+        seq: AtomicU64::new(0),
+        in_flight,
+        skipped_body: skipped("body"),
+        skipped_in_flight: skipped("in_flight"),
+        errors: UpstreamErrors {
+            connect: err("connect"),
+            timeout: err("timeout"),
+            reset: err("reset"),
+            tls: err("tls"),
+        },
+    }))
 }
 
 /// The weight a rollout starts at: the first step's (0 if it is a gate); blue-green starts at 0.
@@ -658,6 +733,19 @@ impl Upstream {
     }
 }
 
+// === impl MirrorRt ===
+
+impl MirrorRt {
+    /// Whether the next request is copied: exactly `percent` of requests, evenly spread
+    /// (the n-th is copied when `⌊n·p⌋` steps), so the share holds over any stretch and
+    /// tests can count on it.
+    #[inline]
+    pub fn pick(&self) -> bool {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        (n + 1).wrapping_mul(self.bp) / 10_000 != n.wrapping_mul(self.bp) / 10_000
+    }
+}
+
 // === impl RolloutRt ===
 
 impl RolloutRt {
@@ -704,6 +792,53 @@ routes:
         let snap = Snapshot::build(&parsed, "sha256:x", &ctx, None).unwrap();
         assert!(snap.upstreams[0].endpoints().len() >= 2);
         assert!(!snap.upstreams[0].has_unresolved());
+    }
+
+    #[test]
+    fn a_mirror_picks_exactly_its_share_evenly_and_keeps_its_bound_across_documents() {
+        let text = |pct: &str| {
+            format!(
+                r#"
+version: 1
+change: {{ id: C-1, author: alice }}
+upstreams:
+  a: {{ endpoints: ["10.0.0.1:80"] }}
+  b: {{ endpoints: ["10.0.0.2:80"] }}
+  m: {{ endpoints: ["10.0.0.3:80"] }}
+routes:
+  - {{ name: all, to: {{ rollout: r }} }}
+rollouts:
+  r: {{ strategy: canary, stable: a, canary: b, steps: [{{ weight: 10 }}], mirror: {{ upstream: m, percent: {pct} }} }}
+"#
+            )
+        };
+        let registry = Registry::new();
+        let none = Addresses::default();
+        let ctx = BuildCtx {
+            registry: &registry,
+            addresses: &none,
+        };
+        let parsed = TrafficDoc::parse(&text("5.25"), &CheckContext::default()).unwrap();
+        let snap = Snapshot::build(&parsed, "sha256:x", &ctx, None).unwrap();
+        let m = snap.rollouts[0].mirror.as_ref().unwrap();
+        assert_eq!(
+            (m.upstream, m.max_body, m.max_in_flight),
+            (2, 64 * 1024, 64)
+        );
+        // 525 of every 10,000, and never two picks closer than 19 requests apart.
+        let picks: Vec<usize> = (0..20_000).filter(|_| m.pick()).collect();
+        assert_eq!(picks.len(), 1_050);
+        assert!(picks.windows(2).all(|w| w[1] - w[0] >= 19), "{picks:?}");
+        m.in_flight.fetch_add(3, Ordering::Relaxed);
+        let parsed = TrafficDoc::parse(&text("100"), &CheckContext::default()).unwrap();
+        let next = Snapshot::build(&parsed, "sha256:y", &ctx, Some(&snap)).unwrap();
+        let n = next.rollouts[0].mirror.as_ref().unwrap();
+        assert_eq!(
+            n.in_flight.load(Ordering::Relaxed),
+            3,
+            "copies still out count"
+        );
+        assert!((0..100).all(|_| n.pick()));
     }
 
     fn addrs(v: &[&str]) -> Vec<SocketAddr> {

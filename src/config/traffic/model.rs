@@ -94,4 +94,6 @@ pub struct CheckedRollout {
     pub force_canary: Option<RequestMatcher>,
     /// `analysis.error_statuses` as inclusive ranges (`5xx` without analysis).
     pub error_statuses: Vec<(u16, u16)>,
+    /// `mirror.upstream`.
+    pub mirror: Option<UpstreamId>,
 }

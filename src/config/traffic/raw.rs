@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Dur, Weight};
+use crate::config::{Dur, Size, Weight};
 
 /// The `change` header of a document.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -330,6 +330,34 @@ pub struct Rollout {
     /// Webhooks called at the rollout's stages (Flagger's webhook types).
     #[serde(default)]
     pub hooks: Hooks,
+    /// Copies of a share of the rollout's requests, sent fire-and-forget.
+    #[serde(default)]
+    pub mirror: Option<Mirror>,
+}
+
+/// `mirror`: a share of a rollout's requests copied to another upstream; the copies'
+/// answers are discarded and never reach the client.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The upstream the copies go to.
+    pub upstream: String,
+    /// The share of requests copied (evenly spread, not drawn at random).
+    pub percent: Weight,
+    /// Requests with a longer body are not copied.
+    #[serde(default = "default_mirror_max_body")]
+    pub max_body: Size,
+    /// Copies in flight at once; more are skipped.
+    #[serde(default = "default_mirror_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_mirror_max_body() -> Size {
+    Size(64 * 1024)
+}
+
+fn default_mirror_in_flight() -> u32 {
+    64
 }
 
 /// `hooks`: webhooks POSTed a Flagger-compatible JSON payload at a rollout's stages; a 2xx

@@ -267,6 +267,39 @@ fn notifications_are_checked_at_their_path() {
 }
 
 #[test]
+fn mirrors_are_checked_at_their_path() {
+    let a = "analysis: { interval: 1s, window: 30s, min_requests: 50, max_error_rate: 0.05 }";
+    let ok = GOOD.replace(
+        a,
+        &format!("{a}\n    mirror: {{ upstream: v2, percent: 12.5, max_body: 1MiB }}"),
+    );
+    let p = TrafficDoc::parse(&ok, &CheckContext::default()).unwrap();
+    let m = p.doc.rollouts["checkout"].mirror.as_ref().unwrap();
+    assert_eq!(
+        (m.percent, m.max_body.0, m.max_in_flight),
+        (Weight(1250), 1 << 20, 64)
+    );
+    let e = errors(&ok.replace("upstream: v2, percent", "upstream: nowhere, percent"));
+    assert!(e.contains("rollouts.checkout.mirror.upstream"), "{e}");
+    let e = errors(&ok.replace("upstream: v2, percent", "upstream: v1, percent"));
+    assert!(
+        e.contains("mirror.upstream") && e.contains("the stable side"),
+        "{e}"
+    );
+    let e = errors(&ok.replace("percent: 12.5", "percent: 0"));
+    assert!(e.contains("rollouts.checkout.mirror.percent"), "{e}");
+    let e = errors(&ok.replace("max_body: 1MiB", "max_body: 1TiB"));
+    assert!(
+        e.contains("mirror.max_body") && e.contains("unknown unit"),
+        "{e}"
+    );
+    let e = errors(&ok.replace("max_body: 1MiB", "max_body: 64MiB"));
+    assert!(e.contains("rollouts.checkout.mirror.max_body"), "{e}");
+    let e = errors(&ok.replace("max_body: 1MiB", "max_in_flight: 0"));
+    assert!(e.contains("rollouts.checkout.mirror.max_in_flight"), "{e}");
+}
+
+#[test]
 fn hooks_are_checked_at_their_path() {
     let a = "analysis: { interval: 1s, window: 30s, min_requests: 50, max_error_rate: 0.05 }";
     let ok = GOOD.replace(

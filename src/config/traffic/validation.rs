@@ -512,6 +512,7 @@ fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRol
             None => Some(vec![(500, 599)]),
         };
         check_hooks(&format!("{base}.hooks"), &ro.hooks, r);
+        let mirror = check_mirror(doc, &base, ro, r);
         let force_canary = match ro.strategy {
             Strategy::Canary => canary_match,
             Strategy::BlueGreen => preview_match,
@@ -524,6 +525,7 @@ fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRol
                 sticky_header: sticky_header?,
                 force_canary: force_canary?,
                 error_statuses: error_statuses?,
+                mirror: mirror?,
             })
         })();
         out = out.zip(checked).map(|(mut v, c)| {
@@ -791,6 +793,62 @@ fn check_analysis(ap: &str, a: &Analysis, r: &mut Report<'_>) -> Option<Vec<(u16
         );
     }
     statuses
+}
+
+/// Largest `mirror.max_body`.
+const MAX_MIRROR_BODY: u64 = 16 << 20;
+
+/// Most `mirror.max_in_flight`.
+const MAX_MIRROR_IN_FLIGHT: u32 = 10_000;
+
+/// `mirror`: a known upstream other than the stable side, a percent above 0, `max_body` at
+/// most 16 MiB, `max_in_flight` in 1..=10000. `None` when refused.
+fn check_mirror(
+    doc: &TrafficDoc,
+    base: &str,
+    ro: &Rollout,
+    r: &mut Report<'_>,
+) -> Option<Option<UpstreamId>> {
+    let Some(m) = &ro.mirror else {
+        return Some(None);
+    };
+    let mp = format!("{base}.mirror");
+    let mut ok = true;
+    let id = upstream_id(doc, &m.upstream);
+    if id.is_none() {
+        r.err(
+            &format!("{mp}.upstream"),
+            format!("unknown upstream `{}`", m.upstream),
+        );
+        ok = false;
+    }
+    let stable = match ro.strategy {
+        Strategy::Canary => ro.stable.as_ref(),
+        Strategy::BlueGreen => ro.active.as_ref(),
+    };
+    if stable == Some(&m.upstream) {
+        r.err(
+            &format!("{mp}.upstream"),
+            "the stable side already serves every request it would mirror; name another upstream",
+        );
+        ok = false;
+    }
+    if m.percent.0 == 0 {
+        r.err(&format!("{mp}.percent"), "must be greater than zero");
+        ok = false;
+    }
+    if m.max_body.0 > MAX_MIRROR_BODY {
+        r.err(&format!("{mp}.max_body"), "at most 16MiB");
+        ok = false;
+    }
+    if m.max_in_flight == 0 || m.max_in_flight > MAX_MIRROR_IN_FLIGHT {
+        r.err(
+            &format!("{mp}.max_in_flight"),
+            format!("must be between 1 and {MAX_MIRROR_IN_FLIGHT}"),
+        );
+        ok = false;
+    }
+    ok.then_some(id)
 }
 
 /// Most hooks of one kind.

@@ -46,6 +46,7 @@ pub(crate) fn canary(steps: Vec<Step>, analysis: Option<Analysis>) -> Rollout {
         promote: None,
         post_promotion_window: None,
         hooks: Default::default(),
+        mirror: None,
     }
 }
 
@@ -60,6 +61,7 @@ fn blue_green(promote: Promote, post_window_secs: u64, analysis: Option<Analysis
         promote: Some(promote),
         post_promotion_window: (post_window_secs > 0).then(|| Dur::secs(post_window_secs)),
         hooks: Default::default(),
+        mirror: None,
         ..canary(Vec::new(), analysis)
     }
 }
