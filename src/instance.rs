@@ -155,9 +155,9 @@ impl Instance {
                 refused: crate::proxy::Refused::new(&registry, &l.name),
             });
         }
-        let cert_stores: Vec<_> = listener_infos
+        let tls_listeners: Vec<_> = listener_infos
             .iter()
-            .filter_map(|l| l.tls.as_ref().map(|t| t.certs.clone()))
+            .filter_map(|l| l.tls.clone())
             .collect();
         let keys = match &settings.ofrep.api_keys_file {
             Some(path) => ApiKeys::load(path).map_err(|source| StartError::Keys {
@@ -342,7 +342,7 @@ impl Instance {
             shutdown: rx,
             last_seen,
             last_folder,
-            cert_stores,
+            tls_listeners,
             rollouts: (!opts.manual_rollout_ticks).then(|| rollouts.clone()),
             cluster: cluster.clone(),
             deliveries,
@@ -456,7 +456,7 @@ struct Control {
     shutdown: Shutdown,
     last_seen: Option<String>,
     last_folder: String,
-    cert_stores: Vec<Arc<crate::proxy::tls::CertStore>>,
+    tls_listeners: Vec<crate::proxy::ListenerTls>,
     /// `None` when rollouts tick by hand.
     rollouts: Option<Arc<Runner>>,
     cluster: Option<Arc<Cluster>>,
@@ -486,7 +486,7 @@ impl Control {
                 shutdown,
                 last_seen,
                 last_folder,
-                cert_stores,
+                tls_listeners,
                 rollouts,
                 cluster,
                 deliveries,
@@ -494,7 +494,7 @@ impl Control {
             let notify_task =
                 tokio::spawn(deliveries.run(admin.shared.snapshot.clone(), shutdown.clone()));
             let tls_task = tokio::spawn(crate::proxy::tls::reload_loop(
-                cert_stores,
+                tls_listeners,
                 shutdown.clone(),
             ));
             let health_task = tokio::spawn(crate::proxy::health::run(

@@ -18,6 +18,7 @@ use metrics::{
     SharedString, Unit,
 };
 
+pub mod handoff;
 pub mod otlp;
 pub mod process;
 

@@ -553,6 +553,93 @@ async fn a_client_ca_file_that_does_not_parse_names_the_setting() {
     );
 }
 
+/// The client CA file reloads as certificates do: once it names another CA, a client
+/// certificate from the new CA is admitted and one from the old CA is not, while the
+/// connection verified before the change keeps serving; a file that does not parse leaves
+/// the CAs in use (the reason is logged: `proxy::tls` unit test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_ca_reloads_without_dropping_connections() {
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let ca = Ca::new("server CA");
+    let old = Ca::new("old client CA");
+    let new = Ca::new("new client CA");
+    let alice = old.client_leaf("alice", "Example", "spiffe://test/alice");
+    let bob = new.client_leaf("bob", "Example", "spiffe://test/bob");
+    // Weight 0: every request goes to v1, whichever connection it comes on.
+    let sb = Sluice::builder();
+    let dir = sb.dir();
+    let leaf = ca.leaf(&["a.test"]);
+    let (c, k) = (
+        write(dir, "a.pem", &leaf.cert),
+        write(dir, "a.key", &leaf.key),
+    );
+    let cas = write(dir, "clients.pem", &old.pem);
+    let s = sb
+        .traffic(&traffic(1, v1.addr, v2.addr, "[{ weight: 0 }]"))
+        .listener(&format!(
+            "bind: \"127.0.0.1:0\", tls: {{ certs: [{{ cert: \"{}\", key: \"{}\" }}], client_auth: {{ ca_file: \"{}\" }} }}",
+            c.display(),
+            k.display(),
+            cas.display()
+        ))
+        .start();
+    let with = |leaf| edge::client_config_with_cert(ca.roots(), leaf);
+    let served = |leaf| {
+        let cfg = with(leaf);
+        let addr = s.proxy();
+        async move {
+            let Ok(tls) = tls_connect(addr, "a.test", cfg).await else {
+                return false;
+            };
+            let mut c = Client::over(tls).await;
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                c.send(get("/api/x", &[("host", "a.test")])),
+            )
+            .await
+            .expect("a refused handshake ends the connection");
+            r.is_ok_and(|r| r.status == 200)
+        }
+    };
+    let tls = tls_connect(s.proxy(), "a.test", with(&alice))
+        .await
+        .unwrap();
+    let mut open = Client::over(tls).await;
+    let r = open
+        .send(get("/api/x", &[("host", "a.test")]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!served(&bob).await, "a client of an unknown CA was served");
+
+    // The CA file now names the new CA (as a secret update would).
+    write(s.dir.path(), "clients.pem", &new.pem);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !served(&bob).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new client CA was never used"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !served(&alice).await,
+        "the old CA still admits new connections"
+    );
+    // The connection verified before the change was not dropped.
+    let r = open
+        .send(get("/api/x", &[("host", "a.test")]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // A broken file is refused: the new CA keeps verifying.
+    write(s.dir.path(), "clients.pem", "not a certificate");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(served(&bob).await);
+    assert!(!served(&alice).await);
+}
+
 /// Writes `head` then an HTTP/1.1 request for `path` on a fresh connection; returns the
 /// raw reply (until the connection closes or the response ends).
 async fn raw(addr: std::net::SocketAddr, head: &[u8], path: &str, xff: Option<&str>) -> String {

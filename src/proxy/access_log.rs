@@ -1,12 +1,14 @@
 //! The JSON access log (`access_log` in `sluice.yaml`, off by default).
 //!
 //! Workers never touch the file: a request's entry goes into a bounded channel with
-//! `try_send` (a full channel drops the entry and counts it), and one writer thread
-//! formats the lines and writes them through a buffer, flushing whenever the channel runs
-//! dry. When the log is off, the data plane pays one `Option` check.
+//! `try_send` (a full channel drops the entry and counts it) when its response body ends
+//! (`proxy::record`), and one writer thread takes what was queued every few milliseconds
+//! (`telemetry::handoff`), formats the lines and writes them through a buffer, flushing
+//! whenever the channel runs dry. When the log is off, the data plane pays one `Option`
+//! check.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -16,9 +18,12 @@ use http::{HeaderValue, Method};
 use serde::Serialize;
 
 use crate::config::settings::AccessLog as AccessLogSettings;
+use crate::telemetry::handoff;
 
 /// Entries waiting for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
+/// Entries the writer takes at once.
+const TAKE: usize = 1024;
 
 /// The sending side, held by the data plane.
 #[derive(Debug)]
@@ -32,16 +37,25 @@ pub struct AccessLog {
 pub struct Entry {
     /// When the request started.
     pub start: SystemTime,
-    /// Route name (empty when none matched).
-    pub route: Box<str>,
+    /// Route name (none matched: `None`).
+    pub route: Option<std::sync::Arc<str>>,
     /// `stable`/`canary` on rollouts, else the upstream name.
     pub variant: Option<HeaderValue>,
-    /// Upstream pool name.
-    pub upstream: Box<str>,
+    /// The upstream pool's name.
+    pub upstream: Option<std::sync::Arc<str>>,
+    /// The endpoint the request went to (the last one tried when none answered).
+    pub upstream_addr: Option<SocketAddr>,
     /// Status sent to the client.
     pub status: u16,
-    /// Request start to response head.
+    /// Request start to the response body's end (or the moment it was cut).
     pub duration: Duration,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// Response body bytes handed to the client's connection.
+    pub bytes_out: u64,
+    /// The response body was sent to its end (false: the client went away or the
+    /// upstream broke off midway).
+    pub complete: bool,
     /// Method.
     pub method: Method,
     /// Path (after dot-segment removal).
@@ -70,8 +84,12 @@ struct Line<'a> {
     route: &'a str,
     variant: &'a str,
     upstream: &'a str,
+    upstream_addr: &'a str,
     status: u16,
     duration_ms: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    complete: bool,
     method: &'a str,
     path: &'a str,
     client: IpAddr,
@@ -134,21 +152,25 @@ fn open(p: &PathBuf) -> std::io::Result<std::fs::File> {
 fn write_loop(rx: Receiver<Entry>, out: Box<dyn Write + Send>) {
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut buf = Vec::with_capacity(512);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(e) = next {
+    let mut entries = Vec::with_capacity(TAKE);
+    loop {
+        let open = handoff::take(&rx, &mut entries, TAKE);
+        let more = entries.len() == TAKE;
+        for e in entries.drain(..) {
             buf.clear();
             if format(&e, &mut buf).is_ok() && w.write_all(&buf).is_err() {
                 return;
             }
-            next = rx.try_recv().ok();
+        }
+        if more {
+            continue;
         }
         // The queue ran dry: make what was written visible.
-        if w.flush().is_err() {
+        if w.flush().is_err() || !open {
             return;
         }
+        std::thread::sleep(handoff::TICK);
     }
-    let _ = w.flush();
 }
 
 /// One JSON line for `e`, newline included.
@@ -163,13 +185,18 @@ pub fn format(e: &Entry, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     let request_id = text(&e.request_id);
     let host = text(&e.host);
     let trace_id = e.trace_id.map(hex::encode).unwrap_or_default();
+    let upstream_addr = e.upstream_addr.map(|a| a.to_string()).unwrap_or_default();
     let line = Line {
         ts: httpdate_rfc3339(e.start),
-        route: &e.route,
+        route: e.route.as_deref().unwrap_or(""),
         variant: &variant,
-        upstream: &e.upstream,
+        upstream: e.upstream.as_deref().unwrap_or(""),
+        upstream_addr: &upstream_addr,
         status: e.status,
         duration_ms: e.duration.as_secs_f64() * 1000.0,
+        bytes_in: e.bytes_in,
+        bytes_out: e.bytes_out,
+        complete: e.complete,
         method: e.method.as_str(),
         path: &e.path,
         client: e.client,
@@ -223,11 +250,15 @@ mod tests {
     fn line_shape() {
         let e = Entry {
             start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            route: "checkout".into(),
+            route: Some("checkout".into()),
             variant: Some(HeaderValue::from_static("canary")),
-            upstream: "v2".into(),
+            upstream: Some("v2".into()),
+            upstream_addr: Some("10.0.0.7:8080".parse().unwrap()),
             status: 200,
             duration: Duration::from_micros(1500),
+            bytes_in: 12,
+            bytes_out: 3456,
+            complete: true,
             method: Method::GET,
             path: "/checkout".into(),
             client: "127.0.0.1".parse().unwrap(),
@@ -249,8 +280,12 @@ mod tests {
         assert_eq!(v["route"], "checkout");
         assert_eq!(v["variant"], "canary");
         assert_eq!(v["upstream"], "v2");
+        assert_eq!(v["upstream_addr"], "10.0.0.7:8080");
         assert_eq!(v["status"], 200);
         assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["bytes_in"], 12);
+        assert_eq!(v["bytes_out"], 3456);
+        assert_eq!(v["complete"], true);
         assert_eq!(v["flags"], "a=on; b=off");
         assert!(v.get("error").is_none());
         assert_eq!(v["request_id"], "req-1");

@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 
 use super::mirror::Tee;
 use super::pool::Returner;
+use super::record::Recorded;
 
 /// A body sent upstream: the client's body streamed through, or nothing.
 #[derive(Debug)]
@@ -33,7 +34,11 @@ pub enum UpBody {
 
 /// How a client's request body is doing on its way upstream.
 #[derive(Debug, Default)]
-pub struct BodyWatch(AtomicU8);
+pub struct BodyWatch {
+    state: AtomicU8,
+    /// Body bytes read from the client (the access log's `bytes_in`).
+    bytes: AtomicU64,
+}
 
 /// A request failure the client caused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +68,8 @@ pub enum DownBody {
     Full(Option<Bytes>),
     /// An OFREP event stream (`builtin: ofrep` routes).
     Events(crate::flagsvc::sse::EventStream),
+    /// One of the above, whose request is recorded (access log, span) when it ends.
+    Recorded(Box<Recorded>),
 }
 
 // Both wrap `Incoming`, which is `Unpin`; that lets them implement `Drop` without pin projection.
@@ -110,11 +117,16 @@ fn poll_watched(
         match &r {
             Poll::Pending => w.set(WAITING),
             Poll::Ready(None) => w.set(DONE),
-            Poll::Ready(Some(Ok(_))) => w.set(if inner.is_end_stream() {
-                DONE
-            } else {
-                STREAMING
-            }),
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    w.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                w.set(if inner.is_end_stream() {
+                    DONE
+                } else {
+                    STREAMING
+                })
+            }
             Poll::Ready(Some(Err(e))) => w.set(fault_of(e)),
         }
     }
@@ -198,7 +210,7 @@ impl BodyWatch {
     fn set(&self, state: u8) {
         // Final states stay: a later poll cannot undo an end or a fault.
         let _ = self
-            .0
+            .state
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
                 (s < DONE && s != state).then_some(state)
             });
@@ -206,18 +218,23 @@ impl BodyWatch {
 
     /// The body was sent to its end.
     pub fn is_done(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == DONE
+        self.state.load(Ordering::Relaxed) == DONE
     }
 
     /// The client's fault, if the body failed by it. `timed_out`: no response came in time,
     /// which is the client's fault when the upstream was waiting for its body.
     pub fn fault(&self, timed_out: bool) -> Option<ClientFault> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.state.load(Ordering::Relaxed) {
             ABORTED => Some(ClientFault::Aborted),
             MALFORMED => Some(ClientFault::Malformed),
             WAITING if timed_out => Some(ClientFault::Timeout),
             _ => None,
         }
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -233,6 +250,15 @@ impl DownBody {
     /// An empty body.
     pub fn empty() -> Self {
         DownBody::Full(None)
+    }
+
+    /// The upstream endpoint the body comes from, if it comes from one.
+    pub fn upstream_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            DownBody::Upstream(_, Some(r)) => Some(r.addr()),
+            DownBody::Recorded(r) => r.body.upstream_addr(),
+            _ => None,
+        }
     }
 }
 
@@ -259,6 +285,11 @@ impl Body for DownBody {
             DownBody::Events(s) => Pin::new(s)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            DownBody::Recorded(r) => {
+                let f = Pin::new(&mut r.body).poll_frame(cx);
+                r.observe(&f);
+                f
+            }
         }
     }
 
@@ -267,6 +298,7 @@ impl Body for DownBody {
             DownBody::Upstream(inner, _) => inner.is_end_stream(),
             DownBody::Full(data) => data.is_none(),
             DownBody::Events(s) => s.is_end_stream(),
+            DownBody::Recorded(r) => r.body.is_end_stream(),
         }
     }
 
@@ -277,6 +309,7 @@ impl Body for DownBody {
                 SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0))
             }
             DownBody::Events(s) => s.size_hint(),
+            DownBody::Recorded(r) => r.body.size_hint(),
         }
     }
 }
@@ -286,11 +319,18 @@ impl Drop for DownBody {
         // hyper may drop a body that reports its end without polling it (empty bodies, HEAD):
         // the upstream connection is still reusable then. A body dropped midway is not, and
         // its connection closes with the `Returner`.
-        if let DownBody::Upstream(inner, done) = self
-            && inner.is_end_stream()
-            && let Some(ret) = done.take()
-        {
-            ret.give_back();
+        match self {
+            DownBody::Upstream(inner, done) if inner.is_end_stream() => {
+                if let Some(ret) = done.take() {
+                    ret.give_back();
+                }
+            }
+            // Dropped at its end (never polled to `None`) or midway (the client left).
+            DownBody::Recorded(r) => {
+                let complete = r.body.is_end_stream();
+                r.finish(complete);
+            }
+            _ => {}
         }
     }
 }

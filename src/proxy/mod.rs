@@ -14,6 +14,7 @@ pub mod health;
 pub mod mirror;
 pub mod pool;
 pub mod proxy_protocol;
+pub mod record;
 pub mod retry;
 pub mod server;
 pub mod service;
@@ -137,15 +138,29 @@ impl Refused {
     }
 }
 
-/// A TLS listener's acceptor and the certificates it reloads.
+/// A TLS listener's rustls config and the files it reloads.
 #[derive(Clone)]
 pub struct ListenerTls {
-    /// Handshakes with the listener's rustls config.
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The listener's rustls config; replaced when the client CA file changes.
+    pub config: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     /// The certificates, reloaded when their files change.
     pub certs: Arc<tls::CertStore>,
+    /// The client CA (`tls.client_auth`), reloaded when its file changes.
+    pub client_ca: Option<Arc<tls::ClientCa>>,
+}
+
+// === impl ListenerTls ===
+
+impl ListenerTls {
+    /// An acceptor for the next handshake (the config as it is now).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.load_full())
+    }
+
     /// Client certificates are verified (`tls.client_auth`).
-    pub client_auth: bool,
+    pub fn client_auth(&self) -> bool {
+        self.client_ca.is_some()
+    }
 }
 
 impl std::fmt::Debug for ListenerTls {

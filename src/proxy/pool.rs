@@ -84,7 +84,7 @@ pub struct Returner {
     conn: Option<Idle>,
     /// The request body's progress (none: no body).
     body: Option<Arc<BodyWatch>>,
-    _flight: InFlight,
+    flight: InFlight,
 }
 
 /// Counts a request in flight on an endpoint while it lives.
@@ -110,6 +110,11 @@ impl Drop for InFlight {
 // === impl Returner ===
 
 impl Returner {
+    /// The endpoint the request went to.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.flight.0.addr
+    }
+
     /// Puts the connection back in this thread's pool when both directions are complete;
     /// closes it otherwise.
     pub fn give_back(mut self) {
@@ -217,7 +222,7 @@ pub async fn send(
                                 key,
                                 conn: Some((tx, task)),
                                 body,
-                                _flight: flight,
+                                flight,
                             },
                         ));
                     }
@@ -268,7 +273,7 @@ pub async fn send(
                                 key,
                                 conn: None,
                                 body,
-                                _flight: flight,
+                                flight,
                             },
                         ));
                     }
@@ -337,7 +342,7 @@ pub async fn send_upgrade(
                 key: (ep.addr, connector.key),
                 conn: None,
                 body: None,
-                _flight: flight,
+                flight,
             },
         )),
         Err(e) => {

@@ -198,10 +198,10 @@ async fn serve_tls(
     let Some(tls) = listener.tls.clone() else {
         return;
     };
-    let stream = match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+    let stream = match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            let reason = if tls.client_auth && is_client_cert_error(&e) {
+            let reason = if tls.client_auth() && is_client_cert_error(&e) {
                 listener.refused.client_cert.increment(1);
                 "client_cert"
             } else {
@@ -217,7 +217,7 @@ async fn serve_tls(
             return;
         }
     };
-    if tls.client_auth {
+    if tls.client_auth() {
         // Verified by rustls during the handshake; read once per connection.
         info.client_cert = stream
             .get_ref()

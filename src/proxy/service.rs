@@ -24,9 +24,9 @@ use super::pool::{self, SendError};
 use super::retry::{self, RetryPolicy};
 use super::split::{self, Side};
 use super::trace::TraceCtx;
-use super::{access_log, mirror, upgrade};
+use super::{access_log, mirror, record, upgrade};
 use crate::snapshot::routes::strip_port;
-use crate::snapshot::{Endpoint, RolloutRt, Snapshot, Target, Upstream, VariantMetrics};
+use crate::snapshot::{Endpoint, RolloutRt, Route, Snapshot, Target, Upstream, VariantMetrics};
 
 /// What the service knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -81,7 +81,11 @@ async fn respond(
         (
             std::time::SystemTime::now(),
             req.method().clone(),
-            Box::<str>::from(headers::normalize_path(req.uri().path())),
+            // Only the log shows the path (a span names its route).
+            shared
+                .access_log
+                .is_some()
+                .then(|| Box::<str>::from(headers::normalize_path(req.uri().path()))),
         )
     });
     let mut seen = Seen {
@@ -96,56 +100,71 @@ async fn respond(
     let Some((started, method, path)) = logged else {
         return resp;
     };
-    let duration = start.elapsed();
     let error = resp
         .headers()
         .get(&X_SLUICE_ERROR)
         .and_then(|v| v.to_str().ok())
         .and_then(ProxyError::static_code);
-    if let (Some(exp), Some(t)) = (exporter, seen.trace)
-        && t.sampled
-    {
-        let nanos = |t: std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        };
-        exp.record(crate::telemetry::otlp::SpanRecord {
+    let status = resp.status().as_u16();
+    let route_name = seen.route.map(|r| r.name.clone());
+    let upstream_name = seen.upstream.map(|u| u.name.clone());
+    // The span and the entry are finished (end, byte counts) when the body ends.
+    let span = match (exporter, seen.trace) {
+        (Some(_), Some(t)) if t.sampled => Some(crate::telemetry::otlp::SpanRecord {
             trace_id: t.trace_id,
             span_id: t.span_id,
             parent: t.parent,
-            start_unix_nanos: nanos(started),
-            end_unix_nanos: nanos(started + duration),
+            start_unix_nanos: record::unix_nanos(started),
+            end_unix_nanos: 0,
             method: method.clone(),
-            route: seen.route.unwrap_or("").into(),
+            route: route_name.clone(),
             variant: seen.variant.clone(),
-            upstream: seen.upstream.unwrap_or("").into(),
-            status: resp.status().as_u16(),
+            upstream: upstream_name.clone(),
+            status,
             flags: seen.flags.clone(),
             error,
-        });
+        }),
+        _ => None,
+    };
+    let entry = shared.access_log.as_ref().map(|_| access_log::Entry {
+        start: started,
+        route: route_name,
+        variant: seen.variant,
+        upstream: upstream_name,
+        upstream_addr: resp.body().upstream_addr().or(seen.upstream_addr),
+        status,
+        duration: std::time::Duration::ZERO,
+        bytes_in: 0,
+        bytes_out: 0,
+        complete: false,
+        method,
+        path: path.unwrap_or_default(),
+        client: seen.client.unwrap_or(conn.peer.ip()),
+        client_cert: conn.client_cert.clone(),
+        flags: seen.flags,
+        error,
+        request_id: seen.request_id,
+        trace_id: seen.trace.map(|t| t.trace_id),
+        host: seen.host,
+        tls: conn.tls,
+    });
+    if span.is_none() && entry.is_none() {
+        return resp;
     }
-    if let Some(log) = &shared.access_log {
-        log.record(access_log::Entry {
-            start: started,
-            route: seen.route.unwrap_or("").into(),
-            variant: seen.variant,
-            upstream: seen.upstream.unwrap_or("").into(),
-            status: resp.status().as_u16(),
-            duration,
-            method,
-            path,
-            client: seen.client.unwrap_or(conn.peer.ip()),
-            client_cert: conn.client_cert.clone(),
-            flags: seen.flags,
-            error,
-            request_id: seen.request_id,
-            trace_id: seen.trace.map(|t| t.trace_id),
-            host: seen.host,
-            tls: conn.tls,
-        });
-    }
-    resp
+    let (parts, body) = resp.into_parts();
+    let tail = record::Tail {
+        shared: shared.clone(),
+        start,
+        started,
+        entry,
+        span,
+        request_body: seen.request_body,
+        bytes_out: 0,
+    };
+    Response::from_parts(
+        parts,
+        DownBody::Recorded(Box::new(record::Recorded::new(body, tail))),
+    )
 }
 
 /// Answers a request refused before routing, counting the client's fault.
@@ -161,8 +180,12 @@ fn refuse(shared: &Shared, e: ProxyError) -> Response<DownBody> {
 struct Seen<'a> {
     /// The log is on (else nothing is copied).
     wanted: bool,
-    route: Option<&'a str>,
-    upstream: Option<&'a str>,
+    route: Option<&'a Route>,
+    upstream: Option<&'a Arc<Upstream>>,
+    /// The endpoint tried last (the response's, or the one that failed).
+    upstream_addr: Option<SocketAddr>,
+    /// The request body's progress (its byte count).
+    request_body: Option<Arc<BodyWatch>>,
     variant: Option<HeaderValue>,
     flags: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
@@ -219,7 +242,7 @@ async fn proxy<'s>(
     };
     if let Target::Ofrep { metrics } = &route.target {
         if seen.wanted {
-            seen.route = Some(&route.name);
+            seen.route = Some(route);
         }
         // Boxed: OFREP's future is large and rare on a proxy route.
         let reply = Box::pin(crate::flagsvc::ofrep::serve(
@@ -387,8 +410,8 @@ async fn proxy<'s>(
         upgrade::restore(h, p.clone());
     }
     if seen.wanted {
-        seen.route = Some(&route.name);
-        seen.upstream = Some(&upstream.name);
+        seen.route = Some(route);
+        seen.upstream = Some(upstream);
         seen.variant = Some(metrics.variant_header.clone());
         seen.flags = h.get(&X_SLUICE_FLAGS).cloned();
         seen.request_id = h.get(&X_REQUEST_ID).cloned();
@@ -409,6 +432,9 @@ async fn proxy<'s>(
     };
     let (parts, body) = req.into_parts();
     let (mut body, watch) = UpBody::client(body);
+    if seen.wanted {
+        seen.request_body = watch.clone();
+    }
     if let Some(t) = tee {
         body = body.teed(t);
     }
@@ -424,6 +450,7 @@ async fn proxy<'s>(
                 watch.as_deref(),
                 start,
                 deadline,
+                &mut seen.upstream_addr,
             )
             .await
         }
@@ -467,9 +494,10 @@ async fn proxy<'s>(
 }
 
 /// Sends to a pool with the route's retry policy; maps failures to sluice's errors and
-/// feeds passive health. A failure the client caused (`body` says so) is answered as the
-/// client's error at once: not retried, not counted against the upstream or its health.
-/// The request is lent (see [`pool::send`]): this future stays small.
+/// feeds passive health; `tried` is the endpoint tried last. A failure the client caused
+/// (`body` says so) is answered as the client's error at once: not retried, not counted
+/// against the upstream or its health. The request is lent (see [`pool::send`]): this
+/// future stays small.
 async fn forward(
     up: &Upstream,
     policy: &RetryPolicy,
@@ -477,6 +505,7 @@ async fn forward(
     body: Option<&BodyWatch>,
     start: Instant,
     deadline: &Deadline,
+    tried: &mut Option<SocketAddr>,
 ) -> Result<Response<DownBody>, ProxyError> {
     // A bodiless idempotent request can be rebuilt for a retry after it was sent; its head
     // is copied only when the route would use the copy (boxed: only then is it kept).
@@ -494,6 +523,7 @@ async fn forward(
         let Some(ep) = up.pick(last.as_ref()) else {
             return Err(ProxyError::NoHealthyEndpoint);
         };
+        *tried = Some(ep.addr);
         if req.is_none() {
             match &replay {
                 Some(head) => *req = Some(retry::rebuild(head)),

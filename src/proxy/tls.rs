@@ -6,6 +6,12 @@
 //! stats the PEM files every second and, when one changed, loads the whole set and stores
 //! it. Open connections keep the keys they negotiated with, so a reload never drops one;
 //! a set that fails to load is logged and the previous one keeps serving.
+//!
+//! The client CA file of an mTLS listener (`tls.client_auth.ca_file`) is watched the same
+//! way ([`ClientCa`]): a change builds a new rustls config (the same certificate store,
+//! a verifier over the new CAs) that later handshakes use; connections verified before it
+//! stay open; a file that does not load is logged with its reason and the previous CAs
+//! keep verifying.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +79,27 @@ struct FileStamp {
     len: u64,
     #[cfg(unix)]
     inode: u64,
+}
+
+/// A listener's client CA file, reloaded into its rustls config when it changes.
+#[derive(Debug)]
+pub struct ClientCa {
+    auth: ClientAuth,
+    certs: Arc<CertStore>,
+    stamp: std::sync::Mutex<FileStamp>,
+    /// The listener's config: handshakes start from what it holds.
+    config: Arc<ArcSwap<ServerConfig>>,
+}
+
+/// What a reload check did.
+#[derive(Debug)]
+pub enum Reload {
+    /// No file changed.
+    Unchanged,
+    /// The new files are in use.
+    Reloaded,
+    /// A changed file did not load; the previous set stays in use.
+    Failed(TlsError),
 }
 
 /// Picks a certificate by SNI from a [`CertStore`].
@@ -174,14 +201,55 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// Loads a listener's certificates (and client CA) and builds its acceptor.
+// === impl ClientCa ===
+
+impl ClientCa {
+    /// Rebuilds the listener's config when the CA file changed since the last load.
+    /// Blocking file IO: call off the data plane.
+    pub fn reload_if_changed(&self) -> Reload {
+        let now = stamp(&self.auth.ca_file);
+        let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == now {
+            return Reload::Unchanged;
+        }
+        // Remembered whatever the outcome: a broken file is reported once, and the next
+        // write to it triggers another attempt.
+        *last = now;
+        match self.certs.server_config(Some(&self.auth)) {
+            Ok(cfg) => {
+                self.config.store(cfg);
+                tracing::info!(ca_file = %self.auth.ca_file.display(), "Listener client CA reloaded.");
+                Reload::Reloaded
+            }
+            Err(e) => {
+                tracing::warn!(
+                    setting = "tls.client_auth.ca_file",
+                    error = %e,
+                    "Client CA reload failed; the previous CAs keep verifying."
+                );
+                Reload::Failed(e)
+            }
+        }
+    }
+}
+
+/// Loads a listener's certificates (and client CA) and builds its config.
 pub fn listener_tls(tls: &ListenerTls) -> Result<super::ListenerTls, TlsError> {
     let certs = CertStore::load(tls)?;
-    let cfg = certs.server_config(tls.client_auth.as_ref())?;
+    let stamp = tls.client_auth.as_ref().map(|a| stamp(&a.ca_file));
+    let config = Arc::new(ArcSwap::new(certs.server_config(tls.client_auth.as_ref())?));
+    let client_ca = tls.client_auth.clone().zip(stamp).map(|(auth, stamp)| {
+        Arc::new(ClientCa {
+            auth,
+            certs: certs.clone(),
+            stamp: std::sync::Mutex::new(stamp),
+            config: config.clone(),
+        })
+    });
     Ok(super::ListenerTls {
-        acceptor: tokio_rustls::TlsAcceptor::from(cfg),
+        config,
         certs,
-        client_auth: tls.client_auth.is_some(),
+        client_ca,
     })
 }
 
@@ -261,29 +329,34 @@ fn stamps(pairs: &[CertPair]) -> Vec<FileStamp> {
     pairs
         .iter()
         .flat_map(|p| [&p.cert, &p.key])
-        .map(|path| match std::fs::metadata(path) {
-            Ok(m) => FileStamp {
-                modified: m.modified().ok(),
-                len: m.len(),
-                #[cfg(unix)]
-                inode: std::os::unix::fs::MetadataExt::ino(&m),
-            },
-            Err(_) => FileStamp {
-                modified: None,
-                len: 0,
-                #[cfg(unix)]
-                inode: 0,
-            },
-        })
+        .map(|path| stamp(path))
         .collect()
 }
 
-/// Checks every store for changed files each [`RELOAD_POLL`] until `shutdown`.
+fn stamp(path: &std::path::Path) -> FileStamp {
+    match std::fs::metadata(path) {
+        Ok(m) => FileStamp {
+            modified: m.modified().ok(),
+            len: m.len(),
+            #[cfg(unix)]
+            inode: std::os::unix::fs::MetadataExt::ino(&m),
+        },
+        Err(_) => FileStamp {
+            modified: None,
+            len: 0,
+            #[cfg(unix)]
+            inode: 0,
+        },
+    }
+}
+
+/// Checks every listener's certificate and client CA files for changes each
+/// [`RELOAD_POLL`] until `shutdown`.
 ///
 /// Polling rather than file notifications: Kubernetes swaps secrets through a symlink and
 /// editors replace files, and a `stat` per file per second costs nothing.
-pub async fn reload_loop(stores: Vec<Arc<CertStore>>, mut shutdown: Shutdown) {
-    if stores.is_empty() {
+pub async fn reload_loop(listeners: Vec<super::ListenerTls>, mut shutdown: Shutdown) {
+    if listeners.is_empty() {
         return;
     }
     let mut tick = tokio::time::interval(RELOAD_POLL);
@@ -293,12 +366,116 @@ pub async fn reload_loop(stores: Vec<Arc<CertStore>>, mut shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
         }
-        let s = stores.clone();
+        let l = listeners.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            for store in &s {
-                store.reload_if_changed();
+            for t in &l {
+                t.certs.reload_if_changed();
+                if let Some(ca) = &t.client_ca {
+                    ca.reload_if_changed();
+                }
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::settings::{ClientAuth, ClientAuthMode, ListenerTls as Settings};
+
+    fn ca_pem(cn: &str) -> String {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    /// Replaces `path` as an editor or a secret mount does (new file, renamed in place).
+    fn replace(path: &std::path::Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// A log sink for `tracing` on this thread.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_client_ca_file_reloads_and_a_broken_one_keeps_the_previous_cas() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["a.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert, key_file, ca_file) = (
+            dir.path().join("a.pem"),
+            dir.path().join("a.key"),
+            dir.path().join("clients.pem"),
+        );
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        std::fs::write(&ca_file, ca_pem("first")).unwrap();
+        let t = listener_tls(&Settings {
+            certs: vec![CertPair {
+                cert,
+                key: key_file,
+            }],
+            client_auth: Some(ClientAuth {
+                ca_file: ca_file.clone(),
+                mode: ClientAuthMode::Required,
+            }),
+        })
+        .unwrap();
+        let ca = t.client_ca.clone().unwrap();
+        let first = t.config.load_full();
+        assert!(matches!(ca.reload_if_changed(), Reload::Unchanged));
+
+        // A file that does not parse: refused with its reason, logged, the old CAs stay.
+        replace(&ca_file, "not a certificate\n");
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let r = tracing::subscriber::with_default(subscriber, || ca.reload_if_changed());
+        let Reload::Failed(e) = r else {
+            panic!("a broken CA file was not refused: {r:?}");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("tls.client_auth.ca_file") && e.contains("clients.pem"),
+            "{e}"
+        );
+        let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("Client CA reload failed")
+                && logged.contains("tls.client_auth.ca_file")
+                && logged.contains("clients.pem")
+                && logged.contains("no certificate in the file"),
+            "{logged}"
+        );
+        assert!(Arc::ptr_eq(&first, &t.config.load_full()));
+        // Reported once: the same broken file is not retried every second.
+        assert!(matches!(ca.reload_if_changed(), Reload::Unchanged));
+
+        // A valid file: a new config for the next handshakes.
+        replace(&ca_file, &ca_pem("second"));
+        assert!(matches!(ca.reload_if_changed(), Reload::Reloaded));
+        assert!(!Arc::ptr_eq(&first, &t.config.load_full()));
     }
 }

@@ -60,8 +60,8 @@ pub struct Snapshot {
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
-    /// Route name.
-    pub name: Box<str>,
+    /// Route name (shared: the access log and spans take a copy per request).
+    pub name: Arc<str>,
     /// The name as a header value (`x-sluice-route`).
     pub name_header: HeaderValue,
     /// Where it sends.
@@ -116,8 +116,8 @@ pub struct VariantMetrics {
 /// An upstream pool.
 #[derive(Debug)]
 pub struct Upstream {
-    /// Pool name.
-    pub name: Box<str>,
+    /// Pool name (shared: the access log takes a copy per request).
+    pub name: Arc<str>,
     /// Endpoints (resolved addresses); replaced when re-resolution finds new addresses.
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// `endpoints` as written in the document (`host:port`).

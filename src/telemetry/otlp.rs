@@ -1,14 +1,15 @@
 //! OTLP/HTTP export of one span per sampled request (`tracing.otlp`).
 //!
 //! The data plane hands a small [`SpanRecord`] to a bounded channel with `try_send` (a full
-//! queue drops the span and counts it) and goes on; one exporter thread batches records,
+//! queue drops the span and counts it) and goes on; one exporter thread takes what was
+//! queued every few milliseconds (`telemetry::handoff`), batches records,
 //! turns them into the OTLP protobuf messages of the maintained `opentelemetry-proto` crate,
 //! and POSTs them to `{endpoint}/v1/traces`. A collector that is down or slow costs the
 //! requests nothing: its batches are dropped and counted
 //! (`sluice_tracing_spans_dropped_total{reason="export_failed"}`), and the first failure
 //! of a streak is logged with the setting's name, as is the recovery.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use prost::Message as _;
 
-use super::{Registry, SPANS_DROPPED, SPANS_EXPORTED};
+use super::{Registry, SPANS_DROPPED, SPANS_EXPORTED, handoff};
 use crate::config::settings::Otlp;
 
 /// Spans waiting for the exporter before new ones are dropped.
@@ -56,12 +57,12 @@ pub struct SpanRecord {
     pub end_unix_nanos: u64,
     /// Request method.
     pub method: Method,
-    /// Route name (empty: none matched).
-    pub route: Box<str>,
+    /// Route name (none matched: `None`).
+    pub route: Option<std::sync::Arc<str>>,
     /// `stable`/`canary` on rollouts, else the upstream name.
     pub variant: Option<HeaderValue>,
     /// Upstream pool name.
-    pub upstream: Box<str>,
+    pub upstream: Option<std::sync::Arc<str>>,
     /// Status sent to the client.
     pub status: u16,
     /// The `x-sluice-flags` value sent upstream: `key=variant; key=variant`.
@@ -162,19 +163,20 @@ fn export_loop(
     let resource = resource();
     let mut batch: Vec<SpanRecord> = Vec::with_capacity(BATCH);
     let mut failing = false;
+    // When the batch's first span was taken: a partial batch waits `FLUSH_EVERY` at most.
+    let mut oldest: Option<Instant> = None;
     loop {
-        let deadline = Instant::now() + FLUSH_EVERY;
-        let mut open = true;
-        while batch.len() < BATCH {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(s) => batch.push(s),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
+        let open = handoff::take(&rx, &mut batch, BATCH);
+        if !batch.is_empty() && oldest.is_none() {
+            oldest = Some(Instant::now());
         }
+        let due =
+            batch.len() >= BATCH || !open || oldest.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
+        if !due {
+            std::thread::sleep(handoff::TICK);
+            continue;
+        }
+        oldest = None;
         if !batch.is_empty() {
             let n = batch.len() as u64;
             let body = encode(&resource, batch.drain(..));
@@ -301,17 +303,18 @@ pub fn encode(resource: &Resource, spans: impl Iterator<Item = SpanRecord>) -> V
 /// one `feature_flag.evaluation` event per flag (OpenFeature's semantic conventions).
 fn to_span(r: SpanRecord) -> Span {
     let method = r.method.as_str().to_string();
-    let name = if r.route.is_empty() {
+    let route = r.route.as_deref().unwrap_or("");
+    let name = if route.is_empty() {
         method.clone()
     } else {
-        format!("{method} {}", r.route)
+        format!("{method} {route}")
     };
     let mut attributes = vec![
         kv("http.request.method", method),
         kv_int("http.response.status_code", i64::from(r.status)),
-        kv("sluice.route", r.route.as_ref()),
+        kv("sluice.route", route),
         kv("sluice.variant", text(&r.variant)),
-        kv("sluice.upstream", r.upstream.as_ref()),
+        kv("sluice.upstream", r.upstream.as_deref().unwrap_or("")),
     ];
     if let Some(e) = r.error {
         attributes.push(kv("error.type", e));
@@ -405,9 +408,9 @@ mod tests {
             start_unix_nanos: 10,
             end_unix_nanos: 20,
             method: Method::GET,
-            route: "checkout".into(),
+            route: Some("checkout".into()),
             variant: Some(HeaderValue::from_static("canary")),
-            upstream: "v2".into(),
+            upstream: Some("v2".into()),
             status: 503,
             flags: Some(HeaderValue::from_static("theme=dark; new-checkout=on%20x")),
             error: Some("no_healthy_endpoint"),

@@ -49,7 +49,7 @@ pub fn bind(settings: &FlagGrpc) -> Result<GrpcServer, String> {
         .map(crate::proxy::tls::listener_tls)
         .transpose()
         .map_err(|e| format!("flags.grpc.tls: {e}"))?
-        .map(|t| t.acceptor);
+        .map(|t| t.acceptor());
     Ok(GrpcServer { addr, sock, tls })
 }
 
