@@ -51,34 +51,45 @@ static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Handles one request; never fails (errors become sluice's own responses). `deadline`
 /// bounds the upstream attempts by their `request_timeout`.
-pub async fn handle(
+///
+/// The request is kept once, in this future's state, and lent to the functions below: an
+/// `async fn` keeps a by-value argument twice (as its argument and as the local it moves
+/// to), so passing it down by value through three of them kept it up to six times in a
+/// future that is moved, and boxed, for every request.
+pub fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
     deadline: Deadline,
-) -> Response<DownBody> {
+) -> impl Future<Output = Response<DownBody>> {
     let h1 = req.version() < Version::HTTP_2;
-    let mut resp = respond(&shared, &conn, req, &deadline).await;
-    // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
-    // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
-    if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        resp.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    let mut req = Some(req);
+    async move {
+        let mut resp = respond(&shared, &conn, &mut req, &deadline).await;
+        // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
+        // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
+        if h1
+            && shared.drain.is_draining()
+            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+        }
+        resp
     }
-    resp
 }
 
 async fn respond(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: &mut Option<Request<Incoming>>,
     deadline: &Deadline,
 ) -> Response<DownBody> {
     let start = Instant::now();
     let exporter = shared.tracer.as_ref().and_then(|t| t.exporter.as_ref());
     // One call site for `proxy`: its future is most of this one's size, and a second
     // site would double it (the future is copied into place for every request).
-    let logged = (shared.access_log.is_some() || exporter.is_some()).then(|| {
-        (
+    let logged = match req.as_ref() {
+        Some(req) if shared.access_log.is_some() || exporter.is_some() => Some((
             std::time::SystemTime::now(),
             req.method().clone(),
             // Only the log shows the path (a span names its route).
@@ -86,8 +97,9 @@ async fn respond(
                 .access_log
                 .is_some()
                 .then(|| Box::<str>::from(headers::normalize_path(req.uri().path()))),
-        )
-    });
+        )),
+        _ => None,
+    };
     let mut seen = Seen {
         wanted: logged.is_some(),
         ..Seen::default()
@@ -200,11 +212,15 @@ async fn proxy<'s>(
     shared: &Arc<Shared>,
     snap: &'s Snapshot,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: &mut Option<Request<Incoming>>,
     start: Instant,
     deadline: &Deadline,
     seen: &mut Seen<'s>,
 ) -> Response<DownBody> {
+    // Always there: `handle` lends the request it was given, once.
+    let Some(mut req) = req.take() else {
+        return ProxyError::NoRoute.response();
+    };
     headers::remove_sluice_headers(req.headers_mut());
     if let Err(e) = headers::check_request(&req) {
         return refuse(shared, e);
