@@ -3,12 +3,14 @@
 //! message (`format: slack`), signed with HMAC-SHA256 when the target has a `secret_file`
 //! (`x-sluice-signature: sha256=<hex>` over the exact body).
 //!
-//! The audit log hands each appended line to [`Notifier::tap`]: a `try_send` into a bounded
+//! The audit log hands each appended line to [`Notifier::offer`]: a `try_send` into a bounded
 //! queue, so a slow or dead receiver never blocks an activation, a rollback or a request —
-//! lines that do not fit are dropped and counted (`sluice_notifications_dropped_total`). One
-//! task delivers them in order, each with up to [`ATTEMPTS`] tries and a doubling backoff;
-//! an undeliverable one is logged, counted (`sluice_notifications_total{result="failed"}`),
-//! and the next goes on.
+//! lines that do not fit are dropped and counted (`sluice_notifications_dropped_total`). A
+//! dispatcher hands each line to the queue of every target that wants it ([`TARGET_QUEUE`]
+//! lines each, full → dropped and counted the same way), and each target has a task of its
+//! own that delivers its lines in order, each with up to [`ATTEMPTS`] tries and a doubling
+//! backoff — so a dead or slow target delays only its own lines. An undeliverable one is
+//! logged, counted (`sluice_notifications_total{result="failed"}`), and the next goes on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +29,11 @@ use crate::shutdown::Shutdown;
 use crate::snapshot::Published;
 use crate::telemetry::{self, Registry};
 
-/// Lines waiting for delivery before new ones are dropped.
+/// Lines waiting for dispatch before new ones are dropped.
 pub const QUEUE: usize = 1024;
+
+/// Lines waiting for one target before new ones for it are dropped.
+pub const TARGET_QUEUE: usize = 256;
 
 /// Tries per delivery.
 pub const ATTEMPTS: u32 = 3;
@@ -40,7 +45,7 @@ const BACKOFF: Duration = Duration::from_millis(200);
 pub const SIGNATURE_HEADER: &str = "x-sluice-signature";
 
 /// A notification target, ready to send to (built with the snapshot).
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Target {
     url: String,
     events: Vec<String>,
@@ -56,11 +61,18 @@ pub struct Notifier {
     dropped: Counter,
 }
 
-/// The delivery task's side.
+/// The delivery side: the dispatcher and its per-target tasks.
 pub struct Deliveries {
     rx: mpsc::Receiver<Bytes>,
     sent: Counter,
     failed: Counter,
+    dropped: Counter,
+}
+
+/// A target's delivery task, fed through its own queue.
+struct Worker {
+    target: Target,
+    tx: mpsc::Sender<Bytes>,
 }
 
 // === impl Target ===
@@ -179,6 +191,7 @@ impl Notifier {
             rx,
             sent: registry.counter(telemetry::NOTIFICATIONS, &[("result", "sent")]),
             failed: registry.counter(telemetry::NOTIFICATIONS, &[("result", "failed")]),
+            dropped: n.dropped.clone(),
         };
         (n, d)
     }
@@ -200,8 +213,9 @@ impl std::fmt::Debug for Notifier {
 // === impl Deliveries ===
 
 impl Deliveries {
-    /// Delivers queued lines to the active document's targets until shutdown.
+    /// Hands queued lines to the active document's targets until shutdown.
     pub async fn run(mut self, snapshot: Arc<Published>, mut shutdown: Shutdown) {
+        let mut workers: Vec<Worker> = Vec::new();
         loop {
             let line = tokio::select! {
                 l = self.rx.recv() => match l {
@@ -213,6 +227,8 @@ impl Deliveries {
             let Some(snap) = snapshot.load_full() else {
                 continue;
             };
+            // A target no longer configured: its task delivers what it holds, then ends.
+            workers.retain(|w| snap.notifications.contains(&w.target));
             if snap.notifications.is_empty() {
                 continue;
             }
@@ -221,16 +237,48 @@ impl Deliveries {
             };
             let name = event["event"].as_str().unwrap_or("");
             for t in snap.notifications.iter().filter(|t| t.wants(name)) {
-                let body = body(t.format, &line, &event);
-                match deliver(t, body).await {
-                    Ok(()) => self.sent.increment(1),
-                    Err(e) => {
-                        self.failed.increment(1);
-                        tracing::warn!(url = %t.url, event = name, error = %e, "A notification could not be delivered; it is dropped.");
+                let i = match workers.iter().position(|w| w.target == *t) {
+                    Some(i) => i,
+                    None => {
+                        workers.push(self.spawn(t.clone(), shutdown.clone()));
+                        workers.len() - 1
                     }
+                };
+                if workers[i]
+                    .tx
+                    .try_send(body(t.format, &line, &event))
+                    .is_err()
+                {
+                    self.dropped.increment(1);
                 }
             }
         }
+    }
+
+    /// Starts the delivery task of `target`.
+    fn spawn(&self, target: Target, mut shutdown: Shutdown) -> Worker {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(TARGET_QUEUE);
+        let (sent, failed) = (self.sent.clone(), self.failed.clone());
+        let t = target.clone();
+        tokio::spawn(async move {
+            loop {
+                let body = tokio::select! {
+                    b = rx.recv() => match b {
+                        Some(b) => b,
+                        None => return,
+                    },
+                    _ = shutdown.wait() => return,
+                };
+                match deliver(&t, body).await {
+                    Ok(()) => sent.increment(1),
+                    Err(e) => {
+                        failed.increment(1);
+                        tracing::warn!(url = %t.url, error = %e, "A notification could not be delivered; it is dropped.");
+                    }
+                }
+            }
+        });
+        Worker { target, tx }
     }
 }
 

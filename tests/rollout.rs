@@ -84,6 +84,27 @@ fn doc(version: u64, v1: SocketAddr, v2: SocketAddr, rollout: &str) -> String {
     )
 }
 
+/// A canary rollout body from `v1` to `v2`, sticky on `x-user-id`, with `rest` after that
+/// head (YAML lines: steps, analysis…).
+fn canary(rest: &str) -> String {
+    format!(
+        "strategy: canary\nstable: v1\ncanary: v2\nsticky: {{ header: x-user-id }}\n{}",
+        rest.trim_start()
+    )
+}
+
+/// Upstreams `v1` and `v2` failing `v1_fail` and `v2_fail` per mille, and a sluice on a
+/// manual clock with manual ticks serving `doc(1, v1, v2, rollout)`.
+fn start_rig(v1_fail: u64, v2_fail: u64, rollout: &str) -> (Flaky, Flaky, Sluice) {
+    let v1 = Flaky::start("v1", v1_fail);
+    let v2 = Flaky::start("v2", v2_fail);
+    let rig = Sluice::builder()
+        .traffic(&doc(1, v1.addr, v2.addr, rollout))
+        .manual_ticks()
+        .start();
+    (v1, v2, rig)
+}
+
 /// Counts of what clients saw.
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
@@ -137,12 +158,7 @@ analysis: { interval: 1s, window: 60s, min_requests: 50, max_error_rate: 0.05, m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_failing_30_percent_rolls_back_within_two_intervals_of_min_requests() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 300);
-    let rig = Sluice::builder()
-        .traffic(&doc(1, v1.addr, v2.addr, CANARY_FAILING))
-        .manual_ticks()
-        .start();
+    let (_v1, _v2, rig) = start_rig(0, 300, CANARY_FAILING);
     rig.tick();
     assert_eq!(rig.weight_bp(), 5000);
 
@@ -292,24 +308,16 @@ async fn real_time_a_failing_canary_is_rolled_back_at_the_first_verdict_with_eno
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_walks_every_step_to_completed() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        0,
+        &canary(
             r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
 steps: [{ weight: 10, hold: 1m }, { weight: 50, hold: 1m }, { weight: 100, hold: 1m }]
 analysis: { min_requests: 20, max_error_rate: 0.01, max_error_rate_increase: 0.01, max_p99: 2s }
 "#,
-        ))
-        .manual_ticks()
-        .start();
+        ),
+    );
     rig.tick();
     let mut seen = Seen::default();
     for (step, weight) in [(0, 1000), (1, 5000), (2, 10_000)] {
@@ -358,23 +366,15 @@ analysis: { min_requests: 20, max_error_rate: 0.01, max_error_rate_increase: 0.0
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_gate_waits_for_promote_and_operators_pause_resume_and_abort() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        0,
+        &canary(
             r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
 steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 100 }]
 "#,
-        ))
-        .manual_ticks()
-        .start();
+        ),
+    );
     rig.tick();
     assert_eq!(rig.phase("web"), "waiting_for_promotion");
     assert_eq!(rig.rollout("web")["step"], 1);
@@ -543,20 +543,13 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_in_the_document_freezes_until_a_version_lifts_it() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let body = r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
+    let body = &canary(
+        r#"
 paused: true
 steps: [{ weight: 10, hold: 1m }, { weight: 100 }]
-"#;
-    let rig = Sluice::builder()
-        .traffic(&doc(1, v1.addr, v2.addr, body))
-        .manual_ticks()
-        .start();
+"#,
+    );
+    let (v1, v2, rig) = start_rig(0, 0, body);
     rig.tick();
     assert_eq!(rig.phase("web"), "paused");
     assert_eq!(rig.rollout("web")["paused_by"], "document");
@@ -599,25 +592,17 @@ steps: [{ weight: 10, hold: 1m }, { weight: 100 }]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_traffic_stays_inconclusive_never_rolls_back_and_pauses_at_the_limit() {
-    let v1 = Flaky::start("v1", 0);
-    // Failing badly, but with too little traffic to judge.
-    let v2 = Flaky::start("v2", 500);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
+    // v2 is failing badly, but with too little traffic to judge.
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        500,
+        &canary(
             r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
 steps: [{ weight: 50 }, { weight: 100 }]
 analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5, method: z_test }
 "#,
-        ))
-        .manual_ticks()
-        .start();
+        ),
+    );
     let mut seen = Seen::default();
     for i in 0..4 {
         users(rig.proxy(), &format!("t{i}"), 8, "/", &mut seen).await;
@@ -650,25 +635,17 @@ analysis: { min_requests: 50, max_error_rate: 0.05, inconclusive_limit: 5, metho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_error_in_sixty_against_a_clean_stable_does_not_roll_back() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        0,
+        &canary(
             r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
 canary_match: { headers: { x-canary: always } }
 steps: [{ gate: manual }, { weight: 100 }]
 analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99, method: z_test }
 "#,
-        ))
-        .manual_ticks()
-        .start();
+        ),
+    );
     rig.tick();
     assert_eq!(rig.weight_bp(), 0);
     // SPEC §6's worked example: 0 errors in 1140 stable, 1 in 60 canary.
@@ -720,23 +697,15 @@ analysis: { min_requests: 60, max_error_rate_increase: 0.01, confidence: 0.99, m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_rollout_resumes_at_the_same_step_with_the_hold_running() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let mut rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
+    let (_v1, _v2, mut rig) = start_rig(
+        0,
+        0,
+        &canary(
             r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
 steps: [{ weight: 10, hold: 1m }, { weight: 30, hold: 10m }, { weight: 100 }]
 "#,
-        ))
-        .manual_ticks()
-        .start();
+        ),
+    );
     rig.tick();
     rig.advance(Duration::from_secs(61));
     rig.tick();
@@ -771,19 +740,12 @@ steps: [{ weight: 10, hold: 1m }, { weight: 30, hold: 10m }, { weight: 100 }]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_rollout_stays_aborted_until_a_version_changes_it() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let body = r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
+    let body = &canary(
+        r#"
 steps: [{ weight: 20 }, { gate: manual }, { weight: 100 }]
-"#;
-    let mut rig = Sluice::builder()
-        .traffic(&doc(1, v1.addr, v2.addr, body))
-        .manual_ticks()
-        .start();
+"#,
+    );
+    let (v1, v2, mut rig) = start_rig(0, 0, body);
     rig.tick();
     assert_eq!(rig.act("web", "abort", &[]).await.status, 200);
     assert_eq!(rig.weight_bp(), 0);
@@ -831,12 +793,7 @@ analysis: { min_requests: 20, max_error_rate: 0.02 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_promotes_after_analysis_and_swaps_back_on_failure() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let rig = Sluice::builder()
-        .traffic(&doc(1, v1.addr, v2.addr, BLUE_GREEN))
-        .manual_ticks()
-        .start();
+    let (_v1, v2, rig) = start_rig(0, 0, BLUE_GREEN);
     rig.tick();
     assert_eq!(rig.weight_bp(), 0);
 
@@ -886,17 +843,7 @@ async fn blue_green_promotes_after_analysis_and_swaps_back_on_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_manual_promotion_needs_a_passed_preview_and_completes_after_the_window() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
-            &BLUE_GREEN.replace("after: 1m", "manual: true"),
-        ))
-        .manual_ticks()
-        .start();
+    let (_v1, _v2, rig) = start_rig(0, 0, &BLUE_GREEN.replace("after: 1m", "manual: true"));
     rig.tick();
     assert_eq!(rig.phase("web"), "waiting_for_promotion");
     let r = rig.act("web", "promote", &[]).await;
@@ -936,13 +883,11 @@ async fn with_approvals_required_promote_needs_a_single_use_promote_token() {
         1,
         v1.addr,
         v2.addr,
-        r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
+        &canary(
+            r#"
 steps: [{ weight: 10 }, { gate: manual }, { weight: 100 }]
 "#,
+        ),
     );
     let mut rig = Sluice::builder().traffic(&text).manual_ticks().start();
     rig.tick();
@@ -1034,12 +979,7 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 100 }]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_api_shows_rollouts_with_their_verdict_numbers() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 0);
-    let rig = Sluice::builder()
-        .traffic(&doc(1, v1.addr, v2.addr, CANARY_FAILING))
-        .manual_ticks()
-        .start();
+    let (v1, v2, rig) = start_rig(0, 0, CANARY_FAILING);
     let mut seen = Seen::default();
     users(rig.proxy(), "u", 200, "/", &mut seen).await;
     rig.tick();
@@ -1093,17 +1033,11 @@ async fn status_api_shows_rollouts_with_their_verdict_numbers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_failure_pause_keeps_the_weight_and_waits_for_an_operator() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 300);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
-            &format!("{}on_failure: pause\n", CANARY_FAILING.trim_start()),
-        ))
-        .manual_ticks()
-        .start();
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        300,
+        &format!("{}on_failure: pause\n", CANARY_FAILING.trim_start()),
+    );
     let mut seen = Seen::default();
     users(rig.proxy(), "u", 200, "/", &mut seen).await;
     assert!(seen.canary >= 50, "{seen:?}");
@@ -1126,24 +1060,16 @@ async fn on_failure_pause_keeps_the_weight_and_waits_for_an_operator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_rolls_back_an_all_failing_canary_at_low_traffic_before_min_requests() {
-    let v1 = Flaky::start("v1", 0);
-    let v2 = Flaky::start("v2", 1000);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        1000,
+        &canary(
             r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
 steps: [{ weight: 50, hold: 1h }, { weight: 100 }]
 analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.01 }
 "#,
-        ))
-        .manual_ticks()
-        .start();
+        ),
+    );
     rig.tick();
     // A trickle: four users a tick, about two of them on the canary.
     let mut seen = Seen::default();
@@ -1183,24 +1109,16 @@ analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.0
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_passes_a_healthy_canary_with_a_little_noise_and_advances() {
     // Both sides fail 1% in the same pattern: A/A. With enough traffic the step passes.
-    let v1 = Flaky::start("v1", 10);
-    let v2 = Flaky::start("v2", 10);
-    let rig = Sluice::builder()
-        .traffic(&doc(
-            1,
-            v1.addr,
-            v2.addr,
+    let (_v1, _v2, rig) = start_rig(
+        10,
+        10,
+        &canary(
             r#"
-strategy: canary
-stable: v1
-canary: v2
-sticky: { header: x-user-id }
 steps: [{ weight: 50, hold: 10s }, { weight: 100 }]
 analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.01 }
 "#,
-        ))
-        .manual_ticks()
-        .start();
+        ),
+    );
     rig.tick();
     let mut seen = Seen::default();
     users(rig.proxy(), "a", 300, "/", &mut seen).await;
@@ -1902,18 +1820,24 @@ rollouts:
     let mut c = Client::connect(rig.proxy()).await;
     let v1_ok = |r: &Reply| r.status == StatusCode::OK && &r.body[..] == b"v1";
 
-    // Mirror up. Requests 0..=20 are GETs; every odd one is copied (50%, evenly).
+    let mirror_2xx = "sluice_requests_total{route=\"web\",upstream=\"shadow\",rollout=\"web\",variant=\"mirror\",code_class=\"2xx\"}";
+    // Mirror up. Requests 0..=20 are GETs; every odd one is copied (50%, evenly). Each copy
+    // is answered before the next request, so that a slow (loaded) machine never has more
+    // than max_in_flight copies out here: this phase counts copies, not the bound.
     for i in 0..=20 {
         let r = through(&mut c, "GET", &format!("/p{i}"), b"").await;
         assert!(v1_ok(&r), "{i}: {} {:?}", r.status, r.body);
+        if i % 2 == 1 {
+            wait_sample(&rig, mirror_2xx, f64::from((i + 1) / 2)).await;
+        }
     }
     // 21: a small body (copied with it), 22: not picked, 23: over max_body (skipped).
     assert!(v1_ok(&through(&mut c, "POST", "/small", b"hello").await));
+    wait_sample(&rig, mirror_2xx, 11.0).await;
     assert!(v1_ok(&through(&mut c, "POST", "/even", b"x").await));
     assert!(v1_ok(
         &through(&mut c, "POST", "/large", &[b'a'; 4096]).await
     ));
-    let mirror_2xx = "sluice_requests_total{route=\"web\",upstream=\"shadow\",rollout=\"web\",variant=\"mirror\",code_class=\"2xx\"}";
     wait_sample(&rig, mirror_2xx, 11.0).await;
     let copies = got.lock().unwrap().clone();
     let mut want: Vec<String> = (1..=19).step_by(2).map(|i| format!("GET /p{i}")).collect();
@@ -1975,4 +1899,49 @@ rollouts:
         5.0
     );
     assert_eq!(got.lock().unwrap().len(), 15);
+}
+
+/// Notifications are delivered per target: a target that accepts connections and never
+/// answers (listed first, 60 s per try) delays no other target's deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_notification_target_delays_no_other_target() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let got: Received = Default::default();
+    let recv = receiver(got.clone());
+    let hung = spawn_server(|s| async move {
+        let _held = s;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let text = format!(
+        "{}notifications:\n  - {{ url: \"http://{hung}/\", events: [\"*\"], timeout: 60s }}\n  - {{ url: \"http://{recv}/hook\", events: [\"rollout.*\"] }}\n",
+        doc(
+            1,
+            v1.addr,
+            v2.addr,
+            "strategy: canary\nstable: v1\ncanary: v2\nsteps: [{ gate: manual }, { weight: 100 }]"
+        ),
+    );
+    let rig = Sluice::builder().traffic(&text).manual_ticks().start();
+    rig.tick();
+    let r = rig.act("web", "pause", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = rig.act("web", "abort", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // One target in front of the other would hold every line for 3 × 60 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let names: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| serde_json::from_slice::<Value>(b).unwrap()["event"].to_string())
+            .collect();
+        if names.iter().any(|n| n == "\"rollout.aborted\"") {
+            assert!(names.iter().any(|n| n == "\"rollout.paused\""), "{names:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "received only {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
