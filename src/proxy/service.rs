@@ -102,6 +102,7 @@ async fn respond(
     };
     let mut seen = Seen {
         wanted: logged.is_some(),
+        log: shared.access_log.is_some(),
         ..Seen::default()
     };
     let snap = shared.snapshot.load_full();
@@ -187,11 +188,15 @@ fn refuse(shared: &Shared, e: ProxyError) -> Response<DownBody> {
     e.response()
 }
 
-/// What the access log wants to know about a request, filled in as it is routed.
+/// What the access log and the span want to know about a request, filled in as it is
+/// routed.
 #[derive(Default)]
 struct Seen<'a> {
-    /// The log is on (else nothing is copied).
+    /// The log or span export is on (else nothing is copied).
     wanted: bool,
+    /// The log is on: what only the log shows (request id, host, client, byte counts) is
+    /// copied too. A fresh request id's copy would cost the span an allocation.
+    log: bool,
     route: Option<&'a Route>,
     upstream: Option<&'a Arc<Upstream>>,
     /// The endpoint tried last (the response's, or the one that failed).
@@ -286,7 +291,7 @@ async fn proxy<'s>(
             .trusted_proxies
             .resolve(req.headers(), conn.peer.ip())
     };
-    if seen.wanted {
+    if seen.log {
         seen.client = Some(client_ip);
     }
     // Split before flags: a sticky key drawn here also serves `flag_context` (SPEC §3).
@@ -395,7 +400,7 @@ async fn proxy<'s>(
     // (an insert replaces every value the client sent).
     match authority {
         Some(a) => {
-            if seen.wanted {
+            if seen.log {
                 seen.host = Some(a.clone());
             }
             h.insert(X_FORWARDED_HOST.clone(), a.clone());
@@ -430,7 +435,9 @@ async fn proxy<'s>(
         seen.upstream = Some(upstream);
         seen.variant = Some(metrics.variant_header.clone());
         seen.flags = h.get(&X_SLUICE_FLAGS).cloned();
-        seen.request_id = h.get(&X_REQUEST_ID).cloned();
+        if seen.log {
+            seen.request_id = h.get(&X_REQUEST_ID).cloned();
+        }
     }
 
     // Mirrored rollouts only: one test for every other request.
@@ -448,7 +455,7 @@ async fn proxy<'s>(
     };
     let (parts, body) = req.into_parts();
     let (mut body, watch) = UpBody::client(body);
-    if seen.wanted {
+    if seen.log {
         seen.request_body = watch.clone();
     }
     if let Some(t) = tee {
