@@ -243,10 +243,13 @@ impl Runner {
             {
                 p.start_due(now);
             }
-            if let Some(h) = &t.hooks
-                && decides
-            {
-                h.start_due(name, &t.spec, &t.progress, inner.document.as_ref(), now);
+            match &t.hooks {
+                Some(h) if decides => {
+                    h.start_due(name, &t.spec, &t.progress, inner.document.as_ref(), now)
+                }
+                // A follower applies the leader's end: the leader calls `post_rollout`.
+                Some(h) => h.not_deciding(),
+                None => {}
             }
         }
     }

@@ -333,6 +333,11 @@ impl HookRuns {
         }
     }
 
+    /// This node does not call hooks (a fleet follower): nothing is due here.
+    pub(super) fn not_deciding(&self) {
+        *self.lock_post() = None;
+    }
+
     /// Whether something is in flight, due or unreported (the timer then wakes soon).
     pub(super) fn busy(&self) -> bool {
         self.lock_post().is_some()
