@@ -11,6 +11,8 @@
 //!
 //! The bench allocates through mimalloc, as the `sluice` binary does.
 
+#[path = "../src/allocator.rs"]
+mod allocator;
 #[path = "../tests/change_support/mod.rs"]
 mod change_support;
 
@@ -30,7 +32,7 @@ use sluice::snapshot::Published;
 use sluice::telemetry::Registry;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
 
 fn bench(c: &mut Criterion) {
     let store = store();

@@ -15,6 +15,8 @@
 //! the thread that serves the requests (client and upstream included, as with callgrind) and
 //! of the exporter thread (`sluice-otlp`), read from `/proc/thread-self/schedstat`.
 
+#[path = "../src/allocator.rs"]
+mod allocator;
 #[path = "../benches/support/inproc.rs"]
 mod inproc;
 
@@ -22,7 +24,7 @@ use std::io::{Read, Write};
 
 /// The binary's allocator, so that the count is the binary's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -19,9 +19,22 @@ pub fn scale(hash: u32, total: u64) -> u64 {
 /// The rollout bucket (0..10,000) of a sticky key: canonical CBOR of `[rollout, key]`.
 #[inline]
 pub fn rollout_bucket(rollout: &str, key: &[u8]) -> u32 {
+    rollout_bucket_from(&rollout_prefix(rollout), key)
+}
+
+/// The hasher state after `[rollout, ` (the array head and the rollout's name): computed
+/// once per snapshot, so that a request hashes only its key.
+pub fn rollout_prefix(rollout: &str) -> Murmur3 {
     let mut h = Murmur3::new();
     h.write(&[0x82]);
     write_text(&mut h, rollout.as_bytes());
+    h
+}
+
+/// [`rollout_bucket`] from the rollout's [`rollout_prefix`].
+#[inline]
+pub fn rollout_bucket_from(prefix: &Murmur3, key: &[u8]) -> u32 {
+    let mut h = prefix.clone();
     write_text(&mut h, key);
     scale(h.finish(), BASIS_POINTS) as u32
 }
@@ -323,6 +336,20 @@ mod tests {
             rollout_bucket("checkout", b"user-42") as u64,
             scale(hash_value(&v), BASIS_POINTS)
         );
+        // The per-snapshot prefix gives the same bucket, whatever the name's length.
+        for name in [
+            "",
+            "a",
+            "abc",
+            "checkout",
+            "a-rollout-name-longer-than-23-bytes",
+        ] {
+            let v = serde_json::json!([name, "user-42"]);
+            assert_eq!(
+                rollout_bucket_from(&rollout_prefix(name), b"user-42") as u64,
+                scale(hash_value(&v), BASIS_POINTS)
+            );
+        }
     }
 
     #[test]

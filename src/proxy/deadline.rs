@@ -90,11 +90,23 @@ pin_project! {
 }
 
 pin_project! {
-    /// `fut`, unless the connection's clock says the attempt's deadline passed first.
-    struct Within<'a, F> {
-        #[pin]
-        fut: F,
-        clock: &'a ConnClock,
+    /// One upstream attempt bounded by its deadline: `fut`, unless the connection's clock
+    /// says the attempt's deadline passed first, or a timer of its own (HTTP/2 streams).
+    ///
+    /// A plain future rather than an `async fn`: an `async fn` would keep `fut` twice in
+    /// its state (as its argument and as the awaited future), and that state is moved with
+    /// every request's future.
+    #[project = AttemptProj]
+    pub enum Attempt<'a, F> {
+        Conn {
+            #[pin]
+            fut: F,
+            clock: &'a ConnClock,
+        },
+        Own {
+            #[pin]
+            fut: tokio::time::Timeout<F>,
+        },
     }
 }
 
@@ -214,43 +226,42 @@ fn millis(d: Duration) -> u64 {
 // === impl Deadline ===
 
 impl Deadline {
-    /// Runs one upstream attempt that began at `start`, bounded by `timeout`.
-    pub async fn within<F: Future>(
-        &self,
-        start: Instant,
-        timeout: Duration,
-        fut: F,
-    ) -> Result<F::Output, Elapsed> {
+    /// One upstream attempt that began at `start`, bounded by `timeout`.
+    pub fn within<F: Future>(&self, start: Instant, timeout: Duration, fut: F) -> Attempt<'_, F> {
         match self {
             Deadline::Conn(clock) => {
                 clock.start_attempt(start, timeout);
-                let r = Within { fut, clock }.await;
-                clock.end_attempt();
-                r
+                Attempt::Conn { fut, clock }
             }
-            Deadline::Own => tokio::time::timeout(timeout, fut)
-                .await
-                .map_err(|_| Elapsed),
+            Deadline::Own => Attempt::Own {
+                fut: tokio::time::timeout(timeout, fut),
+            },
         }
     }
 }
 
-// === impl Within ===
+// === impl Attempt ===
 
-impl<F: Future> Future for Within<'_, F> {
+impl<F: Future> Future for Attempt<'_, F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(v) = this.fut.poll(cx) {
-            return Poll::Ready(Ok(v));
+        match self.project() {
+            AttemptProj::Conn { fut, clock } => {
+                if let Poll::Ready(v) = fut.poll(cx) {
+                    clock.end_attempt();
+                    return Poll::Ready(Ok(v));
+                }
+                // The connection loop sets this when its timer fires, then polls the
+                // connection (and so this request) again in the same task.
+                if clock.expired.load(Ordering::Relaxed) {
+                    clock.end_attempt();
+                    return Poll::Ready(Err(Elapsed));
+                }
+                Poll::Pending
+            }
+            AttemptProj::Own { fut } => fut.poll(cx).map(|r| r.map_err(|_| Elapsed)),
         }
-        // The connection loop sets this when its timer fires, then polls the connection
-        // (and so this request) again in the same task.
-        if this.clock.expired.load(Ordering::Relaxed) {
-            return Poll::Ready(Err(Elapsed));
-        }
-        Poll::Pending
     }
 }
 

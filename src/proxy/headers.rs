@@ -146,12 +146,13 @@ fn spoofs_ours(name: &str) -> bool {
 
 /// Removes hop-by-hop headers and every header named in `Connection`, plus `Upgrade`
 /// (upgrades are handled apart), but keeps `te: trailers`. Used on requests and responses.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+/// Returns whether the message had any (and so may have lost others named in `Connection`).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // Most messages carry none of these: one pass over the names (standard names compare
     // as enum tags) is cheaper than a hashed removal for each of the nine.
     let is_hop = |n: &HeaderName| HOP_BY_HOP.contains(&n) || n == header::UPGRADE;
     if !headers.keys().any(is_hop) {
-        return;
+        return false;
     }
     // `te: trailers` is the one TE value that travels: gRPC requires it (SPEC §9).
     let te_trailers = headers
@@ -180,6 +181,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, TRAILERS.clone());
     }
+    true
 }
 
 static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -344,6 +346,10 @@ pub fn ambiguous_path(path: &str) -> bool {
 
 /// Removes dot segments (RFC 3986 §5.2.4); borrows when there are none. `%2F` stays encoded.
 pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
+    // Most paths hold no dot at all: one byte scan, not a split into segments.
+    if !path.as_bytes().contains(&b'.') {
+        return Cow::Borrowed(path);
+    }
     let has_dots = path.split('/').any(|s| s == "." || s == "..");
     if !has_dots {
         return Cow::Borrowed(path);

@@ -144,9 +144,9 @@ async fn send(
         return;
     };
     let (parts, ()) = head.into_parts();
-    let req = Request::from_parts(parts, UpBody::Copy(body));
+    let mut req = Some(Request::from_parts(parts, UpBody::Copy(body)));
     let deadline = up.request_timeout;
-    let sent = tokio::time::timeout(deadline, pool::send(&ep, &up.connector, req)).await;
+    let sent = tokio::time::timeout(deadline, pool::send(&ep, &up.connector, &mut req)).await;
     let class = match sent {
         Ok(Ok((resp, returner))) => {
             let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
@@ -157,8 +157,8 @@ async fn send(
             }
             class
         }
-        Ok(Err(f)) => {
-            match f.kind {
+        Ok(Err(kind)) => {
+            match kind {
                 SendError::Connect => slot.0.errors.connect.increment(1),
                 SendError::Tls => slot.0.errors.tls.increment(1),
                 SendError::Reset => slot.0.errors.reset.increment(1),

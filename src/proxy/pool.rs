@@ -168,15 +168,23 @@ impl From<ConnectError> for SendError {
     }
 }
 
-/// Sends `req` to `ep`, reusing a connection of this worker when there is one.
+/// Sends the request in `req` to `ep`, reusing a connection of this worker when there is
+/// one. On failure `req` holds the request again when none of it was written (safe to send
+/// again), and is empty otherwise.
+///
+/// The request is lent, not moved in: an `async fn` keeps its arguments in its state
+/// besides the locals they move to, and this future sits in every request's future (which
+/// is moved, and boxed, per request).
 pub async fn send(
     ep: &Arc<Endpoint>,
     connector: &Connector,
-    mut req: Request<UpBody>,
-) -> Result<(Response<Incoming>, Returner), Failure> {
+    req: &mut Option<Request<UpBody>>,
+) -> Result<(Response<Incoming>, Returner), SendError> {
+    let Some(body) = req.as_ref().map(|r| r.body().watch().cloned()) else {
+        return Err(SendError::Reset);
+    };
     let flight = InFlight::new(ep);
     let key = (ep.addr, connector.key);
-    let body = req.body().watch().cloned();
     // Set once a request is sent again after a stale connection: on a new connection, once.
     let mut fresh = false;
     loop {
@@ -187,12 +195,7 @@ pub async fn send(
             // otherwise sit in every request's future.
             None => match Box::pin(connector.connect(ep, false)).await {
                 Ok(c) => (c, false),
-                Err(e) => {
-                    return Err(Failure {
-                        kind: e.into(),
-                        req: Some(req),
-                    });
-                }
+                Err(e) => return Err(e.into()),
             },
         };
         match conn {
@@ -201,12 +204,17 @@ pub async fn send(
                     task.abort();
                     continue;
                 }
+                let Some(r) = req.take() else {
+                    return Err(SendError::Reset);
+                };
+                // Boxed: rare (an endpoint seen dropping kept-alive connections), and a
+                // head inline would sit in every request's future.
                 let again = (reused
                     && ep.drops_kept_alive.load(Ordering::Relaxed)
-                    && req.body().is_end_stream()
-                    && retry::is_idempotent(req.method()))
-                .then(|| retry::head_of(&req));
-                match tx.try_send_request(req).await {
+                    && r.body().is_end_stream()
+                    && retry::is_idempotent(r.method()))
+                .then(|| Box::new(retry::head_of(&r)));
+                match tx.try_send_request(r).await {
                     Ok(resp) => {
                         return Ok((
                             resp,
@@ -222,11 +230,11 @@ pub async fn send(
                         task.abort();
                         match (e.take_message(), again) {
                             // Never written: safe to send again on another connection, whatever the method.
-                            (Some(back), _) if reused => req = back,
+                            (Some(back), _) if reused => *req = Some(back),
                             // Written into a connection the upstream was closing: once more, anew.
                             (None, Some(head)) => {
                                 tracing::debug!(error = %e.error(), addr = %ep.addr, "Kept-alive upstream connection closed under a request; sending it again.");
-                                req = retry::rebuild(&head);
+                                *req = Some(retry::rebuild(&head));
                                 fresh = true;
                             }
                             (back, _) => {
@@ -235,10 +243,8 @@ pub async fn send(
                                     ep.drops_kept_alive.store(true, Ordering::Relaxed);
                                 }
                                 tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream request failed.");
-                                return Err(Failure {
-                                    kind: failure_kind(e.error()),
-                                    req: back,
-                                });
+                                *req = back;
+                                return Err(failure_kind(e.error()));
                             }
                         }
                     }
@@ -253,13 +259,13 @@ pub async fn send(
                     if reused {
                         continue;
                     }
-                    return Err(Failure {
-                        kind: SendError::Reset,
-                        req: Some(req),
-                    });
+                    return Err(SendError::Reset);
                 }
-                to_h2_form(&mut req, connector.is_tls(), ep.addr);
-                match tx.try_send_request(req).await {
+                let Some(mut r) = req.take() else {
+                    return Err(SendError::Reset);
+                };
+                to_h2_form(&mut r, connector.is_tls(), ep.addr);
+                match tx.try_send_request(r).await {
                     Ok(resp) => {
                         return Ok((
                             resp,
@@ -274,14 +280,12 @@ pub async fn send(
                     Err(mut e) => match e.take_message() {
                         Some(back) if reused => {
                             H2.with(|p| p.borrow_mut().remove(&key));
-                            req = back;
+                            *req = Some(back);
                         }
                         back => {
                             tracing::debug!(error = %e.error(), addr = %ep.addr, "Upstream HTTP/2 request failed.");
-                            return Err(Failure {
-                                kind: failure_kind(e.error()),
-                                req: back,
-                            });
+                            *req = back;
+                            return Err(failure_kind(e.error()));
                         }
                     },
                 }

@@ -51,34 +51,45 @@ static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Handles one request; never fails (errors become sluice's own responses). `deadline`
 /// bounds the upstream attempts by their `request_timeout`.
-pub async fn handle(
+///
+/// The request is kept once, in this future's state, and lent to the functions below: an
+/// `async fn` keeps a by-value argument twice (as its argument and as the local it moves
+/// to), so passing it down by value through three of them kept it up to six times in a
+/// future that is moved, and boxed, for every request.
+pub fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
     deadline: Deadline,
-) -> Response<DownBody> {
+) -> impl Future<Output = Response<DownBody>> {
     let h1 = req.version() < Version::HTTP_2;
-    let mut resp = respond(&shared, &conn, req, &deadline).await;
-    // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
-    // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
-    if h1 && shared.drain.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        resp.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    let mut req = Some(req);
+    async move {
+        let mut resp = respond(&shared, &conn, &mut req, &deadline).await;
+        // Draining (SIGTERM): an HTTP/1 keep-alive client learns from this response that the
+        // connection ends here, and sends its next request elsewhere (HTTP/2 gets GOAWAY).
+        if h1
+            && shared.drain.is_draining()
+            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+        }
+        resp
     }
-    resp
 }
 
 async fn respond(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: &mut Option<Request<Incoming>>,
     deadline: &Deadline,
 ) -> Response<DownBody> {
     let start = Instant::now();
     let exporter = shared.tracer.as_ref().and_then(|t| t.exporter.as_ref());
     // One call site for `proxy`: its future is most of this one's size, and a second
     // site would double it (the future is copied into place for every request).
-    let logged = (shared.access_log.is_some() || exporter.is_some()).then(|| {
-        (
+    let logged = match req.as_ref() {
+        Some(req) if shared.access_log.is_some() || exporter.is_some() => Some((
             std::time::SystemTime::now(),
             req.method().clone(),
             // Only the log shows the path (a span names its route).
@@ -86,8 +97,9 @@ async fn respond(
                 .access_log
                 .is_some()
                 .then(|| Box::<str>::from(headers::normalize_path(req.uri().path()))),
-        )
-    });
+        )),
+        _ => None,
+    };
     let mut seen = Seen {
         wanted: logged.is_some(),
         log: shared.access_log.is_some(),
@@ -205,17 +217,22 @@ async fn proxy<'s>(
     shared: &Arc<Shared>,
     snap: &'s Snapshot,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: &mut Option<Request<Incoming>>,
     start: Instant,
     deadline: &Deadline,
     seen: &mut Seen<'s>,
 ) -> Response<DownBody> {
+    // Always there: `handle` lends the request it was given, once.
+    let Some(mut req) = req.take() else {
+        return ProxyError::NoRoute.response();
+    };
     headers::remove_sluice_headers(req.headers_mut());
     if let Err(e) = headers::check_request(&req) {
         return refuse(shared, e);
     }
 
     // One canonical authority: an absolute URI's wins over Host (RFC 9112 §3.2.2).
+    let from_uri = req.uri().authority().is_some();
     let authority: Option<HeaderValue> = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(header::HOST).cloned(),
@@ -363,7 +380,7 @@ async fn proxy<'s>(
     let h = req.headers_mut();
     // Room for the headers added below (flags included), so the map grows at most once.
     h.reserve(8 + route.flags.len() + 1);
-    headers::remove_hop_by_hop(h);
+    let had_hop = headers::remove_hop_by_hop(h);
     if from_h2 {
         headers::join_cookies(h);
     }
@@ -379,14 +396,23 @@ async fn proxy<'s>(
             HTTP.clone()
         },
     );
-    // The client's own `X-Forwarded-Host` never travels: sluice says which host it served.
-    h.remove(&X_FORWARDED_HOST);
-    if let Some(a) = authority {
-        if seen.log {
-            seen.host = Some(a.clone());
+    // The client's own `X-Forwarded-Host` never travels: sluice says which host it served
+    // (an insert replaces every value the client sent).
+    match authority {
+        Some(a) => {
+            if seen.log {
+                seen.host = Some(a.clone());
+            }
+            h.insert(X_FORWARDED_HOST.clone(), a.clone());
+            // The `Host` the authority was read from is already the one value there (more
+            // than one is refused above) unless `Connection` named it: no second insert.
+            if from_uri || had_hop {
+                h.insert(header::HOST, a);
+            }
         }
-        h.insert(X_FORWARDED_HOST.clone(), a.clone());
-        h.insert(header::HOST, a);
+        None => {
+            h.remove(&X_FORWARDED_HOST);
+        }
     }
     h.insert(header::VIA, VIA.clone());
     // One lookup: the client's id is kept, else one is made.
@@ -439,10 +465,11 @@ async fn proxy<'s>(
     let result = match client_upgrade {
         Some(on) => Box::pin(upgrade::forward(shared, conn.listener, upstream, req, on)).await,
         None => {
+            let mut req = Some(req);
             forward(
                 upstream,
                 &route.retry,
-                req,
+                &mut req,
                 watch.as_deref(),
                 start,
                 deadline,
@@ -490,26 +517,29 @@ async fn proxy<'s>(
 }
 
 /// Sends to a pool with the route's retry policy; maps failures to sluice's errors and
-/// feeds passive health; `tried` is the endpoint tried last. A failure the client caused (`body` says so) is answered as the
-/// client's error at once: not retried, not counted against the upstream or its health.
+/// feeds passive health; `tried` is the endpoint tried last. A failure the client caused
+/// (`body` says so) is answered as the client's error at once: not retried, not counted
+/// against the upstream or its health. The request is lent (see [`pool::send`]): this
+/// future stays small.
 async fn forward(
     up: &Upstream,
     policy: &RetryPolicy,
-    req: Request<UpBody>,
+    req: &mut Option<Request<UpBody>>,
     body: Option<&BodyWatch>,
     start: Instant,
     deadline: &Deadline,
     tried: &mut Option<SocketAddr>,
 ) -> Result<Response<DownBody>, ProxyError> {
     // A bodiless idempotent request can be rebuilt for a retry after it was sent; its head
-    // is copied only when the route would use the copy.
-    let replay = policy
-        .replays(req.method(), req.body().is_end_stream())
-        .then(|| retry::head_of(&req));
+    // is copied only when the route would use the copy (boxed: only then is it kept).
+    let replay = req.as_ref().and_then(|r| {
+        policy
+            .replays(r.method(), r.body().is_end_stream())
+            .then(|| Box::new(retry::head_of(r)))
+    });
     if policy.attempts > 0 {
         up.retry_budget.deposit();
     }
-    let mut req = Some(req);
     let mut tries = 0;
     let mut last: Option<Arc<Endpoint>> = None;
     loop {
@@ -517,14 +547,21 @@ async fn forward(
             return Err(ProxyError::NoHealthyEndpoint);
         };
         *tried = Some(ep.addr);
-        let Some(r) = req.take().or_else(|| replay.as_ref().map(retry::rebuild)) else {
-            return Err(ProxyError::UpstreamReset);
-        };
+        if req.is_none() {
+            match &replay {
+                Some(head) => *req = Some(retry::rebuild(head)),
+                None => return Err(ProxyError::UpstreamReset),
+            }
+        }
         let passive = up.passive_health.as_ref();
         // The first attempt's clock started with the request (no clock read); a retry's now.
         let began = if tries == 0 { start } else { Instant::now() };
         let sent = deadline
-            .within(began, up.request_timeout, pool::send(&ep, &up.connector, r))
+            .within(
+                began,
+                up.request_timeout,
+                pool::send(&ep, &up.connector, req),
+            )
             .await;
         let failed = match &sent {
             Ok(Ok(_)) => None,
@@ -538,6 +575,8 @@ async fn forward(
         }
         let (err, retry) = match sent {
             Err(_) => {
+                // Given up on, sent or not: a retry goes out from the replay copy only.
+                *req = None;
                 up.errors.timeout.increment(1);
                 ep.health.failure(passive, ep.addr);
                 (
@@ -545,11 +584,11 @@ async fn forward(
                     policy.timeout && replay.is_some(),
                 )
             }
-            Ok(Err(f)) => {
+            Ok(Err(kind)) => {
                 ep.health.failure(passive, ep.addr);
-                let unsent = f.req.is_some();
-                req = f.req;
-                match f.kind {
+                // The pool gave the request back: none of it was written.
+                let unsent = req.is_some();
+                match kind {
                     SendError::Connect => {
                         up.errors.connect.increment(1);
                         (ProxyError::UpstreamConnect, policy.connect_failure)

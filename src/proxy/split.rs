@@ -88,7 +88,7 @@ pub fn decide(ro: &RolloutRt, headers: &HeaderMap, query: Option<&str>) -> Assig
                     (Some(d), None) => &d.0[..],
                     (None, None) => &[][..],
                 };
-                bucket::rollout_bucket(&ro.name, k) < w
+                bucket::rollout_bucket_from(&ro.bucket_prefix, k) < w
             }
         };
         if in_canary {

@@ -210,6 +210,8 @@ pub struct RolloutRt {
     pub windows: Arc<RolloutWindows>,
     /// `analysis.error_statuses`, compiled.
     pub errors: ErrorStatuses,
+    /// The split's hasher state after the rollout's name ([`crate::bucket::rollout_prefix`]).
+    pub bucket_prefix: crate::bucket::Murmur3,
     /// `mirror`, compiled (none: nothing is copied).
     pub mirror: Option<Arc<MirrorRt>>,
 }
@@ -496,6 +498,7 @@ fn build_rollout(
         force_canary: m.force_canary.clone(),
         windows: recording::windows(kept, r),
         errors: ErrorStatuses::from_ranges(&m.error_statuses),
+        bucket_prefix: crate::bucket::rollout_prefix(name),
         mirror: build_mirror(name, r, m, ctx, old.map(|o| &**o)),
     })
 }
