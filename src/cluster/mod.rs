@@ -387,6 +387,16 @@ impl Cluster {
         self.metrics.leader.set(if t != 0 { 1.0 } else { 0.0 });
     }
 
+    /// Sets a term won by a campaign; false when this node already held it. Campaigns run
+    /// from the lead loop and the watch at once, and both may win the same term: only the
+    /// first reports it, so `cluster.leader` is audited once per term.
+    fn won_term(&self, term: Term) -> bool {
+        let t = term.0.max(0) as u64;
+        let prev = self.term.swap(t, Ordering::AcqRel);
+        self.metrics.leader.set(if t != 0 { 1.0 } else { 0.0 });
+        prev != t
+    }
+
     /// Records a judgement for waiters and status.
     fn judged(&self, digest: &str, outcome: Outcome) {
         let mut v = self.view();

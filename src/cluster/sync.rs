@@ -716,7 +716,9 @@ impl Cluster {
         }
         match s.campaign().await {
             Ok(Some(term)) => {
-                self.set_term(Some(term));
+                if !self.won_term(term) {
+                    return;
+                }
                 self.view().leader = Some(self.node_id.clone());
                 tracing::info!(node_id = %self.node_id, term = term.0, "This node now leads the fleet.");
                 let event =
