@@ -382,17 +382,10 @@ async fn sigterm_under_load_loses_no_request_when_clients_follow_readiness() {
 /// `sluice_build_info` and the `process_*` families) and `/healthz`, and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listener_serves_only_metrics_and_healthz() {
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = settings_yaml(
-        dir.path(),
-        "trust: { require_approvals: false }\nmetrics: { bind: \"127.0.0.1:0\" }\n",
-    );
-    let inst = sluice::instance::Instance::start(
-        sluice::config::Settings::parse(&yaml).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    let m = inst.metrics.expect("metrics listener bound");
+    let mut s = common::Sluice::builder()
+        .settings("metrics: { bind: \"127.0.0.1:0\" }\n")
+        .start();
+    let m = s.inst().metrics.expect("metrics listener bound");
     let r = get(m, "/metrics", &[]).await;
     assert_eq!(r.status, 200);
     let text = r.text();
@@ -418,11 +411,6 @@ async fn metrics_listener_serves_only_metrics_and_healthz() {
         assert_eq!(r.status, 404, "{path} is not on the metrics listener");
     }
     // The admin listener serves the same exposition.
-    assert!(
-        get(inst.admin, "/metrics", &[])
-            .await
-            .text()
-            .contains(&info)
-    );
-    inst.shutdown();
+    assert!(get(s.admin(), "/metrics", &[]).await.text().contains(&info));
+    s.stop();
 }

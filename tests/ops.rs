@@ -1,7 +1,6 @@
 //! Operations as an operator sees them: a real Prometheus scraping a running sluice's
 //! metrics listener runs every dashboard and alert expression of `deploy/`.
 
-mod change_support;
 mod common;
 
 use std::net::SocketAddr;
@@ -11,12 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use change_support::{HOUR, T0, key, token};
-use common::{Client, get, promtool_check, settings_yaml};
+use common::gate::token_at;
+use common::principals::{HOUR, T0};
+use common::{Client, Sluice, get, promtool_check};
 use sluice::change::token::Act;
-use sluice::clock::Clock;
-use sluice::config::Settings;
-use sluice::instance::{Instance, StartOptions};
 
 /// Kills a child process when the test ends, however it ends.
 struct KillOnDrop(Child);
@@ -184,33 +181,22 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     let canary = common::edge::MiniUp::start("canary", None);
     canary.state.status.store(500, Ordering::Relaxed);
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
     let text = doc(stable.addr, canary.addr, dead);
-    std::fs::write(dir.join("traffic.yaml"), &text).unwrap();
-    std::fs::create_dir_all(dir.join("approvals")).unwrap();
-    for (name, t) in [
-        (
-            "author",
-            token(&key("alice"), "alice", &text, 1, Act::Author),
-        ),
-        ("ivan", token(&key("ivan"), "ivan", &text, 1, Act::Approve)),
+    let b = Sluice::builder()
+        .traffic(&text)
+        .approvals()
+        .manual_clock()
+        .settings("metrics: { bind: \"127.0.0.1:0\" }\n");
+    for (name, who, act) in [
+        ("author", "alice", Act::Author),
+        ("ivan", "ivan", Act::Approve),
     ] {
-        std::fs::write(dir.join(format!("approvals/{name}.jwt")), t).unwrap();
+        let t = token_at(who, &text, act, T0, HOUR);
+        std::fs::write(b.dir().join(format!("approvals/{name}.jwt")), t).unwrap();
     }
-    let mut settings =
-        Settings::parse(&settings_yaml(dir, "metrics: { bind: \"127.0.0.1:0\" }\n")).unwrap();
-    settings.trust = change_support::trust();
-    let clock = Clock::manual(T0 * 1000);
-    let inst = Instance::start(
-        settings,
-        StartOptions {
-            clock: clock.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    common::wait_version(&inst, 1);
+    let mut s = b.start();
+    s.wait_version(1);
+    let inst = s.inst();
     let (proxy, admin, metrics) = (inst.listeners[0], inst.admin, inst.metrics.unwrap());
     if let Some(r) = promtool_check(&get(metrics, "/metrics", &[]).await.text()) {
         r.unwrap();
@@ -218,22 +204,15 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
 
     // A second node, in cluster mode, whose etcd is not there (an address nothing listens
     // on): it serves no document and reports itself disconnected from the fleet.
-    let lost_dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(lost_dir.path().join("approvals")).unwrap();
     let no_etcd = format!("http://127.0.0.1:{}", free_port());
-    let lost = Instance::start(
-        Settings::parse(&settings_yaml(
-            lost_dir.path(),
-            &format!(
-                "metrics: {{ bind: \"127.0.0.1:0\" }}\n\
-                 cluster: {{ etcd: {{ endpoints: [\"{no_etcd}\"], prefix: /ops }}, node_id: lost }}\n"
-            ),
+    let mut lost = Sluice::builder()
+        .trust("")
+        .settings(&format!(
+            "metrics: {{ bind: \"127.0.0.1:0\" }}\n\
+             cluster: {{ etcd: {{ endpoints: [\"{no_etcd}\"], prefix: /ops }}, node_id: lost }}\n"
         ))
-        .unwrap(),
-        StartOptions::default(),
-    )
-    .unwrap();
-    let lost_metrics = lost.metrics.unwrap();
+        .start();
+    let lost_metrics = lost.inst().metrics.unwrap();
 
     // Prometheus scraping both metrics listeners every second, evaluating the rules.
     let (_prom, _prom_dir, prom) = start_prometheus(
@@ -291,7 +270,7 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     let refused = a.send(put).await.unwrap();
     assert_eq!(refused.status, 403, "{}", refused.text());
     // The emergency review comes due (review_within 24h).
-    clock.advance(Duration::from_secs(25 * HOUR));
+    s.advance(Duration::from_secs(25 * HOUR));
     let bearer = format!("Bearer {}", inst.admin_token);
     let status = a
         .get(
@@ -357,8 +336,8 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     let _ = load.await;
     assert!(missing.is_empty(), "no data for: {missing:#?}");
     eprintln!("{} expressions returned data", exprs.len());
-    lost.shutdown();
-    inst.shutdown();
+    lost.stop();
+    s.stop();
 }
 
 /// Starts `tests/data/otlp_receiver.py` (official `opentelemetry-proto` package); `None`
@@ -405,11 +384,13 @@ fn otlp_receiver() -> Option<(
     Some((child, port, rx))
 }
 
-fn traced_sluice(dir: &Path, upstream: SocketAddr, tracing: &str) -> Instance {
-    std::fs::create_dir_all(dir.join("approvals")).unwrap();
-    std::fs::write(
-        dir.join("traffic.yaml"),
-        format!(
+/// A sluice proxying to `upstream` with flag `theme`, metrics, an access log in its dir
+/// (`access.log`) and `tracing`, its document active.
+fn traced_sluice(upstream: SocketAddr, tracing: &str) -> Sluice {
+    let b = Sluice::builder();
+    let access_log = b.dir().join("access.log");
+    let s = b
+        .traffic(&format!(
             r#"version: 1
 change: {{ id: CHG-1, author: alice, summary: tracing }}
 upstreams:
@@ -424,22 +405,16 @@ flags:
     variants: {{ light: "light", dark: "dark" }}
     defaultVariant: dark
 "#
-        ),
-    )
-    .unwrap();
-    let yaml = settings_yaml(
-        dir,
-        &format!(
-            "trust: {{ require_approvals: false }}\n\
-             metrics: {{ bind: \"127.0.0.1:0\" }}\n\
+        ))
+        .settings(&format!(
+            "metrics: {{ bind: \"127.0.0.1:0\" }}\n\
              access_log: {{ enabled: true, path: \"{}\" }}\n\
              tracing: {tracing}\n",
-            dir.join("access.log").display()
-        ),
-    );
-    let inst = Instance::start(Settings::parse(&yaml).unwrap(), StartOptions::default()).unwrap();
-    common::wait_version(&inst, 1);
-    inst
+            access_log.display()
+        ))
+        .start();
+    s.wait_version(1);
+    s
 }
 
 /// W3C trace context is kept (or started) and propagated upstream with sluice's span as
@@ -453,13 +428,11 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
         return;
     };
     let up = common::Upstream::start("app");
-    let tmp = tempfile::tempdir().unwrap();
-    let inst = traced_sluice(
-        tmp.path(),
+    let mut node = traced_sluice(
         up.addr,
         &format!("{{ sample: 1.0, otlp: {{ endpoint: \"http://127.0.0.1:{port}\" }} }}"),
     );
-    let proxy = inst.listeners[0];
+    let proxy = node.proxy();
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let kept = get(
         proxy,
@@ -532,7 +505,7 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
     // The access log names the trace and the request id.
     let deadline = Instant::now() + Duration::from_secs(10);
     let log = loop {
-        let log = std::fs::read_to_string(tmp.path().join("access.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(node.path("access.log")).unwrap_or_default();
         if log.lines().count() >= 2 {
             break log;
         }
@@ -548,21 +521,19 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
     assert_eq!(lines[0]["host"], "test.local");
     assert_eq!(lines[0]["tls"], false);
     assert_eq!(lines[1]["trace_id"], new_trace);
-    inst.shutdown();
+    node.stop();
 
     // A collector that is down: every request still succeeds; spans are dropped, counted.
-    let tmp = tempfile::tempdir().unwrap();
     let dead = free_port();
-    let inst = traced_sluice(
-        tmp.path(),
+    let mut node = traced_sluice(
         up.addr,
         &format!("{{ otlp: {{ endpoint: \"http://127.0.0.1:{dead}\" }} }}"),
     );
-    let mut c = Client::connect(inst.listeners[0]).await;
+    let mut c = Client::connect(node.proxy()).await;
     for _ in 0..50 {
         assert_eq!(c.get("/x", &[]).await.status, 200);
     }
-    let metrics = inst.metrics.unwrap();
+    let metrics = node.inst().metrics.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = get(metrics, "/metrics", &[]).await.text();
@@ -584,7 +555,7 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    inst.shutdown();
+    node.stop();
 }
 
 /// `analysis.metrics` with `provider: prometheus`: a real Prometheus scrapes sluice, and the
@@ -601,7 +572,7 @@ async fn a_prometheus_metric_check_rolls_back_a_canary_on_a_query_result() {
     canary.state.status.store(500, Ordering::Relaxed);
     let head = "change: { id: CHG-1, author: alice, summary: prometheus analysis }\n\
                 upstreams:\n";
-    let s = common::Sluice::builder()
+    let s = Sluice::builder()
         .traffic(&format!(
             "version: 1\n{head}  stable: {{ endpoints: [\"{}\"] }}\n\
              routes: [{{ name: shop, to: {{ upstream: stable }} }}]\n",
@@ -666,9 +637,8 @@ async fn a_prometheus_metric_check_rolls_back_a_canary_on_a_query_result() {
 async fn access_log_entries_count_body_bytes_at_the_end_of_the_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = common::Upstream::start("app");
-    let tmp = tempfile::tempdir().unwrap();
-    let inst = traced_sluice(tmp.path(), up.addr, "{ sample: 0.0 }");
-    let proxy = inst.listeners[0];
+    let mut node = traced_sluice(up.addr, "{ sample: 0.0 }");
+    let proxy = node.proxy();
 
     // A body streamed both ways (the upstream echoes it).
     let mut c = Client::connect(proxy).await;
@@ -712,7 +682,7 @@ async fn access_log_entries_count_body_bytes_at_the_end_of_the_body() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let lines = loop {
-        let log = std::fs::read_to_string(tmp.path().join("access.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(node.path("access.log")).unwrap_or_default();
         let lines: Vec<serde_json::Value> = log
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -750,5 +720,5 @@ async fn access_log_entries_count_body_bytes_at_the_end_of_the_body() {
     assert_eq!(e["complete"], false, "{e}");
     assert!(e["bytes_out"].as_u64().unwrap() < BIG, "{e}");
     assert_eq!(e["upstream_addr"], up_addr.as_str());
-    inst.shutdown();
+    node.stop();
 }

@@ -15,9 +15,7 @@ use sluice::config::traffic::{CheckContext, ParsedTraffic};
 use sluice::config::{Dur, TrafficDoc};
 
 // The principals, their keys and the clock's start are the integration harness's
-// (`tests/common/principals.rs`), so that both fixtures sign with the same keys. A suite that
-// has both `common` and this fixture (ops.rs) compiles the file twice, harmlessly.
-#[allow(clippy::duplicate_mod)]
+// (`tests/common/principals.rs`), so that both fixtures sign with the same keys.
 #[path = "../common/principals.rs"]
 mod principals;
 pub use principals::{HOUR, PRINCIPALS, T0, key};
