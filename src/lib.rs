@@ -20,6 +20,8 @@
 //! - [`flagsvc`]: flags served to SDKs — OFREP over HTTP (on the admin listener and
 //!   `builtin: ofrep` routes) with its SSE change push, flagd gRPC (evaluation and sync),
 //!   and the API keys they may require; it follows publications of the snapshot.
+//! - [`outbound`]: plain-http requests of the control plane (notifications, rollout hooks,
+//!   `web` metric providers).
 //! - [`metric_check`]: `analysis.metrics` checks (Prometheus, web) compiled, judged and
 //!   folded into a verdict; pure, shared by validation and the rollout runner.
 //! - [`rollout`]: per-variant windows, the verdict, the rollout state machine and runner.
@@ -65,6 +67,7 @@ pub mod flagsvc;
 pub mod instance;
 pub mod metric_check;
 pub mod notify;
+pub mod outbound;
 pub mod proxy;
 pub mod request_match;
 pub mod rollout;

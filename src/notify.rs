@@ -16,9 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use metrics::Counter;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -299,7 +296,7 @@ async fn deliver(t: &Target, body: Bytes) -> Result<(), String> {
             Some(s) => &[(SIGNATURE_HEADER, s.as_str())],
             None => &[],
         };
-        let sent = post(&t.url, &body, headers, "sluice-notifications");
+        let sent = crate::outbound::post(&t.url, &body, headers, "sluice-notifications");
         match tokio::time::timeout(t.timeout, sent).await {
             Ok(Ok(status)) if status.is_success() => return Ok(()),
             Ok(Ok(status)) => last = format!("{} answered {status}", t.url),
@@ -308,46 +305,6 @@ async fn deliver(t: &Target, body: Bytes) -> Result<(), String> {
         }
     }
     Err(format!("{last} (after {ATTEMPTS} tries)"))
-}
-
-/// One JSON POST (plain http, HTTP/1.1) with extra `headers`; the answer's status (its
-/// body is read, at most 64 KiB, and dropped). Shared by notifications and rollout hooks.
-pub(crate) async fn post(
-    url: &str,
-    body: &Bytes,
-    headers: &[(&str, &str)],
-    agent: &str,
-) -> Result<http::StatusCode, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("no host in {url}"))?
-        .clone();
-    let addr = match authority.port_u16() {
-        Some(_) => authority.as_str().to_string(),
-        None => format!("{}:80", authority.host()),
-    };
-    let stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut req = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, agent);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(Full::new(body.clone()))
-        .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
-    Ok(status)
 }
 
 #[cfg(test)]

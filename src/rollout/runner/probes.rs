@@ -10,11 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-
 use crate::config::traffic::{Rollout, Strategy};
 use crate::metric_check::{CompiledCheck, MAX_BODY, MetricResult, MetricState, Vars};
 
@@ -138,7 +133,12 @@ impl Probe {
 
     /// One fetch, judged and recorded.
     async fn fetch(self: Arc<Self>) {
-        let outcome = match tokio::time::timeout(self.check.timeout, get(&self.url)).await {
+        let outcome = match tokio::time::timeout(
+            self.check.timeout,
+            crate::outbound::get(&self.url, "sluice-analysis", MAX_BODY),
+        )
+        .await
+        {
             Ok(Ok(body)) => self.check.judge(&body),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!(
@@ -174,48 +174,4 @@ impl Probe {
         }
         self.in_flight.store(false, Ordering::Release);
     }
-}
-
-/// GETs `url` (plain http, HTTP/1.1), reading at most [`MAX_BODY`] bytes; non-2xx is an error.
-async fn get(url: &str) -> Result<Bytes, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("no host in {url}"))?
-        .clone();
-    let addr = match authority.port_u16() {
-        Some(_) => authority.as_str().to_string(),
-        None => format!("{}:80", authority.host()),
-    };
-    let stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let req = Request::get(path)
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::ACCEPT, "application/json")
-        .header(http::header::USER_AGENT, "sluice-analysis")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let body = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| format!("{url}: reading the answer: {e}"))?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!(
-            "{url} answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        ));
-    }
-    Ok(body)
 }
