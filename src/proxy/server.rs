@@ -29,6 +29,7 @@ use super::Shared;
 use super::deadline::{ConnClock, Deadline, Fired, Tracked};
 use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
+use super::wake_gate::WakeGate;
 use crate::shutdown::Shutdown;
 
 /// Binds `addr` with `SO_REUSEPORT` so that each worker can hold its own socket.
@@ -271,6 +272,11 @@ where
     tokio::pin!(conn);
     let timer = tokio::time::sleep_until(clock.first().into());
     tokio::pin!(timer);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    // The timer and the stop signal are polled only when they woke the task, not on each
+    // of the connection's wakes (see `wake_gate`).
+    let (timer_gate, stop_gate) = (WakeGate::default(), WakeGate::default());
     let mut graceful = false;
     loop {
         tokio::select! {
@@ -279,19 +285,25 @@ where
                 if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
                 return;
             }
-            () = &mut timer => match clock.fired(std::time::Instant::now()) {
-                Fired::Close => {
-                    tracing::debug!(peer = %peer, "No request head within header_read_timeout.");
-                    return;
+            () = std::future::poll_fn(|cx| timer_gate.poll(cx, |cx| timer.as_mut().poll(cx))) => {
+                match clock.fired(std::time::Instant::now()) {
+                    Fired::Close => {
+                        tracing::debug!(peer = %peer, "No request head within header_read_timeout.");
+                        return;
+                    }
+                    Fired::Until(at) => {
+                        timer.as_mut().reset(at.into());
+                        timer_gate.open();
+                    }
                 }
-                Fired::Until(at) => timer.as_mut().reset(at.into()),
-            },
-            _ = shutdown.wait(), if !graceful => {
+            }
+            () = std::future::poll_fn(|cx| stop_gate.poll(cx, |cx| stop.as_mut().poll(cx))), if !graceful => {
                 graceful = true;
                 conn.as_mut().graceful_shutdown();
             }
             () = std::future::poll_fn(|_| if clock.take_rearm() { Poll::Ready(()) } else { Poll::Pending }) => {
                 timer.as_mut().reset(clock.armed_at().into());
+                timer_gate.open();
             }
         }
     }
