@@ -433,15 +433,20 @@ impl Activity {
 
 impl Busy {
     fn enter(a: &Arc<Activity>) -> Busy {
+        // No clock read: while a request is served the connection is not idle whatever
+        // `last_ms` says, and the request's end sets it.
         a.busy.fetch_add(1, Ordering::Relaxed);
-        a.touch();
         Busy(a.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.touch();
+        // Only the last request to end starts the idle time: one clock read for it, none
+        // for the streams that end while others are served.
+        if self.0.busy.load(Ordering::Relaxed) == 1 {
+            self.0.touch();
+        }
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
