@@ -320,9 +320,11 @@ where
     let svc = service_fn(move |req| {
         let s = svc_shared.clone();
         let busy = Busy::enter(&act);
-        let info = info.clone();
+        // Boxed: hyper moves each stream's future into a task of its own, and the request
+        // future (~4 KiB) was copied whole at each move; a box is copied once.
+        let fut = Box::pin(service::handle(s, info.clone(), req, Deadline::Own));
         async move {
-            let r = service::handle(s, info, req, Deadline::Own).await;
+            let r = fut.await;
             drop(busy);
             Ok::<_, std::convert::Infallible>(r)
         }
