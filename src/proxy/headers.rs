@@ -154,6 +154,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // removal — not one for each of the nine.
     let mut found = 0u16;
     for n in headers.keys() {
+        // The lengths of the nine names: most names are none of them by length alone.
+        if !matches!(n.as_str().len(), 2 | 7 | 10 | 16..=19) {
+            continue;
+        }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == n) {
             found |= 1 << i;
         } else if n == header::UPGRADE {
@@ -175,7 +179,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
         && headers.get_all(header::TE).iter().count() == 1;
-    if has(&header::CONNECTION) {
+    if has(&header::CONNECTION) && !only_keep_alive_or_close(headers) {
         // Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -202,6 +206,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
         headers.insert(header::TE, TRAILERS.clone());
     }
     true
+}
+
+/// Whether `Connection` is one `keep-alive` or `close` (nearly every upstream response):
+/// it names no other header.
+fn only_keep_alive_or_close(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => {
+            let v = v.as_bytes();
+            v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+        }
+        _ => false,
+    }
 }
 
 static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -564,6 +581,20 @@ mod tests {
         h.insert("x-keep", HeaderValue::from_static("1"));
         assert!(!remove_hop_by_hop(&mut h));
         assert_eq!(h.len(), 1);
+        // `Connection: close` alone (any case) names nothing else; a second line does.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Close"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        assert!(remove_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("connection", HeaderValue::from_static("x-b"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        assert!(remove_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
         // `Connection` naming a hop-by-hop header and a custom one.
         let mut h = HeaderMap::new();
         h.insert("connection", HeaderValue::from_static("upgrade, x-a"));
