@@ -572,7 +572,9 @@ fn build_rollout(
         .zip(&r.steps)
         .enumerate()
         .map(|(j, (u, st))| {
-            let old = old.and_then(|o| o.step_mirrors.get(j)).and_then(Option::as_ref);
+            let old = old
+                .and_then(|o| o.step_mirrors.get(j))
+                .and_then(Option::as_ref);
             Some(compile(st.mirror.as_ref()?, (*u)?, old))
         })
         .collect();
@@ -605,18 +607,9 @@ fn build_mirror(
     registry: &Registry,
     old: Option<&Arc<MirrorRt>>,
 ) -> Arc<MirrorRt> {
-    let skipped = |reason: &str| {
-        registry.counter(
-            telemetry::MIRROR_SKIPPED,
-            &[owner, ("reason", reason)],
-        )
-    };
-    let err = |kind: &str| {
-        registry.counter(
-            telemetry::MIRROR_ERRORS,
-            &[owner, ("kind", kind)],
-        )
-    };
+    let skipped =
+        |reason: &str| registry.counter(telemetry::MIRROR_SKIPPED, &[owner, ("reason", reason)]);
+    let err = |kind: &str| registry.counter(telemetry::MIRROR_ERRORS, &[owner, ("kind", kind)]);
     let in_flight = old.map_or_else(Arc::default, |o| o.in_flight.clone());
     Arc::new(MirrorRt {
         upstream,

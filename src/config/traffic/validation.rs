@@ -831,8 +831,14 @@ fn check_mirror(
     };
     let whole = match &ro.mirror {
         None => Some(None),
-        Some(m) => check_mirror_spec(doc, &format!("{base}.mirror"), m, stable_rule(&m.upstream), r)
-            .map(Some),
+        Some(m) => check_mirror_spec(
+            doc,
+            &format!("{base}.mirror"),
+            m,
+            stable_rule(&m.upstream),
+            r,
+        )
+        .map(Some),
     };
     let mut steps = Some(Vec::new());
     if ro.steps.iter().any(|s| s.mirror.is_some()) {
