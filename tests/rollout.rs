@@ -1697,6 +1697,196 @@ rollouts:
     rig.verify_audit_chain();
 }
 
+// === https ===
+
+/// What an https endpoint received: (path, body).
+type TlsCalls = Arc<std::sync::Mutex<Vec<(String, Bytes)>>>;
+
+/// An https endpoint on loopback serving `leaf`: records every request and answers 200 with
+/// `{"ok": true}` (a hook passes, a web check reads true, a notification is delivered).
+fn https_server(leaf: &common::edge::Leaf, got: TlsCalls) -> SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let mut cfg = rustls::ServerConfig::builder_with_provider(common::edge::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    spawn_server(move |s| {
+        let (acceptor, got) = (acceptor.clone(), got.clone());
+        async move {
+            // A client that refuses the certificate ends the handshake here.
+            let Ok(s) = acceptor.accept(s).await else {
+                return;
+            };
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let got = got.clone();
+                async move {
+                    let path = req.uri().path().to_string();
+                    let body = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    got.lock().unwrap().push((path, body));
+                    let resp = Response::new(Full::new(Bytes::from(r#"{"ok": true}"#)));
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
+    })
+}
+
+/// https for the three outbound users, against a real TLS server on loopback whose
+/// certificate a test CA signed: with that CA as `ca_file`, a `pre_rollout` hook passes, a
+/// `web` metric check reads its value and a notification is delivered; with another CA's
+/// file each is refused with the reason named — the hook fails its rollout (rule `hook`,
+/// the audit names the unknown issuer), the metric check is an *error* (the rollout holds,
+/// never rolled back), the notification is counted as failed — and nothing else stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_hooks_metric_checks_and_notifications_verify_the_server_and_name_a_wrong_ca() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let ca = common::edge::Ca::new("sluice test hooks CA");
+    let other = common::edge::Ca::new("another CA");
+    let got: TlsCalls = Default::default();
+    let h = https_server(&ca.leaf(&["127.0.0.1"]), got.clone());
+    let builder = Sluice::builder();
+    let good = common::edge::write(builder.dir(), "ca.pem", &ca.pem);
+    let wrong = common::edge::write(builder.dir(), "other.pem", &other.pem);
+    let (good, wrong) = (good.display(), wrong.display());
+    let (a, b) = (v1.addr, v2.addr);
+    let rollout = |name: &str, ca: &dyn std::fmt::Display| {
+        format!(
+            r#"  {name}:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 50, hold: 1h }}]
+    analysis:
+      interval: 200ms
+      min_requests: 0
+      metrics:
+        - {{ name: smoke, provider: web, url: "https://{h}/check", ca_file: "{ca}",
+            json_path: $.ok, condition: "result == true", interval: 100ms, timeout: 5s }}
+"#
+        )
+    };
+    let text = format!(
+        r#"version: 1
+change: {{ id: CHG-1, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{a}"] }}
+  v2: {{ endpoints: ["{b}"] }}
+routes:
+  - {{ name: good, match: {{ path_prefix: /good }}, to: {{ rollout: good }} }}
+  - {{ name: badmetric, match: {{ path_prefix: /badmetric }}, to: {{ rollout: badmetric }} }}
+  - {{ name: badhook, to: {{ rollout: badhook }} }}
+rollouts:
+{}    hooks: {{ pre_rollout: [{{ url: "https://{h}/pre", ca_file: "{good}", timeout: 5s }}] }}
+{}  badhook:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 50, hold: 1h }}]
+    hooks: {{ pre_rollout: [{{ url: "https://{h}/pre-wrong", ca_file: "{wrong}", timeout: 5s, retries: 0 }}] }}
+notifications:
+  - {{ url: "https://{h}/notify", ca_file: "{good}", events: ["rollout.*"] }}
+  - {{ url: "https://{h}/notify-wrong", ca_file: "{wrong}", events: ["rollout.*"] }}
+"#,
+        rollout("good", &good),
+        rollout("badmetric", &wrong),
+    );
+    let rig = builder.traffic(&text).start();
+    let status = |name: &str| rig.rollout(name);
+    let metric = |s: &Value| s["verdicts"][0]["metrics"][0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (g, m, k) = (status("good"), status("badmetric"), status("badhook"));
+        let done = metric(&g)["state"] == "passed"
+            && metric(&m)["state"] == "error"
+            && k["phase"] == "aborted";
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{g:#} {m:#} {k:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The right CA: the hook passed, the check read the value over https.
+    let g = status("good");
+    assert_eq!(g["phase"], "progressing", "{g:#}");
+    assert_eq!(metric(&g)["value"], true, "{g:#}");
+    assert!(
+        hook_events(&rig, "good").contains(&("pre_rollout".into(), "passed".into())),
+        "{:?}",
+        hook_events(&rig, "good")
+    );
+    // A wrong CA on a metric check: an error naming the refused certificate, never a failure.
+    let m = status("badmetric");
+    let err = metric(&m)["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        err.contains("TLS handshake") && err.contains("UnknownIssuer") && err.contains("other.pem"),
+        "{m:#}"
+    );
+    assert_eq!(m["phase"], "progressing", "{m:#}");
+    assert!(
+        m["last_verdict"].as_str().unwrap_or("").starts_with("inconclusive"),
+        "{m:#}"
+    );
+    // A wrong CA on a hook: the rollout's own failure (rule hook), the reason audited.
+    let k = status("badhook");
+    assert_eq!(k["abort_reason"], "hook", "{k:#}");
+    let failed = rig
+        .rollout_events()
+        .into_iter()
+        .find(|e| e["event"] == "rollout.hook" && e["rollout"] == "badhook")
+        .unwrap();
+    assert_eq!(failed["result"], "failed", "{failed:#}");
+    let why = failed["run"]["error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("TLS handshake") && why.contains("UnknownIssuer"),
+        "the audit names the refused certificate: {failed:#}"
+    );
+    assert!(
+        got.lock().unwrap().iter().all(|(p, _)| !p.ends_with("-wrong")),
+        "nothing reached the server through a refused handshake"
+    );
+    // Notifications: the trusted target hears the rollout events; the other one's failures
+    // are counted (three tries each), and neither held anything up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let heard: Vec<Value> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == "/notify")
+            .map(|(_, b)| serde_json::from_slice(b).unwrap())
+            .collect();
+        let failed = sample(&rig.metrics().await, "sluice_notifications_total{result=\"failed\"}");
+        let aborted = heard
+            .iter()
+            .any(|e| e["event"] == "rollout.aborted" && e["rollout"] == "badhook");
+        if aborted && failed >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "heard {heard:?}, failed {failed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.verify_audit_chain();
+}
+
 // === mirroring ===
 
 /// What a mirror upstream received: method, path, `x-sluice-variant`, body.

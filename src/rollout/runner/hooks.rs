@@ -583,7 +583,13 @@ async fn call(hook: &Hook, body: Bytes, tries: u32) -> RunResult {
         last.tries = attempt + 1;
         match tokio::time::timeout(
             hook.timeout.0,
-            crate::outbound::post(&hook.url, &body, &[], "sluice-hooks"),
+            crate::outbound::post(
+                &hook.url,
+                hook.ca_file.as_deref(),
+                &body,
+                &[],
+                "sluice-hooks",
+            ),
         )
         .await
         {

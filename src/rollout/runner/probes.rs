@@ -135,7 +135,12 @@ impl Probe {
     async fn fetch(self: Arc<Self>) {
         let outcome = match tokio::time::timeout(
             self.check.timeout,
-            crate::outbound::get(&self.url, "sluice-analysis", MAX_BODY),
+            crate::outbound::get(
+                &self.url,
+                self.check.ca_file.as_deref(),
+                "sluice-analysis",
+                MAX_BODY,
+            ),
         )
         .await
         {
