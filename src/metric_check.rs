@@ -276,7 +276,9 @@ fn check_http_url(s: &str) -> Result<bool, String> {
     match uri.scheme_str() {
         Some("http") if uri.authority().is_some() => Ok(false),
         Some("https") if uri.authority().is_some() => Ok(true),
-        _ => Err(format!("`{s}` is not an http:// or https:// URL with a host")),
+        _ => Err(format!(
+            "`{s}` is not an http:// or https:// URL with a host"
+        )),
     }
 }
 

@@ -49,7 +49,11 @@ where
     };
     let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     // The roots first: a broken ca_file is named as such, not as a connection failure.
-    let config = if tls { Some(client_config(ca_file)?) } else { None };
+    let config = if tls {
+        Some(client_config(ca_file)?)
+    } else {
+        None
+    };
     let stream = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -57,7 +61,10 @@ where
         None => handshake(stream).await?,
         Some(config) => {
             // `host()` keeps an IPv6 literal's brackets; a server name has none.
-            let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             let name = ServerName::try_from(host.to_string())
                 .map_err(|e| format!("{url}: `{host}` is not a TLS server name: {e}"))?;
             let stream = tokio_rustls::TlsConnector::from(config)

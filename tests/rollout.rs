@@ -1839,7 +1839,10 @@ notifications:
     );
     assert_eq!(m["phase"], "progressing", "{m:#}");
     assert!(
-        m["last_verdict"].as_str().unwrap_or("").starts_with("inconclusive"),
+        m["last_verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("inconclusive"),
         "{m:#}"
     );
     // A wrong CA on a hook: the rollout's own failure (rule hook), the reason audited.
@@ -1857,7 +1860,10 @@ notifications:
         "the audit names the refused certificate: {failed:#}"
     );
     assert!(
-        got.lock().unwrap().iter().all(|(p, _)| !p.ends_with("-wrong")),
+        got.lock()
+            .unwrap()
+            .iter()
+            .all(|(p, _)| !p.ends_with("-wrong")),
         "nothing reached the server through a refused handshake"
     );
     // Notifications: the trusted target hears the rollout events; the other one's failures
@@ -1871,7 +1877,10 @@ notifications:
             .filter(|(p, _)| p == "/notify")
             .map(|(_, b)| serde_json::from_slice(b).unwrap())
             .collect();
-        let failed = sample(&rig.metrics().await, "sluice_notifications_total{result=\"failed\"}");
+        let failed = sample(
+            &rig.metrics().await,
+            "sluice_notifications_total{result=\"failed\"}",
+        );
         let aborted = heard
             .iter()
             .any(|e| e["event"] == "rollout.aborted" && e["rollout"] == "badhook");
