@@ -213,6 +213,68 @@ fn a_push_on_one_node_activates_everywhere_and_forgeries_are_refused_by_every_no
     }
     assert!(out.contains(&leader), "{out}");
 
+    // `promote --full` taken on a follower reaches the leader (through etcd), which checks
+    // the token's scope: a one-step token is refused there with its reason, a full one
+    // completes the rollout on every node.
+    let doc4 = rollout_doc(
+        4,
+        v1.addr,
+        v2.addr,
+        "[{ weight: 10 }, { gate: manual }, { weight: 100 }]",
+        "",
+    );
+    let r = nodes[1].push(&doc4, &approvals(&doc4, 4));
+    assert_eq!(r.json()["result"], "activated", "{}", r.text());
+    wait_all_active(&nodes, &digest(doc4.as_bytes()), 30);
+    let follower = nodes.iter().find(|n| n.spec.node_id != leader).unwrap();
+    wait_for(30, "the gate on the follower", || {
+        (follower.rollout("web").0 == "waiting_for_promotion").then_some(())
+    });
+    let promote_token = |full: bool| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let c = sluice::change::token::Claims::new(
+            "bob",
+            "prod",
+            doc4.as_bytes(),
+            4,
+            Act::Promote,
+            now,
+            3600,
+        )
+        .with_target("web", 1);
+        sluice::change::token::sign(
+            &if full { c.with_full() } else { c },
+            &common::principals::key("bob"),
+        )
+    };
+    let path = "/api/v1/rollouts/web/promote_full";
+    let r = follower.api(
+        "POST",
+        path,
+        &[("sluice-approval", &promote_token(false))],
+        b"",
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "wrong_target", "{}", r.text());
+    let r = follower.api(
+        "POST",
+        path,
+        &[("sluice-approval", &promote_token(true))],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["phase"], "completed", "{}", r.text());
+    for n in &nodes {
+        wait_for(30, "every node to complete at 100%", || {
+            (n.rollout("web") == ("completed".to_string(), 3, 100.0)).then_some(())
+        });
+    }
+    let promoted = wait_event(follower, "rollout.promoted", 30);
+    assert_eq!(promoted[0]["full"], true, "{promoted:?}");
+
     // The fleet chain verifies, and records each activation once.
     let (code, out, err) = cli(&["audit", "verify", "--etcd", &etcd.url, "--prefix", prefix]);
     assert_eq!(code, 0, "{out}{err}");

@@ -2147,3 +2147,194 @@ async fn a_hanging_notification_target_delays_no_other_target() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_full_completes_at_once_and_needs_a_full_token_bound_to_its_step() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let text = doc(
+        1,
+        v1.addr,
+        v2.addr,
+        &canary(
+            r#"
+steps: [{ weight: 10 }, { gate: manual }, { weight: 50, hold: 10m }, { weight: 100 }]
+"#,
+        ),
+    );
+    let mut rig = Sluice::builder().traffic(&text).manual_ticks().start();
+    rig.tick();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    assert_eq!(rig.rollout("web")["step"], 1);
+
+    // With approvals required (restart: the document is restored), a full promotion needs a
+    // `promote` token that says `full`, for this rollout and its current step.
+    let bob = sluice::change::keys::generate().unwrap();
+    rig.settings_yaml = settings_yaml(
+        rig.dir.path(),
+        &format!(
+            "trust:\n  require_approvals: true\n  environment: test\n  principals:\n    \
+             bob: {{ keys: [\"{}\"], roles: [release-manager] }}\n",
+            sluice::change::keys::public_key_line(&bob.verifying_key())
+        ),
+    );
+    rig.restart();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    let now = rig.clock.unix_secs();
+    let mint = |step: u64, full: bool| {
+        let c = Claims::new("bob", "test", text.as_bytes(), 1, Act::Promote, now, 3600)
+            .with_target("web", step);
+        token::sign(&if full { c.with_full() } else { c }, &bob)
+    };
+    let refused = |r: &Reply, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(r.json()["error"], code, "{}", r.text());
+    };
+    let r = rig.act("web", "promote_full", &[]).await;
+    refused(&r, 403, "insufficient_approvals");
+    assert!(r.json()["detail"].as_str().unwrap().contains("--full"));
+    // A one-step token cannot be replayed as a full promotion, nor a full one pass one gate.
+    let one_step = mint(1, false);
+    let r = rig
+        .act("web", "promote_full", &[("sluice-approval", &one_step)])
+        .await;
+    refused(&r, 403, "wrong_target");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("authorizes a one-step promote, this is a full promotion"),
+        "{}",
+        r.text()
+    );
+    let full = mint(1, true);
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", &full)])
+        .await;
+    refused(&r, 403, "wrong_target");
+    let r = rig
+        .act(
+            "web",
+            "promote_full",
+            &[("sluice-approval", &mint(0, true))],
+        )
+        .await;
+    refused(&r, 403, "wrong_target");
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    assert_eq!(rig.weight_bp(), 1000, "refusals change nothing");
+
+    // The CLI: `sluice rollout promote --full --approval FILE`.
+    let token_path = rig.dir.path().join("full.jwt");
+    std::fs::write(&token_path, &full).unwrap();
+    let args: Vec<String> = vec![
+        "rollout".into(),
+        "promote".into(),
+        "web".into(),
+        "--full".into(),
+        "--admin".into(),
+        format!("http://{}", rig.inst().admin),
+        "--token-file".into(),
+        rig.dir
+            .path()
+            .join("state/admin.token")
+            .display()
+            .to_string(),
+        "--approval".into(),
+        token_path.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("web promote_full: phase completed, step 4, weight 100%"),
+        "{stdout}"
+    );
+    assert_eq!(rig.weight_bp(), 10_000);
+    let ro = rig.rollout("web");
+    assert_eq!(ro["full_promotion_from_step"], 1);
+    // Single use, like every promote token.
+    let r = rig
+        .act("web", "promote_full", &[("sluice-approval", &full)])
+        .await;
+    refused(&r, 403, "token_reused");
+
+    let audit = rig.audit();
+    let promoted = audit
+        .iter()
+        .find(|e| e["event"] == "rollout.promoted")
+        .unwrap();
+    assert_eq!(promoted["actor"], "bob");
+    assert_eq!(promoted["full"], true);
+    assert_eq!(promoted["promoted_step"], 1);
+    assert!(audit.iter().any(|e| e["event"] == "rollout.completed"));
+    let ok = audit
+        .iter()
+        .find(|e| e["event"] == "admin.action" && e["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(ok["action"], "promote_full");
+    assert_eq!(ok["approval"]["full"], true);
+    let refusals: Vec<&str> = audit
+        .iter()
+        .filter(|e| e["event"] == "admin.action" && e["outcome"] == "refused")
+        .map(|e| e["reason"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            "insufficient_approvals",
+            "wrong_target",
+            "wrong_target",
+            "wrong_target",
+            "token_reused"
+        ]
+    );
+    // Completed survives a restart, with the full promotion in its record.
+    rig.restart();
+    assert_eq!(rig.phase("web"), "completed");
+    assert_eq!(rig.rollout("web")["full_promotion_from_step"], 1);
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_full_without_approvals_skips_holds_and_an_operator_pause() {
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        0,
+        &canary(
+            r#"
+steps: [{ weight: 10, hold: 1h }, { weight: 50, hold: 1h }, { weight: 100 }]
+"#,
+        ),
+    );
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 1000);
+    let r = rig.act("web", "promote", &[]).await;
+    assert_eq!(r.json()["error"], "not_waiting_for_promotion");
+    let r = rig.act("web", "pause", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = rig.act("web", "promote_full", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["phase"], "completed");
+    assert_eq!(r.json()["full_promotion_from_step"], 0);
+    assert_eq!(rig.weight_bp(), 10_000);
+    let r = rig.act("web", "promote_full", &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"], "rollout_finished");
+    assert_eq!(
+        rig.event_names(),
+        ["rollout.paused", "rollout.promoted", "rollout.completed"]
+    );
+    rig.verify_audit_chain();
+}

@@ -924,6 +924,14 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
         Event::Promoted { .. } => {
             tracing::info!(rollout = name, step, weight, "Rollout promoted.")
         }
+        Event::PromotedFull { from_step } => {
+            tracing::info!(
+                rollout = name,
+                from_step,
+                weight,
+                "Rollout fully promoted: the remaining steps were skipped."
+            )
+        }
         Event::Paused { reason } => match reason {
             PauseReason::Failed { .. } | PauseReason::Inconclusive => {
                 tracing::warn!(

@@ -136,6 +136,7 @@ pub(super) fn audit_event(
     a = match e {
         Event::StepAdvanced { step, .. } => a.with("step", step),
         Event::Promoted { step } => a.with("promoted_step", step),
+        Event::PromotedFull { from_step } => a.with("promoted_step", from_step).with("full", true),
         Event::Paused { reason } => {
             let a = a.with("reason", reason.as_str());
             match reason {
@@ -224,6 +225,9 @@ pub(super) fn status_of(name: &str, t: &Tracked, now_ms: u64, now_sec: u64) -> V
         }
         if let Some(at) = p.promoted_at_ms {
             m.insert("promoted_at".into(), json!(rfc3339_ms(at)));
+        }
+        if let Some(from) = p.full_promotion_from {
+            m.insert("full_promotion_from_step".into(), json!(from));
         }
     }
     v
