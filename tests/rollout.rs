@@ -1708,7 +1708,12 @@ rollouts:
 async fn manual_ticks_run_hooks_and_metric_checks_each_tick_and_count_every_call() {
     let hooks = HookServer::default();
     let h = hooks.start();
-    for (path, status) in [("/pre", 200), ("/load", 200), ("/promote", 409), ("/post", 200)] {
+    for (path, status) in [
+        ("/pre", 200),
+        ("/load", 200),
+        ("/promote", 409),
+        ("/post", 200),
+    ] {
         hooks.set(path, status);
     }
     let mode = Arc::new(AtomicU64::new(0));
@@ -1737,7 +1742,11 @@ hooks:
     rig.tick();
     assert_eq!(calls("/pre"), 1);
     let s = rig.rollout("web");
-    assert_eq!((s["step"].as_u64(), rig.weight_bp()), (Some(0), 2000), "{s:#}");
+    assert_eq!(
+        (s["step"].as_u64(), rig.weight_bp()),
+        (Some(0), 2000),
+        "{s:#}"
+    );
     assert_eq!(s["verdicts"][0]["metrics"][0]["state"], "passed", "{s:#}");
     // Tick 2: step 0's rollout hook passed, the check passed (fetched again: `interval: 1h`
     // is real time, a manual tick is one interval); the promotion gate is next.
@@ -1838,12 +1847,12 @@ async fn blue_green_manual_promotion_waits_for_its_rollout_and_confirm_hooks() {
     let h = hooks.start();
     hooks.set("/load", 500);
     hooks.set("/promote", 200);
-    let spec = BLUE_GREEN
-        .replace("after: 1m", "manual: true")
-        .replace("max_error_rate: 0.02 }", "max_error_rate: 0.02, failure_limit: 5 }")
-        + &format!(
-            "hooks:\n  rollout: [{{ url: \"http://{h}/load\", retries: 0 }}]\n  confirm_promotion: [{{ url: \"http://{h}/promote\" }}]\n"
-        );
+    let spec = BLUE_GREEN.replace("after: 1m", "manual: true").replace(
+        "max_error_rate: 0.02 }",
+        "max_error_rate: 0.02, failure_limit: 5 }",
+    ) + &format!(
+        "hooks:\n  rollout: [{{ url: \"http://{h}/load\", retries: 0 }}]\n  confirm_promotion: [{{ url: \"http://{h}/promote\" }}]\n"
+    );
     let (_v1, _v2, rig) = start_rig(0, 0, &spec);
     let mut c = Client::connect(rig.proxy()).await;
     let mut seen = Seen::default();
@@ -1859,7 +1868,10 @@ async fn blue_green_manual_promotion_waits_for_its_rollout_and_confirm_hooks() {
         "{s:#}"
     );
     assert_eq!(hooks.calls("/load").len(), 1);
-    assert!(hooks.calls("/promote").is_empty(), "confirm before the load test passed");
+    assert!(
+        hooks.calls("/promote").is_empty(),
+        "confirm before the load test passed"
+    );
     let r = rig.act("web", "promote", &[]).await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(r.json()["error"], "not_waiting_for_promotion");
@@ -1884,7 +1896,11 @@ async fn blue_green_manual_promotion_waits_for_its_rollout_and_confirm_hooks() {
     let load = hooks.calls("/load");
     assert_eq!(load.len(), 3, "{load:#?}");
     assert_eq!(load[2]["metadata"]["step"], "1");
-    assert_eq!(rig.phase("web"), "progressing", "inside the post-promotion window");
+    assert_eq!(
+        rig.phase("web"),
+        "progressing",
+        "inside the post-promotion window"
+    );
 }
 
 // === https ===
