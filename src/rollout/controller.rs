@@ -380,7 +380,8 @@ pub fn promote(
         }
         Strategy::BlueGreen => {
             let waiting = matches!(p.phase, Phase::Progressing | Phase::WaitingForPromotion);
-            if !waiting || p.promoted_at_ms.is_some() {
+            // Hooks still to pass (`waiting_for`) hold the promotion, as analysis does.
+            if !waiting || p.promoted_at_ms.is_some() || p.waiting_for.is_some() {
                 return Err(ActionError::NotWaitingForPromotion(p.phase));
             }
             if spec.analysis.is_some() && p.last_outcome != Some(VerdictOutcome::Passed) {
@@ -632,6 +633,16 @@ fn advance_blue_green(
     }
     let promote = spec.promote.clone().unwrap_or_default();
     if promote.manual {
+        // As Flagger: the preview's `rollout` hooks (load tests) pass, then
+        // `confirm_promotion`, and only then does the promotion wait for the operator.
+        if hooks.step != Gate::Open {
+            p.waiting_for = Some(HookGate::Step);
+            return;
+        }
+        if hooks.promotion != Gate::Open {
+            p.waiting_for = Some(HookGate::Promotion);
+            return;
+        }
         p.phase = Phase::WaitingForPromotion;
         ev.push(Event::WaitingForPromotion { step: 0 });
         return;

@@ -394,8 +394,11 @@ pub struct Hooks {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
-    /// Where to POST (`http://host[:port]/path`).
+    /// Where to POST (`http(s)://host[:port]/path`).
     pub url: String,
+    /// `https`: a PEM bundle of the CAs to trust instead of the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Deadline of one try.
     #[serde(default = "default_hook_timeout")]
     pub timeout: Dur,
@@ -605,6 +608,9 @@ pub struct MetricCheck {
     /// `prometheus`: the server's base URL (`http://host:9090`).
     #[serde(default)]
     pub address: Option<String>,
+    /// `https`: a PEM bundle of the CAs to trust instead of the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// `prometheus`: the PromQL instant query (templated).
     #[serde(default)]
     pub query: Option<String>,
@@ -631,8 +637,11 @@ pub struct MetricCheck {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
-    /// Where to POST (`http://host[:port]/path`).
+    /// Where to POST (`http(s)://host[:port]/path`).
     pub url: String,
+    /// `https`: a PEM bundle of the CAs to trust instead of the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Event names or patterns (`change.*`, `rollout.*`, `*`, `rollout.aborted`).
     pub events: Vec<String>,
     /// A file holding the HMAC-SHA256 key; the body is then signed in `x-sluice-signature`.

@@ -260,8 +260,19 @@ fn notifications_are_checked_at_their_path() {
     assert_eq!(p.doc.notifications[0].format, NotifyFormat::Slack);
     let e = errors(&ok.replace("rollout.aborted", "rollout.exploded"));
     assert!(e.contains("notifications[0].events[1]"), "{e}");
-    let e = errors(&ok.replace("http://127.0.0.1:9/h", "https://hooks.example/x"));
+    let e = errors(&ok.replace("http://127.0.0.1:9/h", "ftp://hooks.example/x"));
     assert!(e.contains("notifications[0].url"), "{e}");
+    let https = ok.replace(
+        "url: \"http://127.0.0.1:9/h\"",
+        "url: \"https://hooks.example/x\", ca_file: ca.pem",
+    );
+    let p = TrafficDoc::parse(&https, &CheckContext::default()).unwrap();
+    assert_eq!(p.doc.notifications[0].ca_file.as_deref(), Some("ca.pem"));
+    let e = errors(&https.replace("https://hooks.example/x", "http://hooks.example/x"));
+    assert!(
+        e.contains("notifications[0].ca_file") && e.contains("https:// URLs only"),
+        "{e}"
+    );
     let e = errors(&ok.replace("format: slack", "format: xml"));
     assert!(e.contains("notifications[0]"), "{e}");
 }
@@ -318,9 +329,16 @@ fn hooks_are_checked_at_their_path() {
         h.confirm_promotion[0].timeout.0,
         std::time::Duration::from_secs(10)
     );
-    let e = errors(&ok.replace("http://127.0.0.1:9/ok", "https://gate.example/ok"));
+    let e = errors(&ok.replace("http://127.0.0.1:9/ok", "gate.example/ok"));
     assert!(
         e.contains("rollouts.checkout.hooks.confirm_promotion[0].url"),
+        "{e}"
+    );
+    let https = ok.replace("\"http://127.0.0.1:9/ok\"", "\"https://gate.example/ok\"");
+    TrafficDoc::parse(&https, &CheckContext::default()).unwrap();
+    let e = errors(&https.replace("/ok\" }", "/ok\", ca_file: \"\" }"));
+    assert!(
+        e.contains("rollouts.checkout.hooks.confirm_promotion[0].ca_file"),
         "{e}"
     );
     let e = errors(&ok.replace("timeout: 2s", "timeout: 0s"));

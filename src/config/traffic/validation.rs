@@ -954,7 +954,7 @@ const MAX_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300
 /// Most extra tries of one hook.
 const MAX_HOOK_RETRIES: u32 = 10;
 
-/// `hooks`: per kind at most [`MAX_HOOKS`], each an http URL, a timeout in (0, 5m], at most
+/// `hooks`: per kind at most [`MAX_HOOKS`], each an http(s) URL, a timeout in (0, 5m], at most
 /// [`MAX_HOOK_RETRIES`] retries.
 fn check_hooks(base: &str, h: &Hooks, r: &mut Report<'_>) {
     for (kind, list) in [
@@ -971,7 +971,7 @@ fn check_hooks(base: &str, h: &Hooks, r: &mut Report<'_>) {
         }
         for (i, hook) in list.iter().enumerate() {
             let hp = format!("{kp}[{i}]");
-            check_http_url(&format!("{hp}.url"), &hook.url, "hooks", r);
+            check_http_url(&format!("{hp}.url"), &hook.url, hook.ca_file.as_deref(), r);
             if hook.timeout.0.is_zero() || hook.timeout.0 > MAX_HOOK_TIMEOUT {
                 r.err(
                     &format!("{hp}.timeout"),
@@ -988,26 +988,43 @@ fn check_hooks(base: &str, h: &Hooks, r: &mut Report<'_>) {
     }
 }
 
-/// An `http://` URL with a host (https is refused with its own sentence).
-fn check_http_url(path: &str, url: &str, what: &str, r: &mut Report<'_>) {
-    match url.parse::<http::Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-        Ok(u) if u.scheme_str() == Some("https") => r.err(
-            path,
-            format!(
-                "https is not supported for {what} yet; use an http address \
-                 (a local relay for external services)"
-            ),
-        ),
-        _ => r.err(path, format!("`{url}` is not an http:// URL with a host")),
+/// An `http://` or `https://` URL with a host, and its `ca_file`: only beside an https URL
+/// (it would do nothing), never empty. The file itself is read at each call, so a broken one
+/// is the call's error (status, audit), never a refused document.
+fn check_http_url(path: &str, url: &str, ca_file: Option<&str>, r: &mut Report<'_>) {
+    let https = match url.parse::<http::Uri>() {
+        Ok(u) if u.authority().is_some() && u.scheme_str() == Some("http") => false,
+        Ok(u) if u.authority().is_some() && u.scheme_str() == Some("https") => true,
+        _ => {
+            r.err(
+                path,
+                format!("`{url}` is not an http:// or https:// URL with a host"),
+            );
+            return;
+        }
+    };
+    check_ca_file(path, https, ca_file, r);
+}
+
+/// `ca_file` beside the URL at `url_path`: non-empty, and only for https.
+fn check_ca_file(url_path: &str, https: bool, ca_file: Option<&str>, r: &mut Report<'_>) {
+    let Some(ca) = ca_file else { return };
+    let at = match url_path.rsplit_once('.') {
+        Some((base, _)) => format!("{base}.ca_file"),
+        None => "ca_file".to_string(),
+    };
+    if ca.is_empty() {
+        r.err(&at, "must not be empty");
+    } else if !https {
+        r.err(&at, "applies to https:// URLs only (the URL is http://)");
     }
 }
 
-/// `notifications`: an http URL, known event names or patterns, a positive timeout.
+/// `notifications`: an http(s) URL, known event names or patterns, a positive timeout.
 fn check_notifications(doc: &TrafficDoc, r: &mut Report<'_>) {
     for (i, n) in doc.notifications.iter().enumerate() {
         let base = format!("notifications[{i}]");
-        check_http_url(&format!("{base}.url"), &n.url, "notifications", r);
+        check_http_url(&format!("{base}.url"), &n.url, n.ca_file.as_deref(), r);
         if n.events.is_empty() {
             r.err(
                 &format!("{base}.events"),

@@ -1125,6 +1125,7 @@ fn hooked(steps: Vec<Step>, analysis: Option<Analysis>) -> Rollout {
     let mut spec = canary(steps, analysis);
     let hook = crate::config::traffic::Hook {
         url: "http://127.0.0.1:9/h".into(),
+        ca_file: None,
         timeout: Dur::secs(1),
         retries: 0,
         metadata: BTreeMap::new(),
