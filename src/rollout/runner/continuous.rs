@@ -124,10 +124,12 @@ mod tests {
         };
         let c = Continuous::new(&a, 7);
         let mut b = a.clone();
-        b.metrics = vec![serde_json::from_str(
-            r#"{"name":"m","provider":"web","url":"http://p/x","condition":"result < 1"}"#,
-        )
-        .unwrap()];
+        b.metrics = vec![
+            serde_json::from_str(
+                r#"{"name":"m","provider":"web","url":"http://p/x","condition":"result < 1"}"#,
+            )
+            .unwrap(),
+        ];
         b.failure_limit = 3;
         b.inconclusive_limit = 9;
         assert!(c.judges(&b));
