@@ -790,3 +790,64 @@ fn the_kubernetes_examples_config_is_valid() {
         );
     }
 }
+
+/// In a fleet only the leader calls hooks and fetches `analysis.metrics`: a follower's
+/// results would never be read, and N nodes must not load a gate or Prometheus N times.
+/// Three nodes, a `pre_rollout` hook and a web check whose endpoint answers 500 (so a node
+/// that fetches logs "A metric provider gave no usable answer"): the hook is called once,
+/// the leader's verdicts carry the check's error, and no node that never led fetched it.
+#[test]
+fn only_the_leader_calls_hooks_and_fetches_metric_checks() {
+    if !etcd_available() {
+        return;
+    }
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let v1 = Upstream::start("v1", Failing::never());
+    let v2 = Upstream::start("v2", Failing::never());
+    let hook = Upstream::start("hook", Failing::never());
+    let check = Upstream::start("check", Failing(std::sync::Arc::new(|_, _| true)));
+    let nodes = three(&etcd, "/sluice/outbound");
+    let (h, c) = (hook.addr, check.addr);
+    let analysis = format!(
+        "    analysis:\n      interval: 200ms\n      min_requests: 0\n      metrics:\n        - {{ name: down, provider: web, url: \"http://{c}/check\", condition: \"result == true\", interval: 100ms }}\n    hooks: {{ pre_rollout: [{{ url: \"http://{h}/pre\" }}] }}\n"
+    );
+    let doc = rollout_doc(1, v1.addr, v2.addr, "[{ weight: 10, hold: 1h }]", &analysis);
+    assert_eq!(nodes[0].push(&doc, &approvals(&doc, 1)).status, 200);
+    wait_all_active(&nodes, &digest(doc.as_bytes()), 30);
+    for n in &nodes {
+        wait_for(30, "step 0 once pre_rollout passed", || {
+            (n.rollout("web") == ("progressing".into(), 0, 10.0)).then_some(())
+        });
+    }
+    let led = |n: &Node| !n.events("cluster.leader").is_empty();
+    let leader = wait_for(30, "a leader", || nodes.iter().find(|n| led(n)));
+    let fetched = "A metric provider gave no usable answer";
+    wait_for(30, "the leader's check error", || {
+        let s = leader.status();
+        let web = s["rollouts"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == "web")?
+            .clone();
+        (web["verdicts"][0]["metrics"][0]["state"] == "error" && leader.log().contains(fetched))
+            .then_some(())
+    });
+    // Give a wrongly fetching follower time to show itself (several of its intervals).
+    std::thread::sleep(Duration::from_secs(1));
+    let leaders = nodes.iter().filter(|n| led(n)).count();
+    let hook_calls = hook.hits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        hook_calls >= 1 && hook_calls <= leaders as u64,
+        "pre_rollout called {hook_calls} times by {leaders} leader(s)"
+    );
+    for n in nodes.iter().filter(|n| !led(n)) {
+        assert!(
+            !n.log().contains(fetched),
+            "follower {} fetched the metric check:\n{}",
+            n.spec.node_id,
+            n.log()
+        );
+    }
+    assert!(check.hits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}
