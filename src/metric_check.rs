@@ -37,6 +37,8 @@ pub struct CompiledCheck {
     pub failure_limit: u32,
     /// Deadline of one fetch.
     pub timeout: std::time::Duration,
+    /// `https`: the CAs trusted instead of the web roots.
+    pub ca_file: Option<String>,
 }
 
 /// How a provider's answer becomes values.
@@ -176,7 +178,8 @@ impl CompiledCheck {
                 let address = m.address.as_deref().ok_or_else(|| {
                     CheckError("address", "provider prometheus needs an `address`".into())
                 })?;
-                check_http_url(address).map_err(|e| CheckError("address", e))?;
+                let https = check_http_url(address).map_err(|e| CheckError("address", e))?;
+                check_ca_file(https, m.ca_file.as_deref())?;
                 let query = m.query.as_deref().ok_or_else(|| {
                     CheckError("query", "provider prometheus needs a `query`".into())
                 })?;
@@ -200,7 +203,9 @@ impl CompiledCheck {
                     .as_deref()
                     .ok_or_else(|| CheckError("url", "provider web needs a `url`".into()))?;
                 let url = Template::parse(url, false).map_err(|e| CheckError("url", e))?;
-                check_http_url(&url.render(&Vars::example())).map_err(|e| CheckError("url", e))?;
+                let https = check_http_url(&url.render(&Vars::example()))
+                    .map_err(|e| CheckError("url", e))?;
+                check_ca_file(https, m.ca_file.as_deref())?;
                 let path = match &m.json_path {
                     Some(p) => JsonPath::parse(p).map_err(|e| CheckError("json_path", e))?,
                     None => JsonPath(Vec::new()),
@@ -229,6 +234,7 @@ impl CompiledCheck {
             interval,
             failure_limit: m.failure_limit,
             timeout: m.timeout.0,
+            ca_file: m.ca_file.clone(),
         })
     }
 
@@ -263,16 +269,29 @@ impl CompiledCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckError(pub &'static str, pub String);
 
-/// Only plain `http://host[:port][/path]` URLs: the providers' client speaks HTTP/1.1
-/// without TLS (a Prometheus or check endpoint on the local network).
-fn check_http_url(s: &str) -> Result<(), String> {
+/// `http://` or `https://host[:port][/path]` URLs (HTTP/1.1; https verified against the
+/// web roots or `ca_file`); whether it is https.
+fn check_http_url(s: &str) -> Result<bool, String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") if uri.authority().is_some() => Ok(()),
-        Some("https") => Err(format!(
-            "`{s}`: https is not supported by metric providers; use an http address"
+        Some("http") if uri.authority().is_some() => Ok(false),
+        Some("https") if uri.authority().is_some() => Ok(true),
+        _ => Err(format!(
+            "`{s}` is not an http:// or https:// URL with a host"
         )),
-        _ => Err(format!("`{s}` is not an http:// URL with a host")),
+    }
+}
+
+/// `ca_file`: never empty, and only beside an https URL (it would do nothing). The file is
+/// read at each fetch: a broken one is that fetch's error, never a refused document.
+fn check_ca_file(https: bool, ca_file: Option<&str>) -> Result<(), CheckError> {
+    match ca_file {
+        Some("") => Err(CheckError("ca_file", "must not be empty".into())),
+        Some(_) if !https => Err(CheckError(
+            "ca_file",
+            "applies to https:// URLs only (the URL is http://)".into(),
+        )),
+        _ => Ok(()),
     }
 }
 

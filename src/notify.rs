@@ -49,6 +49,8 @@ pub struct Target {
     secret: Option<Vec<u8>>,
     format: NotifyFormat,
     timeout: Duration,
+    /// `https`: the CAs trusted instead of the web roots (read at each delivery).
+    ca_file: Option<String>,
 }
 
 /// The audit log's side of the queue.
@@ -106,6 +108,7 @@ impl Target {
             secret,
             format: n.format,
             timeout: n.timeout.0,
+            ca_file: n.ca_file.clone(),
         })
     }
 
@@ -296,7 +299,13 @@ async fn deliver(t: &Target, body: Bytes) -> Result<(), String> {
             Some(s) => &[(SIGNATURE_HEADER, s.as_str())],
             None => &[],
         };
-        let sent = crate::outbound::post(&t.url, &body, headers, "sluice-notifications");
+        let sent = crate::outbound::post(
+            &t.url,
+            t.ca_file.as_deref(),
+            &body,
+            headers,
+            "sluice-notifications",
+        );
         match tokio::time::timeout(t.timeout, sent).await {
             Ok(Ok(status)) if status.is_success() => return Ok(()),
             Ok(Ok(status)) => last = format!("{} answered {status}", t.url),

@@ -151,6 +151,21 @@ pub const NOTIFICATIONS: Family = counter(
     "sluice_notifications_total",
     "Notifications delivered (sent) or given up after every retry (failed).",
 );
+/// `sluice_hook_calls_total{rollout,hook,outcome}`.
+pub const HOOK_CALLS: Family = counter(
+    "sluice_hook_calls_total",
+    "Rollout hook calls (each try), by rollout, hook kind and outcome: passed (2xx), failed (another status) or error (no answer: connect, TLS, timeout).",
+);
+/// Hook-call buckets, in seconds (a hook may take up to its 5 minute timeout).
+pub const HOOK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// `sluice_hook_duration_seconds{rollout,hook,outcome}`.
+pub const HOOK_DURATION: Family = histogram(
+    "sluice_hook_duration_seconds",
+    HOOK_BUCKETS,
+    "Time of one rollout hook call (one try), from connect to the answer's end or the timeout.",
+);
 /// `sluice_notifications_dropped_total`.
 pub const NOTIFICATIONS_DROPPED: Family = counter(
     "sluice_notifications_dropped_total",
@@ -270,6 +285,8 @@ pub const FAMILIES: &[Family] = &[
     SPANS_DROPPED,
     NOTIFICATIONS,
     NOTIFICATIONS_DROPPED,
+    HOOK_CALLS,
+    HOOK_DURATION,
     MIRROR_SKIPPED,
     MIRROR_ERRORS,
     CLUSTER_CONNECTED,

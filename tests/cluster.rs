@@ -213,6 +213,68 @@ fn a_push_on_one_node_activates_everywhere_and_forgeries_are_refused_by_every_no
     }
     assert!(out.contains(&leader), "{out}");
 
+    // `promote --full` taken on a follower reaches the leader (through etcd), which checks
+    // the token's scope: a one-step token is refused there with its reason, a full one
+    // completes the rollout on every node.
+    let doc4 = rollout_doc(
+        4,
+        v1.addr,
+        v2.addr,
+        "[{ weight: 10 }, { gate: manual }, { weight: 100 }]",
+        "",
+    );
+    let r = nodes[1].push(&doc4, &approvals(&doc4, 4));
+    assert_eq!(r.json()["result"], "activated", "{}", r.text());
+    wait_all_active(&nodes, &digest(doc4.as_bytes()), 30);
+    let follower = nodes.iter().find(|n| n.spec.node_id != leader).unwrap();
+    wait_for(30, "the gate on the follower", || {
+        (follower.rollout("web").0 == "waiting_for_promotion").then_some(())
+    });
+    let promote_token = |full: bool| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let c = sluice::change::token::Claims::new(
+            "bob",
+            "prod",
+            doc4.as_bytes(),
+            4,
+            Act::Promote,
+            now,
+            3600,
+        )
+        .with_target("web", 1);
+        sluice::change::token::sign(
+            &if full { c.with_full() } else { c },
+            &common::principals::key("bob"),
+        )
+    };
+    let path = "/api/v1/rollouts/web/promote_full";
+    let r = follower.api(
+        "POST",
+        path,
+        &[("sluice-approval", &promote_token(false))],
+        b"",
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "wrong_target", "{}", r.text());
+    let r = follower.api(
+        "POST",
+        path,
+        &[("sluice-approval", &promote_token(true))],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["phase"], "completed", "{}", r.text());
+    for n in &nodes {
+        wait_for(30, "every node to complete at 100%", || {
+            (n.rollout("web") == ("completed".to_string(), 3, 100.0)).then_some(())
+        });
+    }
+    let promoted = wait_event(follower, "rollout.promoted", 30);
+    assert_eq!(promoted[0]["full"], true, "{promoted:?}");
+
     // The fleet chain verifies, and records each activation once.
     let (code, out, err) = cli(&["audit", "verify", "--etcd", &etcd.url, "--prefix", prefix]);
     assert_eq!(code, 0, "{out}{err}");
@@ -727,4 +789,65 @@ fn the_kubernetes_examples_config_is_valid() {
             "metadata.name"
         );
     }
+}
+
+/// In a fleet only the leader calls hooks and fetches `analysis.metrics`: a follower's
+/// results would never be read, and N nodes must not load a gate or Prometheus N times.
+/// Three nodes, a `pre_rollout` hook and a web check whose endpoint answers 500 (so a node
+/// that fetches logs "A metric provider gave no usable answer"): the hook is called once,
+/// the leader's verdicts carry the check's error, and no node that never led fetched it.
+#[test]
+fn only_the_leader_calls_hooks_and_fetches_metric_checks() {
+    if !etcd_available() {
+        return;
+    }
+    let _serial = serial();
+    let etcd = Etcd::start();
+    let v1 = Upstream::start("v1", Failing::never());
+    let v2 = Upstream::start("v2", Failing::never());
+    let hook = Upstream::start("hook", Failing::never());
+    let check = Upstream::start("check", Failing(std::sync::Arc::new(|_, _| true)));
+    let nodes = three(&etcd, "/sluice/outbound");
+    let (h, c) = (hook.addr, check.addr);
+    let analysis = format!(
+        "    analysis:\n      interval: 200ms\n      min_requests: 0\n      metrics:\n        - {{ name: down, provider: web, url: \"http://{c}/check\", condition: \"result == true\", interval: 100ms }}\n    hooks: {{ pre_rollout: [{{ url: \"http://{h}/pre\" }}] }}\n"
+    );
+    let doc = rollout_doc(1, v1.addr, v2.addr, "[{ weight: 10, hold: 1h }]", &analysis);
+    assert_eq!(nodes[0].push(&doc, &approvals(&doc, 1)).status, 200);
+    wait_all_active(&nodes, &digest(doc.as_bytes()), 30);
+    for n in &nodes {
+        wait_for(30, "step 0 once pre_rollout passed", || {
+            (n.rollout("web") == ("progressing".into(), 0, 10.0)).then_some(())
+        });
+    }
+    let led = |n: &Node| !n.events("cluster.leader").is_empty();
+    let leader = wait_for(30, "a leader", || nodes.iter().find(|n| led(n)));
+    let fetched = "A metric provider gave no usable answer";
+    wait_for(30, "the leader's check error", || {
+        let s = leader.status();
+        let web = s["rollouts"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == "web")?
+            .clone();
+        (web["verdicts"][0]["metrics"][0]["state"] == "error" && leader.log().contains(fetched))
+            .then_some(())
+    });
+    // Give a wrongly fetching follower time to show itself (several of its intervals).
+    std::thread::sleep(Duration::from_secs(1));
+    let leaders = nodes.iter().filter(|n| led(n)).count();
+    let hook_calls = hook.hits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        hook_calls >= 1 && hook_calls <= leaders as u64,
+        "pre_rollout called {hook_calls} times by {leaders} leader(s)"
+    );
+    for n in nodes.iter().filter(|n| !led(n)) {
+        assert!(
+            !n.log().contains(fetched),
+            "follower {} fetched the metric check:\n{}",
+            n.spec.node_id,
+            n.log()
+        );
+    }
+    assert!(check.hits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }

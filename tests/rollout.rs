@@ -1697,6 +1697,411 @@ rollouts:
     rig.verify_audit_chain();
 }
 
+/// Manual ticks (the tests' deterministic mode) make the outbound calls too: each tick first
+/// runs the hooks that are due and fetches every metric check, to their end, then judges —
+/// so one tick is one interval and every result is known at the tick. A canary walks
+/// pre_rollout → step 0's rollout hook → confirm_promotion (refused, then confirmed) →
+/// step 1's rollout hook → completed → post_rollout, tick by tick; each call is counted in
+/// `sluice_hook_calls_total` / `sluice_hook_duration_seconds`, with # HELP, and the
+/// exposition passes promtool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_ticks_run_hooks_and_metric_checks_each_tick_and_count_every_call() {
+    let hooks = HookServer::default();
+    let h = hooks.start();
+    for (path, status) in [
+        ("/pre", 200),
+        ("/load", 200),
+        ("/promote", 409),
+        ("/post", 200),
+    ] {
+        hooks.set(path, status);
+    }
+    let mode = Arc::new(AtomicU64::new(0));
+    let check = check_server(mode.clone());
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        0,
+        &canary(&format!(
+            r#"
+steps: [{{ weight: 20 }}, {{ weight: 100 }}]
+analysis:
+  min_requests: 0
+  metrics:
+    - {{ name: smoke, provider: web, url: "http://{check}/check?rollout={{{{rollout}}}}",
+        json_path: $.checks.ok, condition: "result == true", interval: 1h }}
+hooks:
+  pre_rollout: [{{ url: "http://{h}/pre" }}]
+  rollout: [{{ url: "http://{h}/load" }}]
+  confirm_promotion: [{{ url: "http://{h}/promote" }}]
+  post_rollout: [{{ url: "http://{h}/post" }}]
+"#
+        )),
+    );
+    let calls = |p: &str| hooks.calls(p).len();
+    // Tick 1: pre_rollout ran and passed, so step 0 began (its verdict comes next tick).
+    rig.tick();
+    assert_eq!(calls("/pre"), 1);
+    let s = rig.rollout("web");
+    assert_eq!(
+        (s["step"].as_u64(), rig.weight_bp()),
+        (Some(0), 2000),
+        "{s:#}"
+    );
+    assert_eq!(s["verdicts"][0]["metrics"][0]["state"], "passed", "{s:#}");
+    // Tick 2: step 0's rollout hook passed, the check passed (fetched again: `interval: 1h`
+    // is real time, a manual tick is one interval); the promotion gate is next.
+    rig.tick();
+    assert_eq!(calls("/load"), 1);
+    assert_eq!(rig.rollout("web")["waiting_for"], "confirm_promotion");
+    // Ticks 3 and 4: confirm_promotion polled once per tick, refused.
+    rig.tick();
+    rig.tick();
+    assert_eq!(calls("/promote"), 2);
+    assert_eq!(rig.weight_bp(), 2000);
+    // Confirmed: 100% at the next tick, its rollout hook and completion at the one after.
+    hooks.set("/promote", 200);
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 10_000);
+    rig.tick();
+    assert_eq!(calls("/load"), 2);
+    assert_eq!(rig.phase("web"), "completed");
+    rig.tick();
+    assert_eq!(calls("/post"), 1);
+    assert_eq!(hooks.calls("/post")[0]["phase"], "Succeeded");
+    let ev = hook_events(&rig, "web");
+    let has = |h: &str, r: &str| ev.iter().filter(|(a, b)| a == h && b == r).count();
+    assert_eq!(
+        (
+            has("pre_rollout", "passed"),
+            has("rollout", "passed"),
+            has("confirm_promotion", "waiting"),
+            has("confirm_promotion", "passed"),
+            has("post_rollout", "passed"),
+        ),
+        (1, 2, 1, 1, 1),
+        "{ev:?}"
+    );
+    // Every call counted and timed, by rollout, hook and outcome.
+    let text = rig.metrics().await;
+    let count = |hook: &str, outcome: &str| {
+        sample(
+            &text,
+            &format!(
+                "sluice_hook_calls_total{{rollout=\"web\",hook=\"{hook}\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(count("confirm_promotion", "failed"), 2.0, "{text}");
+    assert_eq!(count("confirm_promotion", "passed"), 1.0, "{text}");
+    assert_eq!(count("rollout", "passed"), 2.0, "{text}");
+    assert_eq!(count("post_rollout", "passed"), 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_hook_duration_seconds_count{rollout=\"web\",hook=\"rollout\",outcome=\"passed\"}"
+        ),
+        2.0,
+        "{text}"
+    );
+    for family in ["sluice_hook_calls_total", "sluice_hook_duration_seconds"] {
+        assert!(text.contains(&format!("# HELP {family} ")), "{text}");
+    }
+    if let Some(checked) = common::promtool_check(&text) {
+        checked.unwrap_or_else(|e| panic!("promtool check metrics: {e}\n{text}"));
+    }
+
+    // Under manual ticks a failing check is judged at the tick that fetched it.
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        0,
+        &canary(&format!(
+            r#"
+steps: [{{ weight: 20, hold: 1h }}]
+analysis:
+  min_requests: 0
+  metrics:
+    - {{ name: smoke, provider: web, url: "http://{check}/check?rollout={{{{rollout}}}}",
+        json_path: $.checks.ok, condition: "result == true" }}
+"#
+        )),
+    );
+    rig.tick();
+    assert_eq!(rig.phase("web"), "progressing");
+    mode.store(1, Ordering::Relaxed);
+    rig.tick();
+    let s = rig.rollout("web");
+    assert_eq!(
+        (s["phase"].as_str(), s["abort_reason"].as_str()),
+        (Some("aborted"), Some("metric")),
+        "{s:#}"
+    );
+}
+
+/// A blue-green with `promote: { manual: true }` runs its hooks as Flagger does before the
+/// operator can promote: the preview's `rollout` hooks (a load test), then
+/// `confirm_promotion`; until both passed a promote is refused; after the swap the
+/// `rollout` hooks run again for the promoted stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_manual_promotion_waits_for_its_rollout_and_confirm_hooks() {
+    let hooks = HookServer::default();
+    let h = hooks.start();
+    hooks.set("/load", 500);
+    hooks.set("/promote", 200);
+    let spec = BLUE_GREEN.replace("after: 1m", "manual: true").replace(
+        "max_error_rate: 0.02 }",
+        "max_error_rate: 0.02, failure_limit: 5 }",
+    ) + &format!(
+        "hooks:\n  rollout: [{{ url: \"http://{h}/load\", retries: 0 }}]\n  confirm_promotion: [{{ url: \"http://{h}/promote\" }}]\n"
+    );
+    let (_v1, _v2, rig) = start_rig(0, 0, &spec);
+    let mut c = Client::connect(rig.proxy()).await;
+    let mut seen = Seen::default();
+    for _ in 0..25 {
+        seen.add(&c.get("/", &[("x-preview", "s3cret")]).await);
+    }
+    // The load test fails: a failed verdict (1 of failure_limit 5), no promotion possible.
+    rig.tick();
+    let s = rig.rollout("web");
+    assert_eq!(
+        (s["phase"].as_str(), s["waiting_for"].as_str()),
+        (Some("progressing"), Some("rollout_hooks")),
+        "{s:#}"
+    );
+    assert_eq!(hooks.calls("/load").len(), 1);
+    assert!(
+        hooks.calls("/promote").is_empty(),
+        "confirm before the load test passed"
+    );
+    let r = rig.act("web", "promote", &[]).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"], "not_waiting_for_promotion");
+    // The load test passes on its re-run, then confirm_promotion: now the operator decides.
+    hooks.set("/load", 200);
+    for _ in 0..3 {
+        rig.tick();
+    }
+    let s = rig.rollout("web");
+    assert_eq!(s["phase"], "waiting_for_promotion", "{s:#}");
+    let load = hooks.calls("/load");
+    assert_eq!(load.len(), 2, "{load:#?}");
+    assert_eq!(load[1]["metadata"]["step"], "0");
+    assert_eq!(hooks.calls("/promote").len(), 1);
+    assert_eq!(hooks.calls("/promote")[0]["type"], "confirm-promotion");
+    assert_eq!(rig.weight_bp(), 0);
+    let r = rig.act("web", "promote", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(rig.weight_bp(), 10_000);
+    // The promoted stage's rollout hook.
+    rig.tick();
+    let load = hooks.calls("/load");
+    assert_eq!(load.len(), 3, "{load:#?}");
+    assert_eq!(load[2]["metadata"]["step"], "1");
+    assert_eq!(
+        rig.phase("web"),
+        "progressing",
+        "inside the post-promotion window"
+    );
+}
+
+// === https ===
+
+/// What an https endpoint received: (path, body).
+type TlsCalls = Arc<std::sync::Mutex<Vec<(String, Bytes)>>>;
+
+/// An https endpoint on loopback serving `leaf`: records every request and answers 200 with
+/// `{"ok": true}` (a hook passes, a web check reads true, a notification is delivered).
+fn https_server(leaf: &common::edge::Leaf, got: TlsCalls) -> SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let mut cfg = rustls::ServerConfig::builder_with_provider(common::edge::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    spawn_server(move |s| {
+        let (acceptor, got) = (acceptor.clone(), got.clone());
+        async move {
+            // A client that refuses the certificate ends the handshake here.
+            let Ok(s) = acceptor.accept(s).await else {
+                return;
+            };
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let got = got.clone();
+                async move {
+                    let path = req.uri().path().to_string();
+                    let body = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    got.lock().unwrap().push((path, body));
+                    let resp = Response::new(Full::new(Bytes::from(r#"{"ok": true}"#)));
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
+    })
+}
+
+/// https for the three outbound users, against a real TLS server on loopback whose
+/// certificate a test CA signed: with that CA as `ca_file`, a `pre_rollout` hook passes, a
+/// `web` metric check reads its value and a notification is delivered; with another CA's
+/// file each is refused with the reason named — the hook fails its rollout (rule `hook`,
+/// the audit names the unknown issuer), the metric check is an *error* (the rollout holds,
+/// never rolled back), the notification is counted as failed — and nothing else stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_hooks_metric_checks_and_notifications_verify_the_server_and_name_a_wrong_ca() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let ca = common::edge::Ca::new("sluice test hooks CA");
+    let other = common::edge::Ca::new("another CA");
+    let got: TlsCalls = Default::default();
+    let h = https_server(&ca.leaf(&["127.0.0.1"]), got.clone());
+    let builder = Sluice::builder();
+    let good = common::edge::write(builder.dir(), "ca.pem", &ca.pem);
+    let wrong = common::edge::write(builder.dir(), "other.pem", &other.pem);
+    let (good, wrong) = (good.display(), wrong.display());
+    let (a, b) = (v1.addr, v2.addr);
+    let rollout = |name: &str, ca: &dyn std::fmt::Display| {
+        format!(
+            r#"  {name}:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 50, hold: 1h }}]
+    analysis:
+      interval: 200ms
+      min_requests: 0
+      metrics:
+        - {{ name: smoke, provider: web, url: "https://{h}/check", ca_file: "{ca}",
+            json_path: $.ok, condition: "result == true", interval: 100ms, timeout: 5s }}
+"#
+        )
+    };
+    let text = format!(
+        r#"version: 1
+change: {{ id: CHG-1, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{a}"] }}
+  v2: {{ endpoints: ["{b}"] }}
+routes:
+  - {{ name: good, match: {{ path_prefix: /good }}, to: {{ rollout: good }} }}
+  - {{ name: badmetric, match: {{ path_prefix: /badmetric }}, to: {{ rollout: badmetric }} }}
+  - {{ name: badhook, to: {{ rollout: badhook }} }}
+rollouts:
+{}    hooks: {{ pre_rollout: [{{ url: "https://{h}/pre", ca_file: "{good}", timeout: 5s }}] }}
+{}  badhook:
+    strategy: canary
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 50, hold: 1h }}]
+    hooks: {{ pre_rollout: [{{ url: "https://{h}/pre-wrong", ca_file: "{wrong}", timeout: 5s, retries: 0 }}] }}
+notifications:
+  - {{ url: "https://{h}/notify", ca_file: "{good}", events: ["rollout.*"] }}
+  - {{ url: "https://{h}/notify-wrong", ca_file: "{wrong}", events: ["rollout.*"] }}
+"#,
+        rollout("good", &good),
+        rollout("badmetric", &wrong),
+    );
+    let rig = builder.traffic(&text).start();
+    let status = |name: &str| rig.rollout(name);
+    let metric = |s: &Value| s["verdicts"][0]["metrics"][0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (g, m, k) = (status("good"), status("badmetric"), status("badhook"));
+        let done = metric(&g)["state"] == "passed"
+            && metric(&m)["state"] == "error"
+            && k["phase"] == "aborted";
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{g:#} {m:#} {k:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The right CA: the hook passed, the check read the value over https.
+    let g = status("good");
+    assert_eq!(g["phase"], "progressing", "{g:#}");
+    assert_eq!(metric(&g)["value"], true, "{g:#}");
+    assert!(
+        hook_events(&rig, "good").contains(&("pre_rollout".into(), "passed".into())),
+        "{:?}",
+        hook_events(&rig, "good")
+    );
+    // A wrong CA on a metric check: an error naming the refused certificate, never a failure.
+    let m = status("badmetric");
+    let err = metric(&m)["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        err.contains("TLS handshake") && err.contains("UnknownIssuer") && err.contains("other.pem"),
+        "{m:#}"
+    );
+    assert_eq!(m["phase"], "progressing", "{m:#}");
+    assert!(
+        m["last_verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("inconclusive"),
+        "{m:#}"
+    );
+    // A wrong CA on a hook: the rollout's own failure (rule hook), the reason audited.
+    let k = status("badhook");
+    assert_eq!(k["abort_reason"], "hook", "{k:#}");
+    let failed = rig
+        .rollout_events()
+        .into_iter()
+        .find(|e| e["event"] == "rollout.hook" && e["rollout"] == "badhook")
+        .unwrap();
+    assert_eq!(failed["result"], "failed", "{failed:#}");
+    let why = failed["run"]["error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("TLS handshake") && why.contains("UnknownIssuer"),
+        "the audit names the refused certificate: {failed:#}"
+    );
+    assert!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .all(|(p, _)| !p.ends_with("-wrong")),
+        "nothing reached the server through a refused handshake"
+    );
+    // Notifications: the trusted target hears the rollout events; the other one's failures
+    // are counted (three tries each), and neither held anything up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let heard: Vec<Value> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == "/notify")
+            .map(|(_, b)| serde_json::from_slice(b).unwrap())
+            .collect();
+        let failed = sample(
+            &rig.metrics().await,
+            "sluice_notifications_total{result=\"failed\"}",
+        );
+        let aborted = heard
+            .iter()
+            .any(|e| e["event"] == "rollout.aborted" && e["rollout"] == "badhook");
+        if aborted && failed >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "heard {heard:?}, failed {failed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.verify_audit_chain();
+}
+
 // === mirroring ===
 
 /// What a mirror upstream received: method, path, `x-sluice-variant`, body.
@@ -1947,4 +2352,415 @@ async fn a_hanging_notification_target_delays_no_other_target() {
         assert!(Instant::now() < deadline, "received only {names:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_full_completes_at_once_and_needs_a_full_token_bound_to_its_step() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let text = doc(
+        1,
+        v1.addr,
+        v2.addr,
+        &canary(
+            r#"
+steps: [{ weight: 10 }, { gate: manual }, { weight: 50, hold: 10m }, { weight: 100 }]
+"#,
+        ),
+    );
+    let mut rig = Sluice::builder().traffic(&text).manual_ticks().start();
+    rig.tick();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    assert_eq!(rig.rollout("web")["step"], 1);
+
+    // With approvals required (restart: the document is restored), a full promotion needs a
+    // `promote` token that says `full`, for this rollout and its current step.
+    let bob = sluice::change::keys::generate().unwrap();
+    rig.settings_yaml = settings_yaml(
+        rig.dir.path(),
+        &format!(
+            "trust:\n  require_approvals: true\n  environment: test\n  principals:\n    \
+             bob: {{ keys: [\"{}\"], roles: [release-manager] }}\n",
+            sluice::change::keys::public_key_line(&bob.verifying_key())
+        ),
+    );
+    rig.restart();
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    let now = rig.clock.unix_secs();
+    let mint = |step: u64, full: bool| {
+        let c = Claims::new("bob", "test", text.as_bytes(), 1, Act::Promote, now, 3600)
+            .with_target("web", step);
+        token::sign(&if full { c.with_full() } else { c }, &bob)
+    };
+    let refused = |r: &Reply, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(r.json()["error"], code, "{}", r.text());
+    };
+    let r = rig.act("web", "promote_full", &[]).await;
+    refused(&r, 403, "insufficient_approvals");
+    assert!(r.json()["detail"].as_str().unwrap().contains("--full"));
+    // A one-step token cannot be replayed as a full promotion, nor a full one pass one gate.
+    let one_step = mint(1, false);
+    let r = rig
+        .act("web", "promote_full", &[("sluice-approval", &one_step)])
+        .await;
+    refused(&r, 403, "wrong_target");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("authorizes a one-step promote, this is a full promotion"),
+        "{}",
+        r.text()
+    );
+    let full = mint(1, true);
+    let r = rig
+        .act("web", "promote", &[("sluice-approval", &full)])
+        .await;
+    refused(&r, 403, "wrong_target");
+    let r = rig
+        .act(
+            "web",
+            "promote_full",
+            &[("sluice-approval", &mint(0, true))],
+        )
+        .await;
+    refused(&r, 403, "wrong_target");
+    assert_eq!(rig.phase("web"), "waiting_for_promotion");
+    assert_eq!(rig.weight_bp(), 1000, "refusals change nothing");
+
+    // The CLI: `sluice rollout promote --full --approval FILE`.
+    let token_path = rig.dir.path().join("full.jwt");
+    std::fs::write(&token_path, &full).unwrap();
+    let args: Vec<String> = vec![
+        "rollout".into(),
+        "promote".into(),
+        "web".into(),
+        "--full".into(),
+        "--admin".into(),
+        format!("http://{}", rig.inst().admin),
+        "--token-file".into(),
+        rig.dir
+            .path()
+            .join("state/admin.token")
+            .display()
+            .to_string(),
+        "--approval".into(),
+        token_path.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("web promote_full: phase completed, step 4, weight 100%"),
+        "{stdout}"
+    );
+    assert_eq!(rig.weight_bp(), 10_000);
+    let ro = rig.rollout("web");
+    assert_eq!(ro["full_promotion_from_step"], 1);
+    // Single use, like every promote token.
+    let r = rig
+        .act("web", "promote_full", &[("sluice-approval", &full)])
+        .await;
+    refused(&r, 403, "token_reused");
+
+    let audit = rig.audit();
+    let promoted = audit
+        .iter()
+        .find(|e| e["event"] == "rollout.promoted")
+        .unwrap();
+    assert_eq!(promoted["actor"], "bob");
+    assert_eq!(promoted["full"], true);
+    assert_eq!(promoted["promoted_step"], 1);
+    assert!(audit.iter().any(|e| e["event"] == "rollout.completed"));
+    let ok = audit
+        .iter()
+        .find(|e| e["event"] == "admin.action" && e["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(ok["action"], "promote_full");
+    assert_eq!(ok["approval"]["full"], true);
+    let refusals: Vec<&str> = audit
+        .iter()
+        .filter(|e| e["event"] == "admin.action" && e["outcome"] == "refused")
+        .map(|e| e["reason"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            "insufficient_approvals",
+            "wrong_target",
+            "wrong_target",
+            "wrong_target",
+            "token_reused"
+        ]
+    );
+    // Completed survives a restart, with the full promotion in its record.
+    rig.restart();
+    assert_eq!(rig.phase("web"), "completed");
+    assert_eq!(rig.rollout("web")["full_promotion_from_step"], 1);
+    rig.verify_audit_chain();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_full_without_approvals_skips_holds_and_an_operator_pause() {
+    let (_v1, _v2, rig) = start_rig(
+        0,
+        0,
+        &canary(
+            r#"
+steps: [{ weight: 10, hold: 1h }, { weight: 50, hold: 1h }, { weight: 100 }]
+"#,
+        ),
+    );
+    rig.tick();
+    assert_eq!(rig.weight_bp(), 1000);
+    let r = rig.act("web", "promote", &[]).await;
+    assert_eq!(r.json()["error"], "not_waiting_for_promotion");
+    let r = rig.act("web", "pause", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = rig.act("web", "promote_full", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["phase"], "completed");
+    assert_eq!(r.json()["full_promotion_from_step"], 0);
+    assert_eq!(rig.weight_bp(), 10_000);
+    let r = rig.act("web", "promote_full", &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"], "rollout_finished");
+    assert_eq!(
+        rig.event_names(),
+        ["rollout.paused", "rollout.promoted", "rollout.completed"]
+    );
+    rig.verify_audit_chain();
+}
+
+/// Polls the rollout's status until `f` holds (deadline 30 s).
+async fn wait_rollout(rig: &Sluice, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ro = rig.rollout("web");
+        if f(&ro) {
+            return ro;
+        }
+        assert!(Instant::now() < deadline, "{what}: {ro}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `mirror` on a route and on one canary step (SPEC §2.2): the route's copies go out for its
+/// own requests (evenly, bodies over `max_body` skipped and counted under `route`); a step's
+/// copies only while that step is live — once the rollout moved on, no request of the
+/// rollout is copied, while the route mirror keeps copying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_mirror_copies_its_requests_and_a_step_mirror_only_while_its_step_is_live() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let got: Copies = Default::default();
+    let shadow = mirror_server(Arc::new(AtomicBool::new(false)), got.clone());
+    let text = format!(
+        r#"version: 1
+change: {{ id: CHG-1, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{}"] }}
+  v2: {{ endpoints: ["{}"] }}
+  shadow: {{ endpoints: ["{shadow}"] }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    to: {{ upstream: v1 }}
+    mirror: {{ upstream: shadow, percent: 50, max_body: 16 }}
+  - name: web
+    to: {{ rollout: web }}
+rollouts:
+  web:
+    strategy: canary
+    stable: v1
+    canary: v2
+    sticky: {{ header: x-user-id }}
+    steps:
+      - {{ weight: 10, hold: 1h, mirror: {{ upstream: shadow, percent: 100 }} }}
+      - {{ weight: 20, hold: 1h }}
+"#,
+        v1.addr, v2.addr
+    );
+    let rig = Sluice::builder().traffic(&text).manual_ticks().start();
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(ro["mirror"]["upstream"], "shadow", "{ro}");
+    assert_eq!(ro["mirror"]["from"], "step");
+    assert_eq!(ro["mirror"]["judged"], false);
+    let api_2xx = "sluice_requests_total{route=\"api\",upstream=\"shadow\",rollout=\"\",variant=\"mirror\",code_class=\"2xx\"}";
+    let web_2xx = "sluice_requests_total{route=\"web\",upstream=\"shadow\",rollout=\"web\",variant=\"mirror\",code_class=\"2xx\"}";
+
+    // The route: requests 0..=9 are GETs, the odd ones copied; 10 (not picked) and 11
+    // (picked, body over 16 bytes) are POSTs: no copy, one skip counted under the route.
+    let mut c = Client::connect(rig.proxy()).await;
+    for i in 0..10 {
+        let r = through(&mut c, "GET", &format!("/api/{i}"), b"").await;
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"v1"[..]));
+        if i % 2 == 1 {
+            wait_sample(&rig, api_2xx, f64::from(i + 1) / 2.0).await;
+        }
+    }
+    for i in 10..12 {
+        let r = through(&mut c, "POST", &format!("/api/{i}"), &[b'b'; 100]).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_sample(
+        &rig,
+        "sluice_mirror_skipped_total{route=\"api\",reason=\"body\"}",
+        1.0,
+    )
+    .await;
+
+    // The step: every request of the rollout is copied while step 0 is live.
+    for i in 0..20 {
+        let r = c
+            .get(&format!("/web/{i}"), &[("x-user-id", &format!("u{i}"))])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_sample(&rig, web_2xx, 20.0).await;
+
+    // Step 1 has no mirror: the rollout's requests are no longer copied.
+    rig.advance(Duration::from_secs(3601));
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(
+        (ro["step"].as_u64(), ro["weight"].as_f64()),
+        (Some(1), Some(20.0))
+    );
+    assert!(ro.get("mirror").is_none(), "{ro}");
+    for i in 0..20 {
+        let r = c
+            .get(&format!("/web/late{i}"), &[("x-user-id", &format!("u{i}"))])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // A later route copy (13 is picked) marks the point by which any copy of the requests
+    // above would have been sent too.
+    for i in 12..14 {
+        through(&mut c, "GET", &format!("/api/{i}"), b"").await;
+    }
+    wait_sample(&rig, api_2xx, 6.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < 26 {
+        assert!(Instant::now() < deadline, "{:?}", got.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copies = got.lock().unwrap().clone();
+    let mut seen: Vec<String> = copies
+        .iter()
+        .map(|(m, p, _, _)| format!("{m} {p}"))
+        .collect();
+    let mut want: Vec<String> = [1, 3, 5, 7, 9, 13]
+        .iter()
+        .map(|i| format!("GET /api/{i}"))
+        .chain((0..20).map(|i| format!("GET /web/{i}")))
+        .collect();
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(
+        copies.iter().all(|(_, _, v, _)| v == "mirror"),
+        "{copies:?}"
+    );
+    assert_eq!(sample(&rig.metrics().await, web_2xx), 20.0);
+}
+
+/// A dark launch (a step at weight 0 that mirrors every request to the canary) is judged on
+/// the copies' outcomes against stable's real traffic: a failing mirror target rolls the
+/// rollout back with its reason (clients never see an error: they are served by stable),
+/// a healthy one lets it advance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dark_launch_is_judged_on_its_mirror_copies_and_rolls_back_or_advances() {
+    const DARK: &str = r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps:
+  - { weight: 0, hold: 1m, mirror: { upstream: v2, percent: 100 } }
+  - { weight: 50, hold: 1h }
+analysis: { interval: 1s, window: 60s, min_requests: 20, max_error_rate: 0.05, method: z_test }
+"#;
+    // v2 fails every request.
+    let (_v1, _v2, rig) = start_rig(0, 1000, DARK);
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(
+        (ro["weight"].as_f64(), ro["phase"].as_str()),
+        (Some(0.0), Some("progressing"))
+    );
+    assert_eq!(ro["mirror"]["judged"], true, "{ro}");
+    let mut seen = Seen::default();
+    users(rig.proxy(), "dark", 40, "/", &mut seen).await;
+    assert_eq!((seen.stable, seen.stable_failed, seen.canary), (40, 0, 0));
+    // The copies' outcomes land in the canary window as they come back.
+    wait_rollout(&rig, "40 copies judged", |ro| {
+        ro["window"]["canary"]["requests"] == 40
+    })
+    .await;
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(ro["phase"], "aborted", "{ro}");
+    assert_eq!(ro["abort_reason"], "error_rate", "{ro}");
+    assert_eq!(ro["verdicts"][0]["canary_requests"], 40, "{ro}");
+    assert_eq!(ro["verdicts"][0]["canary_errors"], 40, "{ro}");
+    assert!(
+        ro.get("mirror").is_none(),
+        "an aborted rollout's step mirrors no more: {ro}"
+    );
+    let aborted = rig.events("rollout.aborted");
+    assert_eq!(aborted[0]["reason"], "error_rate", "{aborted:?}");
+    let m = rig.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            "sluice_rollbacks_total{rollout=\"web\",reason=\"error_rate\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "sluice_requests_total{route=\"web\",upstream=\"v2\",rollout=\"web\",variant=\"mirror\",code_class=\"5xx\"}"
+        ),
+        40.0
+    );
+
+    // The same with a healthy v2: the step passes on its copies and the rollout advances.
+    let (_v1, _v2, rig) = start_rig(0, 0, DARK);
+    rig.tick();
+    let mut seen = Seen::default();
+    users(rig.proxy(), "dark", 40, "/", &mut seen).await;
+    assert_eq!((seen.stable, seen.canary), (40, 0));
+    wait_rollout(&rig, "40 copies judged", |ro| {
+        ro["window"]["canary"]["requests"] == 40
+    })
+    .await;
+    rig.advance(Duration::from_secs(61));
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(
+        (
+            ro["phase"].as_str(),
+            ro["step"].as_u64(),
+            ro["weight"].as_f64()
+        ),
+        (Some("progressing"), Some(1), Some(50.0)),
+        "{ro}"
+    );
+    assert_eq!(ro["verdicts"][0]["outcome"], "passed", "{ro}");
 }

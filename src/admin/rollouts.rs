@@ -1,4 +1,4 @@
-//! `POST /api/v1/rollouts/{name}/{promote,pause,resume,abort}` (SPEC §6, §8). The bearer
+//! `POST /api/v1/rollouts/{name}/{promote,promote_full,pause,resume,abort}` (SPEC §6, §8). The bearer
 //! token was checked by the caller; the runner checks the `promote` approval token.
 
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub async fn action(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> R
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!(
-                    "no admin endpoint {path}; use {PREFIX}{{name}}/{{promote,pause,resume,abort}}"
+                    "no admin endpoint {path}; use {PREFIX}{{name}}/{{promote,promote_full,pause,resume,abort}}"
                 ),
             );
         }
@@ -34,7 +34,9 @@ pub async fn action(ctx: Arc<AdminCtx>, req: Request<Incoming>, path: &str) -> R
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("`{action}` is not a rollout action; use promote, pause, resume or abort"),
+            format!(
+                "`{action}` is not a rollout action; use promote, promote_full, pause, resume or abort"
+            ),
         );
     };
     if req.method() != Method::POST {

@@ -65,9 +65,12 @@ pub struct Claims {
     /// `promote`: the rollout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
-    /// `promote`: the step index of the gate.
+    /// `promote`: the step index of the gate (a full promotion: the step it starts from).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
+    /// `promote`: a full promotion (`sluice rollout promote --full`), not a one-step one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
 }
 
 /// A token whose signature, issuer, audience and validity period have been checked.
@@ -93,6 +96,8 @@ pub struct VerifiedToken {
     pub rollout: Option<String>,
     /// `promote`: the step.
     pub step: Option<u64>,
+    /// `promote`: the `full` claim (absent: false).
+    pub full: bool,
 }
 
 /// The use a token is presented for: the acts allowed and the document it must name.
@@ -167,6 +172,7 @@ impl Claims {
             jti: new_jti(),
             rollout: None,
             step: None,
+            full: false,
         }
     }
 
@@ -174,6 +180,13 @@ impl Claims {
     pub fn with_target(mut self, rollout: &str, step: u64) -> Claims {
         self.rollout = Some(rollout.to_string());
         self.step = Some(step);
+        self
+    }
+
+    /// Marks a `promote` token as a full promotion (claim `full: true`): it then authorizes
+    /// skipping every remaining step from its `step`, and nothing else.
+    pub fn with_full(mut self) -> Claims {
+        self.full = true;
         self
     }
 
@@ -187,6 +200,9 @@ impl Claims {
         }
         if let (Some(map), Some(s)) = (v.as_object_mut(), self.step) {
             map.insert("step".into(), json!(s));
+        }
+        if let (Some(map), true) = (v.as_object_mut(), self.full) {
+            map.insert("full".into(), json!(true));
         }
         v
     }
@@ -230,6 +246,25 @@ impl VerifiedToken {
             )));
         }
         Ok(())
+    }
+
+    /// Checks that a `promote` token authorizes this kind of promotion: a token for one step
+    /// (no `full` claim) is never a full promotion, and a full one never passes just one gate,
+    /// so neither can be replayed as the other (`wrong_target`).
+    pub fn check_promotion_scope(&self, full: bool) -> Result<(), Refusal> {
+        if self.full == full {
+            return Ok(());
+        }
+        let (has, wants) = if self.full {
+            ("a full promotion", "a one-step promote")
+        } else {
+            ("a one-step promote", "a full promotion")
+        };
+        Err(Reason::WrongTarget.because(format!(
+            "the token of {} authorizes {has}, this is {wants}; sign one with{} --full",
+            self.principal,
+            if full { "" } else { "out" }
+        )))
     }
 
     /// The key under which a single-use token is remembered: issuer and `jti` together,
@@ -367,6 +402,11 @@ pub fn verify(token: &str, store: &TrustStore, now: u64) -> Result<VerifiedToken
         step: match claims.get("step") {
             None => None,
             Some(_) => Some(int_claim(claims, "step")?),
+        },
+        full: match claims.get("full") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(malformed("claim `full` must be true or false")),
         },
     };
     let nbf = match claims.get("nbf") {

@@ -28,9 +28,12 @@ pub struct ApproveArgs {
     /// `promote`: the rollout.
     #[arg(long, requires = "step")]
     pub rollout: Option<String>,
-    /// `promote`: the index of the manual gate step.
+    /// `promote`: the index of the manual gate step (with `--full`: the rollout's current step).
     #[arg(long, requires = "rollout")]
     pub step: Option<u64>,
+    /// `promote`: a full promotion (`sluice rollout promote --full`), claim `full: true`.
+    #[arg(long, requires = "rollout")]
+    pub full: bool,
     /// Lifetime, e.g. `24h` (at most `trust.policy.max_token_lifetime`).
     #[arg(long, default_value = "24h")]
     pub ttl: String,
@@ -110,6 +113,9 @@ fn token(a: &ApproveArgs) -> Result<String, String> {
     );
     if let (Some(r), Some(s)) = (&a.rollout, a.step) {
         claims = claims.with_target(r, s);
+    }
+    if a.full {
+        claims = claims.with_full();
     }
     Ok(sign(&claims, &key))
 }

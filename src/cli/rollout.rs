@@ -24,6 +24,10 @@ pub struct RolloutArgs {
     /// A `promote` approval token file (needed for promote when approvals are required).
     #[arg(long)]
     pub approval: Option<PathBuf>,
+    /// promote: skip every remaining step, hold, gate and verdict and complete now (Argo's
+    /// `promote --full`); with approvals required the token must be signed `--full` too.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// A rollout action.
@@ -42,6 +46,14 @@ pub enum RolloutAction {
 // === impl RolloutAction ===
 
 impl RolloutAction {
+    /// The admin API action (`promote --full` is `promote_full`).
+    fn api_name(self, full: bool) -> &'static str {
+        match self {
+            RolloutAction::Promote if full => "promote_full",
+            other => other.as_str(),
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             RolloutAction::Promote => "promote",
@@ -54,6 +66,10 @@ impl RolloutAction {
 
 /// Runs `sluice rollout ...`: prints the rollout's state afterwards, or the refusal.
 pub fn rollout(a: RolloutArgs) -> i32 {
+    if a.full && a.action != RolloutAction::Promote {
+        eprintln!("sluice rollout: --full is for promote only");
+        return EXIT_INVALID;
+    }
     let mut headers = Vec::new();
     if let Some(f) = &a.approval {
         match std::fs::read_to_string(f) {
@@ -64,7 +80,8 @@ pub fn rollout(a: RolloutArgs) -> i32 {
             }
         }
     }
-    let path = format!("/api/v1/rollouts/{}/{}", a.name, a.action.as_str());
+    let action = a.action.api_name(a.full);
+    let path = format!("/api/v1/rollouts/{}/{action}", a.name);
     match admin_request(
         &a.admin,
         &a.token_file,
@@ -79,7 +96,7 @@ pub fn rollout(a: RolloutArgs) -> i32 {
                 println!(
                     "{} {}: phase {}, step {}, weight {}%",
                     a.name,
-                    a.action.as_str(),
+                    action,
                     v["phase"].as_str().unwrap_or("?"),
                     v["step"],
                     v["weight"].as_f64().unwrap_or(f64::NAN)
@@ -88,7 +105,7 @@ pub fn rollout(a: RolloutArgs) -> i32 {
             } else {
                 eprintln!(
                     "sluice rollout {}: {} {}: {}",
-                    a.action.as_str(),
+                    action,
                     status.as_u16(),
                     v["error"].as_str().unwrap_or("refused"),
                     v["detail"]

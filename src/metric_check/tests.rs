@@ -122,10 +122,26 @@ fn bad_checks_name_their_field() {
     );
     assert_eq!(
         field(
-            r#"{"name":"a","provider":"prometheus","address":"https://p","query":"q","condition":"result < 1"}"#
+            r#"{"name":"a","provider":"prometheus","address":"ftp://p","query":"q","condition":"result < 1"}"#
         ),
         "address"
     );
+    assert_eq!(
+        field(
+            r#"{"name":"a","provider":"prometheus","address":"http://p","ca_file":"ca.pem","query":"q","condition":"result < 1"}"#
+        ),
+        "ca_file"
+    );
+    assert_eq!(
+        field(
+            r#"{"name":"a","provider":"web","url":"https://p","ca_file":"","condition":"result < 1"}"#
+        ),
+        "ca_file"
+    );
+    check(
+        r#"{"name":"a","provider":"prometheus","address":"https://p","ca_file":"ca.pem","query":"q","condition":"result < 1"}"#,
+    )
+    .unwrap();
     assert_eq!(
         field(
             r#"{"name":"a","provider":"prometheus","address":"http://p","query":"{{nope}}","condition":"result < 1"}"#

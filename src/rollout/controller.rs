@@ -57,6 +57,11 @@ pub enum Event {
         /// The gate's step index (blue-green: 0).
         step: usize,
     },
+    /// An operator's full promotion (`promote --full`): the remaining steps were skipped.
+    PromotedFull {
+        /// The step it was taken at (blue-green: 0 before the swap, 1 within the window).
+        from_step: usize,
+    },
     /// The rollout paused.
     Paused {
         /// Who or what paused it.
@@ -145,7 +150,7 @@ impl Event {
     pub fn audit_event(&self) -> Option<EventKind> {
         match self {
             Event::StepAdvanced { .. } => Some(EventKind::RolloutStep),
-            Event::Promoted { .. } => Some(EventKind::RolloutPromoted),
+            Event::Promoted { .. } | Event::PromotedFull { .. } => Some(EventKind::RolloutPromoted),
             Event::Paused { .. } => Some(EventKind::RolloutPaused),
             Event::Resumed { .. } => Some(EventKind::RolloutResumed),
             Event::RolledBack { .. } | Event::SwappedBack { .. } => Some(EventKind::RolloutAborted),
@@ -375,7 +380,8 @@ pub fn promote(
         }
         Strategy::BlueGreen => {
             let waiting = matches!(p.phase, Phase::Progressing | Phase::WaitingForPromotion);
-            if !waiting || p.promoted_at_ms.is_some() {
+            // Hooks still to pass (`waiting_for`) hold the promotion, as analysis does.
+            if !waiting || p.promoted_at_ms.is_some() || p.waiting_for.is_some() {
                 return Err(ActionError::NotWaitingForPromotion(p.phase));
             }
             if spec.analysis.is_some() && p.last_outcome != Some(VerdictOutcome::Passed) {
@@ -384,6 +390,55 @@ pub fn promote(
             promote_preview(p, spec, now_ms, &mut ev);
         }
     }
+    weight_event(before, current_weight(p, spec), &mut ev);
+    Ok(ev)
+}
+
+/// The operator's full promotion (Argo Rollouts' `promote --full`): skips every remaining
+/// step, hold, gate, hook gate and verdict, and completes at once — a canary at the weight of
+/// its last weight step (as if every step had passed), blue-green swapped to preview without
+/// a post-promotion window. Allowed while progressing, waiting for promotion or paused by an
+/// operator or the analysis; not while the document says `paused: true` (the document
+/// decides that), nor once finished. `step`, when given (the `step` claim of a full
+/// `promote` token), must be the current one.
+pub fn promote_full(
+    p: &mut Progress,
+    spec: &Rollout,
+    step: Option<usize>,
+    now_ms: u64,
+) -> Result<Vec<Event>, ActionError> {
+    if p.phase.is_final() {
+        return Err(ActionError::Finished(p.phase));
+    }
+    if p.pause_reason() == Some(PauseReason::Document) {
+        return Err(ActionError::PausedByDocument);
+    }
+    if let Some(requested) = step
+        && requested != p.step
+    {
+        return Err(ActionError::StepMismatch {
+            requested,
+            current: p.step,
+        });
+    }
+    let before = current_weight(p, spec);
+    let mut ev = vec![Event::PromotedFull { from_step: p.step }];
+    p.pause = None;
+    p.awaiting_start = false;
+    p.waiting_for = None;
+    p.consecutive_failures = 0;
+    p.consecutive_inconclusive = 0;
+    p.last_outcome = None;
+    p.full_promotion_from = Some(p.step);
+    match spec.strategy {
+        Strategy::Canary => p.step = spec.steps.len(),
+        Strategy::BlueGreen => {
+            p.step = 1;
+            p.promoted_at_ms.get_or_insert(now_ms);
+        }
+    }
+    p.step_started_at_ms = now_ms;
+    complete(p, now_ms, &mut ev);
     weight_event(before, current_weight(p, spec), &mut ev);
     Ok(ev)
 }
@@ -578,6 +633,16 @@ fn advance_blue_green(
     }
     let promote = spec.promote.clone().unwrap_or_default();
     if promote.manual {
+        // As Flagger: the preview's `rollout` hooks (load tests) pass, then
+        // `confirm_promotion`, and only then does the promotion wait for the operator.
+        if hooks.step != Gate::Open {
+            p.waiting_for = Some(HookGate::Step);
+            return;
+        }
+        if hooks.promotion != Gate::Open {
+            p.waiting_for = Some(HookGate::Promotion);
+            return;
+        }
         p.phase = Phase::WaitingForPromotion;
         ev.push(Event::WaitingForPromotion { step: 0 });
         return;

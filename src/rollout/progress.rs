@@ -40,6 +40,9 @@ pub struct Progress {
     /// restart a step advances only on fresh evidence.
     #[serde(skip)]
     pub last_outcome: Option<VerdictOutcome>,
+    /// The step an operator's full promotion (`promote --full`) was taken at, once it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_promotion_from: Option<usize>,
     /// A fresh start whose `confirm_rollout`/`pre_rollout` hooks have not all passed yet:
     /// the canary gets no traffic and step 0's hold has not begun.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -140,6 +143,7 @@ impl Progress {
             abort_reason: None,
             finished_at_ms: None,
             last_outcome: None,
+            full_promotion_from: None,
             awaiting_start: false,
             waiting_for: None,
         }

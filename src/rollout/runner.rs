@@ -35,7 +35,7 @@ mod probes;
 mod report;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,9 @@ pub struct Runner {
     trust: Arc<TrustStore>,
     /// The fleet this node belongs to (SPEC §12); unset for a single instance.
     fleet: OnceLock<Arc<dyn Fleet>>,
+    /// The timer task runs; without it (manual ticks) [`Runner::tick_now`] makes the
+    /// outbound calls itself.
+    timer: AtomicBool,
 }
 
 /// Which document the rollouts belong to.
@@ -186,15 +189,56 @@ impl Runner {
             state,
             trust,
             fleet: OnceLock::new(),
+            timer: AtomicBool::new(false),
         });
         runner.tick(Which::SyncOnly);
         runner
     }
 
     /// Ticks every live rollout once, now, whatever its interval (tests and tools; the timer
-    /// task calls the same code for rollouts that are due).
+    /// task calls the same code for rollouts that are due). Without the timer task (manual
+    /// ticks) one tick is one interval: first every metric check is fetched and every hook
+    /// run that is due (each gate, `rollback` poll and failed check once per tick) is made,
+    /// to its end, so the tick judges their results.
     pub fn tick_now(&self) {
+        if !self.timer.load(Ordering::Relaxed) {
+            self.sync_now();
+            self.call_out_now();
+        }
         self.tick(Which::All);
+    }
+
+    /// Manual ticks: the due fetches and hook runs, on a runtime of their own (the caller
+    /// may be inside another), awaited. Each is bounded by its own timeouts.
+    fn call_out_now(&self) {
+        let any = self
+            .lock()
+            .rollouts
+            .values()
+            .any(|t| t.probes.is_some() || t.hooks.is_some());
+        if !any {
+            return;
+        }
+        std::thread::scope(|s| {
+            let done = s.spawn(|| {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "No runtime for the rollout hooks and metric checks; this tick judges without them.");
+                        return;
+                    }
+                };
+                rt.block_on(async {
+                    for h in self.start_probes(true) {
+                        let _ = h.await;
+                    }
+                });
+            });
+            let _ = done.join();
+        });
     }
 
     /// Brings the tracked rollouts in line with the active snapshot now (after a start-up
@@ -205,6 +249,7 @@ impl Runner {
 
     /// The timer: ticks rollouts as they fall due until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        self.timer.store(true, Ordering::Relaxed);
         let mut publications = self.published.subscribe();
         loop {
             let wait = self.until_due();
@@ -217,7 +262,7 @@ impl Runner {
                 }
                 _ = shutdown.wait() => return,
             }
-            self.start_probes();
+            self.start_probes(false);
             if !self.has_work() {
                 continue;
             }
@@ -228,30 +273,45 @@ impl Runner {
         }
     }
 
-    /// Starts the `analysis.metrics` fetches and the hook runs that are due (on this, the
-    /// control runtime). Hooks are called by the node that decides: a single instance or
-    /// the fleet's leader.
-    fn start_probes(&self) {
+    /// Starts the `analysis.metrics` fetches and the hook runs that are due, on the current
+    /// runtime (the control runtime's, or a manual tick's); `every_poll`: each check and
+    /// poll is due whatever its interval (manual ticks). Only the node that decides — a
+    /// single instance or the fleet's leader — fetches and calls: a follower's results
+    /// would never be read, and N nodes must not load Prometheus or a gate N times.
+    fn start_probes(&self, every_poll: bool) -> Vec<tokio::task::JoinHandle<()>> {
         let decides = matches!(self.role(), None | Some(Role::Lead));
-        let Ok(inner) = self.inner.try_lock() else {
-            return;
+        let inner = if every_poll {
+            self.lock()
+        } else {
+            match self.inner.try_lock() {
+                Ok(inner) => inner,
+                Err(_) => return Vec::new(),
+            }
         };
         let now = Instant::now();
+        let mut started = Vec::new();
         for (name, t) in inner.rollouts.iter() {
             if let Some(p) = &t.probes
+                && decides
                 && !t.progress.phase.is_final()
             {
-                p.start_due(now);
+                started.extend(p.start_due(now, every_poll));
             }
             match &t.hooks {
-                Some(h) if decides => {
-                    h.start_due(name, &t.spec, &t.progress, inner.document.as_ref(), now)
-                }
+                Some(h) if decides => started.extend(h.start_due(
+                    name,
+                    &t.spec,
+                    &t.progress,
+                    inner.document.as_ref(),
+                    now,
+                    every_poll,
+                )),
                 // A follower applies the leader's end: the leader calls `post_rollout`.
                 Some(h) => h.not_deciding(),
                 None => {}
             }
         }
+        started
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -465,7 +525,7 @@ impl Runner {
             // Kept hooks keep their results unless the new document changes them.
             let hooks = match hooks {
                 Some(h) if h.built_for(&name, &spec) => Some(h),
-                _ => HookRuns::new(&name, &spec),
+                _ => HookRuns::new(&name, &spec, &self.registry),
             };
             // Kept checks keep their streaks unless the new document changes them.
             let probes = match probes {
@@ -733,6 +793,14 @@ impl Tracked {
     fn publish(&self) {
         let w = controller::current_weight(&self.progress, &self.spec);
         self.rt.state.weight_bp.store(w.0, Ordering::Relaxed);
+        // The live step picks a step's `mirror`: none once finished or before the start.
+        let p = &self.progress;
+        let live = if p.phase.is_final() || p.awaiting_start {
+            crate::snapshot::NO_STEP
+        } else {
+            u32::try_from(p.step).unwrap_or(crate::snapshot::NO_STEP)
+        };
+        self.rt.state.live_step.store(live, Ordering::Relaxed);
         self.metrics.weight.set(f64::from(w.0) / 100.0);
         for (g, phase) in self.metrics.phase.iter().zip(Phase::ALL) {
             g.set(if phase == self.progress.phase {
@@ -863,6 +931,14 @@ fn log_event(name: &str, t: &Tracked, e: &Event, verdict: Option<&Verdict>) {
         }
         Event::Promoted { .. } => {
             tracing::info!(rollout = name, step, weight, "Rollout promoted.")
+        }
+        Event::PromotedFull { from_step } => {
+            tracing::info!(
+                rollout = name,
+                from_step,
+                weight,
+                "Rollout fully promoted: the remaining steps were skipped."
+            )
         }
         Event::Paused { reason } => match reason {
             PauseReason::Failed { .. } | PauseReason::Inconclusive => {

@@ -178,6 +178,9 @@ pub struct Route {
     /// Retry policy.
     #[serde(default)]
     pub retries: Option<Retries>,
+    /// Copies of a share of the route's requests, sent fire-and-forget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
 }
 
 /// The match part of a route.
@@ -335,8 +338,8 @@ pub struct Rollout {
     pub mirror: Option<Mirror>,
 }
 
-/// `mirror`: a share of a rollout's requests copied to another upstream; the copies'
-/// answers are discarded and never reach the client.
+/// `mirror`: a share of a route's, a rollout's or a canary step's requests copied to another
+/// upstream; the copies' answers are discarded and never reach the client.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
@@ -391,8 +394,11 @@ pub struct Hooks {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
-    /// Where to POST (`http://host[:port]/path`).
+    /// Where to POST (`http(s)://host[:port]/path`).
     pub url: String,
+    /// `https`: a PEM bundle of the CAs to trust instead of the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Deadline of one try.
     #[serde(default = "default_hook_timeout")]
     pub timeout: Dur,
@@ -545,6 +551,10 @@ pub struct Step {
     /// `manual`: wait for promote.
     #[serde(default)]
     pub gate: Option<StepGate>,
+    /// Copies sent while this step is the current one (replaces the rollout's `mirror`
+    /// then); copies to the canary are judged by the analysis as canary traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
 }
 
 /// A step gate.
@@ -598,6 +608,9 @@ pub struct MetricCheck {
     /// `prometheus`: the server's base URL (`http://host:9090`).
     #[serde(default)]
     pub address: Option<String>,
+    /// `https`: a PEM bundle of the CAs to trust instead of the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// `prometheus`: the PromQL instant query (templated).
     #[serde(default)]
     pub query: Option<String>,
@@ -624,8 +637,11 @@ pub struct MetricCheck {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
-    /// Where to POST (`http://host[:port]/path`).
+    /// Where to POST (`http(s)://host[:port]/path`).
     pub url: String,
+    /// `https`: a PEM bundle of the CAs to trust instead of the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Event names or patterns (`change.*`, `rollout.*`, `*`, `rollout.aborted`).
     pub events: Vec<String>,
     /// A file holding the HMAC-SHA256 key; the body is then signed in `x-sluice-signature`.

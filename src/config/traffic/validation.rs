@@ -221,20 +221,28 @@ fn check_routes(
         }
         let matched = check_route_match(&base, &route.matches, ctx, r);
         let target = check_route_target(doc, &base, route, r);
+        let mirror = check_route_mirror(doc, &base, route, r);
         check_route_flags(doc, &base, &route.flags, &mut star_checked, r);
         if let Some(rt) = &route.retries
             && rt.attempts > 5
         {
             r.err(&format!("{base}.retries.attempts"), "at most 5 extra tries");
         }
-        out = match (out, name_header, matched, target) {
-            (Some(mut v), Some(name_header), Some((listener, methods, request)), Some(target)) => {
+        out = match (out, name_header, matched, target, mirror) {
+            (
+                Some(mut v),
+                Some(name_header),
+                Some((listener, methods, request)),
+                Some(target),
+                Some(mirror),
+            ) => {
                 v.push(CheckedRoute {
                     name_header,
                     listener,
                     methods,
                     request,
                     target,
+                    mirror,
                 });
                 Some(v)
             }
@@ -525,7 +533,8 @@ fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRol
                 sticky_header: sticky_header?,
                 force_canary: force_canary?,
                 error_statuses: error_statuses?,
-                mirror: mirror?,
+                mirror: mirror.as_ref()?.0,
+                step_mirrors: mirror?.1,
             })
         })();
         out = out.zip(checked).map(|(mut v, c)| {
@@ -801,18 +810,110 @@ const MAX_MIRROR_BODY: u64 = 16 << 20;
 /// Most `mirror.max_in_flight`.
 const MAX_MIRROR_IN_FLIGHT: u32 = 10_000;
 
-/// `mirror`: a known upstream other than the stable side, a percent above 0, `max_body` at
-/// most 16 MiB, `max_in_flight` in 1..=10000. `None` when refused.
+/// A rollout's `mirror` and its steps' (`steps[i].mirror`): a known upstream other than the
+/// stable side, as [`check_mirror_spec`]. `None` when refused; the step list is empty when
+/// no step mirrors.
+#[allow(clippy::type_complexity)]
 fn check_mirror(
     doc: &TrafficDoc,
     base: &str,
     ro: &Rollout,
     r: &mut Report<'_>,
+) -> Option<(Option<UpstreamId>, Vec<Option<UpstreamId>>)> {
+    let stable = match ro.strategy {
+        Strategy::Canary => ro.stable.as_ref(),
+        Strategy::BlueGreen => ro.active.as_ref(),
+    };
+    let stable_rule = |up: &str| {
+        (stable.map(String::as_str) == Some(up)).then_some(
+            "the stable side already serves every request it would mirror; name another upstream",
+        )
+    };
+    let whole = match &ro.mirror {
+        None => Some(None),
+        Some(m) => check_mirror_spec(
+            doc,
+            &format!("{base}.mirror"),
+            m,
+            stable_rule(&m.upstream),
+            r,
+        )
+        .map(Some),
+    };
+    let mut steps = Some(Vec::new());
+    if ro.steps.iter().any(|s| s.mirror.is_some()) {
+        if ro.strategy == Strategy::BlueGreen {
+            // Blue-green has no steps; check_strategy refuses them.
+            return None;
+        }
+        let mut v = Vec::with_capacity(ro.steps.len());
+        for (j, st) in ro.steps.iter().enumerate() {
+            v.push(match &st.mirror {
+                None => Some(None),
+                Some(m) => check_mirror_spec(
+                    doc,
+                    &format!("{base}.steps[{j}].mirror"),
+                    m,
+                    stable_rule(&m.upstream),
+                    r,
+                )
+                .map(Some),
+            });
+        }
+        steps = v.into_iter().collect();
+    }
+    Some((whole?, steps?))
+}
+
+/// A route's `mirror`: as [`check_mirror_spec`], and not the upstream the route already
+/// sends to (each request would reach it twice), nor on a `builtin` route (nothing upstream).
+fn check_route_mirror(
+    doc: &TrafficDoc,
+    base: &str,
+    route: &Route,
+    r: &mut Report<'_>,
 ) -> Option<Option<UpstreamId>> {
-    let Some(m) = &ro.mirror else {
+    let Some(m) = &route.mirror else {
         return Some(None);
     };
     let mp = format!("{base}.mirror");
+    if route.to.builtin.is_some() {
+        r.err(
+            &mp,
+            "a builtin route is answered by sluice itself: there is no upstream request to mirror",
+        );
+        return None;
+    }
+    let same = if route.to.upstream.as_deref() == Some(m.upstream.as_str()) {
+        Some("the route already sends every request there; name another upstream")
+    } else {
+        route
+            .to
+            .rollout
+            .as_ref()
+            .and_then(|ro| doc.rollouts.get(ro))
+            .and_then(|ro| match ro.strategy {
+                Strategy::Canary => ro.stable.as_ref(),
+                Strategy::BlueGreen => ro.active.as_ref(),
+            })
+            .filter(|s| **s == m.upstream)
+            .map(|_| {
+                "the rollout's stable side already serves every request it would mirror; name another upstream"
+            })
+    };
+    check_mirror_spec(doc, &mp, m, same, r).map(Some)
+}
+
+/// One `mirror` at `mp`: a known upstream (`refuse_upstream`: why this one may not be used),
+/// a percent above 0, `max_body` at most 16 MiB, `max_in_flight` in 1..=10000. `None` when
+/// refused.
+fn check_mirror_spec(
+    doc: &TrafficDoc,
+    mp: &str,
+    m: &super::raw::Mirror,
+    refuse_upstream: Option<&str>,
+    r: &mut Report<'_>,
+) -> Option<UpstreamId> {
     let mut ok = true;
     let id = upstream_id(doc, &m.upstream);
     if id.is_none() {
@@ -822,15 +923,8 @@ fn check_mirror(
         );
         ok = false;
     }
-    let stable = match ro.strategy {
-        Strategy::Canary => ro.stable.as_ref(),
-        Strategy::BlueGreen => ro.active.as_ref(),
-    };
-    if stable == Some(&m.upstream) {
-        r.err(
-            &format!("{mp}.upstream"),
-            "the stable side already serves every request it would mirror; name another upstream",
-        );
+    if let Some(why) = refuse_upstream {
+        r.err(&format!("{mp}.upstream"), why);
         ok = false;
     }
     if m.percent.0 == 0 {
@@ -848,7 +942,7 @@ fn check_mirror(
         );
         ok = false;
     }
-    ok.then_some(id)
+    if ok { id } else { None }
 }
 
 /// Most hooks of one kind.
@@ -860,7 +954,7 @@ const MAX_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300
 /// Most extra tries of one hook.
 const MAX_HOOK_RETRIES: u32 = 10;
 
-/// `hooks`: per kind at most [`MAX_HOOKS`], each an http URL, a timeout in (0, 5m], at most
+/// `hooks`: per kind at most [`MAX_HOOKS`], each an http(s) URL, a timeout in (0, 5m], at most
 /// [`MAX_HOOK_RETRIES`] retries.
 fn check_hooks(base: &str, h: &Hooks, r: &mut Report<'_>) {
     for (kind, list) in [
@@ -877,7 +971,7 @@ fn check_hooks(base: &str, h: &Hooks, r: &mut Report<'_>) {
         }
         for (i, hook) in list.iter().enumerate() {
             let hp = format!("{kp}[{i}]");
-            check_http_url(&format!("{hp}.url"), &hook.url, "hooks", r);
+            check_http_url(&format!("{hp}.url"), &hook.url, hook.ca_file.as_deref(), r);
             if hook.timeout.0.is_zero() || hook.timeout.0 > MAX_HOOK_TIMEOUT {
                 r.err(
                     &format!("{hp}.timeout"),
@@ -894,26 +988,43 @@ fn check_hooks(base: &str, h: &Hooks, r: &mut Report<'_>) {
     }
 }
 
-/// An `http://` URL with a host (https is refused with its own sentence).
-fn check_http_url(path: &str, url: &str, what: &str, r: &mut Report<'_>) {
-    match url.parse::<http::Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-        Ok(u) if u.scheme_str() == Some("https") => r.err(
-            path,
-            format!(
-                "https is not supported for {what} yet; use an http address \
-                 (a local relay for external services)"
-            ),
-        ),
-        _ => r.err(path, format!("`{url}` is not an http:// URL with a host")),
+/// An `http://` or `https://` URL with a host, and its `ca_file`: only beside an https URL
+/// (it would do nothing), never empty. The file itself is read at each call, so a broken one
+/// is the call's error (status, audit), never a refused document.
+fn check_http_url(path: &str, url: &str, ca_file: Option<&str>, r: &mut Report<'_>) {
+    let https = match url.parse::<http::Uri>() {
+        Ok(u) if u.authority().is_some() && u.scheme_str() == Some("http") => false,
+        Ok(u) if u.authority().is_some() && u.scheme_str() == Some("https") => true,
+        _ => {
+            r.err(
+                path,
+                format!("`{url}` is not an http:// or https:// URL with a host"),
+            );
+            return;
+        }
+    };
+    check_ca_file(path, https, ca_file, r);
+}
+
+/// `ca_file` beside the URL at `url_path`: non-empty, and only for https.
+fn check_ca_file(url_path: &str, https: bool, ca_file: Option<&str>, r: &mut Report<'_>) {
+    let Some(ca) = ca_file else { return };
+    let at = match url_path.rsplit_once('.') {
+        Some((base, _)) => format!("{base}.ca_file"),
+        None => "ca_file".to_string(),
+    };
+    if ca.is_empty() {
+        r.err(&at, "must not be empty");
+    } else if !https {
+        r.err(&at, "applies to https:// URLs only (the URL is http://)");
     }
 }
 
-/// `notifications`: an http URL, known event names or patterns, a positive timeout.
+/// `notifications`: an http(s) URL, known event names or patterns, a positive timeout.
 fn check_notifications(doc: &TrafficDoc, r: &mut Report<'_>) {
     for (i, n) in doc.notifications.iter().enumerate() {
         let base = format!("notifications[{i}]");
-        check_http_url(&format!("{base}.url"), &n.url, "notifications", r);
+        check_http_url(&format!("{base}.url"), &n.url, n.ca_file.as_deref(), r);
         if n.events.is_empty() {
             r.err(
                 &format!("{base}.events"),

@@ -18,6 +18,7 @@ pub(crate) fn weight(percent: u32, hold_secs: u64) -> Step {
         weight: Some(Weight(percent * 100)),
         hold: (hold_secs > 0).then(|| Dur::secs(hold_secs)),
         gate: None,
+        mirror: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn gate() -> Step {
         weight: None,
         hold: None,
         gate: Some(StepGate::Manual),
+        mirror: None,
     }
 }
 
@@ -1123,6 +1125,7 @@ fn hooked(steps: Vec<Step>, analysis: Option<Analysis>) -> Rollout {
     let mut spec = canary(steps, analysis);
     let hook = crate::config::traffic::Hook {
         url: "http://127.0.0.1:9/h".into(),
+        ca_file: None,
         timeout: Dur::secs(1),
         retries: 0,
         metadata: BTreeMap::new(),
@@ -1280,5 +1283,126 @@ fn confirm_promotion_gates_the_move_to_full_weight_and_a_rollback_hook_rolls_bac
             from: Weight(2000),
             to: Weight(0)
         }
+    );
+}
+
+#[test]
+fn promote_full_skips_the_remaining_steps_from_any_live_phase() {
+    let spec = canary(
+        vec![weight(10, 600), gate(), weight(50, 600), weight(100, 0)],
+        Some(analysis()),
+    );
+    // From a step still holding, with no verdict yet: completed at the last weight.
+    let mut p = Progress::new(T0);
+    assert!(tick(&mut p, &spec, None, T0).is_empty());
+    assert_eq!(
+        promote_full(&mut p, &spec, Some(1), T0),
+        Err(ActionError::StepMismatch {
+            requested: 1,
+            current: 0
+        })
+    );
+    let ev = promote_full(&mut p, &spec, Some(0), T0 + SEC).unwrap();
+    assert_eq!(
+        ev,
+        [
+            Event::WeightChanged {
+                from: Weight(1000),
+                to: Weight::FULL
+            },
+            Event::PromotedFull { from_step: 0 },
+            Event::Completed
+        ]
+    );
+    assert_eq!(
+        (p.phase, p.step, p.full_promotion_from),
+        (Phase::Completed, 4, Some(0))
+    );
+    assert_eq!(
+        Event::PromotedFull { from_step: 0 }.audit_event(),
+        Some(EventKind::RolloutPromoted)
+    );
+    assert!(
+        tick(
+            &mut p,
+            &spec,
+            Some(&verdict(VerdictOutcome::Inconclusive)),
+            T0 + MIN
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        promote_full(&mut p, &spec, None, T0 + MIN),
+        Err(ActionError::Finished(Phase::Completed))
+    );
+
+    // From an operator's (or the analysis') pause: the operator decides.
+    let mut p = Progress::new(T0);
+    pause(&mut p, T0).unwrap();
+    promote_full(&mut p, &spec, None, T0 + SEC).unwrap();
+    assert_eq!(
+        (p.phase, p.pause, weight_of(&p, &spec)),
+        (Phase::Completed, None, 10_000)
+    );
+
+    // Not over the document's `paused: true`, and not once aborted.
+    let mut paused = spec.clone();
+    paused.paused = true;
+    let mut p = Progress::new(T0);
+    tick(&mut p, &paused, None, T0);
+    assert_eq!(
+        promote_full(&mut p, &paused, None, T0 + SEC),
+        Err(ActionError::PausedByDocument)
+    );
+    let mut p = Progress::new(T0);
+    abort(&mut p, &spec, T0).unwrap();
+    assert_eq!(
+        promote_full(&mut p, &spec, None, T0 + SEC),
+        Err(ActionError::Finished(Phase::Aborted))
+    );
+
+    // A canary whose last step is below 100 completes there, as a walk through its steps would.
+    let partial = canary(vec![weight(10, 600), weight(40, 600)], None);
+    let mut p = Progress::new(T0);
+    promote_full(&mut p, &partial, Some(0), T0).unwrap();
+    assert_eq!((p.phase, weight_of(&p, &partial)), (Phase::Completed, 4000));
+}
+
+#[test]
+fn blue_green_promote_full_swaps_without_waiting_for_analysis_or_the_window() {
+    let spec = blue_green(
+        Promote {
+            after: None,
+            manual: true,
+        },
+        600,
+        Some(analysis()),
+    );
+    let mut p = Progress::new(T0);
+    tick(
+        &mut p,
+        &spec,
+        Some(&verdict(VerdictOutcome::Inconclusive)),
+        T0,
+    );
+    assert_eq!(
+        promote(&mut p, &spec, Some(0), T0),
+        Err(ActionError::AnalysisNotPassed)
+    );
+    let ev = promote_full(&mut p, &spec, Some(0), T0 + SEC).unwrap();
+    assert_eq!(
+        ev,
+        [
+            Event::WeightChanged {
+                from: Weight(0),
+                to: Weight::FULL
+            },
+            Event::PromotedFull { from_step: 0 },
+            Event::Completed
+        ]
+    );
+    assert_eq!(
+        (p.phase, p.promoted_at_ms),
+        (Phase::Completed, Some(T0 + SEC))
     );
 }

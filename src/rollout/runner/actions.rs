@@ -1,7 +1,8 @@
-//! Operator actions (SPEC §6, §8): promote, pause, resume, abort. The admin API has already
-//! checked the bearer token; a promote also needs a `promote` approval token when
-//! `trust.require_approvals` is true — for the active document, this rollout and its current
-//! step, used once (its replay key is persisted before the promote takes effect, so a crash
+//! Operator actions (SPEC §6, §8): promote, promote_full (`promote --full`), pause, resume,
+//! abort. The admin API has already checked the bearer token; a promote also needs a `promote`
+//! approval token when `trust.require_approvals` is true — for the active document, this
+//! rollout and its current step, and of the same scope (a full promotion needs a token with
+//! `full: true`; a one-step promote refuses one), used once (its replay key is persisted before the promote takes effect, so a crash
 //! can lose a promote but never allow a second one).
 
 use std::time::Instant;
@@ -21,6 +22,8 @@ use crate::rollout::fleet::Role;
 pub enum Action {
     /// Pass a manual gate (blue-green: promote preview).
     Promote,
+    /// Skip every remaining step and complete (`promote --full`).
+    PromoteFull,
     /// Freeze progress.
     Pause,
     /// Continue from paused.
@@ -48,6 +51,7 @@ impl Action {
     pub fn parse(s: &str) -> Option<Action> {
         match s {
             "promote" => Some(Action::Promote),
+            "promote_full" => Some(Action::PromoteFull),
             "pause" => Some(Action::Pause),
             "resume" => Some(Action::Resume),
             "abort" => Some(Action::Abort),
@@ -59,6 +63,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Promote => "promote",
+            Action::PromoteFull => "promote_full",
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Abort => "abort",
@@ -128,7 +133,7 @@ impl Runner {
                 match token {
                     Some(t) => e.with(
                         "approval",
-                        json!({ "principal": t.principal, "kid": t.kid, "jti": t.jti, "iat": t.iat, "step": t.step }),
+                        json!({ "principal": t.principal, "kid": t.kid, "jti": t.jti, "iat": t.iat, "step": t.step, "full": t.full }),
                     ),
                     None => e,
                 }
@@ -184,12 +189,17 @@ impl Runner {
         };
 
         let mut verified = None;
-        if action == Action::Promote && self.trust.require_approvals() {
+        let promotes = matches!(action, Action::Promote | Action::PromoteFull);
+        if promotes && self.trust.require_approvals() {
             let Some(jwt) = approval else {
                 return Err(ActionRefused::new(
                     403,
                     Reason::InsufficientApprovals.as_str(),
-                    "trust.require_approvals is true: promote needs a `Sluice-Approval` header with a `promote` token for this rollout and step (sluice approve --act promote)",
+                    if action == Action::PromoteFull {
+                        "trust.require_approvals is true: a full promotion needs a `Sluice-Approval` header with a full `promote` token for this rollout and its current step (sluice approve --act promote --full)"
+                    } else {
+                        "trust.require_approvals is true: promote needs a `Sluice-Approval` header with a `promote` token for this rollout and step (sluice approve --act promote)"
+                    },
                 ));
             };
             let Some(doc) = &document else {
@@ -208,6 +218,8 @@ impl Runner {
                 version: doc.version,
                 target: Some((name, t.progress.step as u64)),
             })?;
+            // A one-step token must not complete the rollout, nor a full one pass one gate.
+            t_ok.check_promotion_scope(action == Action::PromoteFull)?;
             verified = Some(t_ok);
         }
 
@@ -216,6 +228,7 @@ impl Runner {
         let step = p.step;
         let events = match action {
             Action::Promote => controller::promote(&mut p, &t.spec, Some(step), now_ms),
+            Action::PromoteFull => controller::promote_full(&mut p, &t.spec, Some(step), now_ms),
             Action::Pause => controller::pause(&mut p, now_ms),
             Action::Resume => controller::resume(&mut p, &t.spec, now_ms),
             Action::Abort => controller::abort(&mut p, &t.spec, now_ms),

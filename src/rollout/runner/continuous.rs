@@ -47,9 +47,18 @@ impl Continuous {
         }
     }
 
-    /// Whether this test was built for `analysis`.
+    /// Whether this test judges as `analysis` would: everything but what is judged beside
+    /// it (`metrics`, each its own input) and the controller's streak limits
+    /// (`failure_limit`, `inconclusive_limit`) is the same. A new document that edits only
+    /// those keeps the test and its accumulated evidence; any other change (a threshold,
+    /// `confidence`, `window`, `interval`, `min_requests`, `error_statuses`, the method)
+    /// starts a new one, since the evidence was weighed against the old criteria.
     pub(super) fn judges(&self, analysis: &Analysis) -> bool {
-        self.analysis == *analysis
+        let mut same = analysis.clone();
+        same.metrics.clone_from(&self.analysis.metrics);
+        same.failure_limit = self.analysis.failure_limit;
+        same.inconclusive_limit = self.analysis.inconclusive_limit;
+        self.analysis == same
     }
 
     /// Reads the windows and evaluates; a verdict when the controller should see one (a
@@ -100,5 +109,40 @@ impl Continuous {
     /// A new step began: its counts start now (the test goes on).
     pub(super) fn step_started(&mut self) {
         self.test.step_started();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editing_only_metrics_or_streak_limits_keeps_the_test_and_a_criterion_does_not() {
+        let a = Analysis {
+            max_error_rate_increase: Some(0.01),
+            ..Analysis::default()
+        };
+        let c = Continuous::new(&a, 7);
+        let mut b = a.clone();
+        b.metrics = vec![
+            serde_json::from_str(
+                r#"{"name":"m","provider":"web","url":"http://p/x","condition":"result < 1"}"#,
+            )
+            .unwrap(),
+        ];
+        b.failure_limit = 3;
+        b.inconclusive_limit = 9;
+        assert!(c.judges(&b));
+        for edit in [
+            |x: &mut Analysis| x.max_error_rate_increase = Some(0.02),
+            |x: &mut Analysis| x.max_error_rate = Some(0.05),
+            |x: &mut Analysis| x.confidence = 0.95,
+            |x: &mut Analysis| x.min_requests = 1,
+            |x: &mut Analysis| x.window.0 *= 2,
+        ] {
+            let mut d = b.clone();
+            edit(&mut d);
+            assert!(!c.judges(&d), "{d:?}");
+        }
     }
 }

@@ -218,7 +218,9 @@ fn transitions(
     if wo != wn {
         out.push(Event::WeightChanged { from: wo, to: wn });
     }
-    if old.phase == Phase::WaitingForPromotion
+    if let (None, Some(from_step)) = (old.full_promotion_from, new.full_promotion_from) {
+        out.push(Event::PromotedFull { from_step });
+    } else if old.phase == Phase::WaitingForPromotion
         && !matches!(
             new.phase,
             Phase::WaitingForPromotion | Phase::Aborted | Phase::Paused

@@ -30,6 +30,7 @@ use super::DocRef;
 use crate::config::traffic::{Hook, Hooks, Rollout, Strategy};
 use crate::rollout::controller::{Gate, HookSignals, current_weight};
 use crate::rollout::progress::{HookGate, Phase, Progress};
+use crate::telemetry::{self, Registry};
 
 /// The wait before a check's second try; doubled before each later one.
 const BACKOFF: Duration = Duration::from_millis(200);
@@ -77,6 +78,16 @@ pub(super) struct HookRuns {
     reports: Arc<Mutex<Vec<HookReport>>>,
     /// `post_rollout` due for this stage (the finish time).
     post_due: Mutex<Option<Stage>>,
+    /// Where each call is counted and timed.
+    meter: Meter,
+}
+
+/// Counts and times each hook call (`sluice_hook_calls_total`,
+/// `sluice_hook_duration_seconds`) under the rollout's name.
+#[derive(Clone)]
+struct Meter {
+    registry: Registry,
+    rollout: Arc<str>,
 }
 
 /// One kind's hooks and their latest run.
@@ -192,8 +203,9 @@ pub(super) fn gates_start(spec: &Rollout) -> bool {
 // === impl HookRuns ===
 
 impl HookRuns {
-    /// The hooks of `spec`, none run yet; `None` without hooks.
-    pub(super) fn new(name: &str, spec: &Rollout) -> Option<HookRuns> {
+    /// The hooks of `spec`, none run yet, their calls counted in `registry`; `None` without
+    /// hooks.
+    pub(super) fn new(name: &str, spec: &Rollout, registry: &Registry) -> Option<HookRuns> {
         if spec.hooks == Hooks::default() {
             return None;
         }
@@ -216,6 +228,10 @@ impl HookRuns {
                 .map_or(DEFAULT_POLL, |a| a.interval.0),
             reports: Arc::default(),
             post_due: Mutex::new(None),
+            meter: Meter {
+                registry: registry.clone(),
+                rollout: name.into(),
+            },
         })
     }
 
@@ -255,7 +271,9 @@ impl HookRuns {
         s
     }
 
-    /// Starts the runs that are due for `p` on the current runtime.
+    /// Starts the runs that are due for `p` on the current runtime; `every_poll`: each
+    /// gate, rollback poll or failed check is due again whatever its poll interval (manual
+    /// ticks: one tick is one interval). The started runs, to wait for or not.
     pub(super) fn start_due(
         &self,
         name: &str,
@@ -263,7 +281,8 @@ impl HookRuns {
         p: &Progress,
         document: Option<&DocRef>,
         now: Instant,
-    ) {
+        every_poll: bool,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let ctx = || {
             let (stable, canary) = match spec.strategy {
                 Strategy::Canary => (&spec.stable, &spec.canary),
@@ -309,13 +328,23 @@ impl HookRuns {
             due.push((self.arc(HookKind::PostRollout), stage));
         }
         let mut ctx_once = None;
+        let mut started = Vec::new();
         for (slot, stage) in due {
-            if slot.hooks.is_empty() || !slot.claim(stage, now, self.poll) {
+            if slot.hooks.is_empty() || !slot.claim(stage, now, self.poll, every_poll) {
                 continue;
             }
             let c = ctx_once.get_or_insert_with(ctx).clone();
-            tokio::spawn(run(slot.clone(), stage, c, self.poll, self.reports.clone()));
+            let (poll, reports, meter) = (self.poll, self.reports.clone(), self.meter.clone());
+            started.push(tokio::spawn(run(
+                slot.clone(),
+                stage,
+                c,
+                poll,
+                reports,
+                meter,
+            )));
         }
+        started
     }
 
     fn arc(&self, kind: HookKind) -> &Arc<Slot> {
@@ -389,6 +418,25 @@ fn runs_step_hooks(p: &Progress, spec: &Rollout) -> bool {
     }
 }
 
+// === impl Meter ===
+
+impl Meter {
+    /// One call of a `kind` hook ended with `outcome` after `took`.
+    fn record(&self, kind: HookKind, outcome: &'static str, took: Duration) {
+        let labels = [
+            ("rollout", &*self.rollout),
+            ("hook", kind.as_str()),
+            ("outcome", outcome),
+        ];
+        self.registry
+            .counter(telemetry::HOOK_CALLS, &labels)
+            .increment(1);
+        self.registry
+            .histogram(telemetry::HOOK_DURATION, &labels)
+            .record(took.as_secs_f64());
+    }
+}
+
 // === impl Slot ===
 
 impl Slot {
@@ -439,8 +487,9 @@ impl Slot {
     }
 
     /// Marks a run for `stage` started when one is due: a new stage, or a failed run whose
-    /// poll interval passed (checks: once the controller has counted it).
-    fn claim(&self, stage: Stage, now: Instant, poll: Duration) -> bool {
+    /// poll interval passed (checks: once the controller has counted it); `every_poll`
+    /// counts the interval as passed.
+    fn claim(&self, stage: Stage, now: Instant, poll: Duration, every_poll: bool) -> bool {
         let mut s = self.lock();
         if s.running {
             return false;
@@ -457,7 +506,8 @@ impl Slot {
                 Some(r) if r.passed => false,
                 Some(_) if self.kind == HookKind::PostRollout => false,
                 Some(_) => {
-                    (self.kind.is_poll() || s.counted) && s.next_run.is_none_or(|t| t <= now)
+                    (self.kind.is_poll() || s.counted)
+                        && (every_poll || s.next_run.is_none_or(|t| t <= now))
                 }
             }
         };
@@ -476,6 +526,7 @@ async fn run(
     ctx: Arc<Context>,
     poll: Duration,
     reports: Arc<Mutex<Vec<HookReport>>>,
+    meter: Meter,
 ) {
     let mut result = None;
     for hook in &slot.hooks {
@@ -485,7 +536,10 @@ async fn run(
         } else {
             hook.retries.saturating_add(1)
         };
-        let r = call(hook, body, tries).await;
+        let r = call(hook, body, tries, |outcome, took| {
+            meter.record(slot.kind, outcome, took)
+        })
+        .await;
         let passed = r.passed;
         result = Some(r);
         if !passed {
@@ -565,8 +619,14 @@ fn payload(kind: HookKind, hook: &Hook, ctx: &Context) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// POSTs `body` to one hook, up to `tries` times with a doubling backoff.
-async fn call(hook: &Hook, body: Bytes, tries: u32) -> RunResult {
+/// POSTs `body` to one hook, up to `tries` times with a doubling backoff; each try's
+/// outcome (`passed`, `failed`, `error`) and time go to `record`.
+async fn call(
+    hook: &Hook,
+    body: Bytes,
+    tries: u32,
+    record: impl Fn(&'static str, Duration),
+) -> RunResult {
     let mut wait = BACKOFF;
     let mut last = RunResult {
         passed: false,
@@ -581,12 +641,25 @@ async fn call(hook: &Hook, body: Bytes, tries: u32) -> RunResult {
             wait *= 2;
         }
         last.tries = attempt + 1;
-        match tokio::time::timeout(
+        let began = Instant::now();
+        let answer = tokio::time::timeout(
             hook.timeout.0,
-            crate::outbound::post(&hook.url, &body, &[], "sluice-hooks"),
+            crate::outbound::post(
+                &hook.url,
+                hook.ca_file.as_deref(),
+                &body,
+                &[],
+                "sluice-hooks",
+            ),
         )
-        .await
-        {
+        .await;
+        let outcome = match &answer {
+            Ok(Ok(status)) if status.is_success() => "passed",
+            Ok(Ok(_)) => "failed",
+            _ => "error",
+        };
+        record(outcome, began.elapsed());
+        match answer {
             Ok(Ok(status)) => {
                 last.status = Some(status.as_u16());
                 if status.is_success() {

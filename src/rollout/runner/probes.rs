@@ -86,12 +86,14 @@ impl Probes {
             .is_some_and(|a| a.metrics == self.key.0 && vars(name, spec) == self.key.1)
     }
 
-    /// Starts every fetch that is due and not in flight, on the current runtime.
-    pub(super) fn start_due(&self, now: Instant) {
+    /// Starts every fetch that is due (`every`: whatever its interval) and not in flight,
+    /// on the current runtime; the started fetches.
+    pub(super) fn start_due(&self, now: Instant, every: bool) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut started = Vec::new();
         for p in &self.list {
             let due = {
                 let mut s = p.lock();
-                let due = s.next_due <= now && !p.in_flight.load(Ordering::Acquire);
+                let due = (every || s.next_due <= now) && !p.in_flight.load(Ordering::Acquire);
                 if due {
                     s.next_due = now + p.check.interval;
                     p.in_flight.store(true, Ordering::Release);
@@ -99,9 +101,10 @@ impl Probes {
                 due
             };
             if due {
-                tokio::spawn(p.clone().fetch());
+                started.push(tokio::spawn(p.clone().fetch()));
             }
         }
+        started
     }
 
     /// Every check's latest result.
@@ -135,7 +138,12 @@ impl Probe {
     async fn fetch(self: Arc<Self>) {
         let outcome = match tokio::time::timeout(
             self.check.timeout,
-            crate::outbound::get(&self.url, "sluice-analysis", MAX_BODY),
+            crate::outbound::get(
+                &self.url,
+                self.check.ca_file.as_deref(),
+                "sluice-analysis",
+                MAX_BODY,
+            ),
         )
         .await
         {
