@@ -2104,6 +2104,16 @@ notifications:
 
 // === mirroring ===
 
+/// A loopback address where connections are refused for as long as the returned socket
+/// lives: bound (so no one else gets the port) but never listening.
+fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
+}
+
 /// What a mirror upstream received: method, path, `x-sluice-variant`, body.
 type Copies = Arc<std::sync::Mutex<Vec<(String, String, String, Bytes)>>>;
 
@@ -2195,10 +2205,9 @@ async fn mirror_copies_never_change_or_delay_the_client_and_stay_bounded() {
     let hang = Arc::new(AtomicBool::new(false));
     let got: Copies = Default::default();
     let shadow = mirror_server(hang.clone(), got.clone());
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Bound and never listening: connections are refused, and the port stays reserved for
+    // the whole test (a port merely freed could be taken by another process meanwhile).
+    let (_dead_guard, dead) = refusing_addr();
     let text = |version: u64, mirror: SocketAddr| {
         format!(
             r#"version: {version}
