@@ -230,6 +230,8 @@ trust: {{ require_approvals: false }}
         if os.path.exists(self.sluice):
             cmds["sluice"] = [self.sluice, "run", "-c", f"{d}/sluice.yaml"]
             cmds["sluice-flags"] = [self.sluice, "run", "-c", f"{d}/sluice-flags.yaml"]
+        if self.a.targets:
+            cmds = {n: c for n, c in cmds.items() if n in self.a.targets}
         return cmds
 
     def start(self, name, cmd, cpu, wrap=()):
@@ -447,7 +449,7 @@ trust: {{ require_approvals: false }}
             seen = set()
             for sc in a.scenarios:
                 port = self.port(name, sc)
-                if not port or sc in ("h2", "h2c") or (name == "sluice-flags" and sc != "plain"):
+                if not port or (name == "sluice-flags" and sc != "plain"):
                     continue
                 self.load(sc, port, 2, warm=True)
                 pids = [pid for pid in os.listdir("/proc") if pid.isdigit() and self.in_group(pid, p.pid)]
@@ -463,6 +465,11 @@ trust: {{ require_approvals: false }}
                                 total += int(line.split()[1])
                                 break
                 out[(sc, name)] = total / max(nreq, 1)
+                if a.keep_callgrind:
+                    os.makedirs(a.keep_callgrind, exist_ok=True)
+                    for f in os.listdir(self.d):
+                        if f.startswith(f"{name}.callgrind."):
+                            shutil.copy(os.path.join(self.d, f), os.path.join(a.keep_callgrind, f"{sc}.{f}"))
                 print(f"instructions {sc:9s} {name:13s} {out[(sc, name)]:10.0f} per request ({nreq} requests)",
                       flush=True)
             os.killpg(p.pid, signal.SIGTERM)
@@ -491,9 +498,14 @@ def main():
                     help="run sluice-flags in the TLS and HTTP/2 scenarios too")
     ap.add_argument("--instructions", action="store_true",
                     help="instructions per request under callgrind instead of the wall-clock runs")
+    ap.add_argument("--targets", default="",
+                    help="only these lines (comma-separated, e.g. floor,sluice; default: all)")
+    ap.add_argument("--keep-callgrind", metavar="DIR",
+                    help="with --instructions: copy the callgrind dumps to DIR (for callgrind_annotate)")
     ap.add_argument("--install", action="store_true", help="apt-get install the peers first")
     a = ap.parse_args()
     a.scenarios = [s for s in a.scenarios.split(",") if s]
+    a.targets = [t for t in a.targets.split(",") if t]
     if a.install:
         missing = [p for p in DEBIAN if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode]
         if missing:

@@ -7,7 +7,10 @@
 #
 # Configurations: `off` (no mirror), `10` (mirror 10% to a third backend), `100` (every
 # request copied), `hang` (every request picked, the mirror never answers: max_in_flight
-# copies out, the rest skipped). Prints wrk's p50/p99 and requests/s per round.
+# copies out, the rest skipped), `step100` (the live step's mirror, every request copied),
+# `route100` (the route's mirror, every request copied), `dark` (the live step mirrors every
+# request to the canary, copies judged into the canary window). Prints wrk's p50/p99 and
+# requests/s per round.
 set -euo pipefail
 ROUNDS=${1:-3}
 SECS=${2:-10}
@@ -42,7 +45,9 @@ while True:
     c, _ = s.accept(); held.append(c)
 ' & PIDS+=($!)
 
-traffic() { # $1: mirror line or empty
+traffic() { # $1: rollout mirror line or empty, $2: the step, $3: route mirror line or empty
+  local step=$2
+  [ -n "$step" ] || step="{ weight: 10 }"
   cat <<EOF
 version: 1
 change: { id: BENCH-1, author: bench, summary: "mirror p99" }
@@ -54,20 +59,21 @@ upstreams:
 routes:
   - name: bench
     to: { rollout: bench }
+$3
 rollouts:
   bench:
     strategy: canary
     stable: stable
     canary: canary
     sticky: { header: x-user-id }
-    steps: [{ weight: 10 }]
+    steps: [$step]
 $1
 EOF
 }
 
-run_one() { # $1: name, $2: mirror line
+run_one() { # $1: name, $2: rollout mirror line, $3: step, $4: route mirror line
   rm -rf "$D/state" "$D/approvals"; mkdir -p "$D/approvals"
-  traffic "$2" > "$D/traffic.yaml"
+  traffic "$2" "${3:-}" "${4:-}" > "$D/traffic.yaml"
   cat > "$D/sluice.yaml" <<EOF
 listeners:
   - { name: public, bind: "127.0.0.1:9490" }
@@ -96,4 +102,7 @@ for r in $(seq "$ROUNDS"); do
   run_one 10 "    mirror: { upstream: shadow, percent: 10 }"
   run_one 100 "    mirror: { upstream: shadow, percent: 100 }"
   run_one hang "    mirror: { upstream: hung, percent: 100, max_in_flight: 64 }"
+  run_one step100 "" "{ weight: 10, hold: 1h, mirror: { upstream: shadow, percent: 100 } }"
+  run_one route100 "" "" "    mirror: { upstream: shadow, percent: 100 }"
+  run_one dark "" "{ weight: 0, hold: 1h, mirror: { upstream: canary, percent: 100 } }"
 done

@@ -2104,6 +2104,16 @@ notifications:
 
 // === mirroring ===
 
+/// A loopback address where connections are refused for as long as the returned socket
+/// lives: bound (so no one else gets the port) but never listening.
+fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
+}
+
 /// What a mirror upstream received: method, path, `x-sluice-variant`, body.
 type Copies = Arc<std::sync::Mutex<Vec<(String, String, String, Bytes)>>>;
 
@@ -2195,10 +2205,9 @@ async fn mirror_copies_never_change_or_delay_the_client_and_stay_bounded() {
     let hang = Arc::new(AtomicBool::new(false));
     let got: Copies = Default::default();
     let shadow = mirror_server(hang.clone(), got.clone());
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Bound and never listening: connections are refused, and the port stays reserved for
+    // the whole test (a port merely freed could be taken by another process meanwhile).
+    let (_dead_guard, dead) = refusing_addr();
     let text = |version: u64, mirror: SocketAddr| {
         format!(
             r#"version: {version}
@@ -2543,4 +2552,242 @@ steps: [{ weight: 10, hold: 1h }, { weight: 50, hold: 1h }, { weight: 100 }]
         ["rollout.paused", "rollout.promoted", "rollout.completed"]
     );
     rig.verify_audit_chain();
+}
+
+/// Polls the rollout's status until `f` holds (deadline 30 s).
+async fn wait_rollout(rig: &Sluice, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ro = rig.rollout("web");
+        if f(&ro) {
+            return ro;
+        }
+        assert!(Instant::now() < deadline, "{what}: {ro}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `mirror` on a route and on one canary step (SPEC §2.2): the route's copies go out for its
+/// own requests (evenly, bodies over `max_body` skipped and counted under `route`); a step's
+/// copies only while that step is live — once the rollout moved on, no request of the
+/// rollout is copied, while the route mirror keeps copying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_mirror_copies_its_requests_and_a_step_mirror_only_while_its_step_is_live() {
+    let v1 = Flaky::start("v1", 0);
+    let v2 = Flaky::start("v2", 0);
+    let got: Copies = Default::default();
+    let shadow = mirror_server(Arc::new(AtomicBool::new(false)), got.clone());
+    let text = format!(
+        r#"version: 1
+change: {{ id: CHG-1, author: alice, summary: test }}
+upstreams:
+  v1: {{ endpoints: ["{}"] }}
+  v2: {{ endpoints: ["{}"] }}
+  shadow: {{ endpoints: ["{shadow}"] }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    to: {{ upstream: v1 }}
+    mirror: {{ upstream: shadow, percent: 50, max_body: 16 }}
+  - name: both
+    match: {{ path_prefix: /both }}
+    to: {{ rollout: web }}
+    mirror: {{ upstream: v2, percent: 100 }}
+  - name: web
+    to: {{ rollout: web }}
+rollouts:
+  web:
+    strategy: canary
+    stable: v1
+    canary: v2
+    sticky: {{ header: x-user-id }}
+    steps:
+      - {{ weight: 10, hold: 1h, mirror: {{ upstream: shadow, percent: 100 }} }}
+      - {{ weight: 20, hold: 1h }}
+"#,
+        v1.addr, v2.addr
+    );
+    let rig = Sluice::builder().traffic(&text).manual_ticks().start();
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(ro["mirror"]["upstream"], "shadow", "{ro}");
+    assert_eq!(ro["mirror"]["from"], "step");
+    assert_eq!(ro["mirror"]["judged"], false);
+    let api_2xx = "sluice_requests_total{route=\"api\",upstream=\"shadow\",rollout=\"\",variant=\"mirror\",code_class=\"2xx\"}";
+    let web_2xx = "sluice_requests_total{route=\"web\",upstream=\"shadow\",rollout=\"web\",variant=\"mirror\",code_class=\"2xx\"}";
+
+    // The route: requests 0..=9 are GETs, the odd ones copied; 10 (not picked) and 11
+    // (picked, body over 16 bytes) are POSTs: no copy, one skip counted under the route.
+    let mut c = Client::connect(rig.proxy()).await;
+    for i in 0..10 {
+        let r = through(&mut c, "GET", &format!("/api/{i}"), b"").await;
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"v1"[..]));
+        if i % 2 == 1 {
+            wait_sample(&rig, api_2xx, f64::from(i + 1) / 2.0).await;
+        }
+    }
+    for i in 10..12 {
+        let r = through(&mut c, "POST", &format!("/api/{i}"), &[b'b'; 100]).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_sample(
+        &rig,
+        "sluice_mirror_skipped_total{route=\"api\",reason=\"body\"}",
+        1.0,
+    )
+    .await;
+
+    // The step: every request of the rollout is copied while step 0 is live.
+    for i in 0..20 {
+        let r = c
+            .get(&format!("/web/{i}"), &[("x-user-id", &format!("u{i}"))])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_sample(&rig, web_2xx, 20.0).await;
+
+    // Step 1 has no mirror: the rollout's requests are no longer copied.
+    rig.advance(Duration::from_secs(3601));
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(
+        (ro["step"].as_u64(), ro["weight"].as_f64()),
+        (Some(1), Some(20.0))
+    );
+    assert!(ro.get("mirror").is_none(), "{ro}");
+    for i in 0..20 {
+        let r = c
+            .get(&format!("/web/late{i}"), &[("x-user-id", &format!("u{i}"))])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Without a live step mirror the route's own applies; it copies to the canary (v2) only
+    // the requests stable serves: the canary gets each request once.
+    let mut both = Seen::default();
+    for i in 0..60 {
+        let r = c
+            .get(&format!("/both/{i}"), &[("x-user-id", &format!("b{i}"))])
+            .await;
+        both.add(&r);
+    }
+    assert!(both.stable > 0 && both.canary > 0, "{both:?}");
+    let both_2xx = "sluice_requests_total{route=\"both\",upstream=\"v2\",rollout=\"\",variant=\"mirror\",code_class=\"2xx\"}";
+    wait_sample(&rig, both_2xx, both.stable as f64).await;
+    // A later route copy (13 is picked) marks the point by which any copy of the requests
+    // above would have been sent too.
+    for i in 12..14 {
+        through(&mut c, "GET", &format!("/api/{i}"), b"").await;
+    }
+    wait_sample(&rig, api_2xx, 6.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < 26 {
+        assert!(Instant::now() < deadline, "{:?}", got.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copies = got.lock().unwrap().clone();
+    let mut seen: Vec<String> = copies
+        .iter()
+        .map(|(m, p, _, _)| format!("{m} {p}"))
+        .collect();
+    let mut want: Vec<String> = [1, 3, 5, 7, 9, 13]
+        .iter()
+        .map(|i| format!("GET /api/{i}"))
+        .chain((0..20).map(|i| format!("GET /web/{i}")))
+        .collect();
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(
+        copies.iter().all(|(_, _, v, _)| v == "mirror"),
+        "{copies:?}"
+    );
+    let m = rig.metrics().await;
+    assert_eq!(sample(&m, web_2xx), 20.0);
+    assert_eq!(sample(&m, both_2xx), both.stable as f64);
+}
+
+/// A dark launch (a step at weight 0 that mirrors every request to the canary) is judged on
+/// the copies' outcomes against stable's real traffic: a failing mirror target rolls the
+/// rollout back with its reason (clients never see an error: they are served by stable),
+/// a healthy one lets it advance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dark_launch_is_judged_on_its_mirror_copies_and_rolls_back_or_advances() {
+    const DARK: &str = r#"
+strategy: canary
+stable: v1
+canary: v2
+sticky: { header: x-user-id }
+steps:
+  - { weight: 0, hold: 1m, mirror: { upstream: v2, percent: 100 } }
+  - { weight: 50, hold: 1h }
+analysis: { interval: 1s, window: 60s, min_requests: 20, max_error_rate: 0.05, method: z_test }
+"#;
+    // v2 fails every request.
+    let (_v1, _v2, rig) = start_rig(0, 1000, DARK);
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(
+        (ro["weight"].as_f64(), ro["phase"].as_str()),
+        (Some(0.0), Some("progressing"))
+    );
+    assert_eq!(ro["mirror"]["judged"], true, "{ro}");
+    let mut seen = Seen::default();
+    users(rig.proxy(), "dark", 40, "/", &mut seen).await;
+    assert_eq!((seen.stable, seen.stable_failed, seen.canary), (40, 0, 0));
+    // The copies' outcomes land in the canary window as they come back.
+    wait_rollout(&rig, "40 copies judged", |ro| {
+        ro["window"]["canary"]["requests"] == 40
+    })
+    .await;
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(ro["phase"], "aborted", "{ro}");
+    assert_eq!(ro["abort_reason"], "error_rate", "{ro}");
+    assert_eq!(ro["verdicts"][0]["canary_requests"], 40, "{ro}");
+    assert_eq!(ro["verdicts"][0]["canary_errors"], 40, "{ro}");
+    assert!(
+        ro.get("mirror").is_none(),
+        "an aborted rollout's step mirrors no more: {ro}"
+    );
+    let aborted = rig.events("rollout.aborted");
+    assert_eq!(aborted[0]["reason"], "error_rate", "{aborted:?}");
+    let m = rig.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            "sluice_rollbacks_total{rollout=\"web\",reason=\"error_rate\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "sluice_requests_total{route=\"web\",upstream=\"v2\",rollout=\"web\",variant=\"mirror\",code_class=\"5xx\"}"
+        ),
+        40.0
+    );
+
+    // The same with a healthy v2: the step passes on its copies and the rollout advances.
+    let (_v1, _v2, rig) = start_rig(0, 0, DARK);
+    rig.tick();
+    let mut seen = Seen::default();
+    users(rig.proxy(), "dark", 40, "/", &mut seen).await;
+    assert_eq!((seen.stable, seen.canary), (40, 0));
+    wait_rollout(&rig, "40 copies judged", |ro| {
+        ro["window"]["canary"]["requests"] == 40
+    })
+    .await;
+    rig.advance(Duration::from_secs(61));
+    rig.tick();
+    let ro = rig.rollout("web");
+    assert_eq!(
+        (
+            ro["phase"].as_str(),
+            ro["step"].as_u64(),
+            ro["weight"].as_f64()
+        ),
+        (Some("progressing"), Some(1), Some(50.0)),
+        "{ro}"
+    );
+    assert_eq!(ro["verdicts"][0]["outcome"], "passed", "{ro}");
 }

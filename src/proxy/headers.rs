@@ -148,18 +148,38 @@ fn spoofs_ours(name: &str) -> bool {
 /// (upgrades are handled apart), but keeps `te: trailers`. Used on requests and responses.
 /// Returns whether the message had any (and so may have lost others named in `Connection`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    // Most messages carry none of these: one pass over the names (standard names compare
-    // as enum tags) is cheaper than a hashed removal for each of the nine.
-    let is_hop = |n: &HeaderName| HOP_BY_HOP.contains(&n) || n == header::UPGRADE;
-    if !headers.keys().any(is_hop) {
+    // Most messages carry none of these, and most of the rest one (`Connection:
+    // keep-alive` on nearly every upstream response): one pass over the names (standard
+    // names compare as enum tags) says which are there, and only those get a hashed
+    // removal — not one for each of the nine.
+    let mut found = 0u16;
+    for n in headers.keys() {
+        // The lengths of the nine names: most names are none of them by length alone.
+        if !matches!(n.as_str().len(), 2 | 7 | 10 | 16..=19) {
+            continue;
+        }
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == n) {
+            found |= 1 << i;
+        } else if n == header::UPGRADE {
+            found |= 1 << HOP_BY_HOP.len();
+        }
+    }
+    if found == 0 {
         return false;
     }
+    let has = |n: &HeaderName| {
+        HOP_BY_HOP
+            .iter()
+            .position(|h| *h == n)
+            .is_some_and(|i| found & (1 << i) != 0)
+    };
     // `te: trailers` is the one TE value that travels: gRPC requires it (SPEC §9).
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    let te_trailers = has(&header::TE)
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
         && headers.get_all(header::TE).iter().count() == 1;
-    if headers.contains_key(header::CONNECTION) {
+    if has(&header::CONNECTION) && !only_keep_alive_or_close(headers) {
         // Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -174,14 +194,31 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
             headers.remove(&n);
         }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(*n);
+        }
     }
-    headers.remove(header::UPGRADE);
+    if found & (1 << HOP_BY_HOP.len()) != 0 {
+        headers.remove(header::UPGRADE);
+    }
     if te_trailers {
         headers.insert(header::TE, TRAILERS.clone());
     }
     true
+}
+
+/// Whether `Connection` is one `keep-alive` or `close` (nearly every upstream response):
+/// it names no other header.
+fn only_keep_alive_or_close(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => {
+            let v = v.as_bytes();
+            v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+        }
+        _ => false,
+    }
 }
 
 static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -520,6 +557,53 @@ mod tests {
         h.append("te", HeaderValue::from_static("gzip"));
         remove_hop_by_hop(&mut h);
         assert!(!h.contains_key("te"));
+
+        // Each name alone goes (only the names present are removed), and says so.
+        for n in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(n, HeaderValue::from_static("x"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            assert!(remove_hop_by_hop(&mut h), "{n}");
+            assert_eq!(h.len(), 1, "{n}");
+            assert!(h.contains_key("x-keep"), "{n}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        assert!(!remove_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        // `Connection: close` alone (any case) names nothing else; a second line does.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Close"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        assert!(remove_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("connection", HeaderValue::from_static("x-b"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        assert!(remove_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+        // `Connection` naming a hop-by-hop header and a custom one.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("upgrade, x-a"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("host", HeaderValue::from_static("example.com"));
+        assert!(remove_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("host"));
     }
 
     #[test]

@@ -10,17 +10,20 @@
 //!   client's body has ended; a longer body, or one that never ends, is not mirrored;
 //! - the copy is a task of its own, bounded by the mirror upstream's `request_timeout`; its
 //!   response is read (at most [`MAX_DISCARD`] bytes) and thrown away; its outcome feeds
-//!   metrics only — never the mirror's endpoint health (a mirror of the canary must not
-//!   eject the endpoints that serve clients) nor a rollout's windows.
+//!   metrics — never the mirror's endpoint health (a mirror of the canary must not eject
+//!   the endpoints that serve clients) — and, for a rollout's (or step's) mirror to its own
+//!   canary, the rollout's canary window: the analysis judges those copies as canary
+//!   traffic against stable's real traffic (a dark launch); other mirrors are not judged.
 //!
-//! Requests of routes whose rollout has no `mirror` pay one `Option` test.
+//! Which mirror: the live step's `mirror`, else the rollout's, else the route's — at most
+//! one copy per request. Requests of routes with no mirror pay one or two `Option` tests.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use http::header::HeaderValue;
-use http::{Request, Version};
+use http::{Request, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::oneshot;
@@ -28,6 +31,7 @@ use tokio::sync::oneshot;
 use super::body::UpBody;
 use super::headers::X_SLUICE_VARIANT;
 use super::pool::{self, SendError};
+use crate::rollout::Variant;
 use crate::snapshot::{MirrorRt, Upstream, VariantMetrics};
 
 /// Most bytes of a mirror's response read before it is dropped.
@@ -138,6 +142,7 @@ async fn send(
 ) {
     let start = std::time::Instant::now();
     let Some(ep) = up.pick(None) else {
+        judge(&slot, StatusCode::SERVICE_UNAVAILABLE, true, start);
         slot.0.errors.connect.increment(1);
         drop(slot);
         metrics.requests[4].increment(1);
@@ -149,6 +154,7 @@ async fn send(
     let sent = tokio::time::timeout(deadline, pool::send(&ep, &up.connector, &mut req)).await;
     let class = match sent {
         Ok(Ok((resp, returner))) => {
+            judge(&slot, resp.status(), false, start);
             let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
             let read = Limited::new(resp.into_body(), MAX_DISCARD).collect();
             // A whole answer in time returns the connection; anything else drops it.
@@ -158,6 +164,7 @@ async fn send(
             class
         }
         Ok(Err(kind)) => {
+            judge(&slot, StatusCode::BAD_GATEWAY, true, start);
             match kind {
                 SendError::Connect => slot.0.errors.connect.increment(1),
                 SendError::Tls => slot.0.errors.tls.increment(1),
@@ -166,6 +173,7 @@ async fn send(
             4
         }
         Err(_) => {
+            judge(&slot, StatusCode::GATEWAY_TIMEOUT, true, start);
             slot.0.errors.timeout.increment(1);
             4
         }
@@ -174,4 +182,19 @@ async fn send(
     drop(slot);
     metrics.requests[class].increment(1);
     metrics.duration.record(start.elapsed().as_secs_f64());
+}
+
+/// A copy to the rollout's own canary is canary evidence: its outcome (status, or sluice's
+/// own 502/503/504 for no answer) and time to its answer's head go into the rollout's
+/// window, as a request the canary served would.
+fn judge(slot: &Slot, status: StatusCode, sluice_generated: bool, start: std::time::Instant) {
+    if let Some(j) = &slot.0.judge {
+        let end = std::time::Instant::now();
+        j.windows.record(
+            Variant::Canary,
+            crate::clock::mono_secs(end),
+            j.errors.is_error(status.as_u16(), sluice_generated),
+            end.saturating_duration_since(start),
+        );
+    }
 }

@@ -22,6 +22,7 @@ pub mod split;
 pub mod tls;
 pub mod trace;
 pub mod upgrade;
+pub mod wake_gate;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

@@ -29,6 +29,7 @@ use super::Shared;
 use super::deadline::{ConnClock, Deadline, Fired, Tracked};
 use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
+use super::wake_gate::WakeGate;
 use crate::shutdown::Shutdown;
 
 /// Binds `addr` with `SO_REUSEPORT` so that each worker can hold its own socket.
@@ -271,6 +272,11 @@ where
     tokio::pin!(conn);
     let timer = tokio::time::sleep_until(clock.first().into());
     tokio::pin!(timer);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    // The timer and the stop signal are polled only when they woke the task, not on each
+    // of the connection's wakes (see `wake_gate`).
+    let (timer_gate, stop_gate) = (WakeGate::default(), WakeGate::default());
     let mut graceful = false;
     loop {
         tokio::select! {
@@ -279,19 +285,25 @@ where
                 if let Err(e) = r { tracing::debug!(error = %e, "Client connection ended with an error."); }
                 return;
             }
-            () = &mut timer => match clock.fired(std::time::Instant::now()) {
-                Fired::Close => {
-                    tracing::debug!(peer = %peer, "No request head within header_read_timeout.");
-                    return;
+            () = std::future::poll_fn(|cx| timer_gate.poll(cx, |cx| timer.as_mut().poll(cx))) => {
+                match clock.fired(std::time::Instant::now()) {
+                    Fired::Close => {
+                        tracing::debug!(peer = %peer, "No request head within header_read_timeout.");
+                        return;
+                    }
+                    Fired::Until(at) => {
+                        timer.as_mut().reset(at.into());
+                        timer_gate.open();
+                    }
                 }
-                Fired::Until(at) => timer.as_mut().reset(at.into()),
-            },
-            _ = shutdown.wait(), if !graceful => {
+            }
+            () = std::future::poll_fn(|cx| stop_gate.poll(cx, |cx| stop.as_mut().poll(cx))), if !graceful => {
                 graceful = true;
                 conn.as_mut().graceful_shutdown();
             }
             () = std::future::poll_fn(|_| if clock.take_rearm() { Poll::Ready(()) } else { Poll::Pending }) => {
                 timer.as_mut().reset(clock.armed_at().into());
+                timer_gate.open();
             }
         }
     }
@@ -308,9 +320,11 @@ where
     let svc = service_fn(move |req| {
         let s = svc_shared.clone();
         let busy = Busy::enter(&act);
-        let info = info.clone();
+        // Boxed: hyper moves each stream's future into a task of its own, and the request
+        // future (~4 KiB) was copied whole at each move; a box is copied once.
+        let fut = Box::pin(service::handle(s, info.clone(), req, Deadline::Own));
         async move {
-            let r = service::handle(s, info, req, Deadline::Own).await;
+            let r = fut.await;
             drop(busy);
             Ok::<_, std::convert::Infallible>(r)
         }
@@ -421,15 +435,20 @@ impl Activity {
 
 impl Busy {
     fn enter(a: &Arc<Activity>) -> Busy {
+        // No clock read: while a request is served the connection is not idle whatever
+        // `last_ms` says, and the request's end sets it.
         a.busy.fetch_add(1, Ordering::Relaxed);
-        a.touch();
         Busy(a.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.touch();
+        // Only the last request to end starts the idle time: one clock read for it, none
+        // for the streams that end while others are served.
+        if self.0.busy.load(Ordering::Relaxed) == 1 {
+            self.0.touch();
+        }
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }

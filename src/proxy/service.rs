@@ -440,18 +440,22 @@ async fn proxy<'s>(
         }
     }
 
-    // Mirrored rollouts only: one test for every other request.
+    // Mirrored routes and rollouts only: a test or two for every other request. At most one
+    // copy: the live step's mirror, else the rollout's, else the route's.
     let tee = match (rollout, &route.target) {
-        (
-            Some((ro, _)),
-            Target::Rollout {
-                mirror: Some(mm), ..
-            },
-        ) if client_upgrade.is_none() => ro
-            .mirror
-            .as_ref()
-            .and_then(|m| mirror::begin(m, &snap.upstreams[m.upstream], mm, &req)),
-        _ => None,
+        _ if client_upgrade.is_some() => None,
+        (Some((ro, side)), Target::Rollout { mirrors, .. }) if !mirrors.is_empty() => {
+            match ro.active_mirror() {
+                // A request the canary serves is not copied to it again.
+                Some(m) if side == Side::Canary && m.upstream == ro.canary => None,
+                Some(m) => mirrors
+                    .iter()
+                    .find(|(u, _)| *u == m.upstream)
+                    .and_then(|(_, mm)| mirror::begin(m, &snap.upstreams[m.upstream], mm, &req)),
+                None => route_mirror(route, snap, upstream, &req),
+            }
+        }
+        _ => route_mirror(route, snap, upstream, &req),
     };
     let (parts, body) = req.into_parts();
     let (mut body, watch) = UpBody::client(body);
@@ -514,6 +518,24 @@ async fn proxy<'s>(
         ro.record(side.into(), resp.status(), sluice_generated, start, end);
     }
     resp
+}
+
+/// The route's own `mirror` for `req`, when it has one and picks it — unless `serving`, the
+/// upstream the request goes to, is the mirror's (a flag arm or a rollout side): it gets the
+/// request already.
+#[inline]
+fn route_mirror(
+    route: &Route,
+    snap: &Snapshot,
+    serving: &Arc<Upstream>,
+    req: &Request<hyper::body::Incoming>,
+) -> Option<mirror::Tee> {
+    let rm = route.mirror.as_deref()?;
+    let to = &snap.upstreams[rm.rt.upstream];
+    if Arc::ptr_eq(to, serving) {
+        return None;
+    }
+    mirror::begin(&rm.rt, to, &rm.metrics, req)
 }
 
 /// Sends to a pool with the route's retry policy; maps failures to sluice's errors and

@@ -793,6 +793,14 @@ impl Tracked {
     fn publish(&self) {
         let w = controller::current_weight(&self.progress, &self.spec);
         self.rt.state.weight_bp.store(w.0, Ordering::Relaxed);
+        // The live step picks a step's `mirror`: none once finished or before the start.
+        let p = &self.progress;
+        let live = if p.phase.is_final() || p.awaiting_start {
+            crate::snapshot::NO_STEP
+        } else {
+            u32::try_from(p.step).unwrap_or(crate::snapshot::NO_STEP)
+        };
+        self.rt.state.live_step.store(live, Ordering::Relaxed);
         self.metrics.weight.set(f64::from(w.0) / 100.0);
         for (g, phase) in self.metrics.phase.iter().zip(Phase::ALL) {
             g.set(if phase == self.progress.phase {

@@ -70,6 +70,18 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// Flags injected upstream, in order (SPEC §4).
     pub flags: RouteHeaders,
+    /// `mirror`, compiled (boxed: most routes have none). A rollout's or step's mirror, when
+    /// one is active, takes its place: at most one copy per request.
+    pub mirror: Option<Box<RouteMirror>>,
+}
+
+/// A route's `mirror` and the metrics of its copies.
+#[derive(Debug)]
+pub struct RouteMirror {
+    /// Which requests are copied, the bounds, the counters.
+    pub rt: Arc<MirrorRt>,
+    /// `sluice_requests_total{variant="mirror"}` of this route.
+    pub metrics: VariantMetrics,
 }
 
 /// Where a route sends.
@@ -90,8 +102,9 @@ pub enum Target {
         stable: VariantMetrics,
         /// Metrics for the canary side.
         canary: VariantMetrics,
-        /// Metrics for the mirror copies (with `mirror`; boxed: most rollouts have none).
-        mirror: Option<Box<VariantMetrics>>,
+        /// Metrics for the mirror copies, by mirror upstream (the rollout's and its steps'
+        /// `mirror`; empty for most rollouts).
+        mirrors: Box<[(usize, VariantMetrics)]>,
     },
     /// The upstream a flag's variant maps to.
     Flag(FlagTarget),
@@ -177,6 +190,9 @@ pub struct Endpoint {
 pub struct RolloutState {
     /// Canary weight in basis points (0..=10,000).
     pub weight_bp: AtomicU32,
+    /// The step that is live (progressing, paused or at a gate), [`NO_STEP`] otherwise:
+    /// picks a step's `mirror`. Stored by the runner with the weight.
+    pub live_step: AtomicU32,
     /// The spec this state was started for; a changed spec restarts it.
     spec: Rollout,
 }
@@ -214,6 +230,22 @@ pub struct RolloutRt {
     pub bucket_prefix: crate::bucket::Murmur3,
     /// `mirror`, compiled (none: nothing is copied).
     pub mirror: Option<Arc<MirrorRt>>,
+    /// `steps[i].mirror`, compiled, by step (empty when no step mirrors); the live step's
+    /// replaces [`RolloutRt::mirror`] while it is live.
+    pub step_mirrors: Box<[Option<Arc<MirrorRt>>]>,
+}
+
+/// [`RolloutState::live_step`] when no step is live (finished, or awaiting its start hooks).
+pub const NO_STEP: u32 = u32::MAX;
+
+/// Where a rollout's copies to its canary are judged: the rollout's windows (as canary
+/// traffic) and its error statuses.
+#[derive(Debug)]
+pub struct MirrorJudge {
+    /// The rollout's windows (shared with [`RolloutRt::windows`]).
+    pub windows: Arc<RolloutWindows>,
+    /// The rollout's `analysis.error_statuses`.
+    pub errors: ErrorStatuses,
 }
 
 /// A rollout's `mirror`: which requests are copied, the bounds, and its counters.
@@ -238,6 +270,9 @@ pub struct MirrorRt {
     pub skipped_in_flight: Counter,
     /// `sluice_mirror_errors_total{kind}`.
     pub errors: UpstreamErrors,
+    /// A rollout's (or step's) mirror to its own canary: each copy's outcome is canary
+    /// evidence for the analysis (a dark launch). None for other mirrors.
+    pub judge: Option<MirrorJudge>,
 }
 
 /// What building a snapshot needs besides the document.
@@ -294,6 +329,7 @@ impl Snapshot {
             rollouts: &rollouts,
             flags: &flags,
             registry: ctx.registry,
+            prev,
         };
         let routes = doc
             .routes
@@ -320,6 +356,7 @@ struct Built<'a> {
     rollouts: &'a [Arc<RolloutRt>],
     flags: &'a FlagRuntime,
     registry: &'a Registry,
+    prev: Option<&'a Snapshot>,
 }
 
 // === impl Built ===
@@ -376,14 +413,19 @@ impl Built<'_> {
                         HeaderValue::from_static(variant),
                     )
                 };
+                let mut ups: Vec<usize> = rt
+                    .mirror
+                    .iter()
+                    .chain(rt.step_mirrors.iter().flatten())
+                    .map(|m| m.upstream)
+                    .collect();
+                ups.sort_unstable();
+                ups.dedup();
                 Target::Rollout {
                     rollout: *i,
                     stable: side(rt.stable, "stable"),
                     canary: side(rt.canary, "canary"),
-                    mirror: rt
-                        .mirror
-                        .as_ref()
-                        .map(|m| Box::new(side(m.upstream, "mirror"))),
+                    mirrors: ups.into_iter().map(|u| (u, side(u, "mirror"))).collect(),
                 }
             }
             model::Target::Flag { flag, arms } => Target::Flag(FlagTarget::build(
@@ -406,6 +448,28 @@ impl Built<'_> {
                 ),
             },
         };
+        let mirror = match (&r.mirror, m.mirror) {
+            (Some(spec), Some(u)) => {
+                let old = self.prev.and_then(|p| {
+                    p.routes
+                        .iter()
+                        .find(|o| *o.name == *r.name)
+                        .and_then(|o| o.mirror.as_ref())
+                });
+                let owner = ("route", r.name.as_str());
+                Some(Box::new(RouteMirror {
+                    rt: build_mirror(owner, spec, u, None, self.registry, old.map(|o| &o.rt)),
+                    metrics: variant_metrics(
+                        self.registry,
+                        &r.name,
+                        &self.upstreams[u].name,
+                        "",
+                        HeaderValue::from_static("mirror"),
+                    ),
+                }))
+            }
+            _ => None,
+        };
         Ok((
             matcher,
             Route {
@@ -414,6 +478,7 @@ impl Built<'_> {
                 target,
                 retry: RetryPolicy::new(r.retries.as_ref()),
                 flags: route_flags,
+                mirror,
             },
         ))
     }
@@ -479,12 +544,40 @@ fn build_rollout(
         Some(o) => o.state.clone(),
         None => Arc::new(RolloutState {
             weight_bp: AtomicU32::new(initial_weight(r)),
+            live_step: AtomicU32::new(initial_step(r)),
             spec: r.clone(),
         }),
     };
     ctx.registry
         .gauge(telemetry::ROLLOUT_WEIGHT, &[("rollout", name)])
         .set(state.weight_bp.load(Ordering::Relaxed) as f64 / 100.0);
+    let windows = recording::windows(kept, r);
+    let errors = ErrorStatuses::from_ranges(&m.error_statuses);
+    let old = old.map(|o| &**o);
+    // Copies to the rollout's own canary are judged as canary traffic.
+    let compile = |spec: &config::Mirror, u: usize, old: Option<&Arc<MirrorRt>>| {
+        let judge = (u == m.canary).then(|| MirrorJudge {
+            windows: windows.clone(),
+            errors: errors.clone(),
+        });
+        build_mirror(("rollout", name), spec, u, judge, ctx.registry, old)
+    };
+    let mirror = match (&r.mirror, m.mirror) {
+        (Some(spec), Some(u)) => Some(compile(spec, u, old.and_then(|o| o.mirror.as_ref()))),
+        _ => None,
+    };
+    let step_mirrors = m
+        .step_mirrors
+        .iter()
+        .zip(&r.steps)
+        .enumerate()
+        .map(|(j, (u, st))| {
+            let old = old
+                .and_then(|o| o.step_mirrors.get(j))
+                .and_then(Option::as_ref);
+            Some(compile(st.mirror.as_ref()?, (*u)?, old))
+        })
+        .collect();
     Arc::new(RolloutRt {
         name: name.into(),
         spec: r.clone(),
@@ -496,38 +589,29 @@ fn build_rollout(
         set_cookie: r.sticky.set_cookie,
         cookie_max_age: r.sticky.cookie_max_age.0.as_secs(),
         force_canary: m.force_canary.clone(),
-        windows: recording::windows(kept, r),
-        errors: ErrorStatuses::from_ranges(&m.error_statuses),
+        windows,
+        errors,
         bucket_prefix: crate::bucket::rollout_prefix(name),
-        mirror: build_mirror(name, r, m, ctx, old.map(|o| &**o)),
+        mirror,
+        step_mirrors,
     })
 }
 
-/// A rollout's compiled `mirror`, its in-flight count carried over from `old`.
+/// A compiled `mirror` to upstream `upstream`, counted under the label `owner` (`rollout` or
+/// `route`, and the name), its in-flight count carried over from `old`.
 fn build_mirror(
-    name: &str,
-    r: &Rollout,
-    m: &CheckedRollout,
-    ctx: &BuildCtx<'_>,
-    old: Option<&RolloutRt>,
-) -> Option<Arc<MirrorRt>> {
-    let (spec, upstream) = (r.mirror.as_ref()?, m.mirror?);
-    let skipped = |reason: &str| {
-        ctx.registry.counter(
-            telemetry::MIRROR_SKIPPED,
-            &[("rollout", name), ("reason", reason)],
-        )
-    };
-    let err = |kind: &str| {
-        ctx.registry.counter(
-            telemetry::MIRROR_ERRORS,
-            &[("rollout", name), ("kind", kind)],
-        )
-    };
-    let in_flight = old
-        .and_then(|o| o.mirror.as_ref())
-        .map_or_else(Arc::default, |o| o.in_flight.clone());
-    Some(Arc::new(MirrorRt {
+    owner: (&str, &str),
+    spec: &config::Mirror,
+    upstream: usize,
+    judge: Option<MirrorJudge>,
+    registry: &Registry,
+    old: Option<&Arc<MirrorRt>>,
+) -> Arc<MirrorRt> {
+    let skipped =
+        |reason: &str| registry.counter(telemetry::MIRROR_SKIPPED, &[owner, ("reason", reason)]);
+    let err = |kind: &str| registry.counter(telemetry::MIRROR_ERRORS, &[owner, ("kind", kind)]);
+    let in_flight = old.map_or_else(Arc::default, |o| o.in_flight.clone());
+    Arc::new(MirrorRt {
         upstream,
         bp: u64::from(spec.percent.0),
         max_body: spec.max_body.0,
@@ -542,7 +626,17 @@ fn build_mirror(
             reset: err("reset"),
             tls: err("tls"),
         },
-    }))
+        judge,
+    })
+}
+
+/// The step live when a rollout starts: step 0, unless start hooks hold it.
+fn initial_step(r: &Rollout) -> u32 {
+    if !r.hooks.confirm_rollout.is_empty() || !r.hooks.pre_rollout.is_empty() {
+        NO_STEP
+    } else {
+        0
+    }
 }
 
 /// The weight a rollout starts at: the first step's (0 if it is a gate); blue-green starts at 0.
@@ -753,6 +847,19 @@ impl RolloutRt {
     #[inline]
     pub fn weight(&self) -> u32 {
         self.state.weight_bp.load(Ordering::Relaxed)
+    }
+
+    /// The mirror copying this rollout's requests now: the live step's `mirror`, else the
+    /// rollout's own.
+    #[inline]
+    pub fn active_mirror(&self) -> Option<&Arc<MirrorRt>> {
+        if !self.step_mirrors.is_empty() {
+            let step = self.state.live_step.load(Ordering::Relaxed) as usize;
+            if let Some(Some(m)) = self.step_mirrors.get(step) {
+                return Some(m);
+            }
+        }
+        self.mirror.as_ref()
     }
 }
 

@@ -47,6 +47,8 @@ pub struct CheckedRoute {
     pub request: RequestMatcher,
     /// `to`.
     pub target: Target,
+    /// `mirror.upstream`.
+    pub mirror: Option<UpstreamId>,
 }
 
 /// Where a route sends: exactly one target (validation refuses zero or several).
@@ -96,4 +98,6 @@ pub struct CheckedRollout {
     pub error_statuses: Vec<(u16, u16)>,
     /// `mirror.upstream`.
     pub mirror: Option<UpstreamId>,
+    /// `steps[i].mirror.upstream`, one per step (empty when no step mirrors).
+    pub step_mirrors: Vec<Option<UpstreamId>>,
 }

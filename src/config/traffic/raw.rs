@@ -178,6 +178,9 @@ pub struct Route {
     /// Retry policy.
     #[serde(default)]
     pub retries: Option<Retries>,
+    /// Copies of a share of the route's requests, sent fire-and-forget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
 }
 
 /// The match part of a route.
@@ -335,8 +338,8 @@ pub struct Rollout {
     pub mirror: Option<Mirror>,
 }
 
-/// `mirror`: a share of a rollout's requests copied to another upstream; the copies'
-/// answers are discarded and never reach the client.
+/// `mirror`: a share of a route's, a rollout's or a canary step's requests copied to another
+/// upstream; the copies' answers are discarded and never reach the client.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
@@ -548,6 +551,10 @@ pub struct Step {
     /// `manual`: wait for promote.
     #[serde(default)]
     pub gate: Option<StepGate>,
+    /// Copies sent while this step is the current one (replaces the rollout's `mirror`
+    /// then); copies to the canary are judged by the analysis as canary traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
 }
 
 /// A step gate.

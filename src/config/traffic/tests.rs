@@ -351,3 +351,104 @@ fn hooks_are_checked_at_their_path() {
     let e = errors(&ok.replace("confirm_promotion:", "confirm_rollback:"));
     assert!(e.contains("confirm_rollback"), "{e}");
 }
+
+#[test]
+fn route_and_step_mirrors_are_checked_at_their_path_and_line() {
+    let ok = GOOD
+        .replace(
+            "    to: { upstream: v1 }\n",
+            "    to: { upstream: v1 }\n    mirror: { upstream: v2, percent: 5 }\n",
+        )
+        .replace(
+            "      - { weight: 5.25, hold: 2m }",
+            "      - { weight: 0, hold: 2m, mirror: { upstream: v2, percent: 100 } }",
+        );
+    let p = TrafficDoc::parse(&ok, &CheckContext::default()).unwrap();
+    assert_eq!(
+        p.doc.routes[1].mirror.as_ref().unwrap().percent,
+        Weight(500)
+    );
+    assert_eq!(p.model.routes[1].mirror, Some(1));
+    assert_eq!(p.model.rollouts[0].step_mirrors, [Some(1), None, None]);
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+
+    // A route's mirror: a known upstream, not where the route sends already, not builtin.
+    let bad = ok.replace(
+        "mirror: { upstream: v2, percent: 5 }",
+        "mirror: { upstream: v7, percent: 5 }",
+    );
+    let e = errors(&bad);
+    let line = line_of(&bad, "upstream: v7");
+    assert!(
+        e.contains(&format!("routes[1].mirror.upstream (line {line}:")),
+        "{e}"
+    );
+    assert!(e.contains("unknown upstream `v7`"), "{e}");
+    let e = errors(&ok.replace(
+        "mirror: { upstream: v2, percent: 5 }",
+        "mirror: { upstream: v1, percent: 5 }",
+    ));
+    assert!(
+        e.contains("routes[1].mirror.upstream") && e.contains("already sends"),
+        "{e}"
+    );
+    let e = errors(&ok.replace(
+        "mirror: { upstream: v2, percent: 5 }",
+        "mirror: { upstream: v2, percent: 0 }",
+    ));
+    assert!(e.contains("routes[1].mirror.percent"), "{e}");
+    let e = errors(&ok.replace("percent: 5 }", "percent: 5, max_in_flight: 0 }"));
+    assert!(e.contains("routes[1].mirror.max_in_flight"), "{e}");
+    let e = errors(&ok.replace(
+        "    to: { rollout: checkout }\n",
+        "    to: { rollout: checkout }\n    mirror: { upstream: v1, percent: 5 }\n",
+    ));
+    assert!(
+        e.contains("routes[0].mirror.upstream") && e.contains("stable side"),
+        "{e}"
+    );
+    let e = errors(&ok.replace("to: { upstream: v1 }", "to: { builtin: ofrep }"));
+    assert!(
+        e.contains("routes[1].mirror") && e.contains("builtin"),
+        "{e}"
+    );
+
+    // A step's mirror: a known upstream other than the stable side.
+    let bad = ok.replace(
+        "mirror: { upstream: v2, percent: 100 }",
+        "mirror: { upstream: nowhere, percent: 100 }",
+    );
+    let e = errors(&bad);
+    let line = line_of(&bad, "upstream: nowhere");
+    assert!(
+        e.contains(&format!(
+            "rollouts.checkout.steps[0].mirror.upstream (line {line}:"
+        )),
+        "{e}"
+    );
+    let e = errors(&ok.replace(
+        "mirror: { upstream: v2, percent: 100 }",
+        "mirror: { upstream: v1, percent: 100 }",
+    ));
+    assert!(
+        e.contains("rollouts.checkout.steps[0].mirror.upstream") && e.contains("stable side"),
+        "{e}"
+    );
+    let e = errors(&ok.replace(
+        "mirror: { upstream: v2, percent: 100 }",
+        "mirror: { upstream: v2, percent: 100, max_body: 64MiB }",
+    ));
+    assert!(
+        e.contains("rollouts.checkout.steps[0].mirror.max_body"),
+        "{e}"
+    );
+    let e = errors(&ok.replace(
+        "mirror: { upstream: v2, percent: 100 }",
+        "mirror: { upstream: v2, share: 100 }",
+    ));
+    assert!(
+        e.contains("rollouts.checkout.steps[0]") && e.contains("share"),
+        "{e}"
+    );
+}

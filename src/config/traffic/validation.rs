@@ -221,20 +221,28 @@ fn check_routes(
         }
         let matched = check_route_match(&base, &route.matches, ctx, r);
         let target = check_route_target(doc, &base, route, r);
+        let mirror = check_route_mirror(doc, &base, route, r);
         check_route_flags(doc, &base, &route.flags, &mut star_checked, r);
         if let Some(rt) = &route.retries
             && rt.attempts > 5
         {
             r.err(&format!("{base}.retries.attempts"), "at most 5 extra tries");
         }
-        out = match (out, name_header, matched, target) {
-            (Some(mut v), Some(name_header), Some((listener, methods, request)), Some(target)) => {
+        out = match (out, name_header, matched, target, mirror) {
+            (
+                Some(mut v),
+                Some(name_header),
+                Some((listener, methods, request)),
+                Some(target),
+                Some(mirror),
+            ) => {
                 v.push(CheckedRoute {
                     name_header,
                     listener,
                     methods,
                     request,
                     target,
+                    mirror,
                 });
                 Some(v)
             }
@@ -525,7 +533,8 @@ fn check_rollouts(doc: &TrafficDoc, r: &mut Report<'_>) -> Option<Vec<CheckedRol
                 sticky_header: sticky_header?,
                 force_canary: force_canary?,
                 error_statuses: error_statuses?,
-                mirror: mirror?,
+                mirror: mirror.as_ref()?.0,
+                step_mirrors: mirror?.1,
             })
         })();
         out = out.zip(checked).map(|(mut v, c)| {
@@ -801,18 +810,110 @@ const MAX_MIRROR_BODY: u64 = 16 << 20;
 /// Most `mirror.max_in_flight`.
 const MAX_MIRROR_IN_FLIGHT: u32 = 10_000;
 
-/// `mirror`: a known upstream other than the stable side, a percent above 0, `max_body` at
-/// most 16 MiB, `max_in_flight` in 1..=10000. `None` when refused.
+/// A rollout's `mirror` and its steps' (`steps[i].mirror`): a known upstream other than the
+/// stable side, as [`check_mirror_spec`]. `None` when refused; the step list is empty when
+/// no step mirrors.
+#[allow(clippy::type_complexity)]
 fn check_mirror(
     doc: &TrafficDoc,
     base: &str,
     ro: &Rollout,
     r: &mut Report<'_>,
+) -> Option<(Option<UpstreamId>, Vec<Option<UpstreamId>>)> {
+    let stable = match ro.strategy {
+        Strategy::Canary => ro.stable.as_ref(),
+        Strategy::BlueGreen => ro.active.as_ref(),
+    };
+    let stable_rule = |up: &str| {
+        (stable.map(String::as_str) == Some(up)).then_some(
+            "the stable side already serves every request it would mirror; name another upstream",
+        )
+    };
+    let whole = match &ro.mirror {
+        None => Some(None),
+        Some(m) => check_mirror_spec(
+            doc,
+            &format!("{base}.mirror"),
+            m,
+            stable_rule(&m.upstream),
+            r,
+        )
+        .map(Some),
+    };
+    let mut steps = Some(Vec::new());
+    if ro.steps.iter().any(|s| s.mirror.is_some()) {
+        if ro.strategy == Strategy::BlueGreen {
+            // Blue-green has no steps; check_strategy refuses them.
+            return None;
+        }
+        let mut v = Vec::with_capacity(ro.steps.len());
+        for (j, st) in ro.steps.iter().enumerate() {
+            v.push(match &st.mirror {
+                None => Some(None),
+                Some(m) => check_mirror_spec(
+                    doc,
+                    &format!("{base}.steps[{j}].mirror"),
+                    m,
+                    stable_rule(&m.upstream),
+                    r,
+                )
+                .map(Some),
+            });
+        }
+        steps = v.into_iter().collect();
+    }
+    Some((whole?, steps?))
+}
+
+/// A route's `mirror`: as [`check_mirror_spec`], and not the upstream the route already
+/// sends to (each request would reach it twice), nor on a `builtin` route (nothing upstream).
+fn check_route_mirror(
+    doc: &TrafficDoc,
+    base: &str,
+    route: &Route,
+    r: &mut Report<'_>,
 ) -> Option<Option<UpstreamId>> {
-    let Some(m) = &ro.mirror else {
+    let Some(m) = &route.mirror else {
         return Some(None);
     };
     let mp = format!("{base}.mirror");
+    if route.to.builtin.is_some() {
+        r.err(
+            &mp,
+            "a builtin route is answered by sluice itself: there is no upstream request to mirror",
+        );
+        return None;
+    }
+    let same = if route.to.upstream.as_deref() == Some(m.upstream.as_str()) {
+        Some("the route already sends every request there; name another upstream")
+    } else {
+        route
+            .to
+            .rollout
+            .as_ref()
+            .and_then(|ro| doc.rollouts.get(ro))
+            .and_then(|ro| match ro.strategy {
+                Strategy::Canary => ro.stable.as_ref(),
+                Strategy::BlueGreen => ro.active.as_ref(),
+            })
+            .filter(|s| **s == m.upstream)
+            .map(|_| {
+                "the rollout's stable side already serves every request it would mirror; name another upstream"
+            })
+    };
+    check_mirror_spec(doc, &mp, m, same, r).map(Some)
+}
+
+/// One `mirror` at `mp`: a known upstream (`refuse_upstream`: why this one may not be used),
+/// a percent above 0, `max_body` at most 16 MiB, `max_in_flight` in 1..=10000. `None` when
+/// refused.
+fn check_mirror_spec(
+    doc: &TrafficDoc,
+    mp: &str,
+    m: &super::raw::Mirror,
+    refuse_upstream: Option<&str>,
+    r: &mut Report<'_>,
+) -> Option<UpstreamId> {
     let mut ok = true;
     let id = upstream_id(doc, &m.upstream);
     if id.is_none() {
@@ -822,15 +923,8 @@ fn check_mirror(
         );
         ok = false;
     }
-    let stable = match ro.strategy {
-        Strategy::Canary => ro.stable.as_ref(),
-        Strategy::BlueGreen => ro.active.as_ref(),
-    };
-    if stable == Some(&m.upstream) {
-        r.err(
-            &format!("{mp}.upstream"),
-            "the stable side already serves every request it would mirror; name another upstream",
-        );
+    if let Some(why) = refuse_upstream {
+        r.err(&format!("{mp}.upstream"), why);
         ok = false;
     }
     if m.percent.0 == 0 {
@@ -848,7 +942,7 @@ fn check_mirror(
         );
         ok = false;
     }
-    ok.then_some(id)
+    if ok { id } else { None }
 }
 
 /// Most hooks of one kind.

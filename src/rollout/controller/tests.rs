@@ -18,6 +18,7 @@ pub(crate) fn weight(percent: u32, hold_secs: u64) -> Step {
         weight: Some(Weight(percent * 100)),
         hold: (hold_secs > 0).then(|| Dur::secs(hold_secs)),
         gate: None,
+        mirror: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn gate() -> Step {
         weight: None,
         hold: None,
         gate: Some(StepGate::Manual),
+        mirror: None,
     }
 }
 

@@ -226,11 +226,39 @@ pub(super) fn status_of(name: &str, t: &Tracked, now_ms: u64, now_sec: u64) -> V
         if let Some(at) = p.promoted_at_ms {
             m.insert("promoted_at".into(), json!(rfc3339_ms(at)));
         }
+        if let Some(mirror) = active_mirror_json(t) {
+            m.insert("mirror".into(), mirror);
+        }
         if let Some(from) = p.full_promotion_from {
             m.insert("full_promotion_from_step".into(), json!(from));
         }
     }
     v
+}
+
+/// The mirror copying the rollout's requests now (the live step's, else the rollout's), and
+/// whether its copies are judged (a mirror of the canary is canary evidence).
+fn active_mirror_json(t: &Tracked) -> Option<Value> {
+    let p = &t.progress;
+    let live = !p.phase.is_final() && !p.awaiting_start;
+    let step = live
+        .then(|| t.spec.steps.get(p.step)?.mirror.as_ref())
+        .flatten();
+    let (m, from) = match (step, &t.spec.mirror) {
+        (Some(m), _) => (m, "step"),
+        (None, Some(m)) => (m, "rollout"),
+        (None, None) => return None,
+    };
+    let canary = match t.spec.strategy {
+        Strategy::Canary => t.spec.canary.as_ref(),
+        Strategy::BlueGreen => t.spec.preview.as_ref(),
+    };
+    Some(json!({
+        "upstream": m.upstream,
+        "percent": f64::from(m.percent.0) / 100.0,
+        "from": from,
+        "judged": canary == Some(&m.upstream),
+    }))
 }
 
 /// Time left in the current canary step's hold (or until automatic blue-green promotion, or
