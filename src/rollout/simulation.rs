@@ -397,7 +397,10 @@ fn take(part: &mut Part, to: u64, split: &mut Rng) -> (u64, u64) {
         (part.bad, part.good)
     } else {
         let share = (to - part.from) as f64 / (part.to - part.from) as f64;
-        (split.binomial(part.bad, share), split.binomial(part.good, share))
+        (
+            split.binomial(part.bad, share),
+            split.binomial(part.good, share),
+        )
     };
     part.bad -= bad;
     part.good -= good;
