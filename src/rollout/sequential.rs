@@ -19,8 +19,9 @@
 //!    (`q = R p0 / (1 − p0 + R p0)`); its likelihood ratio after `n` trials with `x` successes
 //!    is `R^x (1 + (R − 1) p0)^(−n)`. The average over a fixed set of `R` ([`ORIGIN_ODDS`],
 //!    [`RECENT_ODDS`] weighted by [`RECENT_WEIGHTS`]) is a nonnegative supermartingale
-//!    with initial value 1 whenever every trial's rate is at most `p0`, so by **Ville's inequality** it ever reaches `1/α` with
-//!    probability at most `α` — whatever the number of looks. It is also *decreasing in p0*,
+//!    with initial value 1 whenever every trial's rate is at most `p0`, so by **Ville's
+//!    inequality** it ever reaches `1/α` with probability at most `α` — whatever the number
+//!    of looks. It is also *decreasing in p0*,
 //!    which (2) relies on. The mirror image (odds ratios `1/R`) tests `p ≥ p0` and gives
 //!    time-uniform upper confidence bounds by inversion (a confidence sequence, as in Howard
 //!    et al.).
