@@ -2,7 +2,7 @@
 //! of healthy canaries (A/A) and time to roll back bad ones, for the README's table.
 //!
 //! ```text
-//! cargo run --release --example rollout_sim [ROLLOUTS] [THREADS]
+//! cargo run --release --example rollout_sim [ROLLOUTS] [THREADS] [headline|aa]
 //! ```
 //!
 //! ROLLOUTS (default 1000) rollouts per A/A cell and per 30%-failure cell; a fifth of that
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sluice::config::Dur;
 use sluice::config::traffic::Analysis;
-use sluice::rollout::simulation::{Method, Scenario, Trial, run};
+use sluice::rollout::simulation::{Method, Scenario, TICK_MS, Trial, run, run_every};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -28,6 +28,23 @@ fn main() {
     let started = Instant::now();
     if only == "headline" {
         headline(rollouts, threads);
+        return;
+    }
+    if only == "aa" {
+        // The sequential A/A cells alone (the slow part of the table), for a quick check.
+        for baseline in [0.001, 0.01, 0.05] {
+            for rps in [1.0, 30.0, 300.0] {
+                let s = scenario(Method::Sequential, baseline, rps, baseline, None, HOUR_MS);
+                let trials = run_many(&s, rollouts, threads);
+                let fails = trials.iter().filter(|t| t.rolled_back_at_ms.is_some());
+                println!(
+                    "A/A sequential {} at {rps} canary req/s: {} of {rollouts} rolled back",
+                    pct(baseline),
+                    fails.count()
+                );
+            }
+        }
+        eprintln!("({:.0} s)", started.elapsed().as_secs_f64());
         return;
     }
 
@@ -75,7 +92,7 @@ fn main() {
                 times(&run_many(&s, (rollouts / 5).max(1), threads), 0)
             });
             let sudden = [Method::Sequential, Method::ZTest]
-                .map(|m| onset_times(m, baseline, rps, rollouts, threads));
+                .map(|m| onset_times(m, baseline, rps, rollouts, threads, TICK_MS));
             println!(
                 "{:<9} {:>11} {:>44} {:>48}",
                 pct(baseline),
@@ -93,17 +110,29 @@ fn main() {
 
 fn headline(rollouts: usize, threads: usize) {
     println!("The issue's case: 30% errors at 10% of 330 req/s after 30 s of clean (0%) history");
-    for method in [Method::Sequential, Method::ZTest, Method::Oracle] {
+    for (name, method, every) in [
+        ("Sequential", Method::Sequential, TICK_MS),
+        ("(100 ms)", Method::Sequential, 100),
+        ("ZTest", Method::ZTest, TICK_MS),
+        ("Oracle", Method::Oracle, TICK_MS),
+    ] {
         println!(
-            "{:<11} {}",
-            format!("{method:?}"),
-            onset_times(method, 0.0, 33.0, rollouts, threads)
+            "{name:<11} {}",
+            onset_times(method, 0.0, 33.0, rollouts, threads, every)
         );
     }
 }
 
-/// 30% errors from a random moment 30–31 s in: median / max of onset → rollback.
-fn onset_times(method: Method, baseline: f64, rps: f64, n: usize, threads: usize) -> String {
+/// 30% errors from a random moment 30–31 s in: median / max of onset → rollback, the
+/// sequential test evaluated every `every_ms`.
+fn onset_times(
+    method: Method,
+    baseline: f64,
+    rps: f64,
+    n: usize,
+    threads: usize,
+    every_ms: u64,
+) -> String {
     let mut out = Vec::with_capacity(n);
     let next = AtomicUsize::new(0);
     std::thread::scope(|sc| {
@@ -126,7 +155,7 @@ fn onset_times(method: Method, baseline: f64, rps: f64, n: usize, threads: usize
                             Some((onset, 0.30)),
                             onset + 120_000,
                         );
-                        mine.push((run(&s, 1_000_000 + i as u64), onset, i));
+                        mine.push((run_every(&s, 1_000_000 + i as u64, every_ms), onset, i));
                     }
                 })
             })

@@ -136,6 +136,66 @@ fn keygen_approve_validate_push_revert_with_the_binary() {
         2,
         "--rollout",
     );
+    // A full-promotion token (`promote --full`) carries `full: true` beside its target;
+    // `--full` needs the target.
+    let full = sluice(
+        &[
+            "approve",
+            "--key",
+            "keys/bob.pem",
+            "--principal",
+            "bob",
+            "--env",
+            "prod",
+            "--act",
+            "promote",
+            "--rollout",
+            "web",
+            "--step",
+            "1",
+            "--full",
+            "v1.yaml",
+        ],
+        dir,
+    );
+    expect(&full, 0, "");
+    let jwt = String::from_utf8_lossy(&full.stdout).trim().to_string();
+    let payload = jwt.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &claims["act"],
+            &claims["rollout"],
+            &claims["step"],
+            &claims["full"]
+        ),
+        (&"promote".into(), &"web".into(), &1.into(), &true.into()),
+        "{claims}"
+    );
+    expect(
+        &sluice(
+            &[
+                "approve",
+                "--key",
+                "keys/bob.pem",
+                "--principal",
+                "bob",
+                "--env",
+                "prod",
+                "--act",
+                "promote",
+                "--full",
+                "v1.yaml",
+            ],
+            dir,
+        ),
+        2,
+        "--rollout",
+    );
 
     // validate: nothing active, no tokens → refused (1); the author's token in the folder →
     // pending (3) with what is missing; an invalid document → 2.

@@ -2104,6 +2104,16 @@ notifications:
 
 // === mirroring ===
 
+/// A loopback address where connections are refused for as long as the returned socket
+/// lives: bound (so no one else gets the port) but never listening.
+fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
+}
+
 /// What a mirror upstream received: method, path, `x-sluice-variant`, body.
 type Copies = Arc<std::sync::Mutex<Vec<(String, String, String, Bytes)>>>;
 
@@ -2195,10 +2205,9 @@ async fn mirror_copies_never_change_or_delay_the_client_and_stay_bounded() {
     let hang = Arc::new(AtomicBool::new(false));
     let got: Copies = Default::default();
     let shadow = mirror_server(hang.clone(), got.clone());
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Bound and never listening: connections are refused, and the port stays reserved for
+    // the whole test (a port merely freed could be taken by another process meanwhile).
+    let (_dead_guard, dead) = refusing_addr();
     let text = |version: u64, mirror: SocketAddr| {
         format!(
             r#"version: {version}
@@ -2580,6 +2589,10 @@ routes:
     match: {{ path_prefix: /api }}
     to: {{ upstream: v1 }}
     mirror: {{ upstream: shadow, percent: 50, max_body: 16 }}
+  - name: both
+    match: {{ path_prefix: /both }}
+    to: {{ rollout: web }}
+    mirror: {{ upstream: v2, percent: 100 }}
   - name: web
     to: {{ rollout: web }}
 rollouts:
@@ -2648,6 +2661,18 @@ rollouts:
             .await;
         assert_eq!(r.status, StatusCode::OK);
     }
+    // Without a live step mirror the route's own applies; it copies to the canary (v2) only
+    // the requests stable serves: the canary gets each request once.
+    let mut both = Seen::default();
+    for i in 0..60 {
+        let r = c
+            .get(&format!("/both/{i}"), &[("x-user-id", &format!("b{i}"))])
+            .await;
+        both.add(&r);
+    }
+    assert!(both.stable > 0 && both.canary > 0, "{both:?}");
+    let both_2xx = "sluice_requests_total{route=\"both\",upstream=\"v2\",rollout=\"\",variant=\"mirror\",code_class=\"2xx\"}";
+    wait_sample(&rig, both_2xx, both.stable as f64).await;
     // A later route copy (13 is picked) marks the point by which any copy of the requests
     // above would have been sent too.
     for i in 12..14 {
@@ -2676,7 +2701,9 @@ rollouts:
         copies.iter().all(|(_, _, v, _)| v == "mirror"),
         "{copies:?}"
     );
-    assert_eq!(sample(&rig.metrics().await, web_2xx), 20.0);
+    let m = rig.metrics().await;
+    assert_eq!(sample(&m, web_2xx), 20.0);
+    assert_eq!(sample(&m, both_2xx), both.stable as f64);
 }
 
 /// A dark launch (a step at weight 0 that mirrors every request to the canary) is judged on

@@ -452,10 +452,10 @@ async fn proxy<'s>(
                     .iter()
                     .find(|(u, _)| *u == m.upstream)
                     .and_then(|(_, mm)| mirror::begin(m, &snap.upstreams[m.upstream], mm, &req)),
-                None => route_mirror(route, snap, &req),
+                None => route_mirror(route, snap, upstream, &req),
             }
         }
-        _ => route_mirror(route, snap, &req),
+        _ => route_mirror(route, snap, upstream, &req),
     };
     let (parts, body) = req.into_parts();
     let (mut body, watch) = UpBody::client(body);
@@ -520,15 +520,22 @@ async fn proxy<'s>(
     resp
 }
 
-/// The route's own `mirror` for `req`, when it has one and picks it.
+/// The route's own `mirror` for `req`, when it has one and picks it — unless `serving`, the
+/// upstream the request goes to, is the mirror's (a flag arm or a rollout side): it gets the
+/// request already.
 #[inline]
 fn route_mirror(
     route: &Route,
     snap: &Snapshot,
+    serving: &Arc<Upstream>,
     req: &Request<hyper::body::Incoming>,
 ) -> Option<mirror::Tee> {
     let rm = route.mirror.as_deref()?;
-    mirror::begin(&rm.rt, &snap.upstreams[rm.rt.upstream], &rm.metrics, req)
+    let to = &snap.upstreams[rm.rt.upstream];
+    if Arc::ptr_eq(to, serving) {
+        return None;
+    }
+    mirror::begin(&rm.rt, to, &rm.metrics, req)
 }
 
 /// Sends to a pool with the route's retry policy; maps failures to sluice's errors and

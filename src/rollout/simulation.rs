@@ -3,11 +3,15 @@
 //! real [`controller::tick`] on an injected clock, the time of the rollback out.
 //!
 //! Traffic: each variant's requests arrive as a Poisson process; each request fails
-//! independently with the variant's error rate (the canary's may change at an onset). The
-//! simulation advances in batches of [`TICK_MS`] — the cadence the runner evaluates a
-//! sequential rollout at — sampling each batch's successes and failures as independent
-//! Poisson counts (the thinning of a Poisson process, so exactly the same distribution as
-//! per-request draws). An onset inside a batch splits it at the onset.
+//! independently with the variant's error rate (the canary's may change at an onset). Counts
+//! are drawn per [`DRAW_MS`] as independent Poisson counts of successes and failures (the
+//! thinning of a Poisson process, so exactly the same distribution as per-request draws; an
+//! onset inside a draw splits it at the onset), then split into slices of [`SLICE_MS`] by
+//! binomial thinning from a second stream (given a count, a Poisson process's events are
+//! uniform over the interval). The draws are the ones every published table used, so a
+//! finer slice or cadence sees the same traffic. The sequential test is evaluated every
+//! [`TICK_MS`] — the runner's cadence — or, with [`run_every`], at another multiple of the
+//! slice: that is how cadences are compared.
 //!
 //! `cargo run --release --example rollout_sim` prints the README's table.
 
@@ -22,8 +26,15 @@ use super::window::WindowStats;
 use crate::config::Weight;
 use crate::config::traffic::{Analysis, OnFailure, Rollout, Step, Sticky, Strategy};
 
-/// How often a sequential rollout is evaluated (the runner's cadence).
-pub const TICK_MS: u64 = 100;
+/// How often a sequential rollout is evaluated (the runner's cadence,
+/// `runner::EVALUATE_EVERY`).
+pub const TICK_MS: u64 = 50;
+
+/// The traffic's time step: every cadence compared is a multiple of it.
+pub const SLICE_MS: u64 = 50;
+
+/// The step traffic is drawn at (then split into slices).
+pub const DRAW_MS: u64 = 100;
 
 /// Which verdict to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +86,24 @@ pub struct Rng {
     s: [u64; 4],
 }
 
+/// Drawn counts of `(from, to)` not yet handed to a slice: `bad` failures and `good`
+/// successes, uniform over the interval; `failing` after the onset.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    from: u64,
+    to: u64,
+    bad: u64,
+    good: u64,
+    failing: bool,
+}
+
+/// One draw: the canary's parts (split at an onset) and stable's.
+#[derive(Debug, Clone, Copy)]
+struct Draw {
+    canary: [Option<Part>; 2],
+    stable: Part,
+}
+
 /// Per-second counts for the z test's trailing window.
 #[derive(Debug, Clone, Copy, Default)]
 struct Second {
@@ -117,6 +146,36 @@ impl Rng {
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A binomial variate: inversion (from the smaller tail), halving `n` above 512.
+    pub fn binomial(&mut self, n: u64, p: f64) -> u64 {
+        if n == 0 || p <= 0.0 {
+            return 0;
+        }
+        if p >= 1.0 {
+            return n;
+        }
+        if p > 0.5 {
+            return n - self.binomial(n, 1.0 - p);
+        }
+        if n > 512 {
+            let half = n / 2;
+            return self.binomial(half, p) + self.binomial(n - half, p);
+        }
+        // q ≥ ½ and n ≤ 512: q^n ≥ 2^−512, well inside f64.
+        let q = 1.0 - p;
+        let ratio = p / q;
+        let u = self.uniform();
+        let mut f = q.powi(n as i32);
+        let mut cdf = f;
+        let mut k = 0;
+        while cdf < u && k < n {
+            f *= ratio * (n - k) as f64 / (k + 1) as f64;
+            k += 1;
+            cdf += f;
+        }
+        k
     }
 
     /// A Poisson variate: multiplication of uniforms below a mean of 10, Hörmann's PTRS
@@ -172,7 +231,17 @@ fn ln_factorial(k: f64) -> f64 {
 /// Runs one rollout with `seed`: the canary at 10% for `duration_ms`, judged by `method`,
 /// driven by the real controller.
 pub fn run(s: &Scenario, seed: u64) -> Trial {
+    run_every(s, seed, TICK_MS)
+}
+
+/// As [`run`], the sequential test evaluated every `every_ms` (a multiple of [`SLICE_MS`]);
+/// the traffic does not depend on it.
+pub fn run_every(s: &Scenario, seed: u64, every_ms: u64) -> Trial {
+    let every_ms = every_ms.max(SLICE_MS);
     let mut rng = Rng::new(seed);
+    // The slices' split of each draw: a stream of its own, so the draws stay the same.
+    let mut split = Rng::new(seed ^ 0x51_1CE5);
+    let mut draw: Option<Draw> = None;
     let spec = rollout_spec(s);
     let mut progress = Progress::new(0);
     let _ = controller::tick(&mut progress, &spec, None, 0);
@@ -185,10 +254,17 @@ pub fn run(s: &Scenario, seed: u64) -> Trial {
     let mut seconds: Vec<Second> = Vec::new();
     let mut now = 0u64;
     while now < s.duration_ms {
-        // The z test only looks every interval; batches of TICK_MS keep its per-second
+        // The z test only looks every interval; slices of SLICE_MS keep its per-second
         // buckets exact.
-        let next = now + TICK_MS;
-        let batch = sample(s, &mut rng, now, next, &mut after);
+        let next = now + SLICE_MS;
+        if now.is_multiple_of(DRAW_MS) || draw.is_none() {
+            let from = now - now % DRAW_MS;
+            draw = Some(sample(s, &mut rng, from, from + DRAW_MS));
+        }
+        let batch = match &mut draw {
+            Some(d) => slice(d, next, &mut split, &mut after),
+            None => Second::default(),
+        };
         now = next;
         canary.requests += batch.canary.0;
         canary.errors += batch.canary.1;
@@ -205,7 +281,10 @@ pub fn run(s: &Scenario, seed: u64) -> Trial {
         slot.stable.1 += batch.stable.1;
 
         let verdict = match s.method {
-            Method::Sequential => seq.observe(now, canary, stable, false),
+            Method::Sequential if now.is_multiple_of(every_ms) => {
+                seq.observe(now, canary, stable, false)
+            }
+            Method::Sequential => None,
             Method::ZTest if now.is_multiple_of(interval_ms) => {
                 let from = (sec + 1).saturating_sub(window_secs);
                 let (c, st) = seconds[from..=sec].iter().fold(
@@ -248,9 +327,9 @@ pub fn run(s: &Scenario, seed: u64) -> Trial {
     }
 }
 
-/// The batch `(from, to]`, split at the onset when it falls inside; canary counts after the
-/// onset are added to `after`. The draws are the same whatever the method.
-fn sample(s: &Scenario, rng: &mut Rng, from: u64, to: u64, after: &mut (u64, u64)) -> Second {
+/// The draw of `(from, to]`, split at the onset when it falls inside. The draws are the same
+/// whatever the method and cadence.
+fn sample(s: &Scenario, rng: &mut Rng, from: u64, to: u64) -> Draw {
     let mut parts = [(from, to, s.canary_error_rate, false), (to, to, 0.0, false)];
     if let Some((at, rate)) = s.failure {
         if at <= from {
@@ -259,26 +338,74 @@ fn sample(s: &Scenario, rng: &mut Rng, from: u64, to: u64, after: &mut (u64, u64
             parts = [(from, at, s.canary_error_rate, false), (at, to, rate, true)];
         }
     }
-    let mut batch = Second::default();
-    for (a, b, rate, failing) in parts {
+    let mut canary = [None, None];
+    for (slot, (a, b, rate, failing)) in canary.iter_mut().zip(parts) {
         if b == a {
             continue;
         }
         let secs = (b - a) as f64 / 1000.0;
         let bad = rng.poisson(s.canary_rps * rate * secs);
         let good = rng.poisson(s.canary_rps * (1.0 - rate) * secs);
-        batch.canary.0 += bad + good;
-        batch.canary.1 += bad;
-        if failing {
-            after.0 += bad + good;
-            after.1 += bad;
-        }
+        *slot = Some(Part {
+            from: a,
+            to: b,
+            bad,
+            good,
+            failing,
+        });
     }
     let secs = (to - from) as f64 / 1000.0;
     let bad = rng.poisson(s.stable_rps * s.stable_error_rate * secs);
     let good = rng.poisson(s.stable_rps * (1.0 - s.stable_error_rate) * secs);
+    Draw {
+        canary,
+        stable: Part {
+            from,
+            to,
+            bad,
+            good,
+            failing: false,
+        },
+    }
+}
+
+/// The counts of `draw` up to `to` not handed out yet (canary counts after the onset also
+/// added to `after`).
+fn slice(draw: &mut Draw, to: u64, split: &mut Rng, after: &mut (u64, u64)) -> Second {
+    let mut batch = Second::default();
+    for part in draw.canary.iter_mut().flatten() {
+        let (bad, good) = take(part, to, split);
+        batch.canary.0 += bad + good;
+        batch.canary.1 += bad;
+        if part.failing {
+            after.0 += bad + good;
+            after.1 += bad;
+        }
+    }
+    let (bad, good) = take(&mut draw.stable, to, split);
     batch.stable = (bad + good, bad);
     batch
+}
+
+/// The failures and successes of `part` that fall before `to` (each of the remaining ones
+/// independently, with the remaining interval's share), taken out of it.
+fn take(part: &mut Part, to: u64, split: &mut Rng) -> (u64, u64) {
+    if to <= part.from {
+        return (0, 0);
+    }
+    let (bad, good) = if to >= part.to {
+        (part.bad, part.good)
+    } else {
+        let share = (to - part.from) as f64 / (part.to - part.from) as f64;
+        (
+            split.binomial(part.bad, share),
+            split.binomial(part.good, share),
+        )
+    };
+    part.bad -= bad;
+    part.good -= good;
+    part.from = to.min(part.to);
+    (bad, good)
 }
 
 /// The SPRT of the failure rate against the healthy limit, started at the onset: the

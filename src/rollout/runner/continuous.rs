@@ -12,8 +12,11 @@ use crate::rollout::sequential::Sequential;
 use crate::rollout::tally::{Accumulator, Tally};
 use crate::snapshot::RolloutRt;
 
-/// How often a sequential rollout is evaluated.
-pub const EVALUATE_EVERY: Duration = Duration::from_millis(100);
+/// How often a sequential rollout is evaluated: a failure is acted on at the first
+/// evaluation after the request that proves it, so this is the decision's latency (half of
+/// it on average). 50 ms (it was 100 ms) took ~50 ms off the slowest rollbacks in the
+/// simulation; an evaluation reads the windows and sums a few dozen tests (microseconds).
+pub const EVALUATE_EVERY: Duration = Duration::from_millis(50);
 
 /// Where a rollout's counts come from.
 #[derive(Clone, Copy)]

@@ -46,6 +46,22 @@ fn one_trial_is_fair_at_the_null_and_unfavourable_below_it() {
 }
 
 #[test]
+fn the_weighted_recent_mixture_is_fair_at_the_null_and_monotone() {
+    assert!((RECENT_WEIGHTS.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    for p0 in [0.0005, 0.01, 0.05, 0.3, 0.9] {
+        let m = |p: f64| p * ln_recent(p0, 1, 1).exp() + (1.0 - p) * ln_recent(p0, 1, 0).exp();
+        assert!((m(p0) - 1.0).abs() < 1e-12, "E at the null, p0 {p0}");
+        assert!(m(p0 * 0.5) < 1.0, "E below the null, p0 {p0}");
+    }
+    let mut prev = f64::INFINITY;
+    for i in 1..200 {
+        let up = ln_recent(i as f64 / 200.0, 30, 4);
+        assert!(up <= prev, "not decreasing in p0");
+        prev = up;
+    }
+}
+
+#[test]
 fn statistics_are_monotone_in_the_null_rate() {
     let mut prev = f64::INFINITY;
     for i in 1..200 {

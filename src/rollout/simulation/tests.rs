@@ -44,6 +44,35 @@ fn poisson_has_the_right_mean_and_variance() {
 }
 
 #[test]
+fn binomial_has_the_right_mean_and_variance() {
+    let mut rng = Rng::new(11);
+    for (n, p) in [(3u64, 0.5), (40, 0.1), (270, 0.5), (2000, 0.3), (50, 0.97)] {
+        let draws = 20_000;
+        let xs: Vec<f64> = (0..draws).map(|_| rng.binomial(n, p) as f64).collect();
+        let m = xs.iter().sum::<f64>() / draws as f64;
+        let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (draws - 1) as f64;
+        let (mean, var) = (n as f64 * p, n as f64 * p * (1.0 - p));
+        assert!(
+            (m - mean).abs() < 5.0 * (var / draws as f64).sqrt(),
+            "mean {m} for {n}, {p}"
+        );
+        assert!((v / var - 1.0).abs() < 0.06, "variance {v} for {n}, {p}");
+        assert!(xs.iter().all(|&x| x <= n as f64));
+    }
+}
+
+#[test]
+fn the_cadence_does_not_change_the_traffic() {
+    // The same seed at 50 ms and 100 ms: the z test (which ignores the cadence) decides at
+    // the same instant, on the same counts.
+    let s = Scenario {
+        failure: Some((30_050, 0.3)),
+        ..scenario(Method::ZTest, 0.0, 33.0, 60_000)
+    };
+    assert_eq!(run_every(&s, 5, 50), run_every(&s, 5, 100));
+}
+
+#[test]
 fn seeds_reproduce() {
     let s = Scenario {
         failure: Some((5_000, 0.3)),
