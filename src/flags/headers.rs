@@ -335,8 +335,10 @@ mod tests {
         for a in choices(2) {
             for b in choices(3) {
                 for c in choices(1) {
-                    let mut sel = Selected::default();
-                    sel.len = 3;
+                    let mut sel = Selected {
+                        len: 3,
+                        ..Selected::default()
+                    };
                     sel.variants[..3].copy_from_slice(&[a, b, c]);
                     let mut h = HeaderMap::new();
                     rh.insert(&sel, &mut h);
@@ -362,8 +364,10 @@ mod tests {
         .unwrap();
         let rh = RouteHeaders::new(&set, &many).unwrap();
         assert!(rh.combined.is_empty());
-        let mut sel = Selected::default();
-        sel.len = 8;
+        let mut sel = Selected {
+            len: 8,
+            ..Selected::default()
+        };
         sel.variants[..8].fill(0);
         let mut h = HeaderMap::new();
         rh.insert(&sel, &mut h);
