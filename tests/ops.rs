@@ -33,6 +33,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port where connections are refused for as long as the returned socket lives:
+/// bound (so no other process gets it mid-test) but never listening.
+fn refusing_port() -> (socket2::Socket, u16) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    (s, port)
+}
+
 /// Whether a Debian package's binary is here; without it the test skips, unless `var=1`.
 fn have(binary: &str, var: &str) -> bool {
     let found = Command::new(binary)
@@ -58,7 +68,6 @@ async fn start_prometheus(
     extra: &str,
 ) -> (KillOnDrop, tempfile::TempDir, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let cfg = dir.path().join("prometheus.yml");
     let targets = targets
         .iter()
@@ -73,27 +82,38 @@ async fn start_prometheus(
         ),
     )
     .unwrap();
-    let child = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The port is free when picked but not reserved: if another process takes it first,
+    // Prometheus exits, and it is started again on another port.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(addr).await.is_err()
-        || get(addr, "/-/ready", &[]).await.status != 200
-    {
-        assert!(Instant::now() < deadline, "Prometheus did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (child, addr) = 'start: loop {
+        let port = free_port();
+        let mut child = KillOnDrop(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        loop {
+            assert!(Instant::now() < deadline, "Prometheus did not become ready");
+            if child.0.try_wait().unwrap().is_some() {
+                continue 'start;
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok()
+                && get(addr, "/-/ready", &[]).await.status == 200
+            {
+                break 'start (child, addr);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
     (child, dir, addr)
 }
 
@@ -180,7 +200,8 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     let stable = common::Upstream::start("stable");
     let canary = common::edge::MiniUp::start("canary", None);
     canary.state.status.store(500, Ordering::Relaxed);
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (_dead_guard, dead_port) = refusing_port();
+    let dead: SocketAddr = format!("127.0.0.1:{dead_port}").parse().unwrap();
     let text = doc(stable.addr, canary.addr, dead);
     let b = Sluice::builder()
         .traffic(&text)
@@ -204,7 +225,8 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
 
     // A second node, in cluster mode, whose etcd is not there (an address nothing listens
     // on): it serves no document and reports itself disconnected from the fleet.
-    let no_etcd = format!("http://127.0.0.1:{}", free_port());
+    let (_no_etcd_guard, no_etcd_port) = refusing_port();
+    let no_etcd = format!("http://127.0.0.1:{no_etcd_port}");
     let mut lost = Sluice::builder()
         .trust("")
         .settings(&format!(
@@ -524,7 +546,7 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
     node.stop();
 
     // A collector that is down: every request still succeeds; spans are dropped, counted.
-    let dead = free_port();
+    let (_dead_guard, dead) = refusing_port();
     let mut node = traced_sluice(
         up.addr,
         &format!("{{ otlp: {{ endpoint: \"http://127.0.0.1:{dead}\" }} }}"),

@@ -1294,10 +1294,8 @@ async fn notifications_are_signed_and_a_dead_receiver_blocks_nothing() {
     let v2 = Flaky::start("v2", 0);
     let got: Received = Default::default();
     let recv = receiver(got.clone());
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Refused for the whole test: a port bound and released could be taken by another process.
+    let (_dead_guard, dead) = refusing_addr();
     let secrets = tempfile::tempdir().unwrap();
     let key = secrets.path().join("hook.key");
     std::fs::write(&key, "s3cret-key\n").unwrap();
@@ -1582,10 +1580,8 @@ async fn a_dead_hook_degrades_only_its_rollout_and_a_rollback_hook_rolls_back() 
     let v2 = Flaky::start("v2", 0);
     let hooks = HookServer::default();
     let h = hooks.start();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Refused for the whole test: a port bound and released could be taken by another process.
+    let (_dead_guard, dead) = refusing_addr();
     let (a, b) = (v1.addr, v2.addr);
     let text = format!(
         r#"version: 1
