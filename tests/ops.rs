@@ -33,16 +33,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A loopback port where connections are refused for as long as the returned socket lives:
-/// bound (so no other process gets it mid-test) but never listening.
-fn refusing_port() -> (socket2::Socket, u16) {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    let port = s.local_addr().unwrap().as_socket().unwrap().port();
-    (s, port)
-}
-
 /// Whether a Debian package's binary is here; without it the test skips, unless `var=1`.
 fn have(binary: &str, var: &str) -> bool {
     let found = Command::new(binary)
@@ -200,8 +190,7 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     let stable = common::Upstream::start("stable");
     let canary = common::edge::MiniUp::start("canary", None);
     canary.state.status.store(500, Ordering::Relaxed);
-    let (_dead_guard, dead_port) = refusing_port();
-    let dead: SocketAddr = format!("127.0.0.1:{dead_port}").parse().unwrap();
+    let (_dead_guard, dead) = common::refusing_addr();
     let text = doc(stable.addr, canary.addr, dead);
     let b = Sluice::builder()
         .traffic(&text)
@@ -225,8 +214,8 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
 
     // A second node, in cluster mode, whose etcd is not there (an address nothing listens
     // on): it serves no document and reports itself disconnected from the fleet.
-    let (_no_etcd_guard, no_etcd_port) = refusing_port();
-    let no_etcd = format!("http://127.0.0.1:{no_etcd_port}");
+    let (_no_etcd_guard, no_etcd) = common::refusing_addr();
+    let no_etcd = format!("http://{no_etcd}");
     let mut lost = Sluice::builder()
         .trust("")
         .settings(&format!(
@@ -546,10 +535,10 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
     node.stop();
 
     // A collector that is down: every request still succeeds; spans are dropped, counted.
-    let (_dead_guard, dead) = refusing_port();
+    let (_dead_guard, dead) = common::refusing_addr();
     let mut node = traced_sluice(
         up.addr,
-        &format!("{{ otlp: {{ endpoint: \"http://127.0.0.1:{dead}\" }} }}"),
+        &format!("{{ otlp: {{ endpoint: \"http://{dead}\" }} }}"),
     );
     let mut c = Client::connect(node.proxy()).await;
     for _ in 0..50 {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, Reply, Sluice, get, settings_yaml, spawn_server};
+use common::{Client, Reply, Sluice, get, refusing_addr, settings_yaml, spawn_server};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -2099,16 +2099,6 @@ notifications:
 }
 
 // === mirroring ===
-
-/// A loopback address where connections are refused for as long as the returned socket
-/// lives: bound (so no one else gets the port) but never listening.
-fn refusing_addr() -> (socket2::Socket, SocketAddr) {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    (s, addr)
-}
 
 /// What a mirror upstream received: method, path, `x-sluice-variant`, body.
 type Copies = Arc<std::sync::Mutex<Vec<(String, String, String, Bytes)>>>;
