@@ -14,11 +14,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -62,9 +63,53 @@ pub enum Fired {
 pub enum Deadline {
     /// The HTTP/1 connection's timer.
     Conn(Arc<ConnClock>),
-    /// A timer of the attempt's own (HTTP/2 streams).
+    /// The HTTP/2 connection's timer for its streams.
+    Stream(Arc<StreamClock>),
+    /// A timer of the attempt's own.
     Own,
 }
+
+/// The upstream deadlines of one HTTP/2 connection's streams, on one timer that the
+/// connection's loop keeps armed at the earliest of them.
+#[derive(Debug)]
+pub struct StreamClock {
+    /// Times below are milliseconds after this.
+    origin: Instant,
+    slots: Mutex<Slots>,
+    /// When the connection's timer fires next ([`NONE`]: not armed).
+    armed: AtomicU64,
+    /// A deadline earlier than `armed` was set: the loop resets its timer.
+    rearm: AtomicBool,
+    /// The connection loop, woken to re-arm.
+    task: AtomicWaker,
+    /// The last attempt's timeout: how far ahead the timer looks when none is pending.
+    look_ms: AtomicU64,
+}
+
+/// The attempts waiting, by key; free keys are reused.
+#[derive(Debug, Default)]
+struct Slots {
+    all: Vec<Slot>,
+    free: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    deadline: u64,
+    waker: Option<Waker>,
+    expired: bool,
+}
+
+/// One attempt's place on a [`StreamClock`], released when the attempt ends or is dropped.
+#[derive(Debug)]
+pub struct StreamReg<'a> {
+    clock: &'a StreamClock,
+    deadline: u64,
+    key: usize,
+}
+
+/// No slot taken.
+const NO_KEY: usize = usize::MAX;
 
 /// The attempt's deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +147,11 @@ pin_project! {
             #[pin]
             fut: F,
             clock: &'a ConnClock,
+        },
+        Stream {
+            #[pin]
+            fut: F,
+            reg: StreamReg<'a>,
         },
         Own {
             #[pin]
@@ -233,6 +283,10 @@ impl Deadline {
                 clock.start_attempt(start, timeout);
                 Attempt::Conn { fut, clock }
             }
+            Deadline::Stream(clock) => Attempt::Stream {
+                reg: clock.start_attempt(start, timeout),
+                fut,
+            },
             Deadline::Own => Attempt::Own {
                 fut: tokio::time::timeout(timeout, fut),
             },
@@ -260,8 +314,159 @@ impl<F: Future> Future for Attempt<'_, F> {
                 }
                 Poll::Pending
             }
+            AttemptProj::Stream { fut, reg } => {
+                if let Poll::Ready(v) = fut.poll(cx) {
+                    reg.release();
+                    return Poll::Ready(Ok(v));
+                }
+                if reg.wait(cx.waker()) {
+                    return Poll::Ready(Err(Elapsed));
+                }
+                Poll::Pending
+            }
             AttemptProj::Own { fut } => fut.poll(cx).map(|r| r.map_err(|_| Elapsed)),
         }
+    }
+}
+
+// === impl StreamClock ===
+
+impl Default for StreamClock {
+    fn default() -> Self {
+        StreamClock {
+            origin: Instant::now(),
+            slots: Mutex::default(),
+            armed: AtomicU64::new(NONE),
+            rearm: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+            look_ms: AtomicU64::new(NONE),
+        }
+    }
+}
+
+impl StreamClock {
+    /// When the timer should fire now.
+    pub fn armed_at(&self) -> Instant {
+        self.at(self.armed.load(Ordering::Relaxed))
+    }
+
+    /// Ready when the connection loop must reset its timer to [`StreamClock::armed_at`].
+    pub fn poll_rearm(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.task.register(cx.waker());
+        if self.rearm.load(Ordering::Relaxed) && self.rearm.swap(false, Ordering::Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// The timer fired at `now`: wakes the attempts whose deadline passed and says when to
+    /// fire next.
+    pub fn fired(&self, now: Instant) -> Instant {
+        let now = self.since(now);
+        let mut slots = self.lock();
+        let mut next = now.saturating_add(self.look_ms.load(Ordering::Relaxed).max(1));
+        for s in slots.all.iter_mut() {
+            let Some(w) = s.waker.as_ref() else { continue };
+            if s.expired {
+                continue;
+            }
+            if s.deadline <= now {
+                s.expired = true;
+                w.wake_by_ref();
+            } else {
+                next = next.min(s.deadline);
+            }
+        }
+        // Under the lock: an attempt that starts meanwhile compares against this.
+        self.armed.store(next, Ordering::Relaxed);
+        self.rearm.store(false, Ordering::Relaxed);
+        drop(slots);
+        self.at(next)
+    }
+
+    fn start_attempt(&self, start: Instant, timeout: Duration) -> StreamReg<'_> {
+        let ms = millis(timeout);
+        self.look_ms.store(ms, Ordering::Relaxed);
+        StreamReg {
+            clock: self,
+            deadline: self.since(start).saturating_add(ms),
+            key: NO_KEY,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn since(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(NONE - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.origin + Duration::from_millis(ms.min(NONE / 2))
+    }
+}
+
+// === impl StreamReg ===
+
+impl StreamReg<'_> {
+    /// The attempt waits: keeps its waker on the clock; true when its deadline passed.
+    fn wait(&mut self, waker: &Waker) -> bool {
+        let mut slots = self.clock.lock();
+        if self.key == NO_KEY {
+            let slot = Slot {
+                deadline: self.deadline,
+                waker: Some(waker.clone()),
+                expired: false,
+            };
+            self.key = match slots.free.pop() {
+                Some(k) => {
+                    slots.all[k] = slot;
+                    k
+                }
+                None => {
+                    slots.all.push(slot);
+                    slots.all.len() - 1
+                }
+            };
+            // Under the lock, against what `fired` stored.
+            let armed = self.clock.armed.fetch_min(self.deadline, Ordering::Relaxed);
+            if self.deadline < armed {
+                self.clock.rearm.store(true, Ordering::Relaxed);
+                drop(slots);
+                self.clock.task.wake();
+            }
+            return false;
+        }
+        let slot = &mut slots.all[self.key];
+        if slot.expired {
+            slot.waker = None;
+            slots.free.push(self.key);
+            self.key = NO_KEY;
+            return true;
+        }
+        if !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            slot.waker = Some(waker.clone());
+        }
+        false
+    }
+
+    /// The attempt ended: frees its slot.
+    fn release(&mut self) {
+        if self.key == NO_KEY {
+            return;
+        }
+        let mut slots = self.clock.lock();
+        slots.all[self.key].waker = None;
+        slots.free.push(self.key);
+        self.key = NO_KEY;
+    }
+}
+
+impl Drop for StreamReg<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::Shared;
-use super::deadline::{ConnClock, Deadline, Fired, Tracked};
+use super::deadline::{ConnClock, Deadline, Fired, StreamClock, Tracked};
 use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
 use super::wake_gate::WakeGate;
@@ -317,12 +317,21 @@ where
     let activity = Arc::new(Activity::default());
     let svc_shared = shared.clone();
     let act = activity.clone();
+    // One timer for the upstream deadlines of all the connection's streams (see
+    // `deadline::StreamClock`), none per stream.
+    let clock = Arc::new(StreamClock::default());
+    let svc_clock = clock.clone();
     let svc = service_fn(move |req| {
         let s = svc_shared.clone();
         let busy = Busy::enter(&act);
         // Boxed: hyper moves each stream's future into a task of its own, and the request
         // future (~4 KiB) was copied whole at each move; a box is copied once.
-        let fut = Box::pin(service::handle(s, info.clone(), req, Deadline::Own));
+        let fut = Box::pin(service::handle(
+            s,
+            info.clone(),
+            req,
+            Deadline::Stream(svc_clock.clone()),
+        ));
         async move {
             let r = fut.await;
             drop(busy);
@@ -347,12 +356,25 @@ where
     // during `drain_delay` are served until the listeners stop (GOAWAY before the client's
     // first stream would refuse it).
     let drain_at_start = !shared.drain.is_draining();
+    let timer = tokio::time::sleep_until(clock.armed_at().into());
+    tokio::pin!(timer);
+    let (timer_gate, rearm_gate) = (WakeGate::default(), WakeGate::default());
     loop {
         let wait = activity.idle_left(idle);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r { tracing::debug!(error = %e, "HTTP/2 client connection ended with an error."); }
                 return;
+            }
+            () = std::future::poll_fn(|cx| timer_gate.poll(cx, |cx| timer.as_mut().poll(cx))) => {
+                let at = clock.fired(std::time::Instant::now());
+                timer.as_mut().reset(at.into());
+                timer_gate.open();
+            }
+            () = std::future::poll_fn(|cx| rearm_gate.poll(cx, |cx| clock.poll_rearm(cx))) => {
+                timer.as_mut().reset(clock.armed_at().into());
+                timer_gate.open();
+                rearm_gate.open();
             }
             _ = tokio::time::sleep(wait), if !graceful => {
                 if activity.idle_left(idle).is_zero() {
