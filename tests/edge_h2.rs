@@ -401,3 +401,48 @@ async fn access_log_lines() {
     assert_eq!(lines[1]["status"], 404);
     assert_eq!(lines[1]["error"], "no_route");
 }
+
+/// An HTTP/2 stream's upstream attempt past `request_timeout` answers 504 and counts a
+/// timeout (the connection's one timer for its streams' deadlines, `deadline::StreamClock`),
+/// while a stream on the same connection that answers in time is unaffected, and a later
+/// stream's deadline still fires after the timer re-armed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_upstream_timeout_per_stream() {
+    let live = Upstream::start("live");
+    let doc = format!(
+        r#"version: 1
+change: {{ id: C1, author: alice }}
+upstreams:
+  live: {{ endpoints: ["{live}"], request_timeout: 300ms }}
+routes:
+  - {{ name: slow, match: {{ path_prefix: / }}, to: {{ upstream: live }} }}
+"#,
+        live = live.addr
+    );
+    let s = Sluice::builder().traffic(&doc).start();
+    let mut c = h2c(s.proxy()).await;
+    let mut c2 = H2 {
+        tx: c.tx.clone(),
+        done: tokio::spawn(async {}),
+    };
+    let slow = get("http://a.example/sleep?ms=5000", &[]);
+    let fast = get("http://a.example/x", &[]);
+    let (r_slow, r_fast) = tokio::join!(c.send(slow), c2.send(fast));
+    let (r_slow, r_fast) = (r_slow.unwrap(), r_fast.unwrap());
+    assert_eq!(r_fast.status, 200);
+    assert_eq!(r_slow.status, 504);
+    assert_eq!(r_slow.headers["x-sluice-error"], "upstream_timeout");
+
+    let r = c
+        .send(get("http://a.example/sleep?ms=5000", &[]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    assert_eq!(r.headers["x-sluice-error"], "upstream_timeout");
+
+    let m = common::get(s.admin(), "/metrics", &[]).await.text();
+    assert!(
+        m.contains("sluice_upstream_errors_total{upstream=\"live\",kind=\"timeout\"} 2"),
+        "{m}"
+    );
+}
