@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Allocations (including reallocations) per plain proxied request: at most this many.
 const CEILING_PLAIN: f64 = 10.0;
 /// The same with three flags injected.
-const CEILING_FLAGS: f64 = 13.0;
+const CEILING_FLAGS: f64 = 10.0;
 
 struct Counting;
 

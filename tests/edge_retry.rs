@@ -8,17 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::edge::MiniUp;
-use common::{Client, Sluice};
+use common::{Client, Sluice, refusing_addr};
 use http::Request;
 use http_body_util::Full;
-
-/// An address with nothing listening.
-fn dead() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn doc(upstreams: &str, retries: &str) -> String {
     format!(
@@ -46,12 +38,12 @@ async fn post(c: &mut Client, body: &'static str) -> common::Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_are_retried_for_any_method_with_its_body() {
     let live = MiniUp::start("live", None);
+    let (_dead_guard, dead) = refusing_addr();
     let s = Sluice::builder()
         .traffic(&doc(
             &format!(
                 "  pool: {{ endpoints: [\"{}\", \"{}\"], connect_timeout: 500ms }}",
-                dead(),
-                live.addr
+                dead, live.addr
             ),
             "{ attempts: 1, on: [connect_failure] }",
         ))
@@ -132,13 +124,14 @@ async fn the_retry_budget_bounds_amplification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_health_ejects_and_panic_mode_keeps_routing() {
     let live = MiniUp::start("live", None);
-    let d = dead();
+    let (_d_guard, d) = refusing_addr();
+    let (_d2_guard, d2) = refusing_addr();
     let s = Sluice::builder().traffic(&doc(
         &format!(
             "  pool: {{ endpoints: [\"{d}\", \"{}\"], connect_timeout: 500ms, passive_health: {{ consecutive_failures: 2, eject_for: 60s }} }}\n  \
              dead-pool: {{ endpoints: [\"{d}\", \"{}\"], passive_health: {{ consecutive_failures: 1, eject_for: 60s }} }}",
             live.addr,
-            dead()
+            d2
         ),
         "{ attempts: 0 }",
     )

@@ -58,7 +58,6 @@ async fn start_prometheus(
     extra: &str,
 ) -> (KillOnDrop, tempfile::TempDir, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let cfg = dir.path().join("prometheus.yml");
     let targets = targets
         .iter()
@@ -73,27 +72,38 @@ async fn start_prometheus(
         ),
     )
     .unwrap();
-    let child = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The port is free when picked but not reserved: if another process takes it first,
+    // Prometheus exits, and it is started again on another port.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(addr).await.is_err()
-        || get(addr, "/-/ready", &[]).await.status != 200
-    {
-        assert!(Instant::now() < deadline, "Prometheus did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (child, addr) = 'start: loop {
+        let port = free_port();
+        let mut child = KillOnDrop(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        loop {
+            assert!(Instant::now() < deadline, "Prometheus did not become ready");
+            if child.0.try_wait().unwrap().is_some() {
+                continue 'start;
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok()
+                && get(addr, "/-/ready", &[]).await.status == 200
+            {
+                break 'start (child, addr);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
     (child, dir, addr)
 }
 
@@ -180,7 +190,7 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
     let stable = common::Upstream::start("stable");
     let canary = common::edge::MiniUp::start("canary", None);
     canary.state.status.store(500, Ordering::Relaxed);
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (_dead_guard, dead) = common::refusing_addr();
     let text = doc(stable.addr, canary.addr, dead);
     let b = Sluice::builder()
         .traffic(&text)
@@ -204,7 +214,8 @@ async fn prometheus_runs_every_dashboard_and_alert_expression() {
 
     // A second node, in cluster mode, whose etcd is not there (an address nothing listens
     // on): it serves no document and reports itself disconnected from the fleet.
-    let no_etcd = format!("http://127.0.0.1:{}", free_port());
+    let (_no_etcd_guard, no_etcd) = common::refusing_addr();
+    let no_etcd = format!("http://{no_etcd}");
     let mut lost = Sluice::builder()
         .trust("")
         .settings(&format!(
@@ -524,10 +535,10 @@ async fn traces_propagate_and_spans_reach_a_real_otlp_receiver() {
     node.stop();
 
     // A collector that is down: every request still succeeds; spans are dropped, counted.
-    let dead = free_port();
+    let (_dead_guard, dead) = common::refusing_addr();
     let mut node = traced_sluice(
         up.addr,
-        &format!("{{ otlp: {{ endpoint: \"http://127.0.0.1:{dead}\" }} }}"),
+        &format!("{{ otlp: {{ endpoint: \"http://{dead}\" }} }}"),
     );
     let mut c = Client::connect(node.proxy()).await;
     for _ in 0..50 {

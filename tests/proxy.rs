@@ -102,11 +102,7 @@ async fn dot_segments_are_removed_before_matching_and_forwarding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_errors_carry_their_code() {
     let v1 = Upstream::start("v1");
-    // A port with nothing listening: bind, read the port, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_dead_guard, dead) = common::refusing_addr();
     let doc = format!(
         r#"version: 1
 change: {{ id: C1, author: alice }}

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, Reply, Sluice, get, settings_yaml, spawn_server};
+use common::{Client, Reply, Sluice, get, refusing_addr, settings_yaml, spawn_server};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -1294,10 +1294,8 @@ async fn notifications_are_signed_and_a_dead_receiver_blocks_nothing() {
     let v2 = Flaky::start("v2", 0);
     let got: Received = Default::default();
     let recv = receiver(got.clone());
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Refused for the whole test: a port bound and released could be taken by another process.
+    let (_dead_guard, dead) = refusing_addr();
     let secrets = tempfile::tempdir().unwrap();
     let key = secrets.path().join("hook.key");
     std::fs::write(&key, "s3cret-key\n").unwrap();
@@ -1582,10 +1580,8 @@ async fn a_dead_hook_degrades_only_its_rollout_and_a_rollback_hook_rolls_back() 
     let v2 = Flaky::start("v2", 0);
     let hooks = HookServer::default();
     let h = hooks.start();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Refused for the whole test: a port bound and released could be taken by another process.
+    let (_dead_guard, dead) = refusing_addr();
     let (a, b) = (v1.addr, v2.addr);
     let text = format!(
         r#"version: 1
@@ -2103,16 +2099,6 @@ notifications:
 }
 
 // === mirroring ===
-
-/// A loopback address where connections are refused for as long as the returned socket
-/// lives: bound (so no one else gets the port) but never listening.
-fn refusing_addr() -> (socket2::Socket, SocketAddr) {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    (s, addr)
-}
 
 /// What a mirror upstream received: method, path, `x-sluice-variant`, body.
 type Copies = Arc<std::sync::Mutex<Vec<(String, String, String, Bytes)>>>;

@@ -9,7 +9,10 @@
 //! too so decoding is unambiguous. Everything that depends only on the configuration (the
 //! header names, each variant's encoded value) is built once per route and activation in
 //! [`RouteHeaders::new`]; per request, [`RouteHeaders::apply`] clones pre-built values
-//! (a reference-count bump) and allocates only the combined header.
+//! (a reference-count bump). The combined header is pre-built too, for every combination
+//! of variants, when a route's flags have at most [`COMBINED_TABLE_MAX`] combinations (the
+//! usual few flags of a few variants); a route with more builds it per request (one
+//! allocation).
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -25,10 +28,20 @@ pub const FLAG_HEADER_PREFIX: &str = "x-sluice-flag-";
 /// The combined header.
 pub const COMBINED_HEADER: &str = "x-sluice-flags";
 
+static COMBINED_NAME: HeaderName = HeaderName::from_static(COMBINED_HEADER);
+
+/// Most combinations of variants (each flag's variants and "none") whose combined header
+/// values a route keeps pre-built: ≤ 64 values of a few dozen bytes per route.
+pub const COMBINED_TABLE_MAX: usize = 64;
+
 /// A route's flag headers, pre-built.
 #[derive(Debug, Clone)]
 pub struct RouteHeaders {
     entries: Box<[Entry]>,
+    /// The combined header per combination of variants (empty: more than
+    /// [`COMBINED_TABLE_MAX`]); indexed in mixed radix, the first flag's digit lowest, a
+    /// flag's digit its variant index or its variant count for none.
+    combined: Box<[Option<HeaderValue>]>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,8 +125,30 @@ impl RouteHeaders {
                 pieces: pieces.into(),
             });
         }
+        let combined = entries
+            .iter()
+            .try_fold(1usize, |t, e| t.checked_mul(e.pieces.len() + 1))
+            .filter(|t| *t <= COMBINED_TABLE_MAX)
+            .map(|total| {
+                (0..total)
+                    .map(|mut idx| {
+                        let variants: Vec<u32> = entries
+                            .iter()
+                            .map(|e| {
+                                let n = e.pieces.len() + 1;
+                                let d = idx % n;
+                                idx /= n;
+                                if d + 1 == n { NONE } else { d as u32 }
+                            })
+                            .collect();
+                        build_combined(&entries, &variants)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(RouteHeaders {
             entries: entries.into(),
+            combined,
         })
     }
 
@@ -174,26 +209,46 @@ impl RouteHeaders {
     /// Sets the headers for the variants in `selected` (from [`evaluate`](Self::evaluate)
     /// on this route), replacing any of the same name.
     pub fn insert(&self, selected: &Selected, headers: &mut HeaderMap) {
-        let mut combined = String::new();
-        for (e, &v) in self.entries.iter().zip(&selected.variants[..selected.len]) {
+        let variants = &selected.variants[..selected.len.min(self.entries.len())];
+        let (mut idx, mut stride) = (0usize, 1usize);
+        for (e, &v) in self.entries.iter().zip(variants) {
             let i = v as usize;
-            let (Some(value), Some(piece)) = (e.values.get(i), e.pieces.get(i)) else {
-                continue;
-            };
-            headers.insert(e.name.clone(), value.clone());
-            if combined.is_empty() {
-                combined.reserve(self.entries.len() * (piece.len() + 2));
-            } else {
-                combined.push_str("; ");
+            if let Some(value) = e.values.get(i) {
+                headers.insert(e.name.clone(), value.clone());
             }
-            combined.push_str(piece);
+            let n = e.pieces.len();
+            idx = idx.saturating_add(i.min(n).saturating_mul(stride));
+            stride = stride.saturating_mul(n + 1);
         }
-        if !combined.is_empty()
-            && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(combined))
-        {
-            headers.insert(HeaderName::from_static(COMBINED_HEADER), v);
+        let combined = match self.combined.get(idx) {
+            Some(v) if variants.len() == self.entries.len() => v.clone(),
+            _ => build_combined(&self.entries, variants),
+        };
+        if let Some(v) = combined {
+            headers.insert(COMBINED_NAME.clone(), v);
         }
     }
+}
+
+/// The combined header for `variants` (in route order; [`NONE`] or out of range: the
+/// flag is left out); `None` when no flag has a variant.
+fn build_combined(entries: &[Entry], variants: &[u32]) -> Option<HeaderValue> {
+    let mut combined = String::new();
+    for (e, &v) in entries.iter().zip(variants) {
+        let Some(piece) = e.pieces.get(v as usize) else {
+            continue;
+        };
+        if combined.is_empty() {
+            combined.reserve(entries.len() * (piece.len() + 2));
+        } else {
+            combined.push_str("; ");
+        }
+        combined.push_str(piece);
+    }
+    if combined.is_empty() {
+        return None;
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(combined)).ok()
 }
 
 // === impl Selected ===
@@ -256,4 +311,67 @@ pub fn combined_value<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -
         encode_value(v, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::flags::{Layout, Options};
+
+    /// Every combination of variants gets the same headers from the pre-built table as
+    /// from building them per request.
+    #[test]
+    fn combined_table_matches_building() {
+        let doc = serde_json::json!({"flags": {
+            "a": {"state": "ENABLED", "variants": {"x y": 1, "z": 2}, "defaultVariant": "z"},
+            "b": {"state": "ENABLED", "variants": {"on": true, "off": false, "maybe": true}, "defaultVariant": "on"},
+            "c": {"state": "ENABLED", "variants": {"only": "o"}},
+        }});
+        let set = FlagSet::compile_document(&doc, Layout::Map, Options::default()).unwrap();
+        let rh = RouteHeaders::new(&set, &["a", "b", "c"]).unwrap();
+        assert_eq!(rh.combined.len(), 3 * 4 * 2);
+        let choices = |n: u32| (0..n).chain([NONE, n + 5]).collect::<Vec<_>>();
+        for a in choices(2) {
+            for b in choices(3) {
+                for c in choices(1) {
+                    let mut sel = Selected {
+                        len: 3,
+                        ..Selected::default()
+                    };
+                    sel.variants[..3].copy_from_slice(&[a, b, c]);
+                    let mut h = HeaderMap::new();
+                    rh.insert(&sel, &mut h);
+                    let built = build_combined(&rh.entries, &[a, b, c]);
+                    assert_eq!(h.get(COMBINED_HEADER), built.as_ref(), "{a} {b} {c}");
+                    let with_variant = [a < 2, b < 3, c < 1].iter().filter(|x| **x).count();
+                    let flag_headers = h.len() - usize::from(built.is_some());
+                    assert_eq!(flag_headers, with_variant, "{a} {b} {c}");
+                }
+            }
+        }
+        // Too many combinations: no table, built per request, the same value.
+        let many: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+        let flags: serde_json::Map<String, serde_json::Value> = many
+            .iter()
+            .map(|k| (k.clone(), serde_json::json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"})))
+            .collect();
+        let set = FlagSet::compile_document(
+            &serde_json::json!({"flags": flags}),
+            Layout::Map,
+            Options::default(),
+        )
+        .unwrap();
+        let rh = RouteHeaders::new(&set, &many).unwrap();
+        assert!(rh.combined.is_empty());
+        let mut sel = Selected {
+            len: 8,
+            ..Selected::default()
+        };
+        sel.variants[..8].fill(0);
+        let mut h = HeaderMap::new();
+        rh.insert(&sel, &mut h);
+        let v = h.get(COMBINED_HEADER).unwrap().to_str().unwrap();
+        assert!(v.starts_with("f0=") && v.matches("; ").count() == 7, "{v}");
+    }
 }

@@ -25,6 +25,17 @@ use sluice::clock::Clock;
 use sluice::config::Settings;
 use sluice::instance::{Instance, StartOptions};
 
+/// A loopback address where connections are refused for as long as the returned socket
+/// lives: bound (so no other process can take the port mid-test, as it could one bound and
+/// released) but never listening.
+pub fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
+}
+
 /// Serves 127.0.0.1:0 on a thread and runtime of its own (so tests on any runtime can start
 /// and drop it), handing each accepted connection to `on_conn`; returns the address.
 pub fn spawn_server<F, Fut>(on_conn: F) -> SocketAddr
