@@ -10,7 +10,7 @@
 //! cargo run --release --example rollback_reaction [TRIALS] [METHOD]
 //! ```
 //!
-//! METHOD is `sequential` (the default, evaluated every 100 ms) or `z_test`.
+//! METHOD is `sequential` (the default, evaluated every 50 ms) or `z_test`.
 //!
 //! Prints min / median / max per configuration (window length × failure rate), and how many
 //! canary requests failed between the onset and the rollback.

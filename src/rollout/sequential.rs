@@ -26,21 +26,24 @@
 //!    time-uniform upper confidence bounds by inversion (a confidence sequence, as in Howard
 //!    et al.).
 //! 2. **Stable as a confidence sequence.** `p_s` is unknown; its upper confidence bound `U_s`
-//!    (level `α/4`) replaces it: the canary is tested against `p0 = min(max_error_rate,
-//!    U_s + δ)`. If `U_s ≥ p_s` (probability ≥ 1 − α/4 over all time) then `p0 ≥ p_c` under
-//!    the null, and by (1)'s monotonicity the canary's statistic is below its value at the
-//!    true rate, a supermartingale. The canary side gets `3α/4`.
+//!    (level `α/20`, [`STABLE_SHARE`]) replaces it: the canary is tested against
+//!    `p0 = min(max_error_rate, U_s + δ)`. If `U_s ≥ p_s` (probability ≥ 1 − α/20 over all
+//!    time) then `p0 ≥ p_c` under the null, and by (1)'s monotonicity the canary's statistic
+//!    is below its value at the true rate, a supermartingale. The canary side gets `19α/20`.
 //! 3. **Sudden failures without dilution** (an e-detector, as Shin, Ramdas and Rinaldo): a
 //!    test started when the rollout started is slow to see a failure that begins after a long
-//!    healthy history. So besides that *origin* test (prior weight ½), a new test starts at
-//!    every evaluation whose last batch of canary traffic looks bad — the decision uses only
-//!    the past, so the `m`-th such start may carry prior weight `½·h(m)` with
-//!    `h(m) = m^(−1.2)/ζ(1.2)`, `Σ h = 1`. The weighted sum of all the tests (plus the weight
-//!    not yet spent) is a single supermartingale starting at 1, so the rollback threshold
-//!    `1/α` bounds the false-rollback probability over the entire rollout. Dropping decayed
-//!    tests only lowers the sum, so pruning is safe. Starts numbered by *suspicious batches*
-//!    rather than by time keep the penalty `ln(1/h(m))` small on a healthy canary: after 30
-//!    clean seconds `m` is 0–20, not 300.
+//!    healthy history. So besides that *origin* test (prior weight [`ORIGIN_WEIGHT`]), a new
+//!    test starts at every evaluation whose last batch of canary traffic looks bad — the
+//!    decision uses only the past, so the `m`-th such start may carry prior weight
+//!    [`SUSPICION_WEIGHT`]`·½` for `m = 1` and `·½·h(m − 1)` after, with
+//!    `h(m) = m^(−1.2)/ζ(1.2)`, `Σ h = 1` — and one at every evaluation (weight
+//!    [`TICK_WEIGHT`]`·h(k)`, kept [`TICK_KEEP`] evaluations) for the first batch of a
+//!    failure, which a suspicion-started test cannot include. The weighted sum of all the
+//!    tests (plus the weight not yet spent) is a single supermartingale starting at 1, so the
+//!    rollback threshold `1/α` bounds the false-rollback probability over the entire rollout.
+//!    Dropping decayed tests only lowers the sum, so pruning is safe. Starts numbered by
+//!    *suspicious batches* rather than by time keep the penalty `ln(1/h(m))` small on a
+//!    healthy canary: after 30 clean seconds `m` is 0–20, not 600.
 //! 4. The stable reference for a recent test is the stable traffic since the last
 //!    checkpoint at least `window` old (checkpoints every `window/2`, weights as in (3)), so a
 //!    slow drift of the stable rate over hours is followed; older tests compare with all of
