@@ -2540,19 +2540,6 @@ steps: [{ weight: 10, hold: 1h }, { weight: 50, hold: 1h }, { weight: 100 }]
     rig.verify_audit_chain();
 }
 
-/// Polls the rollout's status until `f` holds (deadline 30 s).
-async fn wait_rollout(rig: &Sluice, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ro = rig.rollout("web");
-        if f(&ro) {
-            return ro;
-        }
-        assert!(Instant::now() < deadline, "{what}: {ro}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// `mirror` on a route and on one canary step (SPEC §2.2): the route's copies go out for its
 /// own requests (evenly, bodies over `max_body` skipped and counted under `route`); a step's
 /// copies only while that step is live — once the rollout moved on, no request of the
@@ -2721,7 +2708,7 @@ analysis: { interval: 1s, window: 60s, min_requests: 20, max_error_rate: 0.05, m
     users(rig.proxy(), "dark", 40, "/", &mut seen).await;
     assert_eq!((seen.stable, seen.stable_failed, seen.canary), (40, 0, 0));
     // The copies' outcomes land in the canary window as they come back.
-    wait_rollout(&rig, "40 copies judged", |ro| {
+    wait_status(&rig, "40 copies judged", |ro| {
         ro["window"]["canary"]["requests"] == 40
     })
     .await;
@@ -2759,7 +2746,7 @@ analysis: { interval: 1s, window: 60s, min_requests: 20, max_error_rate: 0.05, m
     let mut seen = Seen::default();
     users(rig.proxy(), "dark", 40, "/", &mut seen).await;
     assert_eq!((seen.stable, seen.canary), (40, 0));
-    wait_rollout(&rig, "40 copies judged", |ro| {
+    wait_status(&rig, "40 copies judged", |ro| {
         ro["window"]["canary"]["requests"] == 40
     })
     .await;

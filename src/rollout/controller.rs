@@ -359,14 +359,7 @@ pub fn promote(
     if p.phase.is_final() {
         return Err(ActionError::Finished(p.phase));
     }
-    if let Some(requested) = step
-        && requested != p.step
-    {
-        return Err(ActionError::StepMismatch {
-            requested,
-            current: p.step,
-        });
-    }
+    check_step(p, step)?;
     let before = current_weight(p, spec);
     let mut ev = Vec::new();
     match spec.strategy {
@@ -413,14 +406,7 @@ pub fn promote_full(
     if p.pause_reason() == Some(PauseReason::Document) {
         return Err(ActionError::PausedByDocument);
     }
-    if let Some(requested) = step
-        && requested != p.step
-    {
-        return Err(ActionError::StepMismatch {
-            requested,
-            current: p.step,
-        });
-    }
+    check_step(p, step)?;
     let before = current_weight(p, spec);
     let mut ev = vec![Event::PromotedFull { from_step: p.step }];
     p.pause = None;
@@ -481,6 +467,18 @@ pub fn abort(p: &mut Progress, spec: &Rollout, now_ms: u64) -> Result<Vec<Event>
     roll_back(p, spec, RollbackReason::Operator, now_ms, &mut ev);
     weight_event(before, current_weight(p, spec), &mut ev);
     Ok(ev)
+}
+
+/// A promotion names the step it approves (a `promote` token's `step` claim): it must be the
+/// current one.
+fn check_step(p: &Progress, step: Option<usize>) -> Result<(), ActionError> {
+    match step {
+        Some(requested) if requested != p.step => Err(ActionError::StepMismatch {
+            requested,
+            current: p.step,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn is_gate(step: Option<&Step>) -> bool {
