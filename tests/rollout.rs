@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, Reply, Sluice, get, refusing_addr, settings_yaml, spawn_server};
+use common::{
+    Client, Reply, Sluice, get, http_server, refusing_addr, serve_http1, settings_yaml,
+    spawn_server,
+};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sluice::change::token::{self, Act, Claims};
 
@@ -36,24 +37,15 @@ impl Flaky {
         let rate = Arc::new(AtomicU64::new(fail_per_mille));
         let r = rate.clone();
         let n = Arc::new(AtomicU64::new(0));
-        let addr = spawn_server(move |s| {
-            let (n, r) = (n.clone(), r.clone());
+        let addr = http_server(move |req: Request<Incoming>| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            let fail = (i * 7919) % 1000 < r.load(Ordering::Relaxed) || req.uri().path() == "/fail";
             async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let i = n.fetch_add(1, Ordering::Relaxed);
-                    let fail = (i * 7919) % 1000 < r.load(Ordering::Relaxed)
-                        || req.uri().path() == "/fail";
-                    async move {
-                        let mut resp = Response::new(Full::new(Bytes::from(name)));
-                        if fail {
-                            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                        }
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                let mut resp = Response::new(Full::new(Bytes::from(name)));
+                if fail {
+                    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                resp
             }
         });
         Flaky {
@@ -1137,28 +1129,20 @@ analysis: { min_requests: 50, max_error_rate: 0.05, max_error_rate_increase: 0.0
 /// A check endpoint for `provider: web`: answers `{"ok": true}`, `{"ok": false}`, or 503
 /// (the provider is down), as the test sets it.
 fn check_server(mode: Arc<AtomicU64>) -> SocketAddr {
-    spawn_server(move |s| {
-        let mode = mode.clone();
+    http_server(move |req: Request<Incoming>| {
+        let m = mode.load(Ordering::Relaxed);
+        // The template filled in the rollout's name.
+        let named = req.uri().query() == Some("rollout=web");
         async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let m = mode.load(Ordering::Relaxed);
-                // The template filled in the rollout's name.
-                let named = req.uri().query() == Some("rollout=web");
-                async move {
-                    let (status, body) = match m {
-                        _ if !named => (StatusCode::NOT_FOUND, "{}"),
-                        0 => (StatusCode::OK, r#"{"checks": {"ok": true}}"#),
-                        1 => (StatusCode::OK, r#"{"checks": {"ok": false}}"#),
-                        _ => (StatusCode::SERVICE_UNAVAILABLE, "down"),
-                    };
-                    let mut resp = Response::new(Full::new(Bytes::from(body)));
-                    *resp.status_mut() = status;
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
+            let (status, body) = match m {
+                _ if !named => (StatusCode::NOT_FOUND, "{}"),
+                0 => (StatusCode::OK, r#"{"checks": {"ok": true}}"#),
+                1 => (StatusCode::OK, r#"{"checks": {"ok": false}}"#),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = status;
+            resp
         }
     })
 }
@@ -1260,27 +1244,19 @@ analysis:
 type Received = Arc<std::sync::Mutex<Vec<(Option<String>, Bytes)>>>;
 
 fn receiver(got: Received) -> SocketAddr {
-    spawn_server(move |s| {
+    http_server(move |req: Request<Incoming>| {
         let got = got.clone();
         async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let got = got.clone();
-                async move {
-                    let sig = req
-                        .headers()
-                        .get("x-sluice-signature")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    let body = http_body_util::BodyExt::collect(req.into_body())
-                        .await
-                        .unwrap()
-                        .to_bytes();
-                    got.lock().unwrap().push((sig, body));
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
+            let sig = req
+                .headers()
+                .get("x-sluice-signature")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            got.lock().unwrap().push((sig, body));
+            Response::new(Full::new(Bytes::new()))
         }
     })
 }
@@ -1382,28 +1358,20 @@ struct HookServer {
 impl HookServer {
     fn start(&self) -> SocketAddr {
         let me = self.clone();
-        spawn_server(move |s| {
+        http_server(move |req: Request<Incoming>| {
             let me = me.clone();
             async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let me = me.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = http_body_util::BodyExt::collect(req.into_body())
-                            .await
-                            .unwrap()
-                            .to_bytes();
-                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        me.calls.lock().unwrap().push((path.clone(), body));
-                        let status = me.statuses.lock().unwrap().get(&path).copied();
-                        let mut resp = Response::new(Full::new(Bytes::new()));
-                        *resp.status_mut() = StatusCode::from_u16(status.unwrap_or(404)).unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                let path = req.uri().path().to_string();
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                me.calls.lock().unwrap().push((path.clone(), body));
+                let status = me.statuses.lock().unwrap().get(&path).copied();
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::from_u16(status.unwrap_or(404)).unwrap();
+                resp
             }
         })
     }
@@ -1928,7 +1896,7 @@ fn https_server(leaf: &common::edge::Leaf, got: TlsCalls) -> SocketAddr {
             let Ok(s) = acceptor.accept(s).await else {
                 return;
             };
-            let svc = service_fn(move |req: Request<Incoming>| {
+            serve_http1(s, move |req: Request<Incoming>| {
                 let got = got.clone();
                 async move {
                     let path = req.uri().path().to_string();
@@ -1937,13 +1905,10 @@ fn https_server(leaf: &common::edge::Leaf, got: TlsCalls) -> SocketAddr {
                         .unwrap()
                         .to_bytes();
                     got.lock().unwrap().push((path, body));
-                    let resp = Response::new(Full::new(Bytes::from(r#"{"ok": true}"#)));
-                    Ok::<_, std::convert::Infallible>(resp)
+                    Response::new(Full::new(Bytes::from(r#"{"ok": true}"#)))
                 }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
+            })
+            .await;
         }
     })
 }
@@ -2106,34 +2071,24 @@ type Copies = Arc<std::sync::Mutex<Vec<(String, String, String, Bytes)>>>;
 /// A mirror upstream: records each request, then answers 200 — or, while `hang` is set,
 /// holds the answer until it is cleared.
 fn mirror_server(hang: Arc<AtomicBool>, got: Copies) -> SocketAddr {
-    spawn_server(move |s| {
+    http_server(move |req: Request<Incoming>| {
         let (hang, got) = (hang.clone(), got.clone());
         async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let (hang, got) = (hang.clone(), got.clone());
-                async move {
-                    let method = req.method().to_string();
-                    let path = req.uri().path().to_string();
-                    let variant = req
-                        .headers()
-                        .get("x-sluice-variant")
-                        .map_or(String::new(), |v| v.to_str().unwrap().to_string());
-                    let body = http_body_util::BodyExt::collect(req.into_body())
-                        .await
-                        .unwrap()
-                        .to_bytes();
-                    got.lock().unwrap().push((method, path, variant, body));
-                    while hang.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                        "shadow answer",
-                    ))))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let variant = req
+                .headers()
+                .get("x-sluice-variant")
+                .map_or(String::new(), |v| v.to_str().unwrap().to_string());
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            got.lock().unwrap().push((method, path, variant, body));
+            while hang.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Response::new(Full::new(Bytes::from("shadow answer")))
         }
     })
 }

@@ -62,6 +62,32 @@ where
     rx.recv().unwrap()
 }
 
+/// Serves HTTP/1.1 on `io` until the client closes, answering each request with `handle`.
+pub async fn serve_http1<I, H, Fut>(io: I, handle: H)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let answer = handle(req);
+        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+}
+
+/// An HTTP/1.1 server on 127.0.0.1:0 (as [`spawn_server`]) answering each request with
+/// `handle`; returns the address.
+pub fn http_server<H, Fut>(handle: H) -> SocketAddr
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    spawn_server(move |s| serve_http1(s, handle.clone()))
+}
+
 /// Every header as name → values, for upstreams that echo what they received.
 pub fn headers_json(h: &HeaderMap) -> BTreeMap<String, Vec<String>> {
     h.keys()
