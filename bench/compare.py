@@ -37,6 +37,8 @@ Usage:
                            [--secs 6] [--conns 64] [--target-dir target] [--install]
   python3 bench/compare.py --instructions --scenarios plain,https1,hs-new,hs-resume --secs 4
       # callgrind: user-space instructions per request (per connection for hs-*)
+  python3 bench/compare.py --syscalls --scenarios plain --secs 4
+      # perf tracepoints: system calls and context switches per request (the kernel's half)
 `--install` installs the peers from Debian (apt-get: nginx-light haproxy wrk nghttp2-client
 valgrind). Prints 'RESULT key=value' lines last.
 """
@@ -326,7 +328,7 @@ trust: {{ require_approvals: false }}
         try:
             out = subprocess.run(
                 ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-alpn", alpn, "-tls1_3",
-                 "-brief"], input="", capture_output=True, text=True, timeout=10)
+                 "-brief"], input="", capture_output=True, text=True, errors="replace", timeout=10)
         except subprocess.TimeoutExpired:
             return "timeout"
         text = out.stdout + out.stderr
@@ -337,6 +339,19 @@ trust: {{ require_approvals: false }}
             if m:
                 keep.append(m.group(1).strip())
         return ", ".join(keep) or text.strip().splitlines()[-1:]
+
+    def s_time_answer(self, port):
+        """The status line a target answers to s_time's request (`GET / HTTP/1.0`, no Host):
+        the handshake lines compare handshakes that each end in a proxied 200."""
+        try:
+            out = subprocess.run(
+                ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-quiet"],
+                input="GET / HTTP/1.0\r\n\r\n", capture_output=True, text=True, errors="replace",
+                timeout=10)
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        lines = out.stdout.splitlines()
+        return lines[0].strip() if lines else "no answer"
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -361,6 +376,10 @@ trust: {{ require_approvals: false }}
             for n in names:
                 if PORTS[n][1]:
                     print(f"tls {n:13s} {self.negotiated(PORTS[n][1], 'h2,http/1.1')}")
+                    if any(s.startswith("hs-") for s in a.scenarios):
+                        answer = self.s_time_answer(PORTS[n][1])
+                        warn = "" if " 200 " in answer + " " else "  WARNING: not a proxied 200"
+                        print(f"s_time    {n:13s} {answer}{warn}")
         results = {}
         for sc in a.scenarios:
             targets = [n for n in names if self.port(n, sc)]
@@ -478,6 +497,56 @@ trust: {{ require_approvals: false }}
         print("RESULT " + " ".join(f"{sc}_{n}_instructions={v:.0f}" for (sc, n), v in out.items()))
         return 0
 
+    # --- system calls ---------------------------------------------------------------------
+
+    SYSCALLS = ["read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
+                "epoll_wait", "epoll_pwait", "epoll_ctl", "accept4", "futex", "setsockopt",
+                "getsockopt", "getsockname", "getpeername", "close", "sched_yield", "shutdown"]
+
+    def syscalls(self):
+        """System calls and context switches per request (per connection for hs-*) from perf's
+        tracepoints: the kernel-side cost callgrind cannot see, counted, not timed."""
+        a = self.a
+        self.make_cert()
+        self.configs()
+        self.start("backend", ["nginx", "-c", f"{self.d}/backend.conf"], LOAD_CPU)
+        cmds = self.commands()
+        names = [n for n in ("nginx", "haproxy", "floor", "sluice", "sluice-flags") if n in cmds]
+        for n in names:
+            self.start(n, cmds[n], PROXY_CPU)
+        for n in names:
+            if not wait_port(PORTS[n][0]):
+                print(self.log_tail(n))
+                print(f"RESULT error={n}_did_not_listen")
+                return 1
+        events = ["raw_syscalls:sys_enter", "context-switches"] + [f"syscalls:sys_enter_{c}" for c in self.SYSCALLS]
+        out = {}
+        for sc in a.scenarios:
+            for n in names:
+                port = self.port(n, sc)
+                if not port or (n == "sluice-flags" and sc != "plain"):
+                    continue
+                self.load(sc, port, 1, warm=True)
+                pgid = self.procs[n].pid
+                pids = [pid for pid in os.listdir("/proc") if pid.isdigit() and self.in_group(pid, pgid)]
+                perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(events), "-p", ",".join(pids)],
+                                        stderr=subprocess.PIPE, text=True)
+                time.sleep(1.0)  # attached to every thread before the load starts
+                nreq = self.load(sc, port, a.secs)[0]
+                perf.send_signal(signal.SIGINT)
+                _, err = perf.communicate()
+                counts = {}
+                for line in err.splitlines():
+                    f = line.split(",")
+                    if len(f) > 2 and f[0].strip().isdigit():
+                        counts[f[2].replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all")] = int(f[0])
+                per = {k: v / max(nreq, 1) for k, v in counts.items() if v}
+                out[(sc, n)] = per
+                detail = " ".join(f"{k}={v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+                print(f"syscalls {sc:9s} {n:13s} per request ({nreq} requests): {detail}", flush=True)
+        print("RESULT " + " ".join(f"{sc}_{n}_syscalls={v.get('all', 0):.2f}" for (sc, n), v in out.items()))
+        return 0
+
     @staticmethod
     def in_group(pid, pgid):
         try:
@@ -498,6 +567,8 @@ def main():
                     help="run sluice-flags in the TLS and HTTP/2 scenarios too")
     ap.add_argument("--instructions", action="store_true",
                     help="instructions per request under callgrind instead of the wall-clock runs")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="system calls and context switches per request (perf tracepoints) instead")
     ap.add_argument("--targets", default="",
                     help="only these lines (comma-separated, e.g. floor,sluice; default: all)")
     ap.add_argument("--keep-callgrind", metavar="DIR",
@@ -511,13 +582,13 @@ def main():
         if missing:
             subprocess.run(["apt-get", "update"], check=True)
             subprocess.run(["apt-get", "install", "-y", *missing], check=True)
-    for tool in ("taskset", "openssl", "wrk") + (("valgrind",) if a.instructions else ()):
+    for tool in ("taskset", "openssl", "wrk") + (("valgrind",) if a.instructions else ()) + (("perf",) if a.syscalls else ()):
         if not shutil.which(tool):
             print(f"RESULT error=missing_{tool} (install: apt-get install {' '.join(DEBIAN)})")
             return 1
     b = Bench(a)
     try:
-        return b.instructions() if a.instructions else b.run()
+        return b.instructions() if a.instructions else b.syscalls() if a.syscalls else b.run()
     finally:
         b.stop_all()
         shutil.rmtree(b.d, ignore_errors=True)

@@ -112,6 +112,11 @@ async fn proxy(
         *req.uri_mut() = pq.map(http::Uri::from).unwrap_or_default();
     }
     *req.version_mut() = http::Version::HTTP_11;
+    if !req.headers().contains_key(http::header::HOST) {
+        // HTTP/1.0 without Host (`openssl s_time`): HTTP/1.1 upstream needs one.
+        let host = http::HeaderValue::from_str(&backends[i].to_string())?;
+        req.headers_mut().insert(http::header::HOST, host);
+    }
     let mut tx = match POOL.with(|p| p.borrow_mut()[i].pop()) {
         Some(tx) => tx,
         None => {

@@ -939,7 +939,8 @@ async fn host_is_required_once_and_x_forwarded_host_is_ours() {
         metric(inst, "sluice_client_errors_total{kind=\"malformed\"}"),
         Some(4.0)
     );
-    // HTTP/1.0 has no Host requirement; its X-Forwarded-Host is dropped all the same.
+    // HTTP/1.0 has no Host requirement; its X-Forwarded-Host is dropped all the same, and
+    // the HTTP/1.1 it goes upstream as carries the upstream's own host:port (NGINX's default).
     let v = echoed(
         &raw_request(
             proxy,
@@ -948,6 +949,11 @@ async fn host_is_required_once_and_x_forwarded_host_is_ours() {
         .await,
     );
     assert!(v["headers"].get("x-forwarded-host").is_none(), "{v}");
+    assert_eq!(
+        v["headers"]["host"],
+        serde_json::json!([up.addr.to_string()]),
+        "{v}"
+    );
     let v = echoed(
         &raw_request(
             proxy,

@@ -209,9 +209,12 @@ pub async fn send(
                     task.abort();
                     continue;
                 }
-                let Some(r) = req.take() else {
+                let Some(mut r) = req.take() else {
                     return Err(SendError::Reset);
                 };
+                if !r.headers().contains_key(header::HOST) {
+                    insert_upstream_host(&mut r, ep);
+                }
                 // Boxed: rare (an endpoint seen dropping kept-alive connections), and a
                 // head inline would sit in every request's future.
                 let again = (reused
@@ -357,6 +360,20 @@ pub async fn send_upgrade(
                 req: None,
             })
         }
+    }
+}
+
+/// An HTTP/1.0 request without `Host` (nothing to keep) goes upstream as HTTP/1.1, which
+/// needs one (RFC 9112 §3.2): the upstream's own `host:port`, as NGINX's default
+/// `proxy_set_header Host $proxy_host` does.
+fn insert_upstream_host(req: &mut Request<UpBody>, ep: &Endpoint) {
+    let host = if ep.host.contains(':') && !ep.host.starts_with('[') {
+        format!("[{}]:{}", ep.host, ep.addr.port())
+    } else {
+        format!("{}:{}", ep.host, ep.addr.port())
+    };
+    if let Ok(v) = http::HeaderValue::try_from(host) {
+        req.headers_mut().insert(header::HOST, v);
     }
 }
 
