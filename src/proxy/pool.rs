@@ -154,7 +154,15 @@ impl Drop for Returner {
 }
 
 fn checkout(key: Key) -> Option<Conn> {
-    if let Some(tx) = H2.with(|p| p.borrow().get(&key).cloned()) {
+    // Most workers hold no HTTP/2 upstream connection: no hash of the key then.
+    if let Some(tx) = H2.with(|p| {
+        let p = p.borrow();
+        if p.is_empty() {
+            None
+        } else {
+            p.get(&key).cloned()
+        }
+    }) {
         if !tx.is_closed() {
             return Some(Conn::H2(tx));
         }
