@@ -519,7 +519,7 @@ trust: {{ require_approvals: false }}
                 print(self.log_tail(n))
                 print(f"RESULT error={n}_did_not_listen")
                 return 1
-        events = ["raw_syscalls:sys_enter", "context-switches"] + [f"syscalls:sys_enter_{c}" for c in self.SYSCALLS]
+        events = ["raw_syscalls:sys_enter", "context-switches", "page-faults"] + [f"syscalls:sys_enter_{c}" for c in self.SYSCALLS]
         out = {}
         for sc in a.scenarios:
             for n in names:
