@@ -375,14 +375,19 @@ pub async fn send_upgrade(
 /// needs one (RFC 9112 §3.2): the upstream's own `host:port`, as NGINX's default
 /// `proxy_set_header Host $proxy_host` does.
 fn insert_upstream_host(req: &mut Request<UpBody>, ep: &Endpoint) {
+    if let Some(v) = upstream_host(ep) {
+        req.headers_mut().insert(header::HOST, v);
+    }
+}
+
+/// `host:port` of an endpoint, an IPv6 literal in brackets.
+fn upstream_host(ep: &Endpoint) -> Option<http::HeaderValue> {
     let host = if ep.host.contains(':') && !ep.host.starts_with('[') {
         format!("[{}]:{}", ep.host, ep.addr.port())
     } else {
         format!("{}:{}", ep.host, ep.addr.port())
     };
-    if let Ok(v) = http::HeaderValue::try_from(host) {
-        req.headers_mut().insert(header::HOST, v);
-    }
+    http::HeaderValue::try_from(host).ok()
 }
 
 /// HTTP/2 carries the scheme and authority in the request: rebuild the URI from the
@@ -410,5 +415,34 @@ pub(crate) fn to_h2_form(req: &mut Request<UpBody>, tls: bool, addr: SocketAddr)
     parts.path_and_query = Some(pq);
     if let Ok(u) = Uri::from_parts(parts) {
         *req.uri_mut() = u;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(host: &str, addr: &str) -> Endpoint {
+        Endpoint {
+            addr: addr.parse().unwrap(),
+            host: host.into(),
+            in_flight: Default::default(),
+            health: Default::default(),
+            drops_kept_alive: Default::default(),
+        }
+    }
+
+    #[test]
+    fn upstream_host_is_host_and_port() {
+        let cases = [
+            ("app.internal", "10.0.0.7:8080", "app.internal:8080"),
+            ("127.0.0.1", "127.0.0.1:9101", "127.0.0.1:9101"),
+            ("::1", "[::1]:8443", "[::1]:8443"),
+            ("[::1]", "[::1]:8443", "[::1]:8443"),
+        ];
+        for (host, addr, want) in cases {
+            let got = upstream_host(&endpoint(host, addr)).unwrap();
+            assert_eq!(got, want, "{host} {addr}");
+        }
     }
 }
