@@ -117,29 +117,9 @@ fn keygen_approve_validate_push_revert_with_the_binary() {
     approve("alice", "author", "v1.yaml", "tok/alice1.jwt");
     approve("bob", "approve", "v1.yaml", "tok/bob1.jwt");
     approve("carol", "approve", "v1.yaml", "tok/carol1.jwt");
-    expect(
-        &sluice(
-            &[
-                "approve",
-                "--key",
-                "keys/bob.pem",
-                "--principal",
-                "bob",
-                "--env",
-                "prod",
-                "--act",
-                "promote",
-                "v1.yaml",
-            ],
-            dir,
-        ),
-        2,
-        "--rollout",
-    );
-    // A full-promotion token (`promote --full`) carries `full: true` beside its target;
-    // `--full` needs the target.
-    let full = sluice(
-        &[
+    // Bob's promote tokens: `approve … --act promote`, then `extra`.
+    let bob_promote = |extra: &[&str]| {
+        let mut args = vec![
             "approve",
             "--key",
             "keys/bob.pem",
@@ -149,15 +129,14 @@ fn keygen_approve_validate_push_revert_with_the_binary() {
             "prod",
             "--act",
             "promote",
-            "--rollout",
-            "web",
-            "--step",
-            "1",
-            "--full",
-            "v1.yaml",
-        ],
-        dir,
-    );
+        ];
+        args.extend_from_slice(extra);
+        sluice(&args, dir)
+    };
+    expect(&bob_promote(&["v1.yaml"]), 2, "--rollout");
+    // A full-promotion token (`promote --full`) carries `full: true` beside its target;
+    // `--full` needs the target.
+    let full = bob_promote(&["--rollout", "web", "--step", "1", "--full", "v1.yaml"]);
     expect(&full, 0, "");
     let jwt = String::from_utf8_lossy(&full.stdout).trim().to_string();
     let payload = jwt.split('.').nth(1).unwrap();
@@ -176,26 +155,7 @@ fn keygen_approve_validate_push_revert_with_the_binary() {
         (&"promote".into(), &"web".into(), &1.into(), &true.into()),
         "{claims}"
     );
-    expect(
-        &sluice(
-            &[
-                "approve",
-                "--key",
-                "keys/bob.pem",
-                "--principal",
-                "bob",
-                "--env",
-                "prod",
-                "--act",
-                "promote",
-                "--full",
-                "v1.yaml",
-            ],
-            dir,
-        ),
-        2,
-        "--rollout",
-    );
+    expect(&bob_promote(&["--full", "v1.yaml"]), 2, "--rollout");
 
     // validate: nothing active, no tokens → refused (1); the author's token in the folder →
     // pending (3) with what is missing; an invalid document → 2.

@@ -85,6 +85,45 @@ fn canary(rest: &str) -> String {
     )
 }
 
+/// Runs `sluice rollout ACTION web --admin … --token-file …` and then `extra` against `rig`,
+/// off the runtime's threads (the admin API it calls is served by them).
+async fn rollout_cli(rig: &Sluice, action: &str, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<String> = vec![
+        "rollout".into(),
+        action.into(),
+        "web".into(),
+        "--admin".into(),
+        format!("http://{}", rig.inst().admin),
+        "--token-file".into(),
+        rig.dir
+            .path()
+            .join("state/admin.token")
+            .display()
+            .to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// [`rollout_cli`] that must exit 0 (its stderr shown otherwise); its stdout.
+async fn rollout_cli_ok(rig: &Sluice, action: &str, extra: &[&str]) -> String {
+    let out = rollout_cli(rig, action, extra).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Upstreams `v1` and `v2` failing `v1_fail` and `v2_fail` per mille, and a sluice on a
 /// manual clock with manual ticks serving `doc(1, v1, v2, rollout)`.
 fn start_rig(v1_fail: u64, v2_fail: u64, rollout: &str) -> (Flaky, Flaky, Sluice) {
@@ -395,38 +434,7 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 1
     assert!(r.json()["detail"].as_str().unwrap().contains("not paused"));
 
     // Promote with the CLI.
-    let admin = format!("http://{}", rig.inst().admin);
-    let token_file = rig.dir.path().join("state/admin.token");
-    let cli = |args: Vec<String>| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let args = |action: &str| -> Vec<String> {
-        vec![
-            "rollout".into(),
-            action.into(),
-            "web".into(),
-            "--admin".into(),
-            admin.clone(),
-            "--token-file".into(),
-            token_file.display().to_string(),
-        ]
-    };
-    let out = tokio::task::spawn_blocking({
-        let a = args("promote");
-        move || cli(a)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = rollout_cli_ok(&rig, "promote", &[]).await;
     assert!(
         text.contains("phase progressing, step 2, weight 60%"),
         "{text}"
@@ -443,13 +451,7 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 1
     rig.tick();
     assert_eq!(rig.phase("web"), "paused");
     assert_eq!(rig.rollout("web")["step"], 2);
-    let out = tokio::task::spawn_blocking({
-        let a = args("resume");
-        move || cli(a)
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    rollout_cli_ok(&rig, "resume", &[]).await;
     rig.advance(Duration::from_secs(5 * 60));
     rig.tick();
     assert_eq!(
@@ -460,21 +462,10 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 60, hold: 10m }, { weight: 1
     assert_eq!(rig.phase("web"), "progressing");
 
     // Abort: weight 0 at once, final.
-    let out = tokio::task::spawn_blocking({
-        let a = args("abort");
-        move || cli(a)
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    rollout_cli_ok(&rig, "abort", &[]).await;
     assert_eq!(rig.weight_bp(), 0);
     assert_eq!(rig.rollout("web")["abort_reason"], "operator");
-    let out = tokio::task::spawn_blocking({
-        let a = args("promote");
-        move || cli(a)
-    })
-    .await
-    .unwrap();
+    let out = rollout_cli(&rig, "promote", &[]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("rollout_finished"),
@@ -2382,37 +2373,8 @@ steps: [{ weight: 10 }, { gate: manual }, { weight: 50, hold: 10m }, { weight: 1
     // The CLI: `sluice rollout promote --full --approval FILE`.
     let token_path = rig.dir.path().join("full.jwt");
     std::fs::write(&token_path, &full).unwrap();
-    let args: Vec<String> = vec![
-        "rollout".into(),
-        "promote".into(),
-        "web".into(),
-        "--full".into(),
-        "--admin".into(),
-        format!("http://{}", rig.inst().admin),
-        "--token-file".into(),
-        rig.dir
-            .path()
-            .join("state/admin.token")
-            .display()
-            .to_string(),
-        "--approval".into(),
-        token_path.display().to_string(),
-    ];
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let approval = token_path.display().to_string();
+    let stdout = rollout_cli_ok(&rig, "promote", &["--full", "--approval", &approval]).await;
     assert!(
         stdout.contains("web promote_full: phase completed, step 4, weight 100%"),
         "{stdout}"
