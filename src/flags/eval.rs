@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::Fractional;
 use super::context::Context;
 use super::custom;
-use super::logic::{Node, Op, Root, Var, VarPath};
+use super::logic::{Node, Op, Root, Test, Var, VarPath};
 use super::value::{Kind, Val, js_compare, loose_eq, strict_eq, write_js_number};
 
 /// Everything a rule may read besides the current scope.
@@ -44,6 +44,56 @@ pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a>, scope: Scope<'_, 'a>) -> V
         Node::Var(var) => eval_var(var, env, scope),
         Node::Shared(n) => eval(n, env, scope),
         Node::Op(op, args) => eval_op(*op, args, env, scope),
+        Node::Test(t) => eval_test(t, env, scope),
+    }
+}
+
+/// A [`Test`]: a string value compared with the literal's text, an absent one answered
+/// at once, anything else by the operator's general semantics ([`test_general`]).
+fn eval_test<'a>(t: &'a Test, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
+    let v = eval_var(&t.var, env, scope);
+    let s: &str = match &v {
+        Val::Str(s) => s,
+        // An absent attribute: never equal to a string, no string to test.
+        Val::Null => {
+            return match (&t.lit, t.op) {
+                (Value::String(_), Op::Eq | Op::StrictEq) => Val::Bool(false),
+                (Value::String(_), Op::Ne | Op::StrictNe) => Val::Bool(true),
+                (_, Op::StartsWith | Op::EndsWith) => Val::Null,
+                (Value::Array(items), Op::In) => Val::Bool(items.iter().any(Value::is_null)),
+                _ => test_general(t, &v),
+            };
+        }
+        _ => return test_general(t, &v),
+    };
+    Val::Bool(match (&t.lit, t.op) {
+        (Value::String(p), Op::Eq | Op::StrictEq) => s == p,
+        (Value::String(p), Op::Ne | Op::StrictNe) => s != p,
+        (Value::String(p), Op::StartsWith) => s.starts_with(p.as_str()),
+        (Value::String(p), Op::EndsWith) => s.ends_with(p.as_str()),
+        (Value::String(h), Op::In) => h.contains(s),
+        (Value::Array(items), Op::In) => items.iter().any(|i| i.as_str() == Some(s)),
+        _ => return test_general(t, &v),
+    })
+}
+
+/// A [`Test`] evaluated as its [`Node::Op`] would be, with `v` the `var`'s value.
+pub(crate) fn test_general<'a>(t: &'a Test, v: &Val<'a>) -> Val<'a> {
+    let lit = Val::from_json(&t.lit);
+    let (a, b) = if t.lit_first { (&lit, v) } else { (v, &lit) };
+    match t.op {
+        Op::Eq => Val::Bool(loose_eq(a, b)),
+        Op::Ne => Val::Bool(!loose_eq(a, b)),
+        Op::StrictEq => Val::Bool(strict_eq(a, b)),
+        Op::StrictNe => Val::Bool(!strict_eq(a, b)),
+        Op::In => eval_in(a, b),
+        Op::StartsWith | Op::EndsWith => match (a.as_str(), b.as_str()) {
+            (Some(s), Some(p)) if t.op == Op::StartsWith => Val::Bool(s.starts_with(p)),
+            (Some(s), Some(p)) => Val::Bool(s.ends_with(p)),
+            _ => Val::Null,
+        },
+        // `op_node` makes tests of the operators above only.
+        _ => Val::Null,
     }
 }
 

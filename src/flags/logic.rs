@@ -23,6 +23,24 @@ pub(crate) enum Node {
     Op(Op, Box<[Node]>),
     /// A `$ref` to a shared evaluator, compiled once for every flag that uses it.
     Shared(Arc<Node>),
+    /// A `var` compared with a literal: the shape of most targeting rules (see [`Test`]).
+    Test(Box<Test>),
+}
+
+/// `==`, `!=`, `===` or `!==` between a `var` and a literal string (either side first),
+/// `starts_with` / `ends_with` of a `var` by a literal string, or a `var` `in` a literal
+/// string or array. A value that is a string (every header, cookie and request attribute
+/// the proxy reads) is compared with the literal directly; any other value goes through
+/// the operator's general semantics. The answers are those of the same [`Node::Op`]
+/// (a test in `tests.rs` holds them equal), without building evaluation values for the
+/// arguments.
+#[derive(Debug)]
+pub(crate) struct Test {
+    pub op: Op,
+    pub var: Var,
+    pub lit: Value,
+    /// The literal is the first argument (`{"==": ["x", {"var": "v"}]}`).
+    pub lit_first: bool,
 }
 
 /// A compiled `var`.
@@ -364,7 +382,7 @@ impl<'d> Compiler<'d> {
             }
             path.truncate(len);
         }
-        ok.then(|| Node::Op(op, nodes.into_boxed_slice()))
+        ok.then(|| op_node(op, nodes))
     }
 
     fn var(
@@ -397,6 +415,32 @@ impl<'d> Compiler<'d> {
             path: var_path,
             default: parts.next(),
         })))
+    }
+}
+
+/// An operator with its compiled arguments: a [`Test`] when it has that shape.
+pub(crate) fn op_node(op: Op, args: Vec<Node>) -> Node {
+    let symmetric = matches!(op, Op::Eq | Op::Ne | Op::StrictEq | Op::StrictNe);
+    let testable = |lit: &Value| match lit {
+        Value::String(_) => symmetric || matches!(op, Op::StartsWith | Op::EndsWith | Op::In),
+        Value::Array(_) => op == Op::In,
+        _ => false,
+    };
+    let test = |var: Box<Var>, lit, lit_first| {
+        Node::Test(Box::new(Test {
+            op,
+            var: *var,
+            lit,
+            lit_first,
+        }))
+    };
+    match <[Node; 2]>::try_from(args) {
+        Ok([Node::Var(var), Node::Lit(lit)]) if testable(&lit) => test(var, lit, false),
+        Ok([Node::Lit(lit), Node::Var(var)]) if symmetric && lit.is_string() => {
+            test(var, lit, true)
+        }
+        Ok(pair) => Node::Op(op, Box::new(pair)),
+        Err(args) => Node::Op(op, args.into_boxed_slice()),
     }
 }
 

@@ -44,6 +44,90 @@ fn apply(rule: Value, data: Value) -> Value {
     eval::eval(&node, &env, Scope::Root).to_value()
 }
 
+/// The compiled shortcut for `var`-against-literal comparisons answers exactly as the
+/// general operator does, whatever the value's type (strings take the shortcut).
+#[test]
+fn var_literal_tests_match_the_general_operators() {
+    use crate::flags::logic::{Node, Op, Var, op_node, static_path};
+    let ops = [
+        Op::Eq,
+        Op::Ne,
+        Op::StrictEq,
+        Op::StrictNe,
+        Op::StartsWith,
+        Op::EndsWith,
+        Op::In,
+    ];
+    let lits = [
+        json!("user-42"),
+        json!(""),
+        json!("1"),
+        json!("ab"),
+        json!("true"),
+        json!(["DE", "FR", 1, null, "1", true]),
+        json!([]),
+        json!(1),
+    ];
+    let values = [
+        json!("user-42"),
+        json!("user-4"),
+        json!("user-420"),
+        json!(""),
+        json!("1"),
+        json!("1.0"),
+        json!(1),
+        json!(1.0),
+        json!(true),
+        json!(false),
+        json!(null),
+        json!(["DE"]),
+        json!({"a": 1}),
+        json!("DE"),
+        json!("ab"),
+        json!("xab"),
+        json!("true"),
+    ];
+    let args = |lit: &Value, lit_first: bool| {
+        let var = Node::Var(Box::new(Var {
+            path: static_path("v"),
+            default: None,
+        }));
+        let lit = Node::Lit(lit.clone());
+        if lit_first {
+            vec![lit, var]
+        } else {
+            vec![var, lit]
+        }
+    };
+    let mut shortcuts = 0;
+    for op in ops {
+        for lit in &lits {
+            for lit_first in [false, true] {
+                let compiled = op_node(op, args(lit, lit_first));
+                let general = Node::Op(op, args(lit, lit_first).into_boxed_slice());
+                shortcuts += usize::from(matches!(compiled, Node::Test(_)));
+                for value in values.iter().map(Some).chain([None]) {
+                    let data = match value {
+                        Some(v) => map(json!({ "v": v })),
+                        None => Map::new(),
+                    };
+                    let env = Env {
+                        ctx: Context::from_json(&data).unwrap(),
+                        flag_key: "f",
+                        now: 0,
+                        fractional: Fractional::V3,
+                    };
+                    let got = eval::eval(&compiled, &env, Scope::Root).to_value();
+                    let want = eval::eval(&general, &env, Scope::Root).to_value();
+                    assert_eq!(got, want, "{op:?} lit {lit} first {lit_first} value {value:?}");
+                }
+            }
+        }
+    }
+    // 6 string operators × 5 string literals, + `in` × 7 literals; + 4 symmetric × 5 flipped.
+    assert_eq!(shortcuts, 6 * 5 + 7 + 4 * 5);
+}
+
 #[test]
 fn jsonlogic_operators() {
     let data = json!({
