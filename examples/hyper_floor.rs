@@ -185,7 +185,13 @@ fn main() -> Result<(), Error> {
             let l = TcpListener::bind(at).await?;
             tokio::spawn(accept(l, backends, Some(acceptor)));
         }
-        accept(TcpListener::bind(listen).await?, backends, None).await
+        // SIGTERM returns from `main` (an exit, not a kill): a profiling build
+        // (`bench/pgo.sh`) writes its profile then.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = accept(TcpListener::bind(listen).await?, backends, None) => r,
+            _ = term.recv() => Ok(()),
+        }
     })
 }
 
