@@ -119,7 +119,10 @@ fn var_literal_tests_match_the_general_operators() {
                     };
                     let got = eval::eval(&compiled, &env, Scope::Root).to_value();
                     let want = eval::eval(&general, &env, Scope::Root).to_value();
-                    assert_eq!(got, want, "{op:?} lit {lit} first {lit_first} value {value:?}");
+                    assert_eq!(
+                        got, want,
+                        "{op:?} lit {lit} first {lit_first} value {value:?}"
+                    );
                 }
             }
         }
