@@ -64,7 +64,7 @@ fn var_literal_tests_match_the_general_operators() {
         json!("1"),
         json!("ab"),
         json!("true"),
-        json!(["DE", "FR", 1, null, "1", true]),
+        json!(["DE", "FR", 1, null, "1", true, 0, false, ["DE"], {"a": 1}]),
         json!([]),
         json!(1),
     ];
