@@ -13,6 +13,9 @@ Lines (each scenario runs the ones that speak it):
   floor         examples/hyper_floor.rs: the least a hyper proxy does (the floor of our stack)
   sluice        bench/traffic.yaml: a 90/10 canary rollout sticky on x-user-id
   sluice-flags  bench/traffic-flags.yaml: the same plus 3 SDK-less flags (metrics are always on)
+  floor-base, sluice-base
+                with --baseline-dir DIR: the floor and sluice (bench/traffic.yaml) built in DIR,
+                e.g. the default release build next to bench/pgo.sh's, measured in the same run
 
 Scenarios:
   plain     HTTP/1.1 keep-alive, wrk -c64, x-user-id varies per request (p50/p99 from wrk)
@@ -70,7 +73,13 @@ PORTS = {
     "floor": (9500, 9510, 9500),
     "sluice": (9400, 9410, 9400),
     "sluice-flags": (9450, 9460, 9450),
+    # --baseline-dir: the same two built another way (e.g. without PGO), in the same run.
+    "floor-base": (9520, 9530, 9520),
+    "sluice-base": (9470, 9480, 9470),
 }
+
+# Every line, in the order they run and print.
+TARGETS = ("nginx", "haproxy", "floor", "floor-base", "sluice", "sluice-base", "sluice-flags")
 
 USERS_LUA = """
 local counter = 0
@@ -126,6 +135,9 @@ class Bench:
         tdir = a.target_dir or os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
         self.sluice = os.path.join(tdir, "release", "sluice")
         self.floor = os.path.join(tdir, "release", "examples", "hyper_floor")
+        bdir = a.baseline_dir
+        self.sluice_base = bdir and os.path.join(bdir, "release", "sluice")
+        self.floor_base = bdir and os.path.join(bdir, "release", "examples", "hyper_floor")
 
     # --- setup -------------------------------------------------------------------------
 
@@ -200,7 +212,8 @@ backend be
   server canary 127.0.0.1:9102 weight 10
 """)
         state = os.path.join(d, "state")
-        for name, traffic in (("sluice", "traffic.yaml"), ("sluice-flags", "traffic-flags.yaml")):
+        for name, traffic in (("sluice", "traffic.yaml"), ("sluice-flags", "traffic-flags.yaml"),
+                              ("sluice-base", "traffic.yaml")):
             plain, tls, _ = PORTS[name]
             self.write(f"{name}.yaml", f"""
 listeners:
@@ -225,13 +238,16 @@ trust: {{ require_approvals: false }}
             cmds["nginx"] = ["nginx", "-c", f"{d}/nginx.conf"]
         if shutil.which("haproxy"):
             cmds["haproxy"] = ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]
-        if os.path.exists(self.floor):
-            p, t, _ = PORTS["floor"]
-            cmds["floor"] = [self.floor, "--listen", f"127.0.0.1:{p}", "--tls-listen", f"127.0.0.1:{t}",
-                             "--tls", self.cert, self.key]
+        for name, floor in (("floor", self.floor), ("floor-base", self.floor_base)):
+            if floor and os.path.exists(floor):
+                p, t, _ = PORTS[name]
+                cmds[name] = [floor, "--listen", f"127.0.0.1:{p}", "--tls-listen", f"127.0.0.1:{t}",
+                              "--tls", self.cert, self.key]
         if os.path.exists(self.sluice):
             cmds["sluice"] = [self.sluice, "run", "-c", f"{d}/sluice.yaml"]
             cmds["sluice-flags"] = [self.sluice, "run", "-c", f"{d}/sluice-flags.yaml"]
+        if self.sluice_base and os.path.exists(self.sluice_base):
+            cmds["sluice-base"] = [self.sluice_base, "run", "-c", f"{d}/sluice-base.yaml"]
         if self.a.targets:
             cmds = {n: c for n, c in cmds.items() if n in self.a.targets}
         return cmds
@@ -363,9 +379,9 @@ trust: {{ require_approvals: false }}
         cmds = self.commands()
         for name, cmd in cmds.items():
             self.start(name, cmd, PROXY_CPU)
-        names = ["direct"] + [n for n in ("nginx", "haproxy", "floor", "sluice", "sluice-flags") if n in cmds]
-        for n in ("nginx", "haproxy", "floor", "sluice", "sluice-flags"):
-            if n not in cmds:
+        names = ["direct"] + [n for n in TARGETS if n in cmds]
+        for n in TARGETS:
+            if n not in cmds and (not n.endswith("-base") or a.baseline_dir):
                 print(f"skipped {n}: not installed or not built (see --install and the build command)")
         for n in names:
             if not wait_port(PORTS[n][0]):
@@ -443,6 +459,11 @@ trust: {{ require_approvals: false }}
                     if s["p99"] and p["p99"]:
                         parts.append(f"{me}_vs_{peer}_p99={s['p99'] / p['p99']:.3f}")
                 print(f"RESULT scenario={sc} " + " ".join(parts))
+            # The same code built two ways (--baseline-dir), in this one run.
+            parts = [f"{me}_vs_{me}-base_proc={med[me]['proc'] / med[me + '-base']['proc']:.3f}"
+                     for me in ("floor", "sluice") if me in med and me + "-base" in med]
+            if parts:
+                print(f"RESULT scenario={sc} " + " ".join(parts))
 
     # --- instructions ----------------------------------------------------------------------
 
@@ -456,7 +477,7 @@ trust: {{ require_approvals: false }}
         self.start("backend", ["nginx", "-c", f"{self.d}/backend.conf"], LOAD_CPU)
         cmds = self.commands()
         out = {}
-        for name in [n for n in ("nginx", "haproxy", "floor", "sluice", "sluice-flags") if n in cmds]:
+        for name in [n for n in TARGETS if n in cmds]:
             cg = os.path.join(self.d, f"{name}.callgrind")
             p = self.start(name, cmds[name], PROXY_CPU,
                            wrap=("valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}",
@@ -511,7 +532,7 @@ trust: {{ require_approvals: false }}
         self.configs()
         self.start("backend", ["nginx", "-c", f"{self.d}/backend.conf"], LOAD_CPU)
         cmds = self.commands()
-        names = [n for n in ("nginx", "haproxy", "floor", "sluice", "sluice-flags") if n in cmds]
+        names = [n for n in TARGETS if n in cmds]
         for n in names:
             self.start(n, cmds[n], PROXY_CPU)
         for n in names:
@@ -563,6 +584,9 @@ def main():
     ap.add_argument("--secs", type=int, default=6)
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--target-dir", help="cargo target directory (default: $CARGO_TARGET_DIR or ./target)")
+    ap.add_argument("--baseline-dir", metavar="DIR",
+                    help="another target directory: its sluice and floor run too, as sluice-base and "
+                         "floor-base (e.g. the default build against bench/pgo.sh's, in one run)")
     ap.add_argument("--flags-everywhere", action="store_true",
                     help="run sluice-flags in the TLS and HTTP/2 scenarios too")
     ap.add_argument("--instructions", action="store_true",
