@@ -26,7 +26,10 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$prof" \
     cargo build --release --bin sluice --example hyper_floor --target-dir "$gen"
 LLVM_PROFILE_FILE="$prof/%p.profraw" python3 bench/compare.py --target-dir "$gen" \
     --scenarios plain,https1,h2,h2c --targets floor,sluice,sluice-flags --rounds 1 --secs 3
-ls "$prof"/*.profraw >/dev/null
+if ! ls "$prof"/*.profraw >/dev/null 2>&1; then
+    echo "pgo.sh: the training load wrote no profiles to $prof (the instrumented processes write them when they exit on SIGTERM; see compare.py's output above)" >&2
+    exit 1
+fi
 "$profdata" merge -o "$prof/merged.profdata" "$prof"/*.profraw
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$prof/merged.profdata" \
     cargo build --release --bin sluice --example hyper_floor --target-dir "$out"

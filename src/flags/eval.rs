@@ -78,7 +78,7 @@ fn eval_test<'a>(t: &'a Test, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
 }
 
 /// A [`Test`] evaluated as its [`Node::Op`] would be, with `v` the `var`'s value.
-pub(crate) fn test_general<'a>(t: &'a Test, v: &Val<'a>) -> Val<'a> {
+fn test_general<'a>(t: &'a Test, v: &Val<'a>) -> Val<'a> {
     let lit = Val::from_json(&t.lit);
     let (a, b) = if t.lit_first { (&lit, v) } else { (v, &lit) };
     match t.op {
