@@ -11,6 +11,9 @@ Lines (each scenario runs the ones that speak it):
   nginx         NGINX, split_clients 90/10 on x-user-id, upstream keepalive
   haproxy       HAProxy, balance hdr(x-user-id) 90/10, http-reuse always
   floor         examples/hyper_floor.rs: the least a hyper proxy does (the floor of our stack)
+  raw           examples/raw_floor.rs: httparse on tokio, bytes passed through untouched, an
+                upstream connection per client connection (plain and HTTPS/1.1 only): the
+                bound under any HTTP/1 code path of our own on this runtime
   sluice        bench/traffic.yaml: a 90/10 canary rollout sticky on x-user-id
   sluice-flags  bench/traffic-flags.yaml: the same plus 3 SDK-less flags (metrics are always on)
   floor-base, sluice-base
@@ -35,7 +38,7 @@ from /proc/stat (includes softirq network work that is charged to no process, an
 that ran on CPU 0). On a quiet machine `core0` is the fuller measure; on a busy one, `proc`.
 
 Usage:
-  cargo build --release --bin sluice --example hyper_floor
+  cargo build --release --bin sluice --example hyper_floor --example raw_floor
   python3 bench/compare.py [--scenarios plain,https1,h2,h2c,hs-new,hs-resume] [--rounds 3]
                            [--secs 6] [--conns 64] [--target-dir target] [--install]
   python3 bench/compare.py --instructions --scenarios plain,https1,hs-new,hs-resume --secs 4
@@ -71,6 +74,7 @@ PORTS = {
     "nginx": (9200, 9210, 9220),
     "haproxy": (9300, 9310, 9320),
     "floor": (9500, 9510, 9500),
+    "raw": (9540, 9550, None),
     "sluice": (9400, 9410, 9400),
     "sluice-flags": (9450, 9460, 9450),
     # --baseline-dir: the same two built another way (e.g. without PGO), in the same run.
@@ -79,7 +83,7 @@ PORTS = {
 }
 
 # Every line, in the order they run and print.
-TARGETS = ("nginx", "haproxy", "floor", "floor-base", "sluice", "sluice-base", "sluice-flags")
+TARGETS = ("nginx", "haproxy", "floor", "raw", "floor-base", "sluice", "sluice-base", "sluice-flags")
 
 USERS_LUA = """
 local counter = 0
@@ -135,6 +139,7 @@ class Bench:
         tdir = a.target_dir or os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
         self.sluice = os.path.join(tdir, "release", "sluice")
         self.floor = os.path.join(tdir, "release", "examples", "hyper_floor")
+        self.raw = os.path.join(tdir, "release", "examples", "raw_floor")
         bdir = a.baseline_dir
         self.sluice_base = bdir and os.path.join(bdir, "release", "sluice")
         self.floor_base = bdir and os.path.join(bdir, "release", "examples", "hyper_floor")
@@ -243,6 +248,10 @@ trust: {{ require_approvals: false }}
                 p, t, _ = PORTS[name]
                 cmds[name] = [floor, "--listen", f"127.0.0.1:{p}", "--tls-listen", f"127.0.0.1:{t}",
                               "--tls", self.cert, self.key]
+        if os.path.exists(self.raw):
+            p, t, _ = PORTS["raw"]
+            cmds["raw"] = [self.raw, "--listen", f"127.0.0.1:{p}", "--tls-listen", f"127.0.0.1:{t}",
+                           "--tls", self.cert, self.key]
         if os.path.exists(self.sluice):
             cmds["sluice"] = [self.sluice, "run", "-c", f"{d}/sluice.yaml"]
             cmds["sluice-flags"] = [self.sluice, "run", "-c", f"{d}/sluice-flags.yaml"]
@@ -392,7 +401,7 @@ trust: {{ require_approvals: false }}
             for n in names:
                 if PORTS[n][1]:
                     print(f"tls {n:13s} {self.negotiated(PORTS[n][1], 'h2,http/1.1')}")
-                    if any(s.startswith("hs-") for s in a.scenarios):
+                    if any(s.startswith("hs-") for s in a.scenarios) and self.port(n, "hs-new"):
                         answer = self.s_time_answer(PORTS[n][1])
                         warn = "" if " 200 " in answer + " " else "  WARNING: not a proxied 200"
                         print(f"s_time    {n:13s} {answer}{warn}")
@@ -429,6 +438,8 @@ trust: {{ require_approvals: false }}
         return 0
 
     def port(self, name, scenario):
+        if name == "raw" and scenario not in ("plain", "https1"):
+            return None  # HTTP/1.1 only, and no upstream pool to make handshakes comparable
         plain, tls, h2c = PORTS[name]
         return {"plain": plain, "https1": tls, "h2": tls, "h2c": h2c, "hs-new": tls, "hs-resume": tls}[scenario]
 
@@ -444,12 +455,12 @@ trust: {{ require_approvals: false }}
                 core0 = "" if m["core0"] != m["core0"] else f" core0={m['core0']:6.2f}"
                 print(f"  {sc:9s} {n:13s} rps={m['rps']:9.0f}{lat} proc={m['proc']:6.2f}{core0}")
         for sc, med in results.items():
-            for me in ("sluice", "sluice-flags"):
+            for me in ("raw", "floor", "sluice", "sluice-flags"):
                 if me not in med:
                     continue
                 parts = []
                 for peer in ("nginx", "haproxy", "floor"):
-                    if peer not in med:
+                    if peer not in med or peer == me:
                         continue
                     s, p = med[me], med[peer]
                     parts.append(f"{me}_vs_{peer}_proc={s['proc'] / p['proc']:.3f}")
