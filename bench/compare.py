@@ -469,7 +469,8 @@ trust: {{ require_approvals: false }}
                     parts.append(f"{me}_vs_{peer}_rps={s['rps'] / p['rps']:.3f}")
                     if s["p99"] and p["p99"]:
                         parts.append(f"{me}_vs_{peer}_p99={s['p99'] / p['p99']:.3f}")
-                print(f"RESULT scenario={sc} " + " ".join(parts))
+                if parts:
+                    print(f"RESULT scenario={sc} " + " ".join(parts))
             # The same code built two ways (--baseline-dir), in this one run.
             parts = [f"{me}_vs_{me}-base_proc={med[me]['proc'] / med[me + '-base']['proc']:.3f}"
                      for me in ("floor", "sluice") if me in med and me + "-base" in med]
