@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsConnector;
 
 use super::body::UpBody;
+use super::coalesce::Coalesce;
 use super::tls;
 use crate::config::traffic::{Protocol, Upstream as UpstreamSpec};
 use crate::snapshot::Endpoint;
@@ -159,6 +160,7 @@ impl Connector {
                 Ok(Err(_)) | Err(_) => return Err(ConnectError::Connect),
             };
         let _ = tcp.set_nodelay(true);
+        let tcp = Coalesce::new(tcp);
         let Some(t) = &self.tls else {
             let h2 = self.protocol == Protocol::H2c && !upgrade;
             return handshake(tcp, h2, upgrade).await;
@@ -183,7 +185,7 @@ impl Connector {
             // No ALPN answer: what the settings say.
             None => self.protocol == Protocol::H2c,
         };
-        handshake(tls, h2 && !upgrade, upgrade).await
+        handshake(Coalesce::new(tls), h2 && !upgrade, upgrade).await
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod body;
 pub mod client;
+pub mod coalesce;
 pub mod connect;
 pub mod deadline;
 pub mod detect;

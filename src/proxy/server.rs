@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::Shared;
+use super::coalesce::Coalesce;
 use super::deadline::{ConnClock, Deadline, Fired, StreamClock, Tracked};
 use super::detect::{Proto, detect};
 use super::service::{self, ConnInfo};
@@ -170,6 +171,8 @@ async fn serve_conn(
             }
         }
     }
+    // Below TLS too: rustls writes its queued records vectored.
+    let stream = Coalesce::new(stream);
     if listener.tls.is_some() {
         Box::pin(serve_tls(stream, info, shared, shutdown, deadline)).await;
         return;
@@ -189,7 +192,7 @@ async fn serve_conn(
 }
 
 async fn serve_tls(
-    stream: TcpStream,
+    stream: Coalesce<TcpStream>,
     mut info: ConnInfo,
     shared: Arc<Shared>,
     shutdown: Shutdown,
@@ -228,9 +231,13 @@ async fn serve_tls(
             .and_then(|der| crate::proxy::client::ClientCert::from_der(der))
             .map(Arc::new);
     }
-    match stream.get_ref().1.alpn_protocol() {
-        Some(b"h2") => serve_h2(stream, info, shared, shutdown).await,
-        _ => serve_h1(stream, info, shared, shutdown).await,
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    // Above TLS: a small response's head and body become one record.
+    let stream = Coalesce::new(stream);
+    if h2 {
+        serve_h2(stream, info, shared, shutdown).await
+    } else {
+        serve_h1(stream, info, shared, shutdown).await
     }
 }
 
